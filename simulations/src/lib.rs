@@ -1,0 +1,1 @@
+//! Provider simulators (in progress).

@@ -1,0 +1,76 @@
+//! The `calsync` command line. Command names are fixed by DESIGN.md's
+//! interface table so scripts, drills and runbooks can rely on them.
+
+mod log;
+mod serve;
+
+use crate::config::{GlobalArgs, LogFormat};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "calsync",
+    version,
+    about = "Event-sourced calendar sync for booking platforms"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending schema migrations and exit.
+    Migrate,
+    /// Run the supervisor process: HTTP ingress, connection actors, timers.
+    Serve(serve::ServeArgs),
+    /// Inspect the event log.
+    #[command(subcommand)]
+    Log(log::LogCommand),
+}
+
+/// Runs the parsed command line; the error is printed by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Migrate => migrate(&cli.global).await,
+        Command::Serve(args) => serve::run(args, &cli.global).await,
+        Command::Log(cmd) => log::run(cmd, &cli.global).await,
+    }
+}
+
+async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
+    let settings = global.settings()?;
+    let (db, report) = crate::database::Database::open(&settings).await?;
+    if report.applied.is_empty() {
+        println!(
+            "schema is up to date ({} migrations applied earlier) on {}",
+            report.already_applied, db.location
+        );
+    } else {
+        println!("applied {} on {}", report.applied.join(", "), db.location);
+    }
+    Ok(())
+}
+
+/// Installs the tracing subscriber: readable text on a terminal, JSON lines
+/// otherwise (or as configured). `RUST_LOG` filters, default `info`.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

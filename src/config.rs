@@ -1,0 +1,245 @@
+//! Configuration, layered: command-line flags, then `CALSYNC_*` environment
+//! variables and `DATABASE_URL`, then an optional TOML file, then defaults.
+//!
+//! Every setting and its default is listed in `calsync.example.toml` at the
+//! top of the repository; a unit test keeps that file and [`Settings`] equal.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Defaults, in one place.
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const PG_DIR: &str = ".calsync/pg";
+    pub const DB_POOL_SIZE: usize = 16;
+    pub const DB_NAME: &str = "calsync";
+}
+
+/// Settings that can come from flags or the environment (clap resolves
+/// flag-before-environment; the file and defaults fill what is left).
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (see calsync.example.toml).
+    #[arg(long, global = true, env = "CALSYNC_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL to use. When unset, calsync runs a private cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Directory of the private PostgreSQL cluster (when no DATABASE_URL).
+    #[arg(long, global = true, env = "CALSYNC_PG_DIR", value_name = "DIR")]
+    pub pg_dir: Option<PathBuf>,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, global = true, env = "CALSYNC_DB_POOL_SIZE", value_name = "N")]
+    pub db_pool_size: Option<usize>,
+
+    /// Log format: auto (text on a terminal, JSON otherwise), text or json.
+    #[arg(long, global = true, env = "CALSYNC_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+/// The optional TOML file. Unknown keys are an error, so a typo is caught.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub database: FileDatabase,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDatabase {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub pg_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+/// Where the database comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseSource {
+    /// An existing server.
+    Url(String),
+    /// A private cluster in this directory.
+    Private(PathBuf),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub database: DatabaseSource,
+    pub db_pool_size: usize,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+impl GlobalArgs {
+    /// Reads the file named by `--config` (if any).
+    pub fn file(&self) -> Result<FileConfig, ConfigError> {
+        match &self.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Resolves flags/environment over the file over defaults.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let file = self.file()?;
+        self.settings_with(&file)
+    }
+
+    pub fn settings_with(&self, file: &FileConfig) -> Result<Settings, ConfigError> {
+        let url = self
+            .database_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| file.database.url.clone());
+        let database = match url {
+            Some(url) => DatabaseSource::Url(url),
+            None => DatabaseSource::Private(
+                self.pg_dir
+                    .clone()
+                    .or_else(|| file.database.pg_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from(defaults::PG_DIR)),
+            ),
+        };
+        let db_pool_size = self
+            .db_pool_size
+            .or(file.database.pool_size)
+            .unwrap_or(defaults::DB_POOL_SIZE);
+        if db_pool_size == 0 {
+            return Err(ConfigError::Invalid {
+                name: "db_pool_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Settings {
+            database,
+            db_pool_size,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+/// Resolves the listen address of `serve`: flag/env, then file, then default.
+pub fn listen_addr(flag: Option<SocketAddr>, file: &FileConfig) -> SocketAddr {
+    flag.or(file.listen).unwrap_or_else(|| {
+        // The default is a literal that always parses.
+        defaults::LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_states_the_defaults() {
+        let text = include_str!("../calsync.example.toml");
+        let file = FileConfig::parse(text).expect("example config parses");
+        let from_file = GlobalArgs::default().settings_with(&file).unwrap();
+        let from_defaults = GlobalArgs::default()
+            .settings_with(&FileConfig::default())
+            .unwrap();
+        assert_eq!(from_file, from_defaults);
+        assert_eq!(
+            listen_addr(None, &file),
+            listen_addr(None, &FileConfig::default())
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:9000\"\n[database]\npool_size = 4\npg_dir = \"/x\"\n",
+        )
+        .unwrap();
+        let args = GlobalArgs {
+            db_pool_size: Some(7),
+            ..Default::default()
+        };
+        let s = args.settings_with(&file).unwrap();
+        assert_eq!(s.db_pool_size, 7);
+        assert_eq!(s.database, DatabaseSource::Private(PathBuf::from("/x")));
+        assert_eq!(listen_addr(None, &file).port(), 9000);
+        let url_args = GlobalArgs {
+            database_url: Some("host=/tmp user=postgres".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            url_args.settings_with(&file).unwrap().database,
+            DatabaseSource::Url(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_pools_are_rejected() {
+        assert!(FileConfig::parse("lisen = \"x\"").is_err());
+        let args = GlobalArgs {
+            db_pool_size: Some(0),
+            ..Default::default()
+        };
+        assert!(args.settings_with(&FileConfig::default()).is_err());
+    }
+}

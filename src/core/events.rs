@@ -1,0 +1,171 @@
+//! The events of a connection's stream: the vocabulary of the log.
+//!
+//! Each variant has a stable type name (its serde tag, stored in the log's
+//! `event_type` column) and a schema version (stored beside it). Events are
+//! immutable: when a variant's shape must change, its version goes up and
+//! [`upcast`] learns to lift the old payload; stored rows are never rewritten.
+
+use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Everything that can happen to a connection, as recorded in its stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConnectionEvent {
+    /// A platform provider linked an external calendar account.
+    ConnectionCreated {
+        platform_provider_id: PlatformProviderId,
+        provider: CalendarProvider,
+        account: ExternalAccount,
+        calendars: Vec<CalendarId>,
+        destination_calendar: Option<CalendarId>,
+    },
+    /// The set of calendars whose busy time blocks availability changed, or
+    /// the calendar that receives outbound bookings.
+    CalendarsSelected {
+        calendars: Vec<CalendarId>,
+        destination_calendar: Option<CalendarId>,
+    },
+    /// An operator or the platform paused the connection: no provider calls.
+    ConnectionPaused {
+        reason: String,
+    },
+    ConnectionResumed {},
+    /// The connection is gone; its stream stays as history.
+    ConnectionRemoved {
+        reason: String,
+    },
+    /// Credentials were stored or rotated. The secret itself lives in the
+    /// credentials table, encrypted; the log only records that it changed.
+    CredentialsChanged {
+        at: DateTime<Utc>,
+    },
+}
+
+impl ConnectionEvent {
+    /// The stable name stored in the log's `event_type` column.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ConnectionEvent::ConnectionCreated { .. } => "connection_created",
+            ConnectionEvent::CalendarsSelected { .. } => "calendars_selected",
+            ConnectionEvent::ConnectionPaused { .. } => "connection_paused",
+            ConnectionEvent::ConnectionResumed { .. } => "connection_resumed",
+            ConnectionEvent::ConnectionRemoved { .. } => "connection_removed",
+            ConnectionEvent::CredentialsChanged { .. } => "credentials_changed",
+        }
+    }
+
+    /// The current schema version of this event type's payload.
+    pub fn schema_version(&self) -> i32 {
+        1
+    }
+
+    /// Splits the event into the `(event_type, payload)` pair the log stores.
+    pub fn to_parts(&self) -> Result<(&'static str, serde_json::Value), EventDecodeError> {
+        let tagged = serde_json::to_value(self).map_err(EventDecodeError::Json)?;
+        match tagged {
+            serde_json::Value::Object(mut map) if map.len() == 1 => {
+                let payload = map
+                    .remove(self.event_type())
+                    .ok_or_else(|| EventDecodeError::Shape(self.event_type().to_string()))?;
+                Ok((self.event_type(), payload))
+            }
+            _ => Err(EventDecodeError::Shape(self.event_type().to_string())),
+        }
+    }
+
+    /// Rebuilds an event from the log's `(event_type, schema_version, payload)`.
+    pub fn from_parts(
+        event_type: &str,
+        schema_version: i32,
+        payload: serde_json::Value,
+    ) -> Result<Self, EventDecodeError> {
+        let payload = upcast(event_type, schema_version, payload)?;
+        let mut tagged = serde_json::Map::with_capacity(1);
+        tagged.insert(event_type.to_string(), payload);
+        serde_json::from_value(serde_json::Value::Object(tagged)).map_err(EventDecodeError::Json)
+    }
+}
+
+/// Why a stored event could not be turned back into a [`ConnectionEvent`].
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("event payload is not valid for its type: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("event {0} does not serialise to a single tagged object")]
+    Shape(String),
+    #[error("event {event_type} has schema version {version}, newer than this build understands")]
+    FutureVersion { event_type: String, version: i32 },
+}
+
+/// Lifts a stored payload to the current schema version of its type.
+///
+/// Every event type is at version 1 today. When a type moves to version 2,
+/// its arm here converts a version-1 payload; readers never see old shapes.
+pub fn upcast(
+    event_type: &str,
+    schema_version: i32,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, EventDecodeError> {
+    match schema_version {
+        1 => Ok(payload),
+        v => Err(EventDecodeError::FutureVersion {
+            event_type: event_type.to_string(),
+            version: v,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> ConnectionEvent {
+        ConnectionEvent::ConnectionCreated {
+            platform_provider_id: PlatformProviderId::parse("prov-1").unwrap(),
+            provider: CalendarProvider::Google,
+            account: ExternalAccount::parse("alice@example.com").unwrap(),
+            calendars: vec![CalendarId::parse("primary").unwrap()],
+            destination_calendar: Some(CalendarId::parse("primary").unwrap()),
+        }
+    }
+
+    #[test]
+    fn events_split_into_type_and_payload_and_back() {
+        for event in [
+            created(),
+            ConnectionEvent::ConnectionPaused {
+                reason: "operator".into(),
+            },
+            ConnectionEvent::ConnectionResumed {},
+        ] {
+            let (ty, payload) = event.to_parts().unwrap();
+            assert_eq!(ty, event.event_type());
+            let back = ConnectionEvent::from_parts(ty, event.schema_version(), payload).unwrap();
+            assert_eq!(back, event);
+        }
+    }
+
+    #[test]
+    fn the_type_name_is_the_stable_snake_case_tag() {
+        let (ty, payload) = created().to_parts().unwrap();
+        assert_eq!(ty, "connection_created");
+        assert_eq!(payload["provider"], "google");
+    }
+
+    #[test]
+    fn unknown_types_fields_and_future_versions_are_rejected() {
+        assert!(ConnectionEvent::from_parts("no_such_event", 1, serde_json::json!({})).is_err());
+        assert!(ConnectionEvent::from_parts(
+            "connection_resumed",
+            1,
+            serde_json::json!({"surprise": 1})
+        )
+        .is_err());
+        assert!(matches!(
+            ConnectionEvent::from_parts("connection_resumed", 2, serde_json::json!({})),
+            Err(EventDecodeError::FutureVersion { .. })
+        ));
+    }
+}

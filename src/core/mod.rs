@@ -1,0 +1,14 @@
+//! The pure domain core. Nothing in here performs I/O, awaits, or reads the
+//! clock: every function takes `now` (and any randomness) as an argument, so
+//! that the same code runs in production, in replay and in seeded simulations.
+
+pub mod availability;
+pub mod backoff;
+pub mod busy;
+pub mod dedupe;
+pub mod events;
+pub mod ids;
+pub mod interval;
+pub mod state;
+pub mod tz;
+pub mod wire;

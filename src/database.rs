@@ -1,0 +1,129 @@
+//! Opening calsync's database: an existing server from `DATABASE_URL`, or a
+//! private cluster started on the spot. Either way the schema is migrated
+//! and a connection pool is returned.
+
+use crate::config::{defaults, DatabaseSource, Settings};
+use crate::pg::{Cluster, ClusterOptions};
+use crate::store::migrate::{self, MigrationReport};
+use crate::store::PgEventStore;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// How long a caller waits for a pooled connection before the database
+/// counts as unavailable (and the HTTP edge answers 503).
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// An open database: the pool, and the private cluster if calsync runs one
+/// (kept alive as long as this value).
+#[derive(Clone)]
+pub struct Database {
+    pub pool: Pool,
+    pub cluster: Option<Arc<Cluster>>,
+    /// Where the database is, for operators (no password).
+    pub location: String,
+}
+
+impl Database {
+    /// Connects (starting the private cluster if configured), creates the
+    /// database if it is missing and applies pending migrations.
+    pub async fn open(settings: &Settings) -> anyhow::Result<(Database, MigrationReport)> {
+        let (config, cluster, location) = match &settings.database {
+            DatabaseSource::Url(url) => {
+                let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+                    anyhow::anyhow!("DATABASE_URL is not a valid connection string: {e}")
+                })?;
+                (config, None, redact(url))
+            }
+            DatabaseSource::Private(dir) => {
+                let options = ClusterOptions::new(dir);
+                let cluster =
+                    tokio::task::spawn_blocking(move || Cluster::start(options)).await??;
+                let config = tokio_postgres::Config::from_str(
+                    &cluster.connection_string(defaults::DB_NAME),
+                )?;
+                ensure_database(&cluster, defaults::DB_NAME).await?;
+                let location = format!(
+                    "private cluster in {} (socket {})",
+                    cluster.data_dir().display(),
+                    cluster.socket_dir().display()
+                );
+                (config, Some(Arc::new(cluster)), location)
+            }
+        };
+        let pool = pool(config.clone(), settings.db_pool_size)?;
+        let (mut client, connection) = config.connect(NoTls).await?;
+        let conn_task = tokio::spawn(connection);
+        let report = migrate::run(&mut client).await?;
+        drop(client);
+        let _ = conn_task.await;
+        Ok((
+            Database {
+                pool,
+                cluster,
+                location,
+            },
+            report,
+        ))
+    }
+
+    pub fn store(&self) -> PgEventStore {
+        PgEventStore::new(self.pool.clone())
+    }
+}
+
+/// A connection pool over `config` that gives up waiting after [`POOL_WAIT`].
+pub fn pool(config: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// Creates `name` on the cluster if it does not exist yet.
+pub async fn ensure_database(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
+    let (client, connection) =
+        tokio_postgres::connect(&cluster.connection_string("postgres"), NoTls).await?;
+    let conn_task = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // The name is one of ours, never user input; quote it anyway.
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = client.batch_execute(&sql).await {
+            // Another process may have created it at the same moment.
+            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+                return Err(e.into());
+            }
+        }
+    }
+    drop(client);
+    let _ = conn_task.await;
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match tokio_postgres::Config::from_str(url) {
+        Ok(cfg) => format!(
+            "{:?} db={}",
+            cfg.get_hosts(),
+            cfg.get_dbname().unwrap_or("(default)")
+        ),
+        Err(_) => "(unparseable DATABASE_URL)".into(),
+    }
+}

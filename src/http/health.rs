@@ -1,0 +1,40 @@
+//! Liveness and readiness.
+//!
+//! `/healthz` answers as long as the process can serve HTTP. `/readyz` also
+//! needs the database: load balancers stop sending webhooks to a node that
+//! could only answer 503 anyway.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping())
+        .await
+        .unwrap_or(false);
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": database, "checks": { "database": database } })),
+    )
+}

@@ -1,0 +1,32 @@
+//! The HTTP surface of `calsync serve`.
+//!
+//! [`serve`] takes its listener, its state and its shutdown signal as
+//! arguments, so tests run the real server on `127.0.0.1:0`.
+
+mod health;
+
+use crate::store::PgEventStore;
+use axum::Router;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: PgEventStore,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(health::routes()).with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,25 @@
+//! calsync — an event-sourced calendar sync engine for booking platforms.
+//!
+//! The crate is split the way `../shared/DESIGN.md` asks: a pure functional
+//! core and a thin imperative shell around it.
+//!
+//! - [`core`] — pure domain logic: events, state folds, decisions, busy rules,
+//!   availability overlay, backoff policy, dedupe window, external ids.
+//!   No I/O, no async, no clock reads: time and randomness come in as arguments.
+//! - [`store`] — the append-only PostgreSQL event log (the source of truth),
+//!   snapshots and migrations.
+//! - [`pg`] — a private PostgreSQL cluster started from the machine's binaries
+//!   when no `DATABASE_URL` is configured (used by `serve`, `demo` and tests).
+//! - [`config`] — configuration: flags, then `CALSYNC_*` / `DATABASE_URL`, then
+//!   an optional TOML file, then documented defaults.
+//! - [`http`] — the HTTP surface of `calsync serve`.
+//! - [`cli`] — the `calsync` command line.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod database;
+pub mod http;
+pub mod pg;
+pub mod store;
+pub mod testkit;

@@ -1,0 +1,176 @@
+//! Schema migrations: the ordered SQL files in `schema/`, compiled into the
+//! binary, applied once each and recorded with a checksum.
+//!
+//! Safe from several processes at once: the whole run holds a session-level
+//! advisory lock, so a second `calsync migrate` (or a second node starting)
+//! waits and then finds nothing to do. An applied migration whose file was
+//! edited afterwards stops the run: history is never silently rewritten.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+/// One migration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Add new files here; never edit applied ones.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_event_log",
+    sql: include_str!("../../schema/0001_event_log.sql"),
+}];
+
+/// An arbitrary constant naming calsync's migration lock.
+const MIGRATION_LOCK_KEY: i64 = 0x6361_6c73_796e_6301;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(
+        "migration {version} ({name}) was edited after it was applied \
+         (checksum {applied} in the database, {current} in this build); \
+         add a new migration instead of changing an applied one"
+    )]
+    Edited {
+        version: i32,
+        name: String,
+        applied: String,
+        current: String,
+    },
+    #[error(
+        "the database has migration {version} applied, which this build does not know; \
+         run a newer calsync"
+    )]
+    Unknown { version: i32 },
+    #[error("migration {name} failed: {source}")]
+    Failed {
+        name: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database error while migrating: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigrationReport {
+    pub applied: Vec<String>,
+    pub already_applied: usize,
+}
+
+pub fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Applies every pending migration of this build, each in its own transaction.
+pub async fn run(client: &mut Client) -> Result<MigrationReport, MigrateError> {
+    run_with(client, MIGRATIONS).await
+}
+
+/// Applies `migrations` (a build's list; tests pass edited lists).
+pub async fn run_with(
+    client: &mut Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrateError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    let result = run_locked(client, migrations).await;
+    // Unlock even on failure; if this fails the session end releases it.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    result
+}
+
+async fn run_locked(
+    client: &mut Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrateError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS calsync_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let applied: Vec<(i32, String, String)> = client
+        .query(
+            "SELECT version, name, checksum FROM calsync_migrations ORDER BY version",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+
+    for (version, name, sum) in &applied {
+        match migrations.iter().find(|m| m.version == *version) {
+            None => return Err(MigrateError::Unknown { version: *version }),
+            Some(m) if checksum(m.sql) != *sum => {
+                return Err(MigrateError::Edited {
+                    version: *version,
+                    name: name.clone(),
+                    applied: sum.clone(),
+                    current: checksum(m.sql),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied: applied.len(),
+    };
+    for m in migrations {
+        if applied.iter().any(|(v, _, _)| *v == m.version) {
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(m.sql)
+            .await
+            .map_err(|source| MigrateError::Failed {
+                name: m.name.to_string(),
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO calsync_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &checksum(m.sql)],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(migration = m.name, "applied migration");
+        report.applied.push(m.name.to_string());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    #[test]
+    fn checksums_change_when_the_sql_changes() {
+        assert_ne!(
+            checksum("CREATE TABLE a ()"),
+            checksum("CREATE TABLE a ( )")
+        );
+        assert_eq!(checksum("x").len(), 64);
+    }
+}

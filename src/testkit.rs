@@ -1,0 +1,105 @@
+//! Test support shared by the integration tests, the drills and the
+//! benchmarks: one private PostgreSQL cluster per process, a fresh database
+//! per test.
+//!
+//! Each database is cloned from a migrated template (`CREATE DATABASE …
+//! TEMPLATE`), which takes tens of milliseconds, so no test ever shares
+//! state with another. The cluster dies with the process (parent-death
+//! signal) and its directory is swept by the next run.
+
+use crate::database;
+use crate::pg::{Cluster, Durability};
+use crate::store::{migrate, PgEventStore};
+use deadpool_postgres::Pool;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use tokio_postgres::NoTls;
+
+const TEMPLATE: &str = "calsync_template";
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static TEMPLATE_READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The process-wide test cluster (fsync off: tests only).
+pub fn cluster() -> &'static Cluster {
+    let result = CLUSTER
+        .get_or_init(|| Cluster::start_temporary(Durability::Fast).map_err(|e| e.to_string()));
+    match result {
+        Ok(cluster) => cluster,
+        // A test cannot run without its database: fail loudly, never skip.
+        Err(e) => panic!("cannot start the private test PostgreSQL: {e}"),
+    }
+}
+
+/// A fresh, migrated database of its own.
+pub struct TestDb {
+    pub name: String,
+    pub pool: Pool,
+    pub config: tokio_postgres::Config,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let cluster = cluster();
+        TEMPLATE_READY
+            .get_or_init(|| async {
+                create_template(cluster)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create the template database: {e:#}"))
+            })
+            .await;
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(cluster, "postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let config = tokio_postgres::Config::from_str(&cluster.connection_string(&name))
+            .unwrap_or_else(|e| panic!("bad test connection string: {e}"));
+        let pool = database::pool(config.clone(), 32)
+            .unwrap_or_else(|e| panic!("cannot build the test pool: {e}"));
+        TestDb { name, pool, config }
+    }
+
+    pub fn store(&self) -> PgEventStore {
+        PgEventStore::new(self.pool.clone())
+    }
+
+    /// A direct (unpooled) connection, for tests that hold transactions.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.name));
+        tokio::spawn(connection);
+        client
+    }
+}
+
+async fn connect(cluster: &Cluster, db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&cluster.connection_string(db), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+async fn create_template(cluster: &Cluster) -> anyhow::Result<()> {
+    database::ensure_database(cluster, TEMPLATE).await?;
+    let (mut client, connection) =
+        tokio_postgres::connect(&cluster.connection_string(TEMPLATE), NoTls).await?;
+    let task = tokio::spawn(connection);
+    migrate::run(&mut client).await?;
+    drop(client);
+    // CREATE DATABASE … TEMPLATE fails while anyone is connected to the
+    // template: wait for this connection to be fully closed.
+    let _ = task.await;
+    Ok(())
+}
