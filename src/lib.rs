@@ -15,6 +15,7 @@
 //! - [`http`] — the HTTP surface of `calsync serve`.
 //! - [`cli`] — the `calsync` command line.
 
+pub mod actors;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -41,6 +41,18 @@ pub enum ConnectionEvent {
     CredentialsChanged {
         at: DateTime<Utc>,
     },
+    /// The supervisor gave up restarting this connection's actor: it failed
+    /// `restarts` times within `window_secs`. No work runs until lifted.
+    ConnectionQuarantined {
+        restarts: u32,
+        window_secs: u64,
+        last_error: String,
+        at: DateTime<Utc>,
+    },
+    /// An operator lifted the quarantine.
+    QuarantineLifted {
+        at: DateTime<Utc>,
+    },
 }
 
 impl ConnectionEvent {
@@ -53,6 +65,8 @@ impl ConnectionEvent {
             ConnectionEvent::ConnectionResumed { .. } => "connection_resumed",
             ConnectionEvent::ConnectionRemoved { .. } => "connection_removed",
             ConnectionEvent::CredentialsChanged { .. } => "credentials_changed",
+            ConnectionEvent::ConnectionQuarantined { .. } => "connection_quarantined",
+            ConnectionEvent::QuarantineLifted { .. } => "quarantine_lifted",
         }
     }
 

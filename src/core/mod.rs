@@ -5,10 +5,12 @@
 pub mod availability;
 pub mod backoff;
 pub mod busy;
+pub mod decide;
 pub mod dedupe;
 pub mod events;
 pub mod ids;
 pub mod interval;
+pub mod projection;
 pub mod state;
 pub mod tz;
 pub mod wire;

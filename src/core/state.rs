@@ -21,6 +21,29 @@ pub enum Lifecycle {
     Removed,
 }
 
+/// A connection's status as shown to operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Uncreated,
+    Active,
+    Paused,
+    Quarantined,
+    Removed,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionStatus::Uncreated => "uncreated",
+            ConnectionStatus::Active => "active",
+            ConnectionStatus::Paused => "paused",
+            ConnectionStatus::Quarantined => "quarantined",
+            ConnectionStatus::Removed => "removed",
+        }
+    }
+}
+
 /// The identity and settings of a live connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionProfile {
@@ -40,6 +63,9 @@ pub struct ConnectionState {
     pub profile: Option<ConnectionProfile>,
     pub pause_reason: Option<String>,
     pub credentials_changed_at: Option<DateTime<Utc>>,
+    /// Set while the supervisor has quarantined the connection.
+    pub quarantined_at: Option<DateTime<Utc>>,
+    pub quarantine_reason: Option<String>,
 }
 
 impl ConnectionState {
@@ -92,8 +118,36 @@ impl ConnectionState {
             ConnectionEvent::CredentialsChanged { at } => {
                 self.credentials_changed_at = Some(*at);
             }
+            ConnectionEvent::ConnectionQuarantined {
+                restarts,
+                window_secs,
+                last_error,
+                at,
+            } => {
+                self.quarantined_at = Some(*at);
+                self.quarantine_reason = Some(format!(
+                    "{restarts} restarts within {window_secs} s; last error: {last_error}"
+                ));
+            }
+            ConnectionEvent::QuarantineLifted { .. } => {
+                self.quarantined_at = None;
+                self.quarantine_reason = None;
+            }
         }
         self
+    }
+
+    /// The status operators see, derived from the fold.
+    pub fn status(&self) -> ConnectionStatus {
+        if self.quarantined_at.is_some() {
+            return ConnectionStatus::Quarantined;
+        }
+        match self.lifecycle {
+            Lifecycle::Uncreated => ConnectionStatus::Uncreated,
+            Lifecycle::Active => ConnectionStatus::Active,
+            Lifecycle::Paused => ConnectionStatus::Paused,
+            Lifecycle::Removed => ConnectionStatus::Removed,
+        }
     }
 
     /// Folds a whole history, starting from `self` (a snapshot or default).

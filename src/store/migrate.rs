@@ -18,11 +18,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Add new files here; never edit applied ones.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_event_log",
-    sql: include_str!("../../schema/0001_event_log.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_event_log",
+        sql: include_str!("../../schema/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_connections",
+        sql: include_str!("../../schema/0002_connections.sql"),
+    },
+];
 
 /// An arbitrary constant naming calsync's migration lock.
 const MIGRATION_LOCK_KEY: i64 = 0x6361_6c73_796e_6301;

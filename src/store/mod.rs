@@ -9,6 +9,7 @@
 mod errors;
 pub mod migrate;
 mod postgres;
+pub mod projections;
 mod types;
 
 pub use errors::StoreError;
@@ -16,6 +17,7 @@ pub use postgres::PgEventStore;
 pub use types::{EventMetadata, ExpectedVersion, GlobalCursor, NewEvent, RecordedEvent, Snapshot};
 
 use crate::core::ids::StreamName;
+use crate::core::projection::RowChange;
 use std::future::Future;
 
 /// What every event store offers. Implemented by PostgreSQL in production
@@ -28,6 +30,16 @@ pub trait EventStore: Send + Sync {
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Like [`EventStore::append`], and applies `changes` to the read models
+    /// in the same transaction: the read models never lag the log.
+    fn append_with(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        changes: &[RowChange],
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Events of one stream with `version >= from_version`, in version order.

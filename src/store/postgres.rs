@@ -1,10 +1,12 @@
 //! [`EventStore`] on PostgreSQL through a `deadpool-postgres` pool.
 
+use super::projections::{self, Tables};
 use super::{
     EventMetadata, EventStore, ExpectedVersion, GlobalCursor, NewEvent, RecordedEvent, Snapshot,
     StoreError,
 };
 use crate::core::ids::StreamName;
+use crate::core::projection::RowChange;
 use deadpool_postgres::Pool;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
@@ -88,6 +90,16 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.append_with(stream, expected, events, &[]).await
+    }
+
+    async fn append_with(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        changes: &[RowChange],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         if events.is_empty() {
             return Err(StoreError::BadData("append of zero events".into()));
         }
@@ -125,6 +137,7 @@ impl EventStore for PgEventStore {
             .iter()
             .map(row_to_event)
             .collect::<Result<Vec<_>, _>>()?;
+        projections::apply(&*tx, Tables::Live, changes).await?;
         tx.commit().await?;
         Ok(recorded)
     }

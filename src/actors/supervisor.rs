@@ -1,0 +1,276 @@
+//! Our supervisor of connection actors.
+//!
+//! ractor restarts nothing by itself and skips `post_stop` after a kill or a
+//! panic, so everything a restart needs lives here: which actor serves which
+//! connection, how often each failed recently, and when to try again. An
+//! actor that keeps failing (R failures within T) is quarantined — recorded
+//! on its stream, visible in status — instead of restarting in a hot loop.
+
+use super::connection::{recover_prefix, ConnectionActor, ConnectionArgs, ConnectionMsg, Mailbox};
+use super::front_door::Registry;
+use super::ActorSettings;
+use crate::core::decide::ConnectionCommand;
+use crate::core::ids::ConnectionId;
+use crate::core::projection::connection_changes;
+use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore};
+use chrono::Utc;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub enum SupervisorMsg {
+    /// Spawn the actor for `id` unless one is running; reply with it.
+    Activate {
+        id: ConnectionId,
+        reply: RpcReplyPort<Result<ActorRef<ConnectionMsg>, String>>,
+    },
+    /// A scheduled restart after a failure.
+    Restart { id: ConnectionId },
+    /// Stop actors idle longer than the idle timeout.
+    SweepIdle,
+    /// Lift a quarantine (operator action): the next input activates again.
+    LiftQuarantine {
+        id: ConnectionId,
+        reply: RpcReplyPort<Result<(), String>>,
+    },
+}
+
+pub struct Supervisor {
+    pub store: PgEventStore,
+    pub settings: Arc<ActorSettings>,
+    pub registry: Arc<Registry>,
+}
+
+pub struct SupervisorState {
+    by_actor: HashMap<ActorId, ConnectionId>,
+    failures: HashMap<ConnectionId, VecDeque<Instant>>,
+    incarnations: HashMap<ConnectionId, u64>,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let every = (self.settings.idle_timeout / 4).max(std::time::Duration::from_millis(50));
+        myself.send_interval(every, || SupervisorMsg::SweepIdle);
+        Ok(SupervisorState {
+            by_actor: HashMap::new(),
+            failures: HashMap::new(),
+            incarnations: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Activate { id, reply } => {
+                let result = self.activate(&myself, st, id).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Restart { id } => {
+                if self.registry.get(id).is_none() && !self.registry.is_quarantined(id) {
+                    if let Err(e) = self.activate(&myself, st, id).await {
+                        tracing::warn!(connection_id = %id, error = %e, "restart failed");
+                    }
+                }
+            }
+            SupervisorMsg::SweepIdle => {
+                let cutoff = Utc::now().timestamp_millis().max(0) as u64
+                    - self.settings.idle_timeout.as_millis().min(u64::MAX as u128) as u64;
+                for (id, actor) in self.registry.take_idle(cutoff) {
+                    st.by_actor.remove(&actor.get_id());
+                    actor.stop(Some("passivated".into()));
+                    tracing::debug!(connection_id = %id, "passivated idle actor");
+                }
+            }
+            SupervisorMsg::LiftQuarantine { id, reply } => {
+                let result = self
+                    .record(id, ConnectionCommand::LiftQuarantine)
+                    .await
+                    .map(|_| {
+                        self.registry.set_quarantined(id, false);
+                        st.failures.remove(&id);
+                    });
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(id) = st.by_actor.remove(&cell.get_id()) {
+                    self.registry.remove_if(id, cell.get_id());
+                    self.failed(&myself, st, id, err.to_string()).await;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(id) = st.by_actor.remove(&cell.get_id()) {
+                    self.registry.remove_if(id, cell.get_id());
+                    // Passivation and fencing are normal stops; a kill (drill
+                    // or bug) is a failure and gets a restart.
+                    let normal = matches!(reason.as_deref(), Some("passivated" | "fenced"));
+                    if !normal {
+                        let why = reason.unwrap_or_else(|| "killed".into());
+                        self.failed(&myself, st, id, why).await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Supervisor {
+    async fn activate(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+        id: ConnectionId,
+    ) -> Result<ActorRef<ConnectionMsg>, String> {
+        if let Some(entry) = self.registry.get(id) {
+            return Ok(entry.actor);
+        }
+        if self.registry.is_quarantined(id) {
+            return Err("quarantined".into());
+        }
+        let incarnation = {
+            let n = st.incarnations.entry(id).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let mailbox = Arc::new(Mailbox::default());
+        let actor = ConnectionActor {
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+        };
+        let args = ConnectionArgs {
+            id,
+            incarnation,
+            mailbox: mailbox.clone(),
+        };
+        match Actor::spawn_linked(None, actor, args, myself.get_cell()).await {
+            Ok((actor, _join)) => {
+                st.by_actor.insert(actor.get_id(), id);
+                self.registry
+                    .insert(id, actor.clone(), mailbox, incarnation);
+                Ok(actor)
+            }
+            Err(e) => {
+                // A failed start (e.g. an event this build cannot decode) is
+                // a failure like any other: back off, and quarantine if it
+                // keeps happening.
+                let message = e.to_string();
+                self.failed(myself, st, id, message.clone()).await;
+                Err(message)
+            }
+        }
+    }
+
+    async fn failed(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+        id: ConnectionId,
+        error: String,
+    ) {
+        self.registry.restarts.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let window = self.settings.restart_window;
+        let recent = st.failures.entry(id).or_default();
+        recent.push_back(now);
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            recent.pop_front();
+        }
+        let count = recent.len() as u32;
+        tracing::warn!(connection_id = %id, failures_in_window = count, error = %error,
+            "connection actor failed");
+        if count > self.settings.max_restarts {
+            self.registry.set_quarantined(id, true);
+            let command = ConnectionCommand::Quarantine {
+                restarts: count,
+                window_secs: window.as_secs(),
+                last_error: error,
+            };
+            match self.record(id, command).await {
+                Ok(()) => tracing::error!(connection_id = %id, "connection quarantined"),
+                Err(e) => tracing::error!(connection_id = %id, error = %e,
+                    "connection quarantined in memory; recording it failed"),
+            }
+        } else {
+            let delay = self.settings.restart_delay(count);
+            myself.send_after(delay, move || SupervisorMsg::Restart { id });
+        }
+    }
+
+    /// Appends a supervisor decision to a connection whose actor is not
+    /// running. The full fold may fail (that is often why we are here), so
+    /// the decision is taken on the readable prefix and the append is fenced
+    /// by the stream's current version.
+    async fn record(&self, id: ConnectionId, command: ConnectionCommand) -> Result<(), String> {
+        let stream = id.stream();
+        let version = self
+            .store
+            .stream_version(&stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = recover_prefix(&self.store, &stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let decision =
+            crate::core::decide::decide(&state, &command, Utc::now()).map_err(|e| e.to_string())?;
+        if decision.events.is_empty() {
+            return Ok(());
+        }
+        let next = state.clone().fold(&decision.events);
+        let metadata = EventMetadata {
+            node: Some(self.settings.node.clone()),
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        for e in &decision.events {
+            let (ty, payload) = e.to_parts().map_err(|e| e.to_string())?;
+            events.push(
+                NewEvent::new(ty, e.schema_version(), payload.to_string())
+                    .with_metadata(metadata.clone()),
+            );
+        }
+        // The row shows the readable prefix plus this decision, so the
+        // quarantine is visible in status even when the full fold fails.
+        let mut next = next;
+        next.version = version + decision.events.len() as u64;
+        let changes = connection_changes(id, &next);
+        self.store
+            .append_with(
+                &stream,
+                ExpectedVersion::from_version(version),
+                events,
+                &changes,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
