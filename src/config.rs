@@ -66,6 +66,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub log_format: Option<LogFormat>,
     #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub drills_enabled: Option<bool>,
+    #[serde(default)]
     pub database: FileDatabase,
 }
 

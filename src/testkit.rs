@@ -67,6 +67,11 @@ impl TestDb {
         TestDb { name, pool, config }
     }
 
+    /// The libpq connection string, usable as `DATABASE_URL`.
+    pub fn url(&self) -> String {
+        cluster().connection_string(&self.name)
+    }
+
     pub fn store(&self) -> PgEventStore {
         PgEventStore::new(self.pool.clone())
     }

@@ -1,6 +1,8 @@
 //! The `calsync` command line. Command names are fixed by DESIGN.md's
 //! interface table so scripts, drills and runbooks can rely on them.
 
+mod connections;
+mod drill;
 mod log;
 mod serve;
 
@@ -29,6 +31,12 @@ pub enum Command {
     /// Inspect the event log.
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Manage connections.
+    #[command(subcommand)]
+    Connections(connections::ConnectionsCommand),
+    /// Failure drills against a running server.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -37,6 +45,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => migrate(&cli.global).await,
         Command::Serve(args) => serve::run(args, &cli.global).await,
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
+        Command::Connections(cmd) => connections::run(cmd, &cli.global).await,
+        Command::Drill(cmd) => drill::run(cmd).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `calsync serve`: the supervisor process.
 
+use crate::actors::{ActorSettings, Connections};
 use crate::config::{self, GlobalArgs};
 use crate::database::Database;
 use crate::http::{self, AppState};
@@ -12,6 +13,19 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "CALSYNC_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Bearer token for the admin API (closed when unset).
+    #[arg(
+        long,
+        env = "CALSYNC_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Turn on drill hooks (killing actors through the admin API).
+    #[arg(long, env = "CALSYNC_DRILLS_ENABLED")]
+    pub enable_drills: bool,
 }
 
 pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -28,9 +42,19 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "calsync serve listening");
-    let state = AppState { store: db.store() };
+    let connections = Connections::start(db.store(), ActorSettings::default()).await?;
+    let state = AppState {
+        store: db.store(),
+        connections: connections.clone(),
+        admin_token: args
+            .admin_token
+            .or(file.admin_token.clone())
+            .filter(|t| !t.is_empty()),
+        drills_enabled: args.enable_drills || file.drills_enabled.unwrap_or(false),
+    };
     http::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
+    connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
         drop(db);
         // Stop the private cluster cleanly (a checkpoint, no recovery next time).

@@ -3,8 +3,13 @@
 //! [`serve`] takes its listener, its state and its shutdown signal as
 //! arguments, so tests run the real server on `127.0.0.1:0`.
 
+mod admin;
+pub mod errors;
 mod health;
 
+pub use admin::CreateConnection;
+
+use crate::actors::Connections;
 use crate::store::PgEventStore;
 use axum::Router;
 use std::future::Future;
@@ -14,10 +19,18 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 pub struct AppState {
     pub store: PgEventStore,
+    pub connections: Connections,
+    /// Bearer token for the admin API; `None` closes it.
+    pub admin_token: Option<String>,
+    /// Drill hooks (kill actors) answer only when this is on.
+    pub drills_enabled: bool,
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health::routes()).with_state(state)
+    Router::new()
+        .merge(health::routes())
+        .merge(admin::routes(state.clone()))
+        .with_state(state)
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.

@@ -10,6 +10,7 @@ mod errors;
 pub mod migrate;
 mod postgres;
 pub mod projections;
+pub mod read_models;
 mod types;
 
 pub use errors::StoreError;

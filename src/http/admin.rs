@@ -1,0 +1,227 @@
+//! The admin API: everything that is not a provider webhook or a health
+//! check needs `Authorization: Bearer <admin token>` (compared in constant
+//! time). Without a configured token the admin API is closed (403).
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::core::decide::ConnectionCommand;
+use crate::core::ids::{
+    CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
+};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/admin/connections", get(list).post(create))
+        .route("/admin/connections/{id}", get(show))
+        .route("/admin/connections/{id}/{action}", post(act))
+        .route("/admin/actors", get(actors))
+        .route("/admin/drill/kill", post(drill_kill))
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is disabled: set CALSYNC_ADMIN_TOKEN",
+        ));
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    pub id: Option<Uuid>,
+    pub platform_provider_id: String,
+    pub provider: String,
+    pub account: String,
+    #[serde(default)]
+    pub calendars: Vec<String>,
+    pub destination_calendar: Option<String>,
+}
+
+impl CreateConnection {
+    /// Parses the request into a connection id and a command.
+    pub fn into_command(self) -> Result<(ConnectionId, ConnectionCommand), ApiError> {
+        let bad = |e: crate::core::ids::InvalidId| ApiError::bad_request(e.to_string());
+        let calendars = self
+            .calendars
+            .into_iter()
+            .map(CalendarId::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let command = ConnectionCommand::Create {
+            platform_provider_id: PlatformProviderId::parse(self.platform_provider_id)
+                .map_err(bad)?,
+            provider: CalendarProvider::parse(&self.provider).map_err(bad)?,
+            account: ExternalAccount::parse(self.account).map_err(bad)?,
+            calendars,
+            destination_calendar: self
+                .destination_calendar
+                .map(CalendarId::parse)
+                .transpose()
+                .map_err(bad)?,
+        };
+        let id = self
+            .id
+            .map(ConnectionId::from_uuid)
+            .unwrap_or_else(ConnectionId::new_random);
+        Ok((id, command))
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateConnection>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (id, command) = body.into_command()?;
+    let ack = state
+        .connections
+        .command(id, command, Uuid::new_v4())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "connection_id": id, "version": ack.version })),
+    ))
+}
+
+async fn act(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let command = match action.as_str() {
+        "pause" => ConnectionCommand::Pause {
+            reason: "operator".into(),
+        },
+        "resume" => ConnectionCommand::Resume,
+        "remove" => ConnectionCommand::Remove {
+            reason: "operator".into(),
+        },
+        "unquarantine" => {
+            state
+                .connections
+                .lift_quarantine(id)
+                .await
+                .map_err(ApiError::unavailable)?;
+            return Ok(Json(json!({ "connection_id": id, "quarantined": false })));
+        }
+        other => return Err(ApiError::not_found(format!("no action {other:?}"))),
+    };
+    let ack = state
+        .connections
+        .command(id, command, Uuid::new_v4())
+        .await?;
+    Ok(Json(
+        json!({ "connection_id": id, "version": ack.version, "appended": ack.appended }),
+    ))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(
+        crate::store::read_models::connections(&state.store, None).await?,
+    )))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let mut rows = crate::store::read_models::connections(&state.store, Some(id)).await?;
+    let mut row = rows
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id}")))?;
+    row["actor"] = json!({
+        "active": state.connections.is_active(id),
+        "incarnation": state.connections.incarnation(id),
+    });
+    Ok(Json(row))
+}
+
+async fn actors(State(state): State<AppState>) -> Json<Value> {
+    Json(json!(state.connections.stats()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillRequest {
+    connection: Option<String>,
+    random: Option<usize>,
+    /// "kill" (ractor kill, default) or "panic" (panic inside the handler).
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+async fn drill_kill(
+    State(state): State<AppState>,
+    body: Result<Json<KillRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.drills_enabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "drills_disabled",
+            "drill hooks are off: start serve with --enable-drills (CALSYNC_DRILLS_ENABLED=true)",
+        ));
+    }
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let panic = match req.mode.as_deref() {
+        None | Some("kill") => false,
+        Some("panic") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("unknown mode {other:?}"))),
+    };
+    let killed: Vec<ConnectionId> = match (req.connection, req.random) {
+        (Some(id), None) => {
+            let id = parse_id(&id)?;
+            let hit = if panic {
+                state.connections.panic(id)
+            } else {
+                state.connections.kill(id)
+            };
+            hit.then_some(id).into_iter().collect()
+        }
+        (None, Some(n)) => state.connections.kill_random(n),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of \"connection\" or \"random\"",
+            ))
+        }
+    };
+    Ok(Json(
+        json!({ "killed": killed, "stats": state.connections.stats() }),
+    ))
+}
