@@ -1,1 +1,208 @@
-//! Provider simulators (in progress).
+//! calsim — loopback simulators of the Google Calendar v3 and Microsoft Graph
+//! calendar APIs, faithful enough that a client passing against them works
+//! against the real services (facts: `shared/PROVIDERS.md`).
+//!
+//! Map of the crate:
+//! - [`Simulators::start`] binds one axum server serving both providers and
+//!   the JSON control API; [`SimHandle`] gives URLs and the Rust control API.
+//! - `google/` — token endpoint, events CRUD (`events`), incremental sync
+//!   (`sync`), `freebusy`, watch channels and push (`push`).
+//! - `graph/` — token endpoint, events CRUD + `$filter` (`events`),
+//!   calendarView + delta (`delta`), getSchedule (`schedule`), subscriptions
+//!   and notifications (`subscriptions`), the mailbox `limiter`.
+//! - `gate` — per-request auth, fault injection, limiter and request log.
+//! - `faults`, `request_log`, `delivery` (push queue with retries),
+//!   `rrule` (recurrence subset), `timefmt` (zones and wire formats).
+//! - `control` — the JSON control API; `scenario` — seeded traffic driver.
+
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod delivery;
+pub mod error;
+pub mod faults;
+pub mod gate;
+pub mod google;
+pub mod graph;
+pub mod opaque;
+pub mod request_log;
+pub mod rng;
+pub mod rrule;
+pub mod scenario;
+pub mod state;
+pub mod timefmt;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::SimConfig;
+pub use error::{ApiError, ApiResult};
+pub use faults::{FaultKind, FaultRule, NotificationFaults};
+pub use google::{GoogleAccount, GoogleSim};
+pub use graph::{GraphAccount, GraphSim, LifecycleEvent};
+pub use request_log::{DeliveryRecord, Provider, RequestRecord};
+pub use scenario::{Scenario, ScenarioConfig};
+
+use state::{Shared, lock};
+
+/// Entry point: starts the simulators.
+pub struct Simulators;
+
+impl Simulators {
+    /// Bind `127.0.0.1:config.port` (0 = random) and serve.
+    pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
+        Self::start_on(listener, config).await
+    }
+
+    /// Serve on an already bound listener.
+    pub async fn start_on(listener: TcpListener, config: SimConfig) -> anyhow::Result<SimHandle> {
+        let addr = listener.local_addr()?;
+        let origin = format!("http://{addr}");
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let shared = Arc::new(Shared {
+            rng: rng::SimRng::new(config.seed),
+            config,
+            origin: origin.clone(),
+            log: Default::default(),
+            faults: Default::default(),
+            google: Default::default(),
+            graph: Default::default(),
+            delivery: Default::default(),
+            limiter: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
+            http,
+        });
+        let app: Router = Router::new()
+            .merge(google::router(shared.clone()))
+            .merge(graph::router(shared.clone()))
+            .merge(control::router())
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "calsim server stopped");
+            }
+        });
+        Ok(SimHandle {
+            shared,
+            origin,
+            shutdown: Arc::new(Mutex::new(Some((tx, server)))),
+        })
+    }
+}
+
+type Shutdown = Arc<Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>>;
+
+/// A running simulator. Cloning shares the same server.
+#[derive(Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    origin: String,
+    shutdown: Shutdown,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:P`
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn port(&self) -> u16 {
+        self.origin.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    }
+
+    /// `http://127.0.0.1:P/google/calendar/v3`
+    pub fn google_base_url(&self) -> String {
+        self.shared.google_base()
+    }
+
+    /// `http://127.0.0.1:P/google/token`
+    pub fn google_token_url(&self) -> String {
+        format!("{}/google/token", self.origin)
+    }
+
+    /// `http://127.0.0.1:P/graph/v1.0`
+    pub fn graph_base_url(&self) -> String {
+        self.shared.graph_base()
+    }
+
+    /// `http://127.0.0.1:P/graph/{tenant}/oauth2/v2.0/token`
+    pub fn graph_token_url(&self, tenant: &str) -> String {
+        format!("{}/graph/{tenant}/oauth2/v2.0/token", self.origin)
+    }
+
+    /// `http://127.0.0.1:P/control`
+    pub fn control_url(&self) -> String {
+        format!("{}/control", self.origin)
+    }
+
+    pub fn google(&self) -> GoogleSim {
+        GoogleSim { shared: self.shared.clone() }
+    }
+
+    pub fn graph(&self) -> GraphSim {
+        GraphSim { shared: self.shared.clone() }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// Add a fault rule; returns its id.
+    pub fn add_fault(&self, rule: FaultRule) -> u64 {
+        self.shared.faults.add(rule)
+    }
+
+    pub fn remove_fault(&self, id: u64) -> bool {
+        self.shared.faults.remove(id)
+    }
+
+    /// Remove every fault rule and notification fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear()
+    }
+
+    pub fn faults(&self) -> Vec<(u64, FaultRule)> {
+        self.shared.faults.list()
+    }
+
+    pub fn set_notification_faults(&self, provider: Provider, faults: NotificationFaults) {
+        self.shared.faults.set_notification_faults(provider, faults)
+    }
+
+    /// Every provider API request so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.log.requests()
+    }
+
+    pub fn requests_since(&self, t: DateTime<Utc>) -> Vec<RequestRecord> {
+        self.shared.log.requests_since(t)
+    }
+
+    /// Every push delivery attempt so far (both providers).
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.shared.log.deliveries()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.log.clear()
+    }
+
+    /// Stop serving and end push workers.
+    pub async fn shutdown(&self) {
+        self.shared.delivery.close();
+        let taken = lock(&self.shutdown).take();
+        if let Some((tx, server)) = taken {
+            let _ = tx.send(());
+            let _ = server.await;
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Push delivery: one ordered queue (and worker task) per target URL, retries
+//! per provider rules, notification faults, and a record of every attempt.
+
+use chrono::Utc;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use crate::request_log::{DeliveryRecord, Provider};
+use crate::state::{lock, Shared};
+
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub provider: Provider,
+    pub kind: String,
+    pub subject: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    /// JSON body (Graph); Google notifications have an empty body.
+    pub body: Option<Value>,
+    pub timeout: Duration,
+}
+
+type QueueItem = (Outgoing, Option<String>);
+
+#[derive(Default)]
+pub struct DeliveryQueues {
+    queues: Mutex<HashMap<String, UnboundedSender<QueueItem>>>,
+}
+
+impl DeliveryQueues {
+    /// Dropping the senders ends the workers.
+    pub fn close(&self) {
+        lock(&self.queues).clear();
+    }
+}
+
+/// Queue one notification, applying this provider's notification faults.
+pub fn enqueue(shared: &Arc<Shared>, out: Outgoing) {
+    let f = shared.faults.notification_faults(out.provider);
+    if shared.rng.chance(f.drop_rate) {
+        record(shared, &out, 0, None, None, Some("dropped".to_string()));
+        return;
+    }
+    let duplicate = shared.rng.chance(f.duplicate_rate);
+    let replay = shared.rng.chance(f.replay_rate);
+    if f.reorder_window_ms > 0 {
+        let delay = shared.rng.range(0, f.reorder_window_ms);
+        spawn_later(shared, out.clone(), delay, Some("reordered".to_string()));
+    } else {
+        push(shared, out.clone(), None);
+    }
+    if duplicate {
+        push(shared, out.clone(), Some("duplicate".to_string()));
+    }
+    if replay {
+        spawn_later(shared, out, f.replay_after_ms, Some("replay".to_string()));
+    }
+}
+
+fn push(shared: &Arc<Shared>, out: Outgoing, fault: Option<String>) {
+    let mut queues = lock(&shared.delivery.queues);
+    let sender = queues.entry(out.target.clone()).or_insert_with(|| {
+        let (tx, mut rx) = unbounded_channel::<QueueItem>();
+        let weak = Arc::downgrade(shared);
+        shared.runtime.spawn(async move {
+            while let Some((out, fault)) = rx.recv().await {
+                deliver_with_retries(weak.clone(), out, fault).await;
+            }
+        });
+        tx
+    });
+    // A closed worker only happens during shutdown; the notification is moot then.
+    let _ = sender.send((out, fault));
+}
+
+fn spawn_later(shared: &Arc<Shared>, out: Outgoing, delay_ms: u64, fault: Option<String>) {
+    let weak = Arc::downgrade(shared);
+    shared.runtime.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        deliver_with_retries(weak, out, fault).await;
+    });
+}
+
+fn should_retry(provider: Provider, status: Option<u16>) -> bool {
+    match (provider, status) {
+        // Google: only 500/502/503/504 are retried ("anything else = failed").
+        (Provider::Google, Some(s)) => matches!(s, 500 | 502 | 503 | 504),
+        // Graph: anything but 2xx within the deadline is retried.
+        (Provider::Graph, Some(s)) => !(200..300).contains(&s),
+        (_, None) => true,
+    }
+}
+
+async fn deliver_with_retries(weak: Weak<Shared>, out: Outgoing, fault: Option<String>) {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let Some(shared) = weak.upgrade() else { return };
+        let (status, error) = send_once(&shared, &out).await;
+        record(&shared, &out, attempt, status, error, fault.clone());
+        if !should_retry(out.provider, status) || attempt >= shared.config.push_max_attempts {
+            return;
+        }
+        let delay = shared
+            .config
+            .push_retry_delay_ms
+            .saturating_mul(1 << (attempt - 1).min(10));
+        drop(shared);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+}
+
+/// One POST; returns the status or the transport error text.
+pub async fn send_once(shared: &Shared, out: &Outgoing) -> (Option<u16>, Option<String>) {
+    let mut req = shared.http.post(&out.target).timeout(out.timeout);
+    for (k, v) in &out.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req = match &out.body {
+        Some(b) => req.json(b),
+        None => req.header("Content-Length", "0"),
+    };
+    match req.send().await {
+        Ok(resp) => (Some(resp.status().as_u16()), None),
+        Err(e) if e.is_timeout() => (None, Some("timeout".to_string())),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+pub fn record(
+    shared: &Shared,
+    out: &Outgoing,
+    attempt: u32,
+    status: Option<u16>,
+    error: Option<String>,
+    fault: Option<String>,
+) {
+    shared.log.record_delivery(DeliveryRecord {
+        seq: 0,
+        at: Utc::now(),
+        provider: out.provider,
+        kind: out.kind.clone(),
+        subject: out.subject.clone(),
+        target: out.target.clone(),
+        attempt,
+        status,
+        error,
+        headers: out.headers.clone(),
+        body: out.body.clone(),
+        fault,
+    });
+}

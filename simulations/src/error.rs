@@ -1,0 +1,50 @@
+//! Provider-neutral error raised by the simulated APIs' core logic. The HTTP
+//! layer renders it in the provider's own shape (Google `errors[]` or Graph
+//! `error.code`); the Rust control API returns it as is.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{status} {reason}: {message}")]
+pub struct ApiError {
+    pub status: u16,
+    /// Google `reason` or Graph `code`.
+    pub reason: String,
+    pub message: String,
+    /// Google `domain` (ignored for Graph).
+    pub domain: String,
+    /// Google `location` of the offending parameter/header, if any.
+    pub location: Option<(String, String)>,
+    /// Seconds for a `Retry-After` header, if any (fractional allowed).
+    pub retry_after: Option<f64>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, reason: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+            domain: "global".to_string(),
+            location: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_string();
+        self
+    }
+
+    pub fn at(mut self, location_type: &str, location: &str) -> Self {
+        self.location = Some((location_type.to_string(), location.to_string()));
+        self
+    }
+
+    pub fn retry_after(mut self, secs: Option<f64>) -> Self {
+        self.retry_after = secs;
+        self
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,170 @@
+//! The HTTP gate in front of each simulated provider: classifies the
+//! endpoint, authenticates the bearer token, applies injected faults and the
+//! Graph mailbox limiter, and records the request in the log.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::AccessCheck;
+use crate::error::ApiError;
+use crate::request_log::{Provider, RequestRecord};
+use crate::state::{lock, Shared};
+use crate::{google, graph};
+
+/// The account a request authenticated as (inserted for handlers).
+#[derive(Clone, Debug)]
+pub struct Authed(pub String);
+
+/// Set by handlers that learn the account themselves (token endpoints).
+#[derive(Clone, Debug)]
+pub struct LoggedAccount(pub String);
+
+fn render(provider: Provider, e: ApiError) -> Response {
+    match provider {
+        Provider::Google => google::errors::GErr(e).into_response(),
+        Provider::Graph => graph::errors::MErr(e).into_response(),
+    }
+}
+
+fn injected(provider: Provider, code: u16, reason: Option<String>, retry_after: Option<f64>) -> ApiError {
+    match provider {
+        Provider::Google => google::errors::injected(code, reason, retry_after),
+        Provider::Graph => graph::errors::injected(code, reason, retry_after),
+    }
+}
+
+pub async fn google_gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    gate(sh, Provider::Google, req, next).await
+}
+
+pub async fn graph_gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    gate(sh, Provider::Graph, req, next).await
+}
+
+async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next) -> Response {
+    let started = Utc::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let endpoint = match provider {
+        Provider::Google => google::classify(&method, &path),
+        Provider::Graph => graph::classify(&method, &path),
+    };
+    let needs_auth = endpoint != "token" && endpoint != "revoke";
+    let auth_header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let check = if needs_auth {
+        match provider {
+            Provider::Google => lock(&sh.google).tokens.check_access(auth_header.as_deref(), started),
+            Provider::Graph => lock(&sh.graph).tokens.check_access(auth_header.as_deref(), started),
+        }
+    } else {
+        AccessCheck::Missing
+    };
+    let mut account = match &check {
+        AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),
+        _ => None,
+    };
+    let decision = sh.faults.evaluate(provider, endpoint, account.as_deref(), started, &sh.rng);
+    if decision.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
+    }
+    let mut response = if let Some(s) = &decision.respond {
+        render(provider, injected(provider, s.code, s.reason.clone(), s.retry_after))
+    } else if needs_auth && !matches!(check, AccessCheck::Valid(_)) {
+        render(provider, unauthorized(provider, &check))
+    } else {
+        if let Some(a) = &account {
+            req.extensions_mut().insert(Authed(a.clone()));
+        }
+        let permit = if provider == Provider::Graph && needs_auth {
+            let mailbox = graph::mailbox_of(&path).or_else(|| account.clone()).unwrap_or_default();
+            match sh.limiter.try_acquire(&mailbox, sh.config.graph_mailbox_concurrency) {
+                Some(p) => Some(p),
+                None => {
+                    let resp = render(provider, graph::errors::mailbox_concurrency());
+                    return finish(&sh, provider, started, account, endpoint, &method, path, query, resp, Some("mailbox_concurrency".into()));
+                }
+            }
+        } else {
+            None
+        };
+        let resp = next.run(req).await;
+        drop(permit);
+        match decision.lose_response {
+            Some(code) => render(provider, injected(provider, code, None, None)),
+            None => resp,
+        }
+    };
+    if let Some(LoggedAccount(a)) = response.extensions_mut().remove::<LoggedAccount>() {
+        account = Some(a);
+    }
+    finish(&sh, provider, started, account, endpoint, &method, path, query, response, decision.label)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    sh: &Shared,
+    provider: Provider,
+    at: chrono::DateTime<Utc>,
+    account: Option<String>,
+    endpoint: &str,
+    method: &Method,
+    path: String,
+    query: Option<String>,
+    response: Response,
+    fault: Option<String>,
+) -> Response {
+    sh.log.record(RequestRecord {
+        seq: 0,
+        at,
+        provider,
+        account,
+        endpoint: endpoint.to_string(),
+        method: method.to_string(),
+        path,
+        query,
+        status: response.status().as_u16(),
+        fault,
+    });
+    response
+}
+
+fn unauthorized(provider: Provider, check: &AccessCheck) -> ApiError {
+    match provider {
+        Provider::Google => ApiError::new(401, "authError", "Invalid Credentials").at("header", "Authorization"),
+        Provider::Graph => {
+            let msg = match check {
+                AccessCheck::Missing => "Access token is empty.",
+                AccessCheck::Expired(_) => "Lifetime validation failed, the token is expired.",
+                _ => "IDX14100: JWT is not well formed.",
+            };
+            ApiError::new(401, "InvalidAuthenticationToken", msg)
+        }
+    }
+}
+
+/// Fallback for unknown paths, in the provider's shape.
+pub async fn google_not_found() -> Response {
+    render(Provider::Google, ApiError::new(404, "notFound", "Not Found"))
+}
+
+pub async fn graph_not_found() -> Response {
+    render(
+        Provider::Graph,
+        ApiError::new(400, "BadRequest", "Resource not found for the segment."),
+    )
+}
+
+pub fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}

@@ -1,0 +1,259 @@
+//! `events.list`: full sync with paging, incremental sync with `syncToken`,
+//! `nextSyncToken` only on the last page, 410 `fullSyncRequired`.
+
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::gate::Authed;
+use crate::google::errors::GErr;
+use crate::google::model::{horizon, GoogleState, Row};
+use crate::opaque;
+use crate::state::{lock, Shared};
+use crate::timefmt::{google_instant, parse_rfc3339};
+
+#[derive(Serialize, Deserialize)]
+struct SyncToken {
+    c: String,
+    s: u64,
+    g: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PageToken {
+    /// Sort key of the last item served.
+    a: String,
+    /// Change counter when the listing started: becomes `nextSyncToken`.
+    s: u64,
+}
+
+#[derive(Default)]
+pub struct ListParams {
+    sync_token: Option<String>,
+    page_token: Option<String>,
+    max_results: usize,
+    single_events: bool,
+    show_deleted: Option<bool>,
+    time_min: Option<DateTime<Utc>>,
+    time_max: Option<DateTime<Utc>>,
+    updated_min: Option<DateTime<Utc>>,
+    order_by: Option<String>,
+    q: Option<String>,
+    ical_uid: Option<String>,
+    private_props: Vec<(String, String)>,
+    shared_props: Vec<(String, String)>,
+    event_types: Vec<String>,
+}
+
+fn bad(param: &str, msg: &str) -> ApiError {
+    ApiError::new(400, "invalid", msg.to_string()).at("parameter", param)
+}
+
+fn parse_bool(k: &str, v: &str) -> ApiResult<bool> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(k, &format!("Invalid boolean value for {k}."))),
+    }
+}
+
+fn parse_time(k: &str, v: &str) -> ApiResult<DateTime<Utc>> {
+    parse_rfc3339(v).ok_or_else(|| bad(k, &format!("Bad Request: invalid {k}")))
+}
+
+fn parse_prop(k: &str, v: &str) -> ApiResult<(String, String)> {
+    v.split_once('=')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| bad(k, &format!("Invalid value for {k}: expected name=value.")))
+}
+
+/// Sync tokens cannot be combined with these restrictions.
+const NOT_WITH_SYNC_TOKEN: &[&str] = &[
+    "iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin",
+];
+
+pub fn parse_params(raw: &[(String, String)]) -> ApiResult<ListParams> {
+    let mut p = ListParams { max_results: 250, ..Default::default() };
+    for (k, v) in raw {
+        match k.as_str() {
+            "syncToken" => p.sync_token = Some(v.clone()),
+            "pageToken" => p.page_token = Some(v.clone()),
+            "maxResults" => {
+                let n: usize = v.parse().map_err(|_| bad(k, "Invalid value for maxResults."))?;
+                if n == 0 {
+                    return Err(bad(k, "Invalid value for maxResults."));
+                }
+                p.max_results = n.min(2500);
+            }
+            "singleEvents" => p.single_events = parse_bool(k, v)?,
+            "showDeleted" => p.show_deleted = Some(parse_bool(k, v)?),
+            "timeMin" => p.time_min = Some(parse_time(k, v)?),
+            "timeMax" => p.time_max = Some(parse_time(k, v)?),
+            "updatedMin" => p.updated_min = Some(parse_time(k, v)?),
+            "orderBy" => {
+                if v != "startTime" && v != "updated" {
+                    return Err(bad(k, "Invalid value for orderBy."));
+                }
+                p.order_by = Some(v.clone())
+            }
+            "q" => p.q = Some(v.to_lowercase()),
+            "iCalUID" => p.ical_uid = Some(v.clone()),
+            "privateExtendedProperty" => p.private_props.push(parse_prop(k, v)?),
+            "sharedExtendedProperty" => p.shared_props.push(parse_prop(k, v)?),
+            "eventTypes" => p.event_types.push(v.clone()),
+            _ => {}
+        }
+    }
+    if p.sync_token.is_some() {
+        if let Some((k, _)) = raw.iter().find(|(k, _)| NOT_WITH_SYNC_TOKEN.contains(&k.as_str())) {
+            return Err(bad(k, &format!("The parameter {k} cannot be used with syncToken.")));
+        }
+        if p.show_deleted == Some(false) {
+            return Err(bad("showDeleted", "showDeleted=false cannot be used with syncToken."));
+        }
+    }
+    if p.order_by.as_deref() == Some("startTime") && !p.single_events {
+        return Err(bad("orderBy", "The requested ordering is not available for the particular query."));
+    }
+    if let (Some(a), Some(b)) = (p.time_min, p.time_max) {
+        if b <= a {
+            return Err(ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
+                .domain("calendar")
+                .at("parameter", "timeMax"));
+        }
+    }
+    Ok(p)
+}
+
+fn props_match(item: &Value, scope: &str, wanted: &[(String, String)]) -> bool {
+    wanted.iter().all(|(k, v)| item["extendedProperties"][scope][k].as_str() == Some(v.as_str()))
+}
+
+fn keep(p: &ListParams, incremental: bool, r: &Row) -> bool {
+    if incremental {
+        return true;
+    }
+    if r.deleted && !p.show_deleted.unwrap_or(false) {
+        return false;
+    }
+    if let (Some(min), Some(end)) = (p.time_min, r.end) {
+        if end <= min {
+            return false;
+        }
+    }
+    if let (Some(max), Some(start)) = (p.time_max, r.start) {
+        if start >= max {
+            return false;
+        }
+    }
+    if let Some(u) = p.updated_min {
+        if r.updated < u {
+            return false;
+        }
+    }
+    let item = &r.item;
+    if let Some(q) = &p.q {
+        let text = ["summary", "description", "location"]
+            .iter()
+            .filter_map(|k| item[*k].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase();
+        if !text.contains(q.as_str()) {
+            return false;
+        }
+    }
+    if let Some(uid) = &p.ical_uid {
+        if item["iCalUID"].as_str() != Some(uid.as_str()) {
+            return false;
+        }
+    }
+    props_match(item, "private", &p.private_props) && props_match(item, "shared", &p.shared_props)
+}
+
+fn sort_key(p: &ListParams, r: &Row) -> String {
+    match p.order_by.as_deref() {
+        Some("startTime") => {
+            let s = r.start.map(|t| t.format("%Y%m%dT%H%M%S").to_string()).unwrap_or_default();
+            format!("{s}|{}", r.id)
+        }
+        Some("updated") => format!("{}|{}", r.updated.format("%Y%m%dT%H%M%S%.6f"), r.id),
+        _ => r.id.clone(),
+    }
+}
+
+pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> ApiResult<Value> {
+    let now = Utc::now();
+    let cal = st.calendar(cal_id)?;
+    let since = match &p.sync_token {
+        None => None,
+        Some(t) => {
+            let tok: SyncToken = opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
+            if tok.c != cal.id || tok.g != cal.token_generation {
+                return Err(ApiError::new(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+                    .domain("calendar"));
+            }
+            Some(tok.s)
+        }
+    };
+    let page: Option<PageToken> = match &p.page_token {
+        None => None,
+        Some(t) => Some(opaque::decode(t).ok_or_else(|| bad("pageToken", "Invalid page token value."))?),
+    };
+    let snap = page.as_ref().map(|pt| pt.s).unwrap_or(st.seq);
+    let until = p.time_max.unwrap_or_else(|| horizon(now, shared.config.recurrence_horizon_days));
+    let mut rows: Vec<(String, Row)> = cal
+        .rows(p.single_events, until)
+        .into_iter()
+        .filter(|r| since.is_none_or(|s| r.seq > s))
+        .filter(|r| keep(p, since.is_some(), r))
+        .filter(|r| p.event_types.is_empty() || p.event_types.iter().any(|t| r.item["eventType"] == t.as_str()))
+        .map(|r| (sort_key(p, &r), r))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pt) = &page {
+        rows.retain(|(k, _)| k.as_str() > pt.a.as_str());
+    }
+    let more = rows.len() > p.max_results;
+    rows.truncate(p.max_results);
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|(_, r)| if r.deleted && (since.is_some() || r.item["recurringEventId"].is_null()) { r.tombstone.clone() } else { r.item.clone() })
+        .collect();
+    let mut out = json!({
+        "kind": "calendar#events",
+        "etag": format!("\"{snap}\""),
+        "summary": cal.summary,
+        "description": "",
+        "updated": google_instant(cal.updated),
+        "timeZone": cal.time_zone,
+        "accessRole": "owner",
+        "defaultReminders": [],
+        "items": items,
+    });
+    if more {
+        let last = rows.last().map(|(k, _)| k.clone()).unwrap_or_default();
+        out["nextPageToken"] = json!(opaque::encode(&PageToken { a: last, s: snap }));
+    } else if p.q.is_none() && p.ical_uid.is_none() && p.updated_min.is_none() && p.order_by.is_none()
+        && p.private_props.is_empty() && p.shared_props.is_empty()
+    {
+        out["nextSyncToken"] = json!(opaque::encode(&SyncToken { c: cal.id.clone(), s: snap, g: cal.token_generation }));
+    }
+    Ok(out)
+}
+
+pub async fn list_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(Authed(acct)): Extension<Authed>,
+    Path(cal): Path<String>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, GErr> {
+    let p = parse_params(&raw)?;
+    let st = lock(&sh.google);
+    let cal_id = st.calendar_id(&acct, &cal)?;
+    Ok(Json(list(&sh, &st, &cal_id, &p)?))
+}

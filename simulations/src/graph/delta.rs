@@ -1,0 +1,187 @@
+//! `calendarView` and `calendarView/delta`: occurrences in a window, delta
+//! rounds with `@odata.nextLink` / `@odata.deltaLink`, `@removed` items
+//! (also for changes outside the window), replays, 410 `SyncStateNotFound`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::gate::Authed;
+use crate::graph::errors::MErr;
+use crate::graph::events::{account, encode_query};
+use crate::graph::model::{prefer_value, MEvent, OutZone};
+use crate::graph::{horizon, mailbox, prefer_headers};
+use crate::opaque;
+use crate::state::{lock, Shared};
+use crate::timefmt::parse_iso_utc_default;
+
+fn window(q: &HashMap<String, String>) -> ApiResult<(DateTime<Utc>, DateTime<Utc>)> {
+    let missing = || {
+        ApiError::new(400, "ErrorInvalidParameter",
+            "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
+    };
+    let get = |k: &str| q.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let start = get("startDateTime").ok_or_else(missing)?;
+    let end = get("endDateTime").ok_or_else(missing)?;
+    let parse = |v: &str| {
+        parse_iso_utc_default(v).ok_or_else(|| ApiError::new(400, "ErrorInvalidParameter", format!("The value '{v}' of parameter 'StartDateTime/EndDateTime' is invalid.")))
+    };
+    let (s, e) = (parse(&start)?, parse(&end)?);
+    if e - s > Duration::days(1825) {
+        return Err(ApiError::new(400, "ErrorInvalidRequest", "The time window exceeds the maximum of 1825 days."));
+    }
+    Ok((s, e))
+}
+
+fn page_size(sh: &Shared, prefer: &[String], q: &HashMap<String, String>) -> usize {
+    q.get("$top")
+        .and_then(|t| t.parse().ok())
+        .or_else(|| prefer_value(prefer, "odata.maxpagesize").and_then(|v| v.parse().ok()))
+        .unwrap_or(sh.config.graph_page_size)
+        .max(1)
+}
+
+fn overlaps(ev: &MEvent, s: DateTime<Utc>, e: DateTime<Utc>) -> bool {
+    let (es, ee) = (ev.start_utc(), ev.end_utc());
+    es < e && (ee > s || (ee == es && es >= s))
+}
+
+fn who(p: &HashMap<String, String>) -> String {
+    p.get("upn").map(|u| format!("users/{u}")).unwrap_or_else(|| "me".into())
+}
+
+pub async fn calendar_view_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let (s, e) = window(&q)?;
+    let prefer = prefer_headers(&headers);
+    let out = OutZone::from_prefer(&prefer);
+    let top = page_size(&sh, &prefer, &q);
+    let skip = q.get("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let cal = p.get("cal").cloned().unwrap_or_else(|| acct.default_calendar());
+    let mut items: Vec<MEvent> = acct
+        .view_items(Some(&cal), e.max(horizon(&sh)))
+        .into_iter()
+        .filter(|ev| !ev.deleted && overlaps(ev, s, e))
+        .collect();
+    items.sort_by(|a, b| (a.start_utc(), &a.id).cmp(&(b.start_utc(), &b.id)));
+    let value: Vec<Value> = items.iter().skip(skip).take(top).map(|ev| ev.render(&upn, &out)).collect();
+    let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/calendarView", sh.graph_base()), "value": value });
+    if skip + top < items.len() {
+        let mut next: Vec<(String, String)> = q.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        next.sort();
+        next.push(("$skip".into(), (skip + top).to_string()));
+        let path = match p.get("cal") {
+            Some(c) => format!("{}/calendars/{c}/calendarView", who(&p)),
+            None => format!("{}/calendarView", who(&p)),
+        };
+        resp["@odata.nextLink"] = json!(format!("{}/{path}?{}", sh.graph_base(), encode_query(&next)));
+    }
+    Ok(Json(resp))
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct DeltaState {
+    u: String,
+    ws: i64,
+    we: i64,
+    /// Changes after this counter are reported (0 = initial round).
+    since: u64,
+    /// Counter when this round started; the next round starts from it.
+    snap: u64,
+    after: Option<String>,
+    g: u64,
+}
+
+fn removed(id: &str) -> Value {
+    json!({ "@odata.type": "#microsoft.graph.event", "id": id, "@removed": { "reason": "deleted" } })
+}
+
+pub async fn delta_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let prefer = prefer_headers(&headers);
+    let out = OutZone::from_prefer(&prefer);
+    let size = page_size(&sh, &prefer, &q);
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let gone = || ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; the sync state may have been deleted or expired.");
+    let state = if let Some(tok) = q.get("$deltatoken").or_else(|| q.get("$skiptoken")) {
+        let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
+        if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation {
+            return Err(gone().into());
+        }
+        if q.contains_key("$deltatoken") {
+            s.snap = st.seq;
+            s.after = None;
+        }
+        s
+    } else {
+        let (ws, we) = window(&q)?;
+        DeltaState { u: upn.clone(), ws: ws.timestamp(), we: we.timestamp(), since: 0, snap: st.seq, after: None, g: acct.delta_generation }
+    };
+    let ws = Utc.timestamp_opt(state.ws, 0).single().unwrap_or_default();
+    let we = Utc.timestamp_opt(state.we, 0).single().unwrap_or_default();
+    let cal = acct.default_calendar();
+    let mut items: Vec<MEvent> = acct
+        .view_items(Some(&cal), we.max(horizon(&sh)))
+        .into_iter()
+        .filter(|ev| ev.seq > state.since)
+        .filter(|ev| state.after.as_ref().is_none_or(|a| ev.id.as_str() > a.as_str()))
+        .collect();
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut value = Vec::new();
+    let mut last_id = None;
+    let mut served = 0usize;
+    let mut more = false;
+    for ev in &items {
+        let in_window = overlaps(ev, ws, we);
+        let item = if !ev.deleted && in_window {
+            ev.render(&upn, &out)
+        } else if state.since == 0 {
+            // The initial round lists what exists in the window, nothing else.
+            continue;
+        } else {
+            // Out-of-window changes are reported as removals too (real Graph does this).
+            removed(&ev.id)
+        };
+        if served == size {
+            more = true;
+            break;
+        }
+        if sh.rng.chance(sh.config.graph_delta_repeat_rate) {
+            value.push(item.clone());
+        }
+        value.push(item);
+        served += 1;
+        last_id = Some(ev.id.clone());
+    }
+    let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
+    let mut resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": value });
+    if more {
+        let next = DeltaState { after: last_id, ..state };
+        resp["@odata.nextLink"] = json!(format!("{base}?$skiptoken={}", opaque::encode(&next)));
+    } else {
+        let next = DeltaState { since: state.snap, snap: 0, after: None, ..state };
+        resp["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={}", opaque::encode(&next)));
+    }
+    Ok(Json(resp))
+}

@@ -1,0 +1,402 @@
+//! Events CRUD on `/me/events` and `/users/{upn}/events`: `transactionId`
+//! dedupe, single-value extended properties and their `$filter`, If-Match.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::gate::Authed;
+use crate::google::events::merge;
+use crate::graph::errors::MErr;
+use crate::graph::model::{not_found, parse_dttz, GraphState, Kind, MAccount, MEvent, OutZone};
+use crate::graph::subscriptions::{notify_change, ChangeType};
+use crate::graph::{horizon, mailbox, prefer_headers};
+use crate::rrule::Recurrence;
+use crate::state::{lock, Shared};
+
+const SERVER_FIELDS: &[&str] = &[
+    "id", "@odata.etag", "@odata.context", "changeKey", "createdDateTime", "lastModifiedDateTime", "type",
+    "seriesMasterId", "iCalUId", "isAllDay_", "originalStartTimeZone", "originalEndTimeZone",
+];
+
+fn strip(body: &mut Value) {
+    if let Value::Object(m) = body {
+        for k in SERVER_FIELDS {
+            m.remove(*k);
+        }
+    }
+}
+
+pub fn account_mut<'a>(st: &'a mut GraphState, upn: &str) -> ApiResult<&'a mut MAccount> {
+    st.accounts
+        .get_mut(&upn.to_lowercase())
+        .ok_or_else(|| ApiError::new(404, "ErrorInvalidUser", format!("The requested user '{upn}' is invalid.")))
+}
+
+pub fn account<'a>(st: &'a GraphState, upn: &str) -> ApiResult<&'a MAccount> {
+    st.accounts
+        .get(&upn.to_lowercase())
+        .ok_or_else(|| ApiError::new(404, "ErrorInvalidUser", format!("The requested user '{upn}' is invalid.")))
+}
+
+/// Apply `body`'s times, all-day flag and recurrence to `ev`, validating them.
+fn apply_times(ev: &mut MEvent, body: &Value) -> ApiResult<()> {
+    let (start, zone, zone_name) = parse_dttz(&body["start"], "start")?;
+    let (end_raw, end_zone, _) = parse_dttz(&body["end"], "end")?;
+    // End is stored in the start zone so one zone describes the event.
+    let end = crate::timefmt::local_to_utc(end_zone, end_raw).with_timezone(&zone).naive_local();
+    let all_day = body["isAllDay"].as_bool().unwrap_or(false);
+    if all_day && (start.time() != chrono::NaiveTime::MIN || end.time() != chrono::NaiveTime::MIN) {
+        return Err(ApiError::new(400, "ErrorInvalidRequest",
+            "Your request can't be completed. If the event is an all-day event, its start and end must be midnight in the same time zone."));
+    }
+    if end < start {
+        return Err(ApiError::new(400, "ErrorInvalidRequest", "The end time of the event must be after its start time."));
+    }
+    let has_recurrence = body.get("recurrence").is_some_and(|r| !r.is_null());
+    if has_recurrence {
+        if ev.kind == Kind::Occurrence || ev.kind == Kind::Exception {
+            return Err(ApiError::new(400, "ErrorInvalidRequest", "An occurrence cannot have a recurrence."));
+        }
+        Recurrence::from_graph(&body["recurrence"]).map_err(|m| ApiError::new(400, "ErrorInvalidRequest", m))?;
+        ev.kind = Kind::SeriesMaster;
+    } else if ev.kind == Kind::SeriesMaster {
+        ev.kind = Kind::SingleInstance;
+    }
+    ev.start_wall = start;
+    ev.end_wall = end;
+    ev.zone = zone;
+    ev.zone_name = zone_name;
+    ev.all_day = all_day;
+    Ok(())
+}
+
+fn new_change_key(shared: &Shared) -> String {
+    format!("DwAAABYAAA{}", STANDARD.encode(shared.rng.bytes(12)))
+}
+
+/// Create; returns the event and whether it is new (false = `transactionId` replay).
+pub fn create(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, calendar: Option<&str>, mut body: Value) -> ApiResult<(MEvent, bool)> {
+    if !body.is_object() {
+        return Err(ApiError::new(400, "RequestBodyRead", "Cannot read the request body."));
+    }
+    strip(&mut body);
+    let now = Utc::now();
+    let seq = st.seq + 1;
+    let acct = account_mut(st, upn)?;
+    if let Some(tid) = body.get("transactionId").and_then(Value::as_str) {
+        if let Some(existing) = acct.events.values().find(|e| !e.deleted && e.body["transactionId"] == tid) {
+            return Ok((existing.clone(), false));
+        }
+    }
+    let calendar_id = match calendar {
+        Some(c) if acct.calendars.iter().any(|x| x.id == c) => c.to_string(),
+        Some(_) => return Err(not_found()),
+        None => acct.default_calendar(),
+    };
+    let id = format!("AAMkAD{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(shared.rng.bytes(30)));
+    let mut ev = MEvent {
+        id: id.clone(),
+        calendar_id,
+        body: Value::Null,
+        kind: Kind::SingleInstance,
+        series_master_id: None,
+        start_wall: now.naive_utc(),
+        end_wall: now.naive_utc(),
+        zone: chrono_tz::UTC,
+        zone_name: "UTC".into(),
+        all_day: false,
+        seq,
+        deleted: false,
+        created: now,
+        modified: now,
+        change_key: new_change_key(shared),
+        ical_uid: format!("040000008200E00074C5B7101A82E008{}", hex_upper(&shared.rng.bytes(24))),
+    };
+    apply_times(&mut ev, &body)?;
+    ev.body = body;
+    acct.events.insert(id.clone(), ev.clone());
+    st.seq = seq;
+    notify_change(shared, st, upn, &ev, ChangeType::Created);
+    Ok((ev, true))
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn check_if_match(ev: &MEvent, if_match: Option<&str>) -> ApiResult<()> {
+    match if_match {
+        Some(t) if t != "*" && t.trim_start_matches("W/") != ev.etag().trim_start_matches("W/") => Err(ApiError::new(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed in the request does not match the current change key for the item.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn update(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, mut patch: Value, if_match: Option<&str>) -> ApiResult<MEvent> {
+    if !patch.is_object() {
+        return Err(ApiError::new(400, "RequestBodyRead", "Cannot read the request body."));
+    }
+    strip(&mut patch);
+    if let Value::Object(m) = &mut patch {
+        // transactionId cannot be changed after creation.
+        m.remove("transactionId");
+    }
+    let now = Utc::now();
+    let seq = st.seq + 1;
+    let hz = horizon(shared);
+    let change_key = new_change_key(shared);
+    let acct = account_mut(st, upn)?;
+    let mut ev = acct.find(id, hz).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    check_if_match(&ev, if_match)?;
+    if ev.kind == Kind::Occurrence {
+        ev.kind = Kind::Exception;
+    }
+    let mut body = ev.body.clone();
+    // Graph answers times in the event's own zone when they are not patched.
+    if let Value::Object(m) = &mut body {
+        m.insert("start".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.start_wall), "timeZone": ev.zone_name }));
+        m.insert("end".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.end_wall), "timeZone": ev.zone_name }));
+        m.insert("isAllDay".into(), json!(ev.all_day));
+    }
+    merge(&mut body, &patch);
+    apply_times(&mut ev, &body)?;
+    ev.body = body;
+    ev.seq = seq;
+    ev.modified = now;
+    ev.change_key = change_key;
+    acct.events.insert(ev.id.clone(), ev.clone());
+    st.seq = seq;
+    notify_change(shared, st, upn, &ev, ChangeType::Updated);
+    Ok(ev)
+}
+
+pub fn delete(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, if_match: Option<&str>) -> ApiResult<()> {
+    let now = Utc::now();
+    let seq = st.seq + 1;
+    let hz = horizon(shared);
+    let acct = account_mut(st, upn)?;
+    let mut ev = acct.find(id, hz).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    check_if_match(&ev, if_match)?;
+    if ev.kind == Kind::Occurrence {
+        ev.kind = Kind::Exception;
+    }
+    ev.deleted = true;
+    ev.seq = seq;
+    ev.modified = now;
+    if ev.kind == Kind::SeriesMaster {
+        for e in acct.events.values_mut() {
+            if e.series_master_id.as_deref() == Some(id) {
+                e.deleted = true;
+                e.seq = seq;
+            }
+        }
+    }
+    acct.events.insert(ev.id.clone(), ev.clone());
+    st.seq = seq;
+    notify_change(shared, st, upn, &ev, ChangeType::Deleted);
+    Ok(())
+}
+
+/// `$filter=singleValueExtendedProperties/any(ep: ep/id eq '...' and ep/value eq '...')`.
+pub fn parse_ext_filter(filter: &str) -> ApiResult<(String, String)> {
+    let quoted_after = |needle: &str| -> Option<String> {
+        let start = filter.find(needle)? + needle.len();
+        let rest = &filter[start..];
+        let rest = rest.trim_start().strip_prefix('\'')?;
+        rest.find('\'').map(|end| rest[..end].to_string())
+    };
+    if !filter.trim_start().starts_with("singleValueExtendedProperties/any(") {
+        return Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes."));
+    }
+    match (quoted_after("/id eq"), quoted_after("/value eq")) {
+        (Some(id), Some(v)) => Ok((id, v)),
+        _ => Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")),
+    }
+}
+
+/// `$expand=singleValueExtendedProperties($filter=id eq '...')` → Some(id filter).
+pub fn parse_expand(expand: Option<&String>) -> Option<Option<String>> {
+    let e = expand?;
+    if !e.contains("singleValueExtendedProperties") {
+        return None;
+    }
+    let id = e.find("id eq '").and_then(|i| {
+        let rest = &e[i + 7..];
+        rest.find('\'').map(|end| rest[..end].to_string())
+    });
+    Some(id)
+}
+
+pub fn render_with(ev: &MEvent, upn: &str, out: &OutZone, expand: &Option<Option<String>>) -> Value {
+    let mut v = ev.render(upn, out);
+    if let Some(id_filter) = expand {
+        v["singleValueExtendedProperties"] = json!(ev.extended_properties(id_filter.as_deref()));
+    }
+    v
+}
+
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn body_of(b: Result<Json<Value>, JsonRejection>) -> ApiResult<Value> {
+    b.map(|Json(v)| v).map_err(|_| ApiError::new(400, "RequestBodyRead", "Cannot read the request body."))
+}
+
+pub async fn create_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let body = body_of(body)?;
+    let out = OutZone::from_prefer(&prefer_headers(&headers));
+    let mut st = lock(&sh.graph);
+    let (ev, _) = create(&sh, &mut st, &upn, p.get("cal").map(String::as_str), body)?;
+    let mut v = ev.render(&upn, &out);
+    v["@odata.context"] = json!(format!("{}/$metadata#users('{upn}')/events/$entity", sh.graph_base()));
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub async fn get_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let out = OutZone::from_prefer(&prefer_headers(&headers));
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let id = p.get("id").cloned().unwrap_or_default();
+    let ev = acct.find(&id, horizon(&sh)).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    let mut v = render_with(&ev, &upn, &out, &parse_expand(q.get("$expand")));
+    v["@odata.context"] = json!(format!("{}/$metadata#users('{upn}')/events/$entity", sh.graph_base()));
+    Ok(Json(v))
+}
+
+pub async fn list_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let prefer = prefer_headers(&headers);
+    let out = OutZone::from_prefer(&prefer);
+    let filter = q.get("$filter").map(|f| parse_ext_filter(f)).transpose()?;
+    let expand = parse_expand(q.get("$expand"));
+    let top = q.get("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(sh.config.graph_page_size).max(1);
+    let skip = q.get("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let items: Vec<&MEvent> = acct
+        .events
+        .values()
+        .filter(|e| !e.deleted && matches!(e.kind, Kind::SingleInstance | Kind::SeriesMaster))
+        .filter(|e| p.get("cal").is_none_or(|c| *c == e.calendar_id))
+        .filter(|e| filter.as_ref().is_none_or(|(id, v)| e.has_extended_property(id, v)))
+        .collect();
+    let page: Vec<Value> = items.iter().skip(skip).take(top).map(|e| render_with(e, &upn, &out, &expand)).collect();
+    let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/events", sh.graph_base()), "value": page });
+    if skip + top < items.len() {
+        let mut next: Vec<(String, String)> = q.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        next.push(("$skip".into(), (skip + top).to_string()));
+        resp["@odata.nextLink"] = json!(format!("{}{}?{}", sh.origin, a_path(&p), encode_query(&next)));
+    }
+    Ok(Json(resp))
+}
+
+fn a_path(p: &HashMap<String, String>) -> String {
+    let who = p.get("upn").map(|u| format!("users/{u}")).unwrap_or_else(|| "me".into());
+    match p.get("cal") {
+        Some(c) => format!("/graph/v1.0/{who}/calendars/{c}/events"),
+        None => format!("/graph/v1.0/{who}/events"),
+    }
+}
+
+/// Minimal percent-encoding for query values we generate.
+pub fn encode_query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn patch_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let body = body_of(body)?;
+    let out = OutZone::from_prefer(&prefer_headers(&headers));
+    let mut st = lock(&sh.graph);
+    let id = p.get("id").cloned().unwrap_or_default();
+    let ev = update(&sh, &mut st, &upn, &id, body, if_match(&headers).as_deref())?;
+    Ok(Json(ev.render(&upn, &out)))
+}
+
+pub async fn delete_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let mut st = lock(&sh.graph);
+    let id = p.get("id").cloned().unwrap_or_default();
+    delete(&sh, &mut st, &upn, &id, if_match(&headers).as_deref())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn calendars_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let value: Vec<Value> = acct
+        .calendars
+        .iter()
+        .map(|c| json!({ "id": c.id, "name": c.name, "isDefaultCalendar": c.is_default, "canEdit": true,
+                         "owner": { "name": upn, "address": upn } }))
+        .collect();
+    Ok(Json(json!({ "value": value })))
+}
+
+/// Default horizon for synthesising occurrences.
+pub fn default_horizon(days: i64) -> chrono::DateTime<Utc> {
+    Utc::now() + Duration::days(days)
+}

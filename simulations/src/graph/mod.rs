@@ -1,0 +1,291 @@
+//! Microsoft Graph calendar simulator (subset): token endpoint, events CRUD,
+//! calendarView + delta, getSchedule, subscriptions with webhook delivery,
+//! and Outlook's per-mailbox concurrency limit.
+//!
+//! `GraphSim` is the Rust control API; its mutations run the same code as
+//! the HTTP API (new changeKey, delta visibility, change notifications).
+
+pub mod auth;
+pub mod delta;
+pub mod errors;
+pub mod events;
+pub mod limiter;
+pub mod model;
+pub mod schedule;
+pub mod subscriptions;
+
+use axum::http::{HeaderMap, Method};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::auth::GrantState;
+use crate::error::{ApiError, ApiResult};
+use crate::gate::{graph_gate, Authed};
+use crate::state::{lock, Shared};
+use model::{MAccount, MCalendar, OutZone};
+pub use subscriptions::{LifecycleEvent, Subscription};
+
+/// Credentials of a simulated Microsoft 365 mailbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GraphAccount {
+    pub upn: String,
+    pub user_id: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+/// Logical endpoint name used by fault rules and the request log.
+pub fn classify(method: &Method, path: &str) -> &'static str {
+    let p = path.strip_prefix("/graph").unwrap_or(path);
+    let segs: Vec<&str> = p.trim_matches('/').split('/').collect();
+    let m = method.as_str();
+    if let [_, "oauth2", "v2.0", "token"] = segs.as_slice() {
+        return "token";
+    }
+    let rest: &[&str] = match segs.as_slice() {
+        ["v1.0", "me", rest @ ..] => rest,
+        ["v1.0", "users", _, rest @ ..] => rest,
+        ["v1.0", "subscriptions"] => return if m == "POST" { "subscriptions.create" } else { "subscriptions.list" },
+        ["v1.0", "subscriptions", _] => {
+            return match m {
+                "PATCH" => "subscriptions.renew",
+                "DELETE" => "subscriptions.delete",
+                _ => "subscriptions.get",
+            }
+        }
+        ["v1.0", "subscriptions", _, "reauthorize"] => return "subscriptions.reauthorize",
+        _ => return "unknown",
+    };
+    match (m, rest) {
+        ("GET", ["events"]) | ("GET", ["calendars", _, "events"]) | ("GET", ["calendar", "events"]) => "events.list",
+        ("POST", ["events"]) | ("POST", ["calendars", _, "events"]) | ("POST", ["calendar", "events"]) => "events.create",
+        ("GET", ["events", _]) => "events.get",
+        ("PATCH", ["events", _]) => "events.update",
+        ("DELETE", ["events", _]) => "events.delete",
+        (_, ["calendars"]) => "calendars.list",
+        (_, ["calendarView"]) | (_, ["calendars", _, "calendarView"]) => "calendarView",
+        (_, ["calendarView", "delta"]) => "delta",
+        (_, ["calendar", "getSchedule"]) => "getSchedule",
+        _ => "unknown",
+    }
+}
+
+/// Mailbox named in a `/users/{upn}/...` path.
+pub fn mailbox_of(path: &str) -> Option<String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["graph", "v1.0", "users", upn, ..] => Some(upn.replace("%40", "@").to_lowercase()),
+        _ => None,
+    }
+}
+
+/// The mailbox a request targets; `/users/{upn}` must be the caller's own.
+pub fn mailbox(a: &Authed, p: &HashMap<String, String>) -> ApiResult<String> {
+    match p.get("upn") {
+        Some(u) if !u.eq_ignore_ascii_case(&a.0) => {
+            Err(ApiError::new(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."))
+        }
+        _ => Ok(a.0.to_lowercase()),
+    }
+}
+
+pub fn prefer_headers(h: &HeaderMap) -> Vec<String> {
+    h.get_all("prefer").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect()
+}
+
+pub fn horizon(sh: &Shared) -> DateTime<Utc> {
+    Utc::now() + Duration::days(sh.config.recurrence_horizon_days)
+}
+
+pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    let mut r = Router::new();
+    for who in ["/graph/v1.0/me", "/graph/v1.0/users/{upn}"] {
+        r = r
+            .route(&format!("{who}/events"), get(events::list_h).post(events::create_h))
+            .route(
+                &format!("{who}/events/{{id}}"),
+                get(events::get_h).patch(events::patch_h).delete(events::delete_h),
+            )
+            .route(&format!("{who}/calendars"), get(events::calendars_h))
+            .route(&format!("{who}/calendars/{{cal}}/events"), get(events::list_h).post(events::create_h))
+            .route(&format!("{who}/calendar/events"), get(events::list_h).post(events::create_h))
+            .route(&format!("{who}/calendarView"), get(delta::calendar_view_h))
+            .route(&format!("{who}/calendars/{{cal}}/calendarView"), get(delta::calendar_view_h))
+            .route(&format!("{who}/calendarView/delta"), get(delta::delta_h))
+            .route(&format!("{who}/calendar/getSchedule"), post(schedule::get_schedule_h));
+    }
+    r.route("/graph/v1.0/subscriptions", get(subscriptions::list_h).post(subscriptions::create_h))
+        .route(
+            "/graph/v1.0/subscriptions/{id}",
+            get(subscriptions::get_h).patch(subscriptions::renew_h).delete(subscriptions::delete_h),
+        )
+        .route("/graph/v1.0/subscriptions/{id}/reauthorize", post(subscriptions::reauthorize_h))
+        .route("/graph/{tenant}/oauth2/v2.0/token", post(auth::token_h))
+        .layer(from_fn_with_state(shared, graph_gate))
+}
+
+/// Rust control API of the Graph simulator. Cheap to clone.
+#[derive(Clone)]
+pub struct GraphSim {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl GraphSim {
+    /// Create a mailbox (with its default `Calendar`) or, if it exists, issue
+    /// it a fresh refresh token.
+    pub fn create_account(&self, upn: &str) -> GraphAccount {
+        let sh = &self.shared;
+        let key = upn.to_lowercase();
+        let mut st = lock(&sh.graph);
+        if !st.accounts.contains_key(&key) {
+            let cal_id = format!("AAMkCAL{}", sh.rng.alnum(40));
+            st.accounts.insert(
+                key.clone(),
+                MAccount {
+                    upn: upn.to_string(),
+                    user_id: sh.rng.uuid().to_string(),
+                    tenant_id: sh.rng.uuid().to_string(),
+                    client_id: sh.rng.uuid().to_string(),
+                    client_secret: format!("sim~{}", sh.rng.alnum(34)),
+                    calendars: vec![MCalendar { id: cal_id, name: "Calendar".into(), is_default: true }],
+                    events: BTreeMap::new(),
+                    delta_generation: 0,
+                },
+            );
+        }
+        let (upn, user_id, tenant_id, client_id, client_secret) = match st.accounts.get(&key) {
+            Some(a) => (a.upn.clone(), a.user_id.clone(), a.tenant_id.clone(), a.client_id.clone(), a.client_secret.clone()),
+            None => Default::default(),
+        };
+        let refresh_token = st.tokens.issue_refresh(&upn, &client_id, "0.AXEA", &sh.rng);
+        GraphAccount { upn, user_id, tenant_id, client_id, client_secret, refresh_token }
+    }
+
+    /// Another calendar in the mailbox; returns its id.
+    pub fn create_calendar(&self, upn: &str, name: &str) -> ApiResult<String> {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        let acct = events::account_mut(&mut st, upn)?;
+        let id = format!("AAMkCAL{}", sh.rng.alnum(40));
+        acct.calendars.push(MCalendar { id: id.clone(), name: name.into(), is_default: false });
+        Ok(id)
+    }
+
+    /// Create an event in the default calendar (body in Graph's shape).
+    pub fn create_event(&self, upn: &str, body: Value) -> ApiResult<Value> {
+        self.create_event_in(upn, None, body)
+    }
+
+    pub fn create_event_in(&self, upn: &str, calendar_id: Option<&str>, body: Value) -> ApiResult<Value> {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        let (ev, _) = events::create(sh, &mut st, upn, calendar_id, body)?;
+        Ok(ev.render(upn, &OutZone::utc()))
+    }
+
+    /// Create, or update when `body.id` names an existing event.
+    pub fn upsert_event(&self, upn: &str, body: Value) -> ApiResult<Value> {
+        match body.get("id").and_then(Value::as_str).map(str::to_string) {
+            Some(id) if self.get_event(upn, &id).is_ok() => self.update_event(upn, &id, body),
+            _ => self.create_event(upn, body),
+        }
+    }
+
+    pub fn update_event(&self, upn: &str, id: &str, patch: Value) -> ApiResult<Value> {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        let ev = events::update(sh, &mut st, upn, id, patch, None)?;
+        Ok(ev.render(upn, &OutZone::utc()))
+    }
+
+    pub fn delete_event(&self, upn: &str, id: &str) -> ApiResult<()> {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        events::delete(sh, &mut st, upn, id, None)
+    }
+
+    /// Delete one occurrence of a series, by its original start.
+    pub fn cancel_occurrence(&self, upn: &str, master_id: &str, start: DateTime<Utc>) -> ApiResult<()> {
+        self.delete_event(upn, &model::occurrence_id(master_id, start))
+    }
+
+    pub fn get_event(&self, upn: &str, id: &str) -> ApiResult<Value> {
+        let sh = &self.shared;
+        let st = lock(&sh.graph);
+        let acct = events::account(&st, upn)?;
+        acct.find(id, horizon(sh))
+            .filter(|e| !e.deleted)
+            .map(|e| e.render(upn, &OutZone::utc()))
+            .ok_or_else(model::not_found)
+    }
+
+    /// Number of live (non-deleted) stored events: singles and masters.
+    pub fn event_count(&self, upn: &str) -> usize {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| a.events.values().filter(|e| !e.deleted && e.kind != model::Kind::Exception).count())
+            .unwrap_or(0)
+    }
+
+    /// Every delta token of the mailbox now answers 410 `SyncStateNotFound`.
+    pub fn invalidate_delta_tokens(&self, upn: &str) {
+        let mut st = lock(&self.shared.graph);
+        if let Some(a) = st.accounts.get_mut(&upn.to_lowercase()) {
+            a.delta_generation += 1;
+        }
+    }
+
+    /// Revoke consent: refresh → AADSTS50173, API → 401, and the mailbox's
+    /// subscriptions get `reauthorizationRequired`.
+    pub fn revoke_grant(&self, upn: &str) {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        st.tokens.end_grants(upn, GrantState::Revoked);
+        let ids: Vec<String> = st.subscriptions.values().filter(|s| s.mailbox.eq_ignore_ascii_case(upn)).map(|s| s.id.clone()).collect();
+        for id in ids {
+            let _ = subscriptions::lifecycle(sh, &mut st, &id, LifecycleEvent::ReauthorizationRequired);
+        }
+    }
+
+    /// Refresh tokens expire by inactivity (AADSTS700082).
+    pub fn expire_refresh_tokens(&self, upn: &str) {
+        lock(&self.shared.graph).tokens.end_grants(upn, GrantState::Expired);
+    }
+
+    pub fn expire_access_tokens(&self, upn: &str) {
+        lock(&self.shared.graph).tokens.expire_access(upn, Utc::now());
+    }
+
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let st = lock(&self.shared.graph);
+        let mut v: Vec<Subscription> = st.subscriptions.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Send a lifecycle notification (and apply its effect).
+    pub fn send_lifecycle(&self, subscription_id: &str, event: LifecycleEvent) -> ApiResult<()> {
+        let sh = &self.shared;
+        let mut st = lock(&sh.graph);
+        subscriptions::lifecycle(sh, &mut st, subscription_id, event)
+    }
+
+    /// Requests currently in flight for a mailbox (limiter view).
+    pub fn in_flight(&self, upn: &str) -> usize {
+        self.shared.limiter.in_flight(upn)
+    }
+}
+
+/// Id of one occurrence of a series (what calendarView/delta return).
+pub fn occurrence_id(master_id: &str, start: DateTime<Utc>) -> String {
+    model::occurrence_id(master_id, start)
+}

@@ -1,0 +1,2 @@
+pub struct Scenario;
+pub struct ScenarioConfig;
