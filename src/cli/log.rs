@@ -59,7 +59,10 @@ pub async fn run(cmd: LogCommand, global: &GlobalArgs) -> anyhow::Result<()> {
             for event in &recent {
                 println!("{}", render(event, json, false));
             }
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 let batch = match &stream {
                     Some(s) => store.read_stream(s, version, 500).await?,
                     None => store.read_all(cursor, 500).await?,
@@ -73,7 +76,6 @@ pub async fn run(cmd: LogCommand, global: &GlobalArgs) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
-            Ok(())
         }
     }
 }

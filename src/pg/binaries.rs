@@ -38,7 +38,7 @@ pub fn find_bin_dir() -> Result<PgBinaries, PgError> {
             Some((major, entry.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions
         .iter()
         .find_map(|(_, dir)| PgBinaries::in_dir(dir))
