@@ -22,5 +22,6 @@ pub mod core;
 pub mod database;
 pub mod http;
 pub mod pg;
+pub mod providers;
 pub mod store;
 pub mod testkit;

@@ -1,0 +1,337 @@
+//! The calendar-provider port: what connection actors ask of Google Calendar
+//! and Microsoft Graph, and the errors they get back.
+//!
+//! Errors are classified by what the caller must do next (retry with
+//! backoff, resync from scratch, ask the user to re-authorise, give up), so
+//! the pure core decides on the class, never on HTTP details.
+//!
+//! Implementations: [`google::GoogleClient`] and [`graph::GraphClient`]
+//! over reqwest with explicit timeouts, reached through the
+//! [`ProviderClient`] enum. Tests run them against the loopback simulators
+//! in `simulations/` over real HTTP.
+
+pub mod google;
+pub mod graph;
+pub mod oauth;
+
+use crate::core::ids::{CalendarId, CalendarProvider};
+use crate::core::interval::Interval;
+use crate::core::wire::{GoogleEvent, GraphEvent};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where the provider APIs live. Defaults are the real services; tests and
+/// the demo point them at the simulators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEndpoints {
+    /// e.g. `https://www.googleapis.com/calendar/v3`
+    pub google_api: String,
+    /// e.g. `https://oauth2.googleapis.com/token`
+    pub google_token: String,
+    /// e.g. `https://graph.microsoft.com/v1.0`
+    pub graph_api: String,
+    /// e.g. `https://login.microsoftonline.com/common/oauth2/v2.0/token`
+    pub graph_token: String,
+}
+
+impl Default for ProviderEndpoints {
+    fn default() -> Self {
+        ProviderEndpoints {
+            google_api: "https://www.googleapis.com/calendar/v3".into(),
+            google_token: "https://oauth2.googleapis.com/token".into(),
+            graph_api: "https://graph.microsoft.com/v1.0".into(),
+            graph_token: "https://login.microsoftonline.com/common/oauth2/v2.0/token".into(),
+        }
+    }
+}
+
+/// OAuth state of one connection. The client refreshes the access token
+/// when it is missing or expired, and once more on a 401. Microsoft issues
+/// a new refresh token on every refresh: when `refresh_token_rotated` is
+/// set, the shell must persist `refresh_token` (atomically) before relying
+/// on it again.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthSession {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+    pub access_token: Option<String>,
+    pub access_expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub refresh_token_rotated: bool,
+}
+
+/// Secrets never reach logs, not even through `{:?}`.
+impl std::fmt::Debug for AuthSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSession")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("refresh_token", &"<redacted>")
+            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_token_rotated", &self.refresh_token_rotated)
+            .finish()
+    }
+}
+
+/// The sync window: events ending before `start` or starting at/after
+/// `end` are outside. Default: 1 day back, 180 days ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl SyncWindow {
+    pub const DEFAULT_DAYS_BACK: i64 = 1;
+    pub const DEFAULT_DAYS_AHEAD: i64 = 180;
+
+    pub fn around(now: DateTime<Utc>) -> Self {
+        SyncWindow {
+            start: now - chrono::Duration::days(Self::DEFAULT_DAYS_BACK),
+            end: now + chrono::Duration::days(Self::DEFAULT_DAYS_AHEAD),
+        }
+    }
+}
+
+/// Opaque per-calendar sync position: Google's `nextSyncToken`, or Graph's
+/// whole `@odata.deltaLink` URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SyncCursor(pub String);
+
+/// Where a listing of changes starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncPosition {
+    /// A full sync of the window (first sync, or after a resync).
+    Start,
+    /// The next page of the round in progress (`pageToken` / `nextLink`).
+    Page(String),
+    /// An incremental round from a stored cursor.
+    Cursor(SyncCursor),
+}
+
+/// One changed (or removed) event as the provider sent it; the core's busy
+/// rules decide what it means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExternalChange {
+    Google(GoogleEvent),
+    Graph(GraphEvent),
+}
+
+/// One page of a sync round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesPage {
+    pub changes: Vec<ExternalChange>,
+    /// The calendar's own IANA zone (Google `timeZone`), for all-day events.
+    pub calendar_zone: Option<String>,
+    pub next: PageNext,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageNext {
+    /// More pages follow in this round.
+    More(String),
+    /// The round is complete; store this cursor for the next one.
+    Complete(SyncCursor),
+}
+
+/// What to ask for when opening a push channel / subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRequest {
+    /// Our id for the channel (Google channel id; Graph: ours, sent in
+    /// `clientState` alongside the secret). ≤ 64 chars.
+    pub channel_id: String,
+    /// Where notifications go.
+    pub address: String,
+    /// Lifecycle notification URL (Graph only).
+    pub lifecycle_address: Option<String>,
+    /// Per-channel secret echoed by the provider (Google channel token ≤ 256
+    /// chars; Graph clientState ≤ 128 chars).
+    pub secret: String,
+    /// Requested expiry; the provider may shorten it.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An open push channel (Google) or subscription (Graph).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub channel_id: String,
+    /// Google `resourceId` / Graph subscription id.
+    pub resource_id: String,
+    /// The expiry the provider actually granted.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A calendar event calsync writes for a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundEvent {
+    pub booking_id: String,
+    /// Changes only if the booking is re-created after a cancellation
+    /// (Google keeps ids of deleted events reserved).
+    pub generation: u32,
+    pub title: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// IANA zone the booking was made in (shown to the calendar owner).
+    pub time_zone: String,
+    pub attendees: Vec<String>,
+    /// Stable ICS UID of the booking.
+    pub ical_uid: String,
+}
+
+/// An event as written at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrittenEvent {
+    pub external_event_id: String,
+    pub etag: Option<String>,
+}
+
+/// Why a provider call failed, by what the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The grant is gone (`invalid_grant`, revoked consent): stop calling
+    /// and mark the connection as needing re-authorisation.
+    #[error("re-authorisation required: {0}")]
+    Reauthorize(String),
+    /// Throttled (429, 403 rateLimitExceeded/userRateLimitExceeded): back
+    /// off, at least `retry_after` if given.
+    #[error("rate limited")]
+    RateLimited { retry_after: Option<Duration> },
+    /// Provider trouble (5xx, timeout, connection refused): back off.
+    #[error("provider unavailable: {message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The sync cursor is no longer valid (410 fullSyncRequired,
+    /// SyncStateNotFound, resyncRequired): start a full resync.
+    #[error("full resync required: {0}")]
+    ResyncRequired(String),
+    /// The event or channel does not exist (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The event was deleted (Google 410 `deleted` on delete).
+    #[error("gone: {0}")]
+    Gone(String),
+    /// The client-chosen id already exists (Google 409 `duplicate`).
+    #[error("duplicate id: {0}")]
+    Duplicate(String),
+    /// `If-Match` failed (412): re-read and re-apply.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// Any other refusal: retrying the same request will not help.
+    #[error("rejected with {status}: {message}")]
+    Rejected { status: u16, message: String },
+}
+
+impl ProviderError {
+    /// A short stable label for metrics and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Reauthorize(_) => "reauthorize",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::ResyncRequired(_) => "resync_required",
+            ProviderError::NotFound(_) => "not_found",
+            ProviderError::Gone(_) => "gone",
+            ProviderError::Duplicate(_) => "duplicate",
+            ProviderError::PreconditionFailed(_) => "precondition_failed",
+            ProviderError::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// The provider's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::RateLimited { retry_after }
+            | ProviderError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The provider operations calsync needs. `session` is refreshed in place.
+#[allow(async_fn_in_trait)]
+pub trait CalendarApi {
+    fn provider(&self) -> CalendarProvider;
+
+    /// One page of changes for `calendar` from `position`, within `window`
+    /// (the window applies to full syncs; cursors carry their own).
+    async fn list_changes(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        position: &SyncPosition,
+        window: SyncWindow,
+    ) -> Result<ChangesPage, ProviderError>;
+
+    /// Busy intervals of calendars shared as free/busy only, chunked under
+    /// the provider's range limits.
+    async fn free_busy(
+        &self,
+        session: &mut AuthSession,
+        calendars: &[CalendarId],
+        window: SyncWindow,
+    ) -> Result<Vec<(CalendarId, Vec<Interval>)>, ProviderError>;
+
+    async fn open_channel(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        request: &ChannelRequest,
+    ) -> Result<Channel, ProviderError>;
+
+    /// Renews in place where the provider can (Graph PATCH); Google
+    /// channels cannot be renewed, so callers open a new one instead.
+    async fn renew_channel(
+        &self,
+        session: &mut AuthSession,
+        channel: &Channel,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Channel, ProviderError>;
+
+    async fn close_channel(
+        &self,
+        session: &mut AuthSession,
+        channel: &Channel,
+    ) -> Result<(), ProviderError>;
+
+    /// Creates the booking's event idempotently: a retry after a lost
+    /// response never makes a second event (Google: deterministic id and
+    /// 409 → fetch; Graph: `transactionId` plus a tag searched first).
+    async fn create_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        event: &OutboundEvent,
+    ) -> Result<WrittenEvent, ProviderError>;
+
+    /// Moves/changes the same external event (PATCH, never delete+create).
+    async fn update_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        external_event_id: &str,
+        event: &OutboundEvent,
+    ) -> Result<WrittenEvent, ProviderError>;
+
+    /// Deletes it; "already gone" (404/410) counts as done.
+    async fn delete_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        external_event_id: &str,
+    ) -> Result<(), ProviderError>;
+
+    /// Finds our event for a booking by its tag, if the provider has it.
+    async fn find_booking_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        booking_id: &str,
+        generation: u32,
+    ) -> Result<Option<WrittenEvent>, ProviderError>;
+}
