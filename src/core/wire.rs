@@ -655,3 +655,11 @@ mod tests {
         assert!(delta.delta_link.is_some() && delta.next_link.is_none());
     }
 }
+
+/// One changed (or removed) event as a provider sent it during sync. The
+/// busy rules ([`crate::core::busy`]) decide what it means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProviderChange {
+    Google(GoogleEvent),
+    Graph(GraphEvent),
+}

@@ -16,7 +16,6 @@ pub mod oauth;
 
 use crate::core::ids::{CalendarId, CalendarProvider};
 use crate::core::interval::Interval;
-use crate::core::wire::{GoogleEvent, GraphEvent};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -114,12 +113,8 @@ pub enum SyncPosition {
 }
 
 /// One changed (or removed) event as the provider sent it; the core's busy
-/// rules decide what it means.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExternalChange {
-    Google(GoogleEvent),
-    Graph(GraphEvent),
-}
+/// rules decide what it means. Defined in the core so `decide` can take it.
+pub use crate::core::wire::ProviderChange as ExternalChange;
 
 /// One page of a sync round.
 #[derive(Debug, Clone, PartialEq)]
