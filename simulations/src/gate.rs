@@ -153,16 +153,17 @@ fn unauthorized(provider: Provider, check: &AccessCheck) -> ApiError {
     }
 }
 
-/// Fallback for unknown paths, in the provider's shape.
-pub async fn google_not_found() -> Response {
-    render(Provider::Google, ApiError::new(404, "notFound", "Not Found"))
-}
-
-pub async fn graph_not_found() -> Response {
-    render(
-        Provider::Graph,
-        ApiError::new(400, "BadRequest", "Resource not found for the segment."),
-    )
+/// Unknown paths get a 404 in the shape of the provider their prefix names.
+pub async fn fallback(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/graph/") {
+        render(
+            Provider::Graph,
+            ApiError::new(400, "BadRequest", format!("Resource not found for the segment '{path}'.")),
+        )
+    } else {
+        render(Provider::Google, ApiError::new(404, "notFound", "Not Found"))
+    }
 }
 
 pub fn empty(status: StatusCode) -> Response {

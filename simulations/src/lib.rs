@@ -45,7 +45,7 @@ pub use faults::{FaultKind, FaultRule, NotificationFaults};
 pub use google::{GoogleAccount, GoogleSim};
 pub use graph::{GraphAccount, GraphSim, LifecycleEvent};
 pub use request_log::{DeliveryRecord, Provider, RequestRecord};
-pub use scenario::{Scenario, ScenarioConfig};
+pub use scenario::{Scenario, ScenarioConfig, ScenarioSummary};
 
 use state::{Shared, lock};
 
@@ -81,6 +81,7 @@ impl Simulators {
             .merge(google::router(shared.clone()))
             .merge(graph::router(shared.clone()))
             .merge(control::router())
+            .fallback(gate::fallback)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

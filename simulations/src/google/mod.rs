@@ -15,7 +15,7 @@ pub mod sync;
 
 use axum::http::Method;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::auth::GrantState;
 use crate::error::{ApiError, ApiResult};
-use crate::gate::{google_gate, google_not_found};
+use crate::gate::google_gate;
 use crate::state::{lock, Shared};
 use model::{GAccount, GCalendar};
 pub use push::Channel;
@@ -74,7 +74,6 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             get(events::get_h).patch(events::patch_h).put(events::update_h).delete(events::delete_h),
         )
         .route(&format!("{v3}/channels/stop"), post(push::stop_h))
-        .route("/google/{*rest}", any(google_not_found))
         .layer(from_fn_with_state(shared, google_gate))
 }
 
