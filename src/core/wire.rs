@@ -491,6 +491,14 @@ pub struct GraphDeltaPage {
     pub delta_link: Option<String>,
 }
 
+/// One changed (or removed) event as a provider sent it during sync. The
+/// busy rules ([`crate::core::busy`]) decide what it means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProviderChange {
+    Google(GoogleEvent),
+    Graph(GraphEvent),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,12 +662,4 @@ mod tests {
         assert!(matches!(&delta.value[0], Lenient::Malformed { .. }));
         assert!(delta.delta_link.is_some() && delta.next_link.is_none());
     }
-}
-
-/// One changed (or removed) event as a provider sent it during sync. The
-/// busy rules ([`crate::core::busy`]) decide what it means.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ProviderChange {
-    Google(GoogleEvent),
-    Graph(GraphEvent),
 }
