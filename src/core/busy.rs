@@ -153,11 +153,18 @@ pub fn google_busy(event: &GoogleEvent, calendar_zone: Tz, policy: &BusyPolicy) 
     if event.status() == GoogleEventStatus::Cancelled {
         return BusyDecision::Free(FreeReason::Cancelled);
     }
+    // The private property exists only on the copy calsync wrote. The id is
+    // shared with every guest's copy, so it identifies our event only when
+    // this calendar is not merely invited: a platform provider invited to
+    // another provider's booking is genuinely busy.
     let booking = event
         .private_property(GOOGLE_BOOKING_PROPERTY)
         .filter(|b| !b.is_empty())
         .map(str::to_owned)
-        .or_else(|| booking_id_from_tag(&event.id));
+        .or_else(|| match event.is_invitation() {
+            true => None,
+            false => booking_id_from_tag(&event.id),
+        });
     if let Some(booking_id) = booking {
         return BusyDecision::Ours { booking_id };
     }
@@ -701,6 +708,26 @@ mod tests {
                     r#"{{"id":"{ours_tag}","start":{{"dateTime":"2026-07-01T10:00:00+02:00"}},"end":{{"dateTime":"2026-07-01T11:00:00+02:00"}}}}"#
                 ),
                 Want::Ours("bk_123"),
+            ),
+            google(
+                "g: ours by id tag when we organise it with guests",
+                &format!(
+                    r#"{{"id":"{ours_tag}","organizer":{{"email":"me@example.com","self":true}},
+                        "attendees":[{{"email":"me@example.com","self":true,"organizer":true,"responseStatus":"accepted"}},
+                        {{"email":"guest@example.com","responseStatus":"needsAction"}}],
+                        "start":{{"dateTime":"2026-07-01T10:00:00+02:00"}},"end":{{"dateTime":"2026-07-01T11:00:00+02:00"}}}}"#
+                ),
+                Want::Ours("bk_123"),
+            ),
+            google(
+                "g: a guest's copy of another calendar's calsync event blocks",
+                &format!(
+                    r#"{{"id":"{ours_tag}","organizer":{{"email":"other@example.com"}},
+                        "attendees":[{{"email":"other@example.com","organizer":true,"responseStatus":"accepted"}},
+                        {{"email":"me@example.com","self":true,"responseStatus":"accepted"}}],
+                        "start":{{"dateTime":"2026-07-01T10:00:00+02:00"}},"end":{{"dateTime":"2026-07-01T11:00:00+02:00"}}}}"#
+                ),
+                G_SLOT,
             ),
             google(
                 "g: shared property of the same name is not ours",

@@ -183,6 +183,8 @@ pub struct GoogleEvent {
     pub updated: Option<String>,
     #[serde(default, rename = "iCalUID")]
     pub ical_uid: Option<String>,
+    #[serde(default)]
+    pub organizer: Option<GoogleOrganizer>,
 }
 
 impl GoogleEvent {
@@ -195,6 +197,14 @@ impl GoogleEvent {
     /// attendees at all (an event without guests has none).
     pub fn self_attendee(&self) -> Option<&GoogleAttendee> {
         self.attendees.iter().find(|a| a.is_self)
+    }
+
+    /// True when this calendar's owner is a guest, not the organizer: the
+    /// event is someone else's copy (same event id as the organizer's).
+    pub fn is_invitation(&self) -> bool {
+        let organizer_is_other = self.organizer.as_ref().is_some_and(|o| !o.is_self);
+        let guest_entry = self.self_attendee().is_some_and(|me| !me.organizer);
+        organizer_is_other || guest_entry
     }
 
     /// A value from `extendedProperties.private`.
@@ -297,6 +307,16 @@ pub struct GoogleAttendee {
     pub optional: bool,
     #[serde(default)]
     pub response_status: Option<GoogleResponseStatus>,
+}
+
+/// `Event.organizer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoogleOrganizer {
+    #[serde(default)]
+    pub email: Option<String>,
+    /// True when the calendar owner is the organizer.
+    #[serde(default, rename = "self", deserialize_with = "null_as_default")]
+    pub is_self: bool,
 }
 
 /// `Event.extendedProperties`: string maps private to this calendar's copy or
