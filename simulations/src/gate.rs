@@ -75,10 +75,9 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         _ => None,
     };
     let decision = sh.faults.evaluate(provider, endpoint, account.as_deref(), started, &sh.rng);
-    if decision.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
-    }
+    let latency = Duration::from_millis(decision.latency_ms);
     let mut response = if let Some(s) = &decision.respond {
+        tokio::time::sleep(latency).await;
         render(provider, injected(provider, s.code, s.reason.clone(), s.retry_after))
     } else if needs_auth && !matches!(check, AccessCheck::Valid(_)) {
         render(provider, unauthorized(provider, &check))
@@ -98,6 +97,8 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         } else {
             None
         };
+        // Added latency models a slow backend, so it holds the mailbox slot.
+        tokio::time::sleep(latency).await;
         let resp = next.run(req).await;
         drop(permit);
         match decision.lose_response {

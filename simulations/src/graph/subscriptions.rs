@@ -77,7 +77,7 @@ impl LifecycleEvent {
 }
 
 fn expiry_text(t: DateTime<Utc>) -> String {
-    format!("{}+00:00", t.format("%Y-%m-%dT%H:%M:%S%.7f"))
+    format!("{}+00:00", crate::timefmt::graph_wall(t.naive_utc()))
 }
 
 impl Subscription {
