@@ -44,7 +44,13 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    pub fn issue_refresh(&mut self, account: &str, client_id: &str, prefix: &str, rng: &SimRng) -> String {
+    pub fn issue_refresh(
+        &mut self,
+        account: &str,
+        client_id: &str,
+        prefix: &str,
+        rng: &SimRng,
+    ) -> String {
         let token = format!("{prefix}{}", rng.alnum(48));
         self.refresh.insert(
             token.clone(),
@@ -102,7 +108,8 @@ impl TokenStore {
                 g.state = state;
             }
         }
-        self.access.retain(|_, g| !g.account.eq_ignore_ascii_case(account));
+        self.access
+            .retain(|_, g| !g.account.eq_ignore_ascii_case(account));
     }
 
     /// Make every access token of the account expired (forces 401 → refresh).

@@ -65,21 +65,42 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/control/health", get(health))
         .route("/control/google/accounts", post(g_account))
-        .route("/control/google/accounts/{email}/calendars", post(g_calendar))
-        .route("/control/google/accounts/{email}/calendars/{cal}/events", post(g_upsert))
-        .route("/control/google/accounts/{email}/calendars/{cal}/events/{id}", patch(g_patch).delete(g_delete))
+        .route(
+            "/control/google/accounts/{email}/calendars",
+            post(g_calendar),
+        )
+        .route(
+            "/control/google/accounts/{email}/calendars/{cal}/events",
+            post(g_upsert),
+        )
+        .route(
+            "/control/google/accounts/{email}/calendars/{cal}/events/{id}",
+            patch(g_patch).delete(g_delete),
+        )
         .route("/control/google/accounts/{email}/{action}", post(g_action))
         .route("/control/google/channels", get(g_channels))
         .route("/control/graph/accounts", post(m_account))
         .route("/control/graph/accounts/{upn}/calendars", post(m_calendar))
         .route("/control/graph/accounts/{upn}/events", post(m_upsert))
-        .route("/control/graph/accounts/{upn}/events/{id}", patch(m_patch).delete(m_delete))
+        .route(
+            "/control/graph/accounts/{upn}/events/{id}",
+            patch(m_patch).delete(m_delete),
+        )
         .route("/control/graph/accounts/{upn}/{action}", post(m_action))
         .route("/control/graph/subscriptions", get(m_subscriptions))
-        .route("/control/graph/subscriptions/{id}/lifecycle", post(m_lifecycle))
-        .route("/control/faults", get(faults_list).post(faults_add).delete(faults_clear))
+        .route(
+            "/control/graph/subscriptions/{id}/lifecycle",
+            post(m_lifecycle),
+        )
+        .route(
+            "/control/faults",
+            get(faults_list).post(faults_add).delete(faults_clear),
+        )
         .route("/control/faults/{id}", delete(faults_remove))
-        .route("/control/notification_faults/{provider}", put(notification_faults))
+        .route(
+            "/control/notification_faults/{provider}",
+            put(notification_faults),
+        )
         .route("/control/requests", get(requests))
         .route("/control/deliveries", get(deliveries))
         .route("/control/log", delete(clear_log))
@@ -105,7 +126,10 @@ struct NewGoogleAccount {
 }
 
 async fn g_account(State(sh): S, Json(b): Json<NewGoogleAccount>) -> R {
-    ok(to_json(&google(&sh).create_account_in(&b.email, b.time_zone.as_deref().unwrap_or("UTC"))))
+    ok(to_json(&google(&sh).create_account_in(
+        &b.email,
+        b.time_zone.as_deref().unwrap_or("UTC"),
+    )))
 }
 
 async fn g_calendar(State(sh): S, Path(email): Path<String>, Json(b): Json<Value>) -> R {
@@ -114,11 +138,19 @@ async fn g_calendar(State(sh): S, Path(email): Path<String>, Json(b): Json<Value
     ok(json!({ "id": google(&sh).create_calendar(&email, summary, tz)? }))
 }
 
-async fn g_upsert(State(sh): S, Path((email, cal)): Path<(String, String)>, Json(b): Json<Value>) -> R {
+async fn g_upsert(
+    State(sh): S,
+    Path((email, cal)): Path<(String, String)>,
+    Json(b): Json<Value>,
+) -> R {
     ok(google(&sh).upsert_event(&email, &cal, b)?)
 }
 
-async fn g_patch(State(sh): S, Path((email, cal, id)): Path<(String, String, String)>, Json(b): Json<Value>) -> R {
+async fn g_patch(
+    State(sh): S,
+    Path((email, cal, id)): Path<(String, String, String)>,
+    Json(b): Json<Value>,
+) -> R {
     ok(google(&sh).patch_event(&email, &cal, &id, b)?)
 }
 
@@ -143,7 +175,9 @@ async fn g_channels(State(sh): S) -> R {
 }
 
 async fn m_account(State(sh): S, Json(b): Json<Value>) -> R {
-    let upn = b["upn"].as_str().ok_or_else(|| ApiError::new(400, "invalid", "upn is required"))?;
+    let upn = b["upn"]
+        .as_str()
+        .ok_or_else(|| ApiError::new(400, "invalid", "upn is required"))?;
     ok(to_json(&graph(&sh).create_account(upn)))
 }
 
@@ -192,7 +226,12 @@ async fn m_lifecycle(State(sh): S, Path(id): Path<String>, Json(b): Json<Lifecyc
 }
 
 async fn faults_list(State(sh): S) -> R {
-    let v: Vec<Value> = sh.faults.list().into_iter().map(|(id, r)| json!({ "id": id, "rule": r })).collect();
+    let v: Vec<Value> = sh
+        .faults
+        .list()
+        .into_iter()
+        .map(|(id, r)| json!({ "id": id, "rule": r }))
+        .collect();
     ok(json!(v))
 }
 
@@ -213,14 +252,21 @@ async fn faults_remove(State(sh): S, Path(id): Path<u64>) -> R {
     }
 }
 
-async fn notification_faults(State(sh): S, Path(provider): Path<Provider>, Json(f): Json<NotificationFaults>) -> R {
+async fn notification_faults(
+    State(sh): S,
+    Path(provider): Path<Provider>,
+    Json(f): Json<NotificationFaults>,
+) -> R {
     sh.faults.set_notification_faults(provider, f);
     done()
 }
 
 async fn requests(State(sh): S, Query(q): Query<HashMap<String, String>>) -> R {
     let since: Option<DateTime<Utc>> = match q.get("since") {
-        Some(s) => Some(parse_rfc3339(s).ok_or_else(|| ApiError::new(400, "invalid", "since must be RFC 3339"))?),
+        Some(s) => Some(
+            parse_rfc3339(s)
+                .ok_or_else(|| ApiError::new(400, "invalid", "since must be RFC 3339"))?,
+        ),
         None => None,
     };
     let provider = q.get("provider").cloned();
@@ -230,8 +276,18 @@ async fn requests(State(sh): S, Query(q): Query<HashMap<String, String>>) -> R {
         .requests()
         .into_iter()
         .filter(|r| since.is_none_or(|t| r.at >= t))
-        .filter(|r| provider.as_ref().is_none_or(|p| to_json(&r.provider) == p.as_str()))
-        .filter(|r| account.as_ref().is_none_or(|a| r.account.as_ref().is_some_and(|x| x.eq_ignore_ascii_case(a))))
+        .filter(|r| {
+            provider
+                .as_ref()
+                .is_none_or(|p| to_json(&r.provider) == p.as_str())
+        })
+        .filter(|r| {
+            account.as_ref().is_none_or(|a| {
+                r.account
+                    .as_ref()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(a))
+            })
+        })
         .map(|r| to_json(&r))
         .collect();
     ok(json!(v))

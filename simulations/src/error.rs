@@ -14,7 +14,7 @@ pub struct ApiError {
     /// Google `domain` (ignored for Graph).
     pub domain: String,
     /// Google `location` of the offending parameter/header, if any.
-    pub location: Option<(String, String)>,
+    pub location: Option<Box<(String, String)>>,
     /// Seconds for a `Retry-After` header, if any (fractional allowed).
     pub retry_after: Option<f64>,
 }
@@ -37,7 +37,7 @@ impl ApiError {
     }
 
     pub fn at(mut self, location_type: &str, location: &str) -> Self {
-        self.location = Some((location_type.to_string(), location.to_string()));
+        self.location = Some(Box::new((location_type.to_string(), location.to_string())));
         self
     }
 

@@ -179,7 +179,10 @@ impl FaultSet {
                 }
             }
             if let Some(acc) = &rule.account {
-                if account.map(|a| !a.eq_ignore_ascii_case(acc)).unwrap_or(true) {
+                if account
+                    .map(|a| !a.eq_ignore_ascii_case(acc))
+                    .unwrap_or(true)
+                {
                     continue;
                 }
             }

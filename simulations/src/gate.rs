@@ -32,7 +32,12 @@ fn render(provider: Provider, e: ApiError) -> Response {
     }
 }
 
-fn injected(provider: Provider, code: u16, reason: Option<String>, retry_after: Option<f64>) -> ApiError {
+fn injected(
+    provider: Provider,
+    code: u16,
+    reason: Option<String>,
+    retry_after: Option<f64>,
+) -> ApiError {
     match provider {
         Provider::Google => google::errors::injected(code, reason, retry_after),
         Provider::Graph => graph::errors::injected(code, reason, retry_after),
@@ -64,8 +69,12 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         .map(str::to_string);
     let check = if needs_auth {
         match provider {
-            Provider::Google => lock(&sh.google).tokens.check_access(auth_header.as_deref(), started),
-            Provider::Graph => lock(&sh.graph).tokens.check_access(auth_header.as_deref(), started),
+            Provider::Google => lock(&sh.google)
+                .tokens
+                .check_access(auth_header.as_deref(), started),
+            Provider::Graph => lock(&sh.graph)
+                .tokens
+                .check_access(auth_header.as_deref(), started),
         }
     } else {
         AccessCheck::Missing
@@ -74,11 +83,16 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),
         _ => None,
     };
-    let decision = sh.faults.evaluate(provider, endpoint, account.as_deref(), started, &sh.rng);
+    let decision = sh
+        .faults
+        .evaluate(provider, endpoint, account.as_deref(), started, &sh.rng);
     let latency = Duration::from_millis(decision.latency_ms);
     let mut response = if let Some(s) = &decision.respond {
         tokio::time::sleep(latency).await;
-        render(provider, injected(provider, s.code, s.reason.clone(), s.retry_after))
+        render(
+            provider,
+            injected(provider, s.code, s.reason.clone(), s.retry_after),
+        )
     } else if needs_auth && !matches!(check, AccessCheck::Valid(_)) {
         render(provider, unauthorized(provider, &check))
     } else {
@@ -86,12 +100,28 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
             req.extensions_mut().insert(Authed(a.clone()));
         }
         let permit = if provider == Provider::Graph && needs_auth {
-            let mailbox = graph::mailbox_of(&path).or_else(|| account.clone()).unwrap_or_default();
-            match sh.limiter.try_acquire(&mailbox, sh.config.graph_mailbox_concurrency) {
+            let mailbox = graph::mailbox_of(&path)
+                .or_else(|| account.clone())
+                .unwrap_or_default();
+            match sh
+                .limiter
+                .try_acquire(&mailbox, sh.config.graph_mailbox_concurrency)
+            {
                 Some(p) => Some(p),
                 None => {
                     let resp = render(provider, graph::errors::mailbox_concurrency());
-                    return finish(&sh, provider, started, account, endpoint, &method, path, query, resp, Some("mailbox_concurrency".into()));
+                    return finish(
+                        &sh,
+                        provider,
+                        started,
+                        account,
+                        endpoint,
+                        &method,
+                        path,
+                        query,
+                        resp,
+                        Some("mailbox_concurrency".into()),
+                    );
                 }
             }
         } else {
@@ -109,7 +139,18 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
     if let Some(LoggedAccount(a)) = response.extensions_mut().remove::<LoggedAccount>() {
         account = Some(a);
     }
-    finish(&sh, provider, started, account, endpoint, &method, path, query, response, decision.label)
+    finish(
+        &sh,
+        provider,
+        started,
+        account,
+        endpoint,
+        &method,
+        path,
+        query,
+        response,
+        decision.label,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -142,7 +183,9 @@ fn finish(
 
 fn unauthorized(provider: Provider, check: &AccessCheck) -> ApiError {
     match provider {
-        Provider::Google => ApiError::new(401, "authError", "Invalid Credentials").at("header", "Authorization"),
+        Provider::Google => {
+            ApiError::new(401, "authError", "Invalid Credentials").at("header", "Authorization")
+        }
         Provider::Graph => {
             let msg = match check {
                 AccessCheck::Missing => "Access token is empty.",
@@ -160,10 +203,17 @@ pub async fn fallback(uri: axum::http::Uri) -> Response {
     if path.starts_with("/graph/") {
         render(
             Provider::Graph,
-            ApiError::new(400, "BadRequest", format!("Resource not found for the segment '{path}'.")),
+            ApiError::new(
+                400,
+                "BadRequest",
+                format!("Resource not found for the segment '{path}'."),
+            ),
         )
     } else {
-        render(Provider::Google, ApiError::new(404, "notFound", "Not Found"))
+        render(
+            Provider::Google,
+            ApiError::new(404, "notFound", "Not Found"),
+        )
     }
 }
 

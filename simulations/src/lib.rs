@@ -47,7 +47,7 @@ pub use graph::{GraphAccount, GraphSim, LifecycleEvent};
 pub use request_log::{DeliveryRecord, Provider, RequestRecord};
 pub use scenario::{Scenario, ScenarioConfig, ScenarioSummary};
 
-use state::{Shared, lock};
+use state::{lock, Shared};
 
 /// Entry point: starts the simulators.
 pub struct Simulators;
@@ -117,7 +117,11 @@ impl SimHandle {
     }
 
     pub fn port(&self) -> u16 {
-        self.origin.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+        self.origin
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// `http://127.0.0.1:P/google/calendar/v3`
@@ -146,11 +150,15 @@ impl SimHandle {
     }
 
     pub fn google(&self) -> GoogleSim {
-        GoogleSim { shared: self.shared.clone() }
+        GoogleSim {
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn graph(&self) -> GraphSim {
-        GraphSim { shared: self.shared.clone() }
+        GraphSim {
+            shared: self.shared.clone(),
+        }
     }
 
     pub fn config(&self) -> &SimConfig {

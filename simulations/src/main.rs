@@ -8,7 +8,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "calsim", about = "Google Calendar and Microsoft Graph simulators on loopback")]
+#[command(
+    name = "calsim",
+    about = "Google Calendar and Microsoft Graph simulators on loopback"
+)]
 struct Args {
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, env = "CALSIM_PORT", default_value_t = 7878)]
@@ -38,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_str::<SimConfig>(&text).context("parsing SimConfig JSON")?
         }
         None => SimConfig::default(),
@@ -51,7 +55,11 @@ async fn main() -> anyhow::Result<()> {
     writeln!(out, "google_base_url  {}", handle.google_base_url())?;
     writeln!(out, "google_token_url {}", handle.google_token_url())?;
     writeln!(out, "graph_base_url   {}", handle.graph_base_url())?;
-    writeln!(out, "graph_token_url  {}", handle.graph_token_url("{tenant}"))?;
+    writeln!(
+        out,
+        "graph_token_url  {}",
+        handle.graph_token_url("{tenant}")
+    )?;
     writeln!(out, "control_url      {}", handle.control_url())?;
     out.flush()?;
     drop(out);

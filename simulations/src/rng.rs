@@ -38,7 +38,7 @@ impl SimRng {
         lock(&self.0).random::<f64>()
     }
 
-    fn from_alphabet(&self, alphabet: &[u8], len: usize) -> String {
+    fn pick_from(&self, alphabet: &[u8], len: usize) -> String {
         let mut rng = lock(&self.0);
         (0..len)
             .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
@@ -47,12 +47,12 @@ impl SimRng {
 
     /// Opaque token text (access tokens, resource ids).
     pub fn alnum(&self, len: usize) -> String {
-        self.from_alphabet(ALNUM, len)
+        self.pick_from(ALNUM, len)
     }
 
     /// Google event ids use base32hex (`a-v0-9`).
     pub fn base32hex(&self, len: usize) -> String {
-        self.from_alphabet(BASE32HEX, len)
+        self.pick_from(BASE32HEX, len)
     }
 
     pub fn bytes(&self, len: usize) -> Vec<u8> {

@@ -54,7 +54,9 @@ fn weekday_name(s: &str) -> Option<Weekday> {
 /// `20261008T150000Z`, `20261008T150000` (in `tz`) or `20261008`.
 fn parse_ical_time(value: &str, tz: Tz) -> Option<Bound> {
     if value.len() == 8 {
-        return NaiveDate::parse_from_str(value, "%Y%m%d").ok().map(Bound::Date);
+        return NaiveDate::parse_from_str(value, "%Y%m%d")
+            .ok()
+            .map(Bound::Date);
     }
     let (body, utc) = match value.strip_suffix('Z') {
         Some(b) => (b, true),
@@ -134,9 +136,7 @@ impl Recurrence {
                         .filter(|n| *n > 0)
                         .ok_or_else(|| format!("Invalid INTERVAL: {v}"))?
                 }
-                "COUNT" => {
-                    r.count = Some(v.parse().map_err(|_| format!("Invalid COUNT: {v}"))?)
-                }
+                "COUNT" => r.count = Some(v.parse().map_err(|_| format!("Invalid COUNT: {v}"))?),
                 "UNTIL" => {
                     r.until =
                         Some(parse_ical_time(v, tz).ok_or_else(|| format!("Invalid UNTIL: {v}"))?)
@@ -206,7 +206,8 @@ impl Recurrence {
     fn candidates(&self, dtstart: NaiveDateTime) -> impl Iterator<Item = NaiveDateTime> + '_ {
         let interval = i64::from(self.interval);
         let time = dtstart.time();
-        let week0 = dtstart.date() - Duration::days(i64::from(dtstart.weekday().num_days_from_monday()));
+        let week0 =
+            dtstart.date() - Duration::days(i64::from(dtstart.weekday().num_days_from_monday()));
         let mut days: Vec<Weekday> = if self.by_day.is_empty() {
             vec![dtstart.weekday()]
         } else {
@@ -227,7 +228,9 @@ impl Recurrence {
                     .iter()
                     .map(|wd| {
                         (week0
-                            + Duration::days(7 * k * interval + i64::from(wd.num_days_from_monday())))
+                            + Duration::days(
+                                7 * k * interval + i64::from(wd.num_days_from_monday()),
+                            ))
                         .and_time(time)
                     })
                     .filter(|c| *c >= dtstart)
@@ -252,23 +255,18 @@ impl Recurrence {
         max: usize,
     ) -> Vec<NaiveDateTime> {
         let mut out = Vec::new();
-        let mut counted = 0u32;
-        for cand in self.candidates(dtstart) {
+        for (counted, cand) in self.candidates(dtstart).enumerate() {
             let at = local_to_utc(tz, cand);
             let past_until = match self.until {
                 Some(Bound::Instant(u)) => at > u,
                 Some(Bound::Date(d)) => cand.date() > d,
                 None => false,
             };
-            if past_until || at > horizon || out.len() >= max {
+            // COUNT counts occurrences before EXDATE removes any (RFC 5545).
+            let past_count = self.count.is_some_and(|c| counted as u64 >= u64::from(c));
+            if past_until || past_count || at > horizon || out.len() >= max {
                 break;
             }
-            if let Some(c) = self.count {
-                if counted >= c {
-                    break;
-                }
-            }
-            counted += 1;
             let excluded = self.exdates.iter().any(|x| match x {
                 Bound::Instant(u) => *u == at,
                 Bound::Date(d) => *d == cand.date(),
@@ -310,7 +308,11 @@ mod tests {
         let s: Vec<String> = got.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             s,
-            vec!["2026-10-05 09:00:00", "2026-10-12 09:00:00", "2026-10-14 09:00:00"]
+            vec![
+                "2026-10-05 09:00:00",
+                "2026-10-12 09:00:00",
+                "2026-10-14 09:00:00"
+            ]
         );
     }
 
@@ -329,7 +331,9 @@ mod tests {
             100,
         );
         assert_eq!(got.len(), 4);
-        assert!(got.iter().all(|d| d.time() == wall("2026-10-23T09:00:00").expect("w").time()));
+        assert!(got
+            .iter()
+            .all(|d| d.time() == wall("2026-10-23T09:00:00").expect("w").time()));
     }
 
     #[test]

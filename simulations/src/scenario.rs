@@ -79,20 +79,36 @@ enum Flavour {
 }
 
 const FLAVOURS: &[Flavour] = &[
-    Flavour::Busy, Flavour::Busy, Flavour::Busy, Flavour::Busy, Flavour::Free, Flavour::AllDay, Flavour::Tentative,
-    Flavour::Declined, Flavour::OutOfOffice, Flavour::WorkingLocation, Flavour::Weekly,
+    Flavour::Busy,
+    Flavour::Busy,
+    Flavour::Busy,
+    Flavour::Busy,
+    Flavour::Free,
+    Flavour::AllDay,
+    Flavour::Tentative,
+    Flavour::Declined,
+    Flavour::OutOfOffice,
+    Flavour::WorkingLocation,
+    Flavour::Weekly,
 ];
 
 impl Scenario {
     pub fn new(cfg: ScenarioConfig) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
-        Scenario { cfg, rng: Mutex::new(rng), known: Mutex::new(Vec::new()), accounts: Mutex::new((Vec::new(), Vec::new())) }
+        Scenario {
+            cfg,
+            rng: Mutex::new(rng),
+            known: Mutex::new(Vec::new()),
+            accounts: Mutex::new((Vec::new(), Vec::new())),
+        }
     }
 
     fn start(&self) -> DateTime<Utc> {
         self.cfg.start.unwrap_or_else(|| {
             let now = Utc::now();
-            Utc.with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0).single().unwrap_or(now)
+            Utc.with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
+                .single()
+                .unwrap_or(now)
         })
     }
 
@@ -106,7 +122,10 @@ impl Scenario {
         let day = rng.random_range(0..self.cfg.days.max(1));
         let hour = rng.random_range(7..19);
         let minutes = [30, 45, 60, 90][rng.random_range(0..4)];
-        (self.start() + Duration::days(day) + Duration::hours(hour), minutes)
+        (
+            self.start() + Duration::days(day) + Duration::hours(hour),
+            minutes,
+        )
     }
 
     fn google_event(&self, n: usize) -> Value {
@@ -115,7 +134,11 @@ impl Scenario {
         let (start, minutes) = self.slot();
         let tz = crate::timefmt::resolve_zone(zone).unwrap_or(chrono_tz::UTC);
         let at = |t: DateTime<Utc>| json!({ "dateTime": crate::timefmt::google_datetime_in(tz, t), "timeZone": zone });
-        let id = format!("scn{}{:05}", lock(&self.rng).random_range(10_000u32..99_999), n);
+        let id = format!(
+            "scn{}{:05}",
+            lock(&self.rng).random_range(10_000u32..99_999),
+            n
+        );
         let mut ev = json!({ "id": id, "summary": format!("Event {n}"), "start": at(start), "end": at(start + Duration::minutes(minutes)) });
         match flavour {
             Flavour::Busy => {}
@@ -126,7 +149,9 @@ impl Scenario {
                 ev["end"] = json!({ "date": (d + Duration::days(1)).to_string() });
             }
             Flavour::Tentative => ev["status"] = json!("tentative"),
-            Flavour::Declined => ev["attendees"] = json!([{ "email": "me@example.com", "self": true, "responseStatus": "declined" }]),
+            Flavour::Declined => {
+                ev["attendees"] = json!([{ "email": "me@example.com", "self": true, "responseStatus": "declined" }])
+            }
             Flavour::OutOfOffice => ev["eventType"] = json!("outOfOffice"),
             Flavour::WorkingLocation => {
                 ev["eventType"] = json!("workingLocation");
@@ -156,7 +181,10 @@ impl Scenario {
                 ev["end"] = json!({ "dateTime": format!("{}T00:00:00", d + Duration::days(1)), "timeZone": name });
             }
             Flavour::Tentative => ev["showAs"] = json!("tentative"),
-            Flavour::Declined => ev["responseStatus"] = json!({ "response": "declined", "time": "2026-01-01T00:00:00Z" }),
+            Flavour::Declined => {
+                ev["responseStatus"] =
+                    json!({ "response": "declined", "time": "2026-01-01T00:00:00Z" })
+            }
             Flavour::OutOfOffice => ev["showAs"] = json!("oof"),
             Flavour::WorkingLocation => ev["showAs"] = json!("workingElsewhere"),
             Flavour::Weekly => {
@@ -170,7 +198,11 @@ impl Scenario {
 
     /// Create the accounts and their events.
     pub fn populate(&self, google: &GoogleSim, graph: &GraphSim) -> ScenarioSummary {
-        let mut summary = ScenarioSummary { google: Vec::new(), graph: Vec::new(), events_created: 0 };
+        let mut summary = ScenarioSummary {
+            google: Vec::new(),
+            graph: Vec::new(),
+            events_created: 0,
+        };
         let mut n = 0;
         for i in 0..self.cfg.google_accounts {
             let email = format!("user{i}@example.com");
@@ -180,7 +212,10 @@ impl Scenario {
                 n += 1;
                 if let Ok(ev) = google.upsert_event(&email, "primary", self.google_event(n)) {
                     let id = ev["id"].as_str().unwrap_or_default().to_string();
-                    lock(&self.known).push(Known::Google { email: email.clone(), id });
+                    lock(&self.known).push(Known::Google {
+                        email: email.clone(),
+                        id,
+                    });
                     summary.events_created += 1;
                 }
             }
@@ -193,7 +228,10 @@ impl Scenario {
                 n += 1;
                 if let Ok(ev) = graph.create_event(&upn, self.graph_event(n)) {
                     let id = ev["id"].as_str().unwrap_or_default().to_string();
-                    lock(&self.known).push(Known::Graph { upn: upn.clone(), id });
+                    lock(&self.known).push(Known::Graph {
+                        upn: upn.clone(),
+                        id,
+                    });
                     summary.events_created += 1;
                 }
             }
@@ -236,7 +274,12 @@ impl Scenario {
         match (op, target) {
             (1, Known::Google { email, id }) => {
                 let t = |d: DateTime<Utc>| json!({ "dateTime": d.to_rfc3339() });
-                let _ = google.patch_event(&email, "primary", &id, json!({ "start": t(start), "end": t(start + Duration::minutes(minutes)) }));
+                let _ = google.patch_event(
+                    &email,
+                    "primary",
+                    &id,
+                    json!({ "start": t(start), "end": t(start + Duration::minutes(minutes)) }),
+                );
                 "move".into()
             }
             (1, Known::Graph { upn, id }) => {
@@ -257,7 +300,8 @@ impl Scenario {
 
     /// Apply `count` mutations at `mutations_per_second`.
     pub async fn run(&self, google: &GoogleSim, graph: &GraphSim, count: usize) -> Vec<String> {
-        let pause = std::time::Duration::from_secs_f64(1.0 / self.cfg.mutations_per_second.max(0.001));
+        let pause =
+            std::time::Duration::from_secs_f64(1.0 / self.cfg.mutations_per_second.max(0.001));
         let mut labels = Vec::with_capacity(count);
         for _ in 0..count {
             labels.push(self.mutate_once(google, graph));

@@ -142,8 +142,14 @@ mod tests {
             resolve_zone("Pacific Standard Time"),
             Some(chrono_tz::America::Los_Angeles)
         );
-        assert_eq!(resolve_zone("Europe/Berlin"), Some(chrono_tz::Europe::Berlin));
-        assert_eq!(windows_name("Europe/Berlin"), Some("W. Europe Standard Time"));
+        assert_eq!(
+            resolve_zone("Europe/Berlin"),
+            Some(chrono_tz::Europe::Berlin)
+        );
+        assert_eq!(
+            windows_name("Europe/Berlin"),
+            Some("W. Europe Standard Time")
+        );
     }
 
     #[test]

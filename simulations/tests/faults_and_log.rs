@@ -17,28 +17,78 @@ async fn google_setup() -> (calsim::SimHandle, Api, calsim::GoogleAccount) {
 }
 
 fn rule(endpoint: &str, kind: FaultKind, remaining: Option<u32>) -> FaultRule {
-    FaultRule { provider: Provider::Google, endpoint: Some(endpoint.into()), account: None, kind, remaining }
+    FaultRule {
+        provider: Provider::Google,
+        endpoint: Some(endpoint.into()),
+        account: None,
+        kind,
+        remaining,
+    }
 }
 
 #[tokio::test]
 async fn status_faults_use_google_error_shapes_and_expire() {
     let (h, api, _) = google_setup().await;
-    h.add_fault(rule("events.list", FaultKind::Status { code: 429, retry_after: Some(3.0), reason: None }, Some(1)));
-    let (s, headers, v) = api.send(reqwest::Method::GET, "/calendars/primary/events", None, &[]).await;
+    h.add_fault(rule(
+        "events.list",
+        FaultKind::Status {
+            code: 429,
+            retry_after: Some(3.0),
+            reason: None,
+        },
+        Some(1),
+    ));
+    let (s, headers, v) = api
+        .send(reqwest::Method::GET, "/calendars/primary/events", None, &[])
+        .await;
     assert_eq!(s, 429);
     assert_eq!(v["error"]["errors"][0]["reason"], "rateLimitExceeded");
     assert_eq!(v["error"]["errors"][0]["domain"], "usageLimits");
-    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("3"));
+    assert_eq!(
+        headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("3")
+    );
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 200, "remaining=1 consumed");
 
-    h.add_fault(rule("events.*", FaultKind::Status { code: 403, retry_after: None, reason: Some("rateLimitExceeded".into()) }, Some(1)));
+    h.add_fault(rule(
+        "events.*",
+        FaultKind::Status {
+            code: 403,
+            retry_after: None,
+            reason: Some("rateLimitExceeded".into()),
+        },
+        Some(1),
+    ));
     let (s, v) = api.get("/calendars/primary/events").await;
-    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (403, Some("rateLimitExceeded")));
-    h.add_fault(rule("*", FaultKind::ErrorRate { probability: 1.0, code: 500, retry_after: None, reason: None }, Some(1)));
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (403, Some("rateLimitExceeded"))
+    );
+    h.add_fault(rule(
+        "*",
+        FaultKind::ErrorRate {
+            probability: 1.0,
+            code: 500,
+            retry_after: None,
+            reason: None,
+        },
+        Some(1),
+    ));
     let (s, v) = api.get("/calendars/primary/events").await;
-    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (500, Some("backendError")));
-    let id = h.add_fault(rule("freeBusy", FaultKind::Status { code: 503, retry_after: None, reason: None }, None));
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (500, Some("backendError"))
+    );
+    let id = h.add_fault(rule(
+        "freeBusy",
+        FaultKind::Status {
+            code: 503,
+            retry_after: None,
+            reason: None,
+        },
+        None,
+    ));
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 200, "endpoint globs are respected");
     assert!(h.remove_fault(id));
@@ -47,7 +97,13 @@ async fn status_faults_use_google_error_shapes_and_expire() {
 #[tokio::test]
 async fn outage_latency_and_lost_responses() {
     let (h, api, acct) = google_setup().await;
-    h.add_fault(rule("*", FaultKind::Outage { until: Utc::now() + Duration::milliseconds(300) }, None));
+    h.add_fault(rule(
+        "*",
+        FaultKind::Outage {
+            until: Utc::now() + Duration::milliseconds(300),
+        },
+        None,
+    ));
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 503);
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
@@ -61,13 +117,26 @@ async fn outage_latency_and_lost_responses() {
     assert_eq!(s, 200);
     assert!(t.elapsed().as_millis() >= 150);
 
-    h.add_fault(rule("events.insert", FaultKind::CreatedButResponseLost { status: None }, Some(1)));
+    h.add_fault(rule(
+        "events.insert",
+        FaultKind::CreatedButResponseLost { status: None },
+        Some(1),
+    ));
     let ev = json!({ "id": "lost00001", "start": { "dateTime": "2026-10-02T09:00:00Z" }, "end": { "dateTime": "2026-10-02T10:00:00Z" } });
     let (s, _) = api.post("/calendars/primary/events", &ev).await;
     assert_eq!(s, 500, "client sees a failure");
-    assert!(h.google().get_event(&acct.email, "primary", "lost00001").is_ok(), "but the event exists");
+    assert!(
+        h.google()
+            .get_event(&acct.email, "primary", "lost00001")
+            .is_ok(),
+        "but the event exists"
+    );
     let (s, v) = api.post("/calendars/primary/events", &ev).await;
-    assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (409, Some("duplicate")), "deterministic ids make the retry safe");
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (409, Some("duplicate")),
+        "deterministic ids make the retry safe"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +144,8 @@ async fn request_log_records_every_call_and_proves_silence() {
     let (h, api, acct) = google_setup().await;
     let t0 = Utc::now();
     api.get("/calendars/primary/events?maxResults=5").await;
-    api.post("/calendars/primary/events", &json!({ "summary": "x" })).await;
+    api.post("/calendars/primary/events", &json!({ "summary": "x" }))
+        .await;
     let log = h.requests_since(t0);
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].endpoint, "events.list");
@@ -87,8 +157,15 @@ async fn request_log_records_every_call_and_proves_silence() {
     assert_eq!(log[1].status, 400);
     let quiet = Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(h.requests_since(quiet).is_empty(), "no provider call in this window");
-    let token_calls: Vec<_> = h.requests().into_iter().filter(|r| r.endpoint == "token").collect();
+    assert!(
+        h.requests_since(quiet).is_empty(),
+        "no provider call in this window"
+    );
+    let token_calls: Vec<_> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "token")
+        .collect();
     assert_eq!(token_calls.len(), 1);
     assert_eq!(token_calls[0].account.as_deref(), Some(acct.email.as_str()));
 }
@@ -97,19 +174,59 @@ async fn request_log_records_every_call_and_proves_silence() {
 async fn notification_faults_drop_and_duplicate() {
     let (h, api, acct) = google_setup().await;
     let hook = hook(200).await;
-    h.set_notification_faults(Provider::Google, NotificationFaults { drop_rate: 1.0, ..Default::default() });
-    let (s, _) = api.post("/calendars/primary/events/watch", &json!({ "id": "faulty", "type": "web_hook", "address": hook.url })).await;
+    h.set_notification_faults(
+        Provider::Google,
+        NotificationFaults {
+            drop_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "faulty", "type": "web_hook", "address": hook.url }),
+        )
+        .await;
     assert_eq!(s, 200);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(hook.notifications().is_empty(), "sync message dropped");
     assert_eq!(h.deliveries()[0].fault.as_deref(), Some("dropped"));
-    h.set_notification_faults(Provider::Google, NotificationFaults { duplicate_rate: 1.0, ..Default::default() });
-    h.google().upsert_event(&acct.email, "primary", json!({ "start": { "date": "2026-10-02" }, "end": { "date": "2026-10-03" } })).expect("insert");
+    h.set_notification_faults(
+        Provider::Google,
+        NotificationFaults {
+            duplicate_rate: 1.0,
+            ..Default::default()
+        },
+    );
+    h.google()
+        .upsert_event(
+            &acct.email,
+            "primary",
+            json!({ "start": { "date": "2026-10-02" }, "end": { "date": "2026-10-03" } }),
+        )
+        .expect("insert");
     let got = hook.wait_for(2, 3000).await;
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].header("x-goog-message-number"), got[1].header("x-goog-message-number"), "same message twice");
-    h.set_notification_faults(Provider::Google, NotificationFaults { replay_rate: 1.0, replay_after_ms: 100, ..Default::default() });
-    h.google().upsert_event(&acct.email, "primary", json!({ "start": { "date": "2026-10-04" }, "end": { "date": "2026-10-05" } })).expect("insert");
+    assert_eq!(
+        got[0].header("x-goog-message-number"),
+        got[1].header("x-goog-message-number"),
+        "same message twice"
+    );
+    h.set_notification_faults(
+        Provider::Google,
+        NotificationFaults {
+            replay_rate: 1.0,
+            replay_after_ms: 100,
+            ..Default::default()
+        },
+    );
+    h.google()
+        .upsert_event(
+            &acct.email,
+            "primary",
+            json!({ "start": { "date": "2026-10-04" }, "end": { "date": "2026-10-05" } }),
+        )
+        .expect("insert");
     let got = hook.wait_for(4, 3000).await;
     assert_eq!(got.len(), 4, "delivered, then replayed later");
 }
@@ -119,35 +236,89 @@ async fn json_control_api_drives_the_same_operations() {
     let h = sim().await;
     let c = client();
     let base = h.control_url();
-    let health: Value = c.get(format!("{base}/health")).send().await.expect("send").json().await.expect("json");
+    let health: Value = c
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["google_base_url"], h.google_base_url());
-    let acct: Value = c.post(format!("{base}/google/accounts")).json(&json!({ "email": "ctl@example.com", "timeZone": "Europe/Berlin" }))
-        .send().await.expect("send").json().await.expect("json");
+    let acct: Value = c
+        .post(format!("{base}/google/accounts"))
+        .json(&json!({ "email": "ctl@example.com", "timeZone": "Europe/Berlin" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert!(acct["refresh_token"].is_string());
     let ev: Value = c.post(format!("{base}/google/accounts/ctl@example.com/calendars/primary/events"))
         .json(&json!({ "id": "ctl000001", "summary": "via control", "start": { "dateTime": "2026-10-02T09:00:00+02:00" }, "end": { "dateTime": "2026-10-02T10:00:00+02:00" } }))
         .send().await.expect("send").json().await.expect("json");
     assert_eq!(ev["id"], "ctl000001");
-    let r = c.post(format!("{base}/faults")).json(&json!({ "provider": "google", "endpoint": "events.list",
-        "kind": { "type": "status", "code": 503 }, "remaining": 1 })).send().await.expect("send");
+    let r = c
+        .post(format!("{base}/faults"))
+        .json(&json!({ "provider": "google", "endpoint": "events.list",
+        "kind": { "type": "status", "code": 503 }, "remaining": 1 }))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
     let token = google_access_token(&h, &serde_json::from_value(acct).expect("account")).await;
     let api = Api::new(h.google_base_url(), token);
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 503);
-    let r = c.post(format!("{base}/google/accounts/ctl@example.com/invalidate_sync_tokens")).send().await.expect("send");
+    let r = c
+        .post(format!(
+            "{base}/google/accounts/ctl@example.com/invalidate_sync_tokens"
+        ))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 204);
-    let log: Value = c.get(format!("{base}/requests?provider=google")).send().await.expect("send").json().await.expect("json");
-    assert!(log.as_array().is_some_and(|a| a.iter().any(|r| r["status"] == 503 && r["fault"] == "status 503")));
-    let m: Value = c.post(format!("{base}/graph/accounts")).json(&json!({ "upn": "ctl@contoso.com" })).send().await.expect("send").json().await.expect("json");
+    let log: Value = c
+        .get(format!("{base}/requests?provider=google"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(log.as_array().is_some_and(|a| a
+        .iter()
+        .any(|r| r["status"] == 503 && r["fault"] == "status 503")));
+    let m: Value = c
+        .post(format!("{base}/graph/accounts"))
+        .json(&json!({ "upn": "ctl@contoso.com" }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert!(m["tenant_id"].is_string());
     let ev: Value = c.post(format!("{base}/graph/accounts/ctl@contoso.com/events"))
         .json(&json!({ "subject": "x", "start": { "dateTime": "2026-10-02T09:00:00", "timeZone": "UTC" }, "end": { "dateTime": "2026-10-02T10:00:00", "timeZone": "UTC" } }))
         .send().await.expect("send").json().await.expect("json");
     assert_eq!(ev["type"], "singleInstance");
-    let r = c.delete(format!("{base}/graph/accounts/ctl@contoso.com/events/{}", ev["id"].as_str().unwrap_or_default())).send().await.expect("send");
+    let r = c
+        .delete(format!(
+            "{base}/graph/accounts/ctl@contoso.com/events/{}",
+            ev["id"].as_str().unwrap_or_default()
+        ))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 204);
-    let r = c.put(format!("{base}/notification_faults/graph")).json(&json!({ "drop_rate": 0.5 })).send().await.expect("send");
+    let r = c
+        .put(format!("{base}/notification_faults/graph"))
+        .json(&json!({ "drop_rate": 0.5 }))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 204);
     let sc: Value = c.post(format!("{base}/scenario")).json(&json!({ "seed": 3, "google_accounts": 1, "graph_accounts": 1, "events_per_account": 5 }))
         .send().await.expect("send").json().await.expect("json");

@@ -18,7 +18,8 @@ async fn setup(email: &str) -> (calsim::SimHandle, Api, calsim::GoogleAccount) {
 }
 
 fn timed(id: Option<&str>, start: &str, end: &str) -> Value {
-    let mut v = json!({ "summary": "Busy", "start": { "dateTime": start }, "end": { "dateTime": end } });
+    let mut v =
+        json!({ "summary": "Busy", "start": { "dateTime": start }, "end": { "dateTime": end } });
     if let Some(id) = id {
         v["id"] = json!(id);
     }
@@ -26,7 +27,9 @@ fn timed(id: Option<&str>, start: &str, end: &str) -> Value {
 }
 
 fn reason(v: &Value) -> &str {
-    v["error"]["errors"][0]["reason"].as_str().unwrap_or_default()
+    v["error"]["errors"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -37,7 +40,12 @@ async fn token_endpoint_refreshes_and_reports_invalid_grant() {
     // Wrong client secret.
     let resp = common::client()
         .post(h.google_token_url())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &acct.refresh_token), ("client_id", &acct.client_id), ("client_secret", "nope")])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &acct.refresh_token),
+            ("client_id", &acct.client_id),
+            ("client_secret", "nope"),
+        ])
         .send()
         .await
         .expect("send");
@@ -45,7 +53,12 @@ async fn token_endpoint_refreshes_and_reports_invalid_grant() {
     h.google().revoke_grant(&acct.email);
     let resp = common::client()
         .post(h.google_token_url())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &acct.refresh_token), ("client_id", &acct.client_id), ("client_secret", &acct.client_secret)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &acct.refresh_token),
+            ("client_id", &acct.client_id),
+            ("client_secret", &acct.client_secret),
+        ])
         .send()
         .await
         .expect("send");
@@ -80,24 +93,52 @@ async fn client_chosen_ids_follow_charset_and_reservation_rules() {
     let (_h, api, _) = setup("carol@example.com").await;
     let path = "/calendars/primary/events";
     for bad in ["ABCDEF", "abcw1", "ab_c1", "abc"] {
-        let (s, v) = api.post(path, &timed(Some(bad), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z")).await;
+        let (s, v) = api
+            .post(
+                path,
+                &timed(Some(bad), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z"),
+            )
+            .await;
         assert_eq!((s, reason(&v)), (400, "invalid"), "id {bad}");
     }
     let id = "bk0123456789abcdefv";
-    let (s, v) = api.post(path, &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z")).await;
+    let (s, v) = api
+        .post(
+            path,
+            &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z"),
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["id"], id);
     assert_eq!(v["status"], "confirmed");
-    let (s, v) = api.post(path, &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z")).await;
+    let (s, v) = api
+        .post(
+            path,
+            &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z"),
+        )
+        .await;
     assert_eq!((s, reason(&v)), (409, "duplicate"));
     let (s, _) = api.delete(&format!("{path}/{id}")).await;
     assert_eq!(s, 204);
     let (s, v) = api.delete(&format!("{path}/{id}")).await;
     assert_eq!((s, reason(&v)), (410, "deleted"), "second delete");
     let (s, v) = api.get(&format!("{path}/{id}")).await;
-    assert_eq!((s, v["status"].as_str()), (200, Some("cancelled")), "deleted events stay readable");
-    let (s, v) = api.post(path, &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z")).await;
-    assert_eq!((s, reason(&v)), (409, "duplicate"), "ids of deleted events stay reserved");
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("cancelled")),
+        "deleted events stay readable"
+    );
+    let (s, v) = api
+        .post(
+            path,
+            &timed(Some(id), "2026-10-02T10:00:00Z", "2026-10-02T11:00:00Z"),
+        )
+        .await;
+    assert_eq!(
+        (s, reason(&v)),
+        (409, "duplicate"),
+        "ids of deleted events stay reserved"
+    );
     let (s, v) = api.delete(&format!("{path}/unknown00000")).await;
     assert_eq!((s, reason(&v)), (404, "notFound"));
     let (s, v) = api.post(path, &json!({ "summary": "no times" })).await;
@@ -111,10 +152,24 @@ async fn if_match_mismatch_is_412_and_put_replaces() {
         "start": { "dateTime": "2026-10-02T10:00:00+02:00" }, "end": { "dateTime": "2026-10-02T11:00:00+02:00" } })).await;
     let etag = ev["etag"].as_str().expect("etag").to_string();
     let path = "/calendars/primary/events/evt00001";
-    let (s, _, v) = api.send(reqwest::Method::PATCH, path, Some(&json!({ "summary": "B" })), &[("If-Match", "\"1\"")]).await;
+    let (s, _, v) = api
+        .send(
+            reqwest::Method::PATCH,
+            path,
+            Some(&json!({ "summary": "B" })),
+            &[("If-Match", "\"1\"")],
+        )
+        .await;
     assert_eq!((s, reason(&v)), (412, "conditionNotMet"));
     assert_eq!(v["error"]["errors"][0]["location"], "If-Match");
-    let (s, _, v) = api.send(reqwest::Method::PATCH, path, Some(&json!({ "summary": "B" })), &[("If-Match", &etag)]).await;
+    let (s, _, v) = api
+        .send(
+            reqwest::Method::PATCH,
+            path,
+            Some(&json!({ "summary": "B" })),
+            &[("If-Match", &etag)],
+        )
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["summary"], "B");
     assert_eq!(v["location"], "Room 1", "PATCH keeps other fields");
@@ -124,7 +179,9 @@ async fn if_match_mismatch_is_412_and_put_replaces() {
     assert_eq!(s, 200);
     assert!(v.get("location").is_none(), "PUT resets omitted fields");
     assert_eq!(v["sequence"], 1, "time change bumps sequence");
-    let (s, _, _) = api.send(reqwest::Method::DELETE, path, None, &[("If-Match", &etag)]).await;
+    let (s, _, _) = api
+        .send(reqwest::Method::DELETE, path, None, &[("If-Match", &etag)])
+        .await;
     assert_eq!(s, 412, "DELETE honours If-Match");
 }
 
@@ -133,7 +190,12 @@ async fn paging_sync_tokens_and_tombstones() {
     let (h, api, acct) = setup("erin@example.com").await;
     for i in 0..7 {
         let id = format!("page{i:04}");
-        let (s, _) = api.post("/calendars/primary/events", &timed(Some(&id), "2026-10-05T09:00:00Z", "2026-10-05T10:00:00Z")).await;
+        let (s, _) = api
+            .post(
+                "/calendars/primary/events",
+                &timed(Some(&id), "2026-10-05T09:00:00Z", "2026-10-05T10:00:00Z"),
+            )
+            .await;
         assert_eq!(s, 200);
     }
     let mut ids = Vec::new();
@@ -147,16 +209,30 @@ async fn paging_sync_tokens_and_tombstones() {
         let (s, v) = api.get(&path).await;
         assert_eq!(s, 200);
         pages += 1;
-        ids.extend(v["items"].as_array().expect("items").iter().map(|i| i["id"].as_str().unwrap_or_default().to_string()));
-        assert!(!(v.get("nextPageToken").is_some() && v.get("nextSyncToken").is_some()), "never both");
+        ids.extend(
+            v["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["id"].as_str().unwrap_or_default().to_string()),
+        );
+        assert!(
+            !(v.get("nextPageToken").is_some() && v.get("nextSyncToken").is_some()),
+            "never both"
+        );
         if let Some(t) = v["nextPageToken"].as_str() {
             // A change during paging must not make the listing skip anything.
             if pages == 1 {
-                h.google().delete_event(&acct.email, "primary", "page0000").expect("delete");
+                h.google()
+                    .delete_event(&acct.email, "primary", "page0000")
+                    .expect("delete");
             }
             page_token = Some(t.to_string());
         } else {
-            break v["nextSyncToken"].as_str().expect("nextSyncToken on the last page").to_string();
+            break v["nextSyncToken"]
+                .as_str()
+                .expect("nextSyncToken on the last page")
+                .to_string();
         }
     };
     assert_eq!(pages, 3);
@@ -166,20 +242,43 @@ async fn paging_sync_tokens_and_tombstones() {
 
     // User edits after the full sync.
     let g = h.google();
-    g.patch_event(&acct.email, "primary", "page0001", json!({ "summary": "moved" })).expect("patch");
-    g.upsert_event(&acct.email, "primary", timed(Some("page0100"), "2026-10-06T09:00:00Z", "2026-10-06T10:00:00Z")).expect("insert");
-    let (s, v) = api.get(&format!("/calendars/primary/events?syncToken={sync_token}")).await;
+    g.patch_event(
+        &acct.email,
+        "primary",
+        "page0001",
+        json!({ "summary": "moved" }),
+    )
+    .expect("patch");
+    g.upsert_event(
+        &acct.email,
+        "primary",
+        timed(
+            Some("page0100"),
+            "2026-10-06T09:00:00Z",
+            "2026-10-06T10:00:00Z",
+        ),
+    )
+    .expect("insert");
+    let (s, v) = api
+        .get(&format!("/calendars/primary/events?syncToken={sync_token}"))
+        .await;
     assert_eq!(s, 200);
     let items = v["items"].as_array().expect("items");
     let by_id = |id: &str| items.iter().find(|i| i["id"] == id).cloned();
     let tomb = by_id("page0000").expect("deletion reported even without showDeleted");
     let keys: Vec<&String> = tomb.as_object().expect("obj").keys().collect();
-    assert_eq!(keys.len(), 2, "tombstone carries only id and status: {tomb}");
+    assert_eq!(
+        keys.len(),
+        2,
+        "tombstone carries only id and status: {tomb}"
+    );
     assert_eq!(tomb["status"], "cancelled");
     assert_eq!(by_id("page0001").expect("patched")["summary"], "moved");
     assert!(by_id("page0100").is_some());
     let next = v["nextSyncToken"].as_str().expect("next token").to_string();
-    let (_, v) = api.get(&format!("/calendars/primary/events?syncToken={next}")).await;
+    let (_, v) = api
+        .get(&format!("/calendars/primary/events?syncToken={next}"))
+        .await;
     assert_eq!(v["items"].as_array().map(Vec::len), Some(0), "nothing new");
 }
 
@@ -188,17 +287,32 @@ async fn forbidden_combinations_and_token_invalidation() {
     let (h, api, acct) = setup("frank@example.com").await;
     let (_, v) = api.get("/calendars/primary/events").await;
     let token = v["nextSyncToken"].as_str().expect("token").to_string();
-    for extra in ["timeMin=2026-10-01T00:00:00Z", "q=x", "orderBy=updated", "updatedMin=2026-10-01T00:00:00Z",
-        "privateExtendedProperty=a%3Db", "iCalUID=x", "showDeleted=false"] {
-        let (s, v) = api.get(&format!("/calendars/primary/events?syncToken={token}&{extra}")).await;
+    for extra in [
+        "timeMin=2026-10-01T00:00:00Z",
+        "q=x",
+        "orderBy=updated",
+        "updatedMin=2026-10-01T00:00:00Z",
+        "privateExtendedProperty=a%3Db",
+        "iCalUID=x",
+        "showDeleted=false",
+    ] {
+        let (s, v) = api
+            .get(&format!(
+                "/calendars/primary/events?syncToken={token}&{extra}"
+            ))
+            .await;
         assert_eq!(s, 400, "{extra}: {v}");
     }
     let (s, _) = api.get("/calendars/primary/events?orderBy=startTime").await;
     assert_eq!(s, 400, "orderBy=startTime needs singleEvents");
-    let (s, v) = api.get("/calendars/primary/events?timeMin=2026-10-02T00:00:00Z&timeMax=2026-10-01T00:00:00Z").await;
+    let (s, v) = api
+        .get("/calendars/primary/events?timeMin=2026-10-02T00:00:00Z&timeMax=2026-10-01T00:00:00Z")
+        .await;
     assert_eq!((s, reason(&v)), (400, "timeRangeEmpty"));
     h.google().invalidate_sync_tokens(&acct.email);
-    let (s, v) = api.get(&format!("/calendars/primary/events?syncToken={token}")).await;
+    let (s, v) = api
+        .get(&format!("/calendars/primary/events?syncToken={token}"))
+        .await;
     assert_eq!((s, reason(&v)), (410, "fullSyncRequired"));
     assert_eq!(v["error"]["errors"][0]["domain"], "calendar");
 }
@@ -212,28 +326,64 @@ async fn recurring_series_expand_with_exceptions_across_dst() {
         "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=4", "EXDATE;TZID=Europe/Berlin:20261026T090000"] });
     let (s, v) = api.post("/calendars/primary/events", &master).await;
     assert_eq!(s, 200, "{v}");
-    let (_, full) = api.get("/calendars/primary/events?singleEvents=true&orderBy=startTime").await;
+    let (_, full) = api
+        .get("/calendars/primary/events?singleEvents=true&orderBy=startTime")
+        .await;
     let items = full["items"].as_array().expect("items").clone();
     let ids: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
-    assert_eq!(ids, vec!["series0001_20261019T070000Z", "series0001_20261102T080000Z", "series0001_20261109T080000Z"]);
+    assert_eq!(
+        ids,
+        vec![
+            "series0001_20261019T070000Z",
+            "series0001_20261102T080000Z",
+            "series0001_20261109T080000Z"
+        ]
+    );
     assert_eq!(items[0]["start"]["dateTime"], "2026-10-19T09:00:00+02:00");
-    assert_eq!(items[1]["start"]["dateTime"], "2026-11-02T09:00:00+01:00", "wall time kept across DST");
+    assert_eq!(
+        items[1]["start"]["dateTime"], "2026-11-02T09:00:00+01:00",
+        "wall time kept across DST"
+    );
     assert_eq!(items[1]["recurringEventId"], "series0001");
-    assert_eq!(items[1]["originalStartTime"]["dateTime"], "2026-11-02T09:00:00+01:00");
+    assert_eq!(
+        items[1]["originalStartTime"]["dateTime"],
+        "2026-11-02T09:00:00+01:00"
+    );
     let (_, masters) = api.get("/calendars/primary/events").await;
-    assert_eq!(masters["items"].as_array().map(Vec::len), Some(1), "without singleEvents the master is listed");
-    assert!(full.get("nextSyncToken").is_none(), "orderBy cannot be combined with sync tokens");
+    assert_eq!(
+        masters["items"].as_array().map(Vec::len),
+        Some(1),
+        "without singleEvents the master is listed"
+    );
+    assert!(
+        full.get("nextSyncToken").is_none(),
+        "orderBy cannot be combined with sync tokens"
+    );
     let (_, plain) = api.get("/calendars/primary/events?singleEvents=true").await;
     let token = plain["nextSyncToken"].as_str().expect("token").to_string();
 
-    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T08:00:00Z").expect("t").with_timezone(&Utc);
-    assert_eq!(instance_id("series0001", start), "series0001_20261102T080000Z");
-    h.google().cancel_instance(&acct.email, "primary", "series0001", start).expect("cancel");
-    let (_, inc) = api.get(&format!("/calendars/primary/events?singleEvents=true&syncToken={token}")).await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T08:00:00Z")
+        .expect("t")
+        .with_timezone(&Utc);
+    assert_eq!(
+        instance_id("series0001", start),
+        "series0001_20261102T080000Z"
+    );
+    h.google()
+        .cancel_instance(&acct.email, "primary", "series0001", start)
+        .expect("cancel");
+    let (_, inc) = api
+        .get(&format!(
+            "/calendars/primary/events?singleEvents=true&syncToken={token}"
+        ))
+        .await;
     let cancelled = &inc["items"][0];
     assert_eq!(cancelled["id"], "series0001_20261102T080000Z");
     assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(cancelled["recurringEventId"], "series0001", "cancelled instance keeps its series link");
+    assert_eq!(
+        cancelled["recurringEventId"], "series0001",
+        "cancelled instance keeps its series link"
+    );
     let (_, after) = api.get("/calendars/primary/events?singleEvents=true").await;
     assert_eq!(after["items"].as_array().map(Vec::len), Some(2));
 
@@ -242,9 +392,17 @@ async fn recurring_series_expand_with_exceptions_across_dst() {
         &json!({ "start": { "dateTime": "2026-11-09T10:00:00+01:00" }, "end": { "dateTime": "2026-11-09T10:30:00+01:00" } })).await;
     assert_eq!(s, 200, "{moved}");
     assert_eq!(moved["recurringEventId"], "series0001");
-    let (_, all_day) = api.post("/calendars/primary/events", &json!({ "summary": "Holiday",
-        "start": { "date": "2026-12-24" }, "end": { "date": "2026-12-25" } })).await;
-    assert_eq!(all_day["end"]["date"], "2026-12-25", "all-day end date is exclusive");
+    let (_, all_day) = api
+        .post(
+            "/calendars/primary/events",
+            &json!({ "summary": "Holiday",
+        "start": { "date": "2026-12-24" }, "end": { "date": "2026-12-25" } }),
+        )
+        .await;
+    assert_eq!(
+        all_day["end"]["date"], "2026-12-25",
+        "all-day end date is exclusive"
+    );
 }
 
 #[tokio::test]
@@ -252,19 +410,40 @@ async fn freebusy_applies_busy_rules_and_limits() {
     let (h, api, acct) = setup("hank@example.com").await;
     let g = h.google();
     let e = &acct.email;
-    g.upsert_event(e, "primary", timed(None, "2026-10-02T09:00:00Z", "2026-10-02T10:00:00Z")).expect("a");
-    g.upsert_event(e, "primary", timed(None, "2026-10-02T09:30:00Z", "2026-10-02T11:00:00Z")).expect("overlap");
+    g.upsert_event(
+        e,
+        "primary",
+        timed(None, "2026-10-02T09:00:00Z", "2026-10-02T10:00:00Z"),
+    )
+    .expect("a");
+    g.upsert_event(
+        e,
+        "primary",
+        timed(None, "2026-10-02T09:30:00Z", "2026-10-02T11:00:00Z"),
+    )
+    .expect("overlap");
     let mut free = timed(None, "2026-10-02T13:00:00Z", "2026-10-02T14:00:00Z");
     free["transparency"] = json!("transparent");
     g.upsert_event(e, "primary", free).expect("free");
     let mut declined = timed(None, "2026-10-02T15:00:00Z", "2026-10-02T16:00:00Z");
     declined["attendees"] = json!([{ "email": e, "self": true, "responseStatus": "declined" }]);
     g.upsert_event(e, "primary", declined).expect("declined");
-    let (s, v) = api.post("/freeBusy", &json!({ "timeMin": "2026-10-02T00:00:00Z", "timeMax": "2026-10-03T00:00:00Z",
-        "items": [{ "id": "primary" }, { "id": "nobody@example.com" }] })).await;
+    let (s, v) = api
+        .post(
+            "/freeBusy",
+            &json!({ "timeMin": "2026-10-02T00:00:00Z", "timeMax": "2026-10-03T00:00:00Z",
+        "items": [{ "id": "primary" }, { "id": "nobody@example.com" }] }),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["calendars"]["primary"]["busy"], json!([{ "start": "2026-10-02T09:00:00Z", "end": "2026-10-02T11:00:00Z" }]));
-    assert_eq!(v["calendars"]["nobody@example.com"]["errors"][0]["reason"], "notFound");
+    assert_eq!(
+        v["calendars"]["primary"]["busy"],
+        json!([{ "start": "2026-10-02T09:00:00Z", "end": "2026-10-02T11:00:00Z" }])
+    );
+    assert_eq!(
+        v["calendars"]["nobody@example.com"]["errors"][0]["reason"],
+        "notFound"
+    );
     let (s, v) = api.post("/freeBusy", &json!({ "timeMin": "2026-10-01T00:00:00Z", "timeMax": "2027-01-15T00:00:00Z", "items": [{ "id": "primary" }] })).await;
     assert_eq!((s, reason(&v)), (400, "timeRangeTooLong"));
     let (s, v) = api.post("/freeBusy", &json!({ "timeMin": "2026-10-02T00:00:00Z", "timeMax": "2026-10-02T00:00:00Z", "items": [] })).await;
@@ -275,11 +454,20 @@ async fn freebusy_applies_busy_rules_and_limits() {
 async fn watch_sends_sync_then_exists_with_gaps_until_stopped() {
     let (h, api, acct) = setup("ivy@example.com").await;
     let hook = hook(200).await;
-    let (s, ch) = api.post("/calendars/primary/events/watch", &json!({ "id": "chan-1", "type": "web_hook",
-        "address": hook.url, "token": "acct=42" })).await;
+    let (s, ch) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "chan-1", "type": "web_hook",
+        "address": hook.url, "token": "acct=42" }),
+        )
+        .await;
     assert_eq!(s, 200, "{ch}");
     assert_eq!(ch["kind"], "api#channel");
-    let exp: i64 = ch["expiration"].as_str().expect("ms string").parse().expect("ms");
+    let exp: i64 = ch["expiration"]
+        .as_str()
+        .expect("ms string")
+        .parse()
+        .expect("ms");
     let week = (Utc::now() + Duration::days(7)).timestamp_millis();
     assert!((week - exp).abs() < 60_000, "default ttl is 7 days");
     let got = hook.wait_for(1, 3000).await;
@@ -287,24 +475,65 @@ async fn watch_sends_sync_then_exists_with_gaps_until_stopped() {
     assert_eq!(got[0].header("x-goog-message-number"), Some("1"));
     assert_eq!(got[0].header("x-goog-channel-id"), Some("chan-1"));
     assert_eq!(got[0].header("x-goog-channel-token"), Some("acct=42"));
-    assert_eq!(got[0].header("x-goog-resource-id"), ch["resourceId"].as_str());
-    assert!(got[0].header("x-goog-channel-expiration").is_some_and(|e| e.ends_with("GMT")));
+    assert_eq!(
+        got[0].header("x-goog-resource-id"),
+        ch["resourceId"].as_str()
+    );
+    assert!(got[0]
+        .header("x-goog-channel-expiration")
+        .is_some_and(|e| e.ends_with("GMT")));
     assert!(got[0].body.is_empty(), "calendar push has no body");
 
     let g = h.google();
-    g.upsert_event(&acct.email, "primary", timed(Some("push0001"), "2026-10-02T09:00:00Z", "2026-10-02T10:00:00Z")).expect("insert");
-    g.delete_event(&acct.email, "primary", "push0001").expect("delete");
+    g.upsert_event(
+        &acct.email,
+        "primary",
+        timed(
+            Some("push0001"),
+            "2026-10-02T09:00:00Z",
+            "2026-10-02T10:00:00Z",
+        ),
+    )
+    .expect("insert");
+    g.delete_event(&acct.email, "primary", "push0001")
+        .expect("delete");
     let got = hook.wait_for(3, 3000).await;
     assert_eq!(got.len(), 3);
-    let numbers: Vec<u64> = got.iter().map(|r| r.header("x-goog-message-number").unwrap_or("0").parse().unwrap_or(0)).collect();
+    let numbers: Vec<u64> = got
+        .iter()
+        .map(|r| {
+            r.header("x-goog-message-number")
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect();
     assert_eq!(got[1].header("x-goog-resource-state"), Some("exists"));
-    assert!(numbers[1] > numbers[0] + 1 && numbers[2] > numbers[1] + 1, "increasing, not consecutive: {numbers:?}");
+    assert!(
+        numbers[1] > numbers[0] + 1 && numbers[2] > numbers[1] + 1,
+        "increasing, not consecutive: {numbers:?}"
+    );
 
-    let (s, v) = api.post("/channels/stop", &json!({ "id": "chan-1", "resourceId": "wrong" })).await;
+    let (s, v) = api
+        .post(
+            "/channels/stop",
+            &json!({ "id": "chan-1", "resourceId": "wrong" }),
+        )
+        .await;
     assert_eq!((s, reason(&v)), (404, "notFound"));
-    let (s, _) = api.post("/channels/stop", &json!({ "id": "chan-1", "resourceId": ch["resourceId"] })).await;
+    let (s, _) = api
+        .post(
+            "/channels/stop",
+            &json!({ "id": "chan-1", "resourceId": ch["resourceId"] }),
+        )
+        .await;
     assert_eq!(s, 204);
-    g.upsert_event(&acct.email, "primary", timed(None, "2026-10-03T09:00:00Z", "2026-10-03T10:00:00Z")).expect("insert");
+    g.upsert_event(
+        &acct.email,
+        "primary",
+        timed(None, "2026-10-03T09:00:00Z", "2026-10-03T10:00:00Z"),
+    )
+    .expect("insert");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(hook.notifications().len(), 3, "nothing after stop");
 }
@@ -329,8 +558,17 @@ async fn watch_validates_channel_parameters() {
     let expiration = (Utc::now() + Duration::hours(1)).timestamp_millis();
     let (s, v) = api.post(path, &json!({ "id": "ok-4", "type": "webhook", "address": hook.url, "expiration": expiration })).await;
     assert_eq!(s, 200);
-    assert_eq!(v["expiration"], json!(expiration.to_string()), "shorter requested expiration is honoured");
-    let (s, _) = api.post(path, &json!({ "id": "ok-4", "type": "webhook", "address": hook.url })).await;
+    assert_eq!(
+        v["expiration"],
+        json!(expiration.to_string()),
+        "shorter requested expiration is honoured"
+    );
+    let (s, _) = api
+        .post(
+            path,
+            &json!({ "id": "ok-4", "type": "webhook", "address": hook.url }),
+        )
+        .await;
     assert_eq!(s, 400, "channel ids must be new");
 }
 
@@ -339,17 +577,44 @@ async fn push_retries_only_on_500_502_503_504() {
     let (h, api, _) = setup("kim@example.com").await;
     let flaky = hook(200).await;
     flaky.set(|b| b.statuses = [503, 500].into_iter().collect());
-    let (s, _) = api.post("/calendars/primary/events/watch", &json!({ "id": "flaky", "type": "web_hook", "address": flaky.url })).await;
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "flaky", "type": "web_hook", "address": flaky.url }),
+        )
+        .await;
     assert_eq!(s, 200);
     let got = flaky.wait_for(3, 3000).await;
     assert_eq!(got.len(), 3, "503 and 500 are retried");
-    assert!(got.iter().all(|r| r.header("x-goog-message-number") == Some("1")), "same message retried");
+    assert!(
+        got.iter()
+            .all(|r| r.header("x-goog-message-number") == Some("1")),
+        "same message retried"
+    );
 
     let rejecting = hook(404).await;
-    let (s, _) = api.post("/calendars/primary/events/watch", &json!({ "id": "rejecting", "type": "web_hook", "address": rejecting.url })).await;
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "rejecting", "type": "web_hook", "address": rejecting.url }),
+        )
+        .await;
     assert_eq!(s, 200);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(rejecting.notifications().len(), 1, "404 is a failure, not retried");
-    let attempts: Vec<Option<u16>> = h.deliveries().iter().filter(|d| d.subject == "flaky").map(|d| d.status).collect();
-    assert_eq!(attempts, vec![Some(503), Some(500), Some(200)], "every attempt recorded");
+    assert_eq!(
+        rejecting.notifications().len(),
+        1,
+        "404 is a failure, not retried"
+    );
+    let attempts: Vec<Option<u16>> = h
+        .deliveries()
+        .iter()
+        .filter(|d| d.subject == "flaky")
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![Some(503), Some(500), Some(200)],
+        "every attempt recorded"
+    );
 }

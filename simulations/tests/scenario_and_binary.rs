@@ -10,7 +10,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 async fn run(seed: u64) -> (Vec<serde_json::Value>, Vec<String>) {
-    let h = sim_with(SimConfig { seed: 9, ..SimConfig::default() }).await;
+    let h = sim_with(SimConfig {
+        seed: 9,
+        ..SimConfig::default()
+    })
+    .await;
     let cfg = ScenarioConfig {
         seed,
         google_accounts: 2,
@@ -24,7 +28,10 @@ async fn run(seed: u64) -> (Vec<serde_json::Value>, Vec<String>) {
     let summary = sc.populate(&h.google(), &h.graph());
     assert_eq!(summary.events_created, 60);
     let labels = sc.run(&h.google(), &h.graph(), 30).await;
-    let events = h.google().stored_events("user0@example.com", "primary").expect("events");
+    let events = h
+        .google()
+        .stored_events("user0@example.com", "primary")
+        .expect("events");
     h.shutdown().await;
     (events, labels)
 }
@@ -34,7 +41,18 @@ async fn scenario_is_reproducible_from_its_seed() {
     let (a, la) = run(11).await;
     let (b, lb) = run(11).await;
     let strip = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
-        v.iter().map(|e| serde_json::json!([e["id"], e["start"], e["end"], e["status"], e["transparency"], e["eventType"]])).collect()
+        v.iter()
+            .map(|e| {
+                serde_json::json!([
+                    e["id"],
+                    e["start"],
+                    e["end"],
+                    e["status"],
+                    e["transparency"],
+                    e["eventType"]
+                ])
+            })
+            .collect()
     };
     assert_eq!(la, lb);
     assert_eq!(strip(&a), strip(&b));
@@ -45,15 +63,29 @@ async fn scenario_is_reproducible_from_its_seed() {
 #[test]
 fn calsim_binary_prints_base_urls() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_calsim"))
-        .args(["--port", "0", "--google-accounts", "1", "--events-per-account", "3"])
+        .args([
+            "--port",
+            "0",
+            "--google-accounts",
+            "1",
+            "--events-per-account",
+            "3",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn calsim");
     let stdout = child.stdout.take().expect("stdout");
-    let lines: Vec<String> = BufReader::new(stdout).lines().take(7).map_while(Result::ok).collect();
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(7)
+        .map_while(Result::ok)
+        .collect();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(lines[0].starts_with("calsim listening on http://127.0.0.1:"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("calsim listening on http://127.0.0.1:"),
+        "{lines:?}"
+    );
     assert!(lines[1].contains("/google/calendar/v3"));
     assert!(lines[3].contains("/graph/v1.0"));
     assert!(lines[4].contains("/graph/{tenant}/oauth2/v2.0/token"));

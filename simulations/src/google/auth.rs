@@ -15,19 +15,38 @@ use crate::gate::LoggedAccount;
 use crate::state::{lock, Shared};
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({ "error": error, "error_description": description }))).into_response()
+    (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response()
 }
 
 /// `POST /google/token` with `grant_type=refresh_token&refresh_token&client_id&client_secret`.
-pub async fn token_h(State(sh): State<Arc<Shared>>, form: Result<Form<HashMap<String, String>>, FormRejection>) -> Response {
+pub async fn token_h(
+    State(sh): State<Arc<Shared>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
     let Ok(Form(f)) = form else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request body.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid request body.",
+        );
     };
     if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Invalid grant_type: only refresh_token is simulated.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Invalid grant_type: only refresh_token is simulated.",
+        );
     }
     let Some(refresh) = f.get("refresh_token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing required parameter: refresh_token");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing required parameter: refresh_token",
+        );
     };
     let mut st = lock(&sh.google);
     let Some(grant) = st.tokens.refresh_grant(refresh).cloned() else {
@@ -36,16 +55,24 @@ pub async fn token_h(State(sh): State<Arc<Shared>>, form: Result<Form<HashMap<St
     let Some(account) = st.accounts.get(&grant.account.to_lowercase()).cloned() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
     };
-    if f.get("client_id") != Some(&account.client_id) || f.get("client_secret") != Some(&account.client_secret) {
+    if f.get("client_id") != Some(&account.client_id)
+        || f.get("client_secret") != Some(&account.client_secret)
+    {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized");
     }
     if grant.state != GrantState::Valid {
-        let mut resp = oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Token has been expired or revoked.");
+        let mut resp = oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Token has been expired or revoked.",
+        );
         resp.extensions_mut().insert(LoggedAccount(account.email));
         return resp;
     }
     let lifetime = sh.config.access_token_lifetime_secs;
-    let access = st.tokens.issue_access(&account.email, "ya29.", lifetime, Utc::now(), &sh.rng);
+    let access = st
+        .tokens
+        .issue_access(&account.email, "ya29.", lifetime, Utc::now(), &sh.rng);
     let mut resp = Json(json!({
         "access_token": access,
         "expires_in": lifetime - 1,

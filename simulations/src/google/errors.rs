@@ -38,19 +38,32 @@ pub fn injected(code: u16, reason: Option<String>, retry_after: Option<f64>) -> 
         403 | 429 => ("rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
         404 => ("notFound", "global", "Not Found"),
         409 => ("conflict", "global", "Conflict"),
-        410 => ("fullSyncRequired", "calendar", "Sync token is no longer valid, a full sync is required."),
+        410 => (
+            "fullSyncRequired",
+            "calendar",
+            "Sync token is no longer valid, a full sync is required.",
+        ),
         412 => ("conditionNotMet", "global", "Precondition Failed"),
         502 => ("badGateway", "global", "Bad Gateway"),
-        503 => ("backendError", "global", "The service is currently unavailable."),
+        503 => (
+            "backendError",
+            "global",
+            "The service is currently unavailable.",
+        ),
         _ => ("backendError", "global", "Backend Error"),
     };
     let reason = reason.unwrap_or_else(|| default_reason.to_string());
     let domain = match reason.as_str() {
         "userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded" => "usageLimits",
-        "timeRangeEmpty" | "fullSyncRequired" | "updatedMinTooLongAgo" | "forbiddenForNonOrganizer" => "calendar",
+        "timeRangeEmpty"
+        | "fullSyncRequired"
+        | "updatedMinTooLongAgo"
+        | "forbiddenForNonOrganizer" => "calendar",
         _ => domain,
     };
-    ApiError::new(code, &reason, message).domain(domain).retry_after(retry_after)
+    ApiError::new(code, &reason, message)
+        .domain(domain)
+        .retry_after(retry_after)
 }
 
 pub fn body(e: &ApiError) -> Value {
@@ -58,7 +71,7 @@ pub fn body(e: &ApiError) -> Value {
     item.insert("domain".into(), json!(e.domain));
     item.insert("reason".into(), json!(e.reason));
     item.insert("message".into(), json!(e.message));
-    if let Some((lt, l)) = &e.location {
+    if let Some((lt, l)) = e.location.as_deref() {
         item.insert("locationType".into(), json!(lt));
         item.insert("location".into(), json!(l));
     }
@@ -68,7 +81,8 @@ pub fn body(e: &ApiError) -> Value {
 
 impl IntoResponse for GErr {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Json(body(&self.0))).into_response();
         if let Some(secs) = self.0.retry_after {
             if let Ok(v) = HeaderValue::from_str(&format_secs(secs)) {

@@ -22,7 +22,9 @@ pub fn valid_client_id(id: &str) -> bool {
     (5..=1024).contains(&id.len()) && id.chars().all(|c| matches!(c, 'a'..='v' | '0'..='9'))
 }
 
-const SERVER_FIELDS: &[&str] = &["kind", "etag", "id", "created", "updated", "htmlLink", "sequence"];
+const SERVER_FIELDS: &[&str] = &[
+    "kind", "etag", "id", "created", "updated", "htmlLink", "sequence",
+];
 
 fn strip_server_fields(body: &mut Value) {
     if let Value::Object(m) = body {
@@ -56,11 +58,21 @@ fn validate(cal: &GCalendar, body: &Value, now: DateTime<Utc>, horizon_days: i64
     let start = parse_gtime(&body["start"], "start", tz)?;
     let end = parse_gtime(&body["end"], "end", tz)?;
     if end.instant(tz) < start.instant(tz) {
-        return Err(ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
-            .domain("calendar"));
+        return Err(
+            ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
+                .domain("calendar"),
+        );
     }
     if body["recurrence"].as_array().is_some_and(|a| !a.is_empty()) {
-        let probe = GEvent { id: "probe".into(), body: body.clone(), seq: 0, deleted: false, created: now, updated: now, sequence: 0 };
+        let probe = GEvent {
+            id: "probe".into(),
+            body: body.clone(),
+            seq: 0,
+            deleted: false,
+            created: now,
+            updated: now,
+            sequence: 0,
+        };
         cal.instances(&probe, horizon(now, horizon_days))?;
     }
     Ok(())
@@ -68,28 +80,36 @@ fn validate(cal: &GCalendar, body: &Value, now: DateTime<Utc>, horizon_days: i64
 
 fn check_if_match(cal: &GCalendar, ev: &GEvent, if_match: Option<&str>) -> ApiResult<()> {
     match if_match {
-        Some(tag) if tag != "*" && tag != cal.etag(ev.seq, ev.updated) => Err(ApiError::new(
-            412,
-            "conditionNotMet",
-            "Precondition Failed",
-        )
-        .at("header", "If-Match")),
+        Some(tag) if tag != "*" && tag != cal.etag(ev.seq, ev.updated) => {
+            Err(ApiError::new(412, "conditionNotMet", "Precondition Failed")
+                .at("header", "If-Match"))
+        }
         _ => Ok(()),
     }
 }
 
-pub fn insert(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str, mut body: Value) -> ApiResult<Value> {
+pub fn insert(
+    shared: &Arc<Shared>,
+    st: &mut GoogleState,
+    cal_id: &str,
+    mut body: Value,
+) -> ApiResult<Value> {
     let now = Utc::now();
     let requested = body.get("id").and_then(Value::as_str).map(str::to_string);
     let cal = st.calendar(cal_id)?;
     let id = match requested {
         Some(id) => {
             if !valid_client_id(&id) {
-                return Err(ApiError::new(400, "invalid", "Invalid resource id value.").at("parameter", "id"));
+                return Err(ApiError::new(400, "invalid", "Invalid resource id value.")
+                    .at("parameter", "id"));
             }
             // Ids of deleted events stay reserved.
             if cal.events.contains_key(&id) {
-                return Err(ApiError::new(409, "duplicate", "The requested identifier already exists."));
+                return Err(ApiError::new(
+                    409,
+                    "duplicate",
+                    "The requested identifier already exists.",
+                ));
             }
             id
         }
@@ -99,7 +119,15 @@ pub fn insert(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str, mut body
     validate(cal, &body, now, shared.config.recurrence_horizon_days)?;
     let seq = st.next_seq();
     let cal = st.calendar_mut(cal_id)?;
-    let ev = GEvent { id: id.clone(), body, seq, deleted: false, created: now, updated: now, sequence: 0 };
+    let ev = GEvent {
+        id: id.clone(),
+        body,
+        seq,
+        deleted: false,
+        created: now,
+        updated: now,
+        sequence: 0,
+    };
     let rendered = cal.render(&ev);
     cal.events.insert(id, ev);
     cal.updated = now;
@@ -112,9 +140,12 @@ pub fn get(shared: &Shared, st: &GoogleState, cal_id: &str, event_id: &str) -> A
     if let Some(ev) = cal.events.get(event_id) {
         return Ok(cal.render(ev));
     }
-    cal.find_instance(event_id, horizon(Utc::now(), shared.config.recurrence_horizon_days))
-        .map(|ev| cal.render(&ev))
-        .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
+    cal.find_instance(
+        event_id,
+        horizon(Utc::now(), shared.config.recurrence_horizon_days),
+    )
+    .map(|ev| cal.render(&ev))
+    .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
 }
 
 /// The stored event, materialising an instance of a series as an exception.
@@ -122,8 +153,11 @@ fn stored_or_instance(shared: &Shared, cal: &mut GCalendar, event_id: &str) -> A
     if let Some(ev) = cal.events.get(event_id) {
         return Ok(ev.clone());
     }
-    cal.find_instance(event_id, horizon(Utc::now(), shared.config.recurrence_horizon_days))
-        .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
+    cal.find_instance(
+        event_id,
+        horizon(Utc::now(), shared.config.recurrence_horizon_days),
+    )
+    .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
 }
 
 fn times_changed(a: &Value, b: &Value) -> bool {
@@ -155,7 +189,11 @@ pub fn modify(
     strip_server_fields(&mut change);
     if let Some(t) = current.body.get("eventType") {
         if change.get("eventType").is_some_and(|c| c != t) {
-            return Err(ApiError::new(400, "eventTypeRestriction", "The event type cannot be changed."));
+            return Err(ApiError::new(
+                400,
+                "eventTypeRestriction",
+                "The event type cannot be changed.",
+            ));
         }
     }
     let mut body = if replace {
@@ -179,7 +217,15 @@ pub fn modify(
     }
     validate(cal, &body, now, shared.config.recurrence_horizon_days)?;
     let sequence = current.sequence + i64::from(times_changed(&current.body, &body));
-    let ev = GEvent { id: current.id.clone(), body, seq, deleted: false, created: current.created, updated: now, sequence };
+    let ev = GEvent {
+        id: current.id.clone(),
+        body,
+        seq,
+        deleted: false,
+        created: current.created,
+        updated: now,
+        sequence,
+    };
     let rendered = cal.render(&ev);
     cal.events.insert(ev.id.clone(), ev);
     cal.updated = now;
@@ -187,7 +233,13 @@ pub fn modify(
     Ok(rendered)
 }
 
-pub fn delete(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str, event_id: &str, if_match: Option<&str>) -> ApiResult<()> {
+pub fn delete(
+    shared: &Arc<Shared>,
+    st: &mut GoogleState,
+    cal_id: &str,
+    event_id: &str,
+    if_match: Option<&str>,
+) -> ApiResult<()> {
     let now = Utc::now();
     let seq = st.next_seq();
     let cal = st.calendar_mut(cal_id)?;
@@ -222,11 +274,15 @@ pub fn delete(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str, event_id
 }
 
 pub fn json_body(body: Result<Json<Value>, JsonRejection>) -> ApiResult<Value> {
-    body.map(|Json(v)| v).map_err(|_| ApiError::new(400, "parseError", "Parse Error"))
+    body.map(|Json(v)| v)
+        .map_err(|_| ApiError::new(400, "parseError", "Parse Error"))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 pub async fn insert_h(
@@ -261,7 +317,15 @@ pub async fn patch_h(
     let body = json_body(body)?;
     let mut st = lock(&sh.google);
     let cal_id = st.calendar_id(&acct, &cal)?;
-    Ok(Json(modify(&sh, &mut st, &cal_id, &id, body, if_match(&headers).as_deref(), false)?))
+    Ok(Json(modify(
+        &sh,
+        &mut st,
+        &cal_id,
+        &id,
+        body,
+        if_match(&headers).as_deref(),
+        false,
+    )?))
 }
 
 pub async fn update_h(
@@ -274,7 +338,15 @@ pub async fn update_h(
     let body = json_body(body)?;
     let mut st = lock(&sh.google);
     let cal_id = st.calendar_id(&acct, &cal)?;
-    Ok(Json(modify(&sh, &mut st, &cal_id, &id, body, if_match(&headers).as_deref(), true)?))
+    Ok(Json(modify(
+        &sh,
+        &mut st,
+        &cal_id,
+        &id,
+        body,
+        if_match(&headers).as_deref(),
+        true,
+    )?))
 }
 
 pub async fn delete_h(
@@ -296,7 +368,11 @@ pub async fn calendar_list_h(
 ) -> Result<Json<Value>, GErr> {
     let st = lock(&sh.google);
     let mut items = Vec::new();
-    for c in st.calendars.values().filter(|c| c.owner.eq_ignore_ascii_case(&acct)) {
+    for c in st
+        .calendars
+        .values()
+        .filter(|c| c.owner.eq_ignore_ascii_case(&acct))
+    {
         let mut m = Map::new();
         m.insert("kind".into(), json!("calendar#calendarListEntry"));
         m.insert("id".into(), json!(c.id));
@@ -307,5 +383,7 @@ pub async fn calendar_list_h(
         items.push(Value::Object(m));
     }
     items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(Json(json!({ "kind": "calendar#calendarList", "items": items })))
+    Ok(Json(
+        json!({ "kind": "calendar#calendarList", "items": items }),
+    ))
 }

@@ -22,16 +22,24 @@ pub fn blocks_time(item: &Value) -> bool {
     if item["status"] == "cancelled" || item["transparency"] == "transparent" {
         return false;
     }
-    if matches!(item["eventType"].as_str(), Some("workingLocation") | Some("birthday")) {
+    if matches!(
+        item["eventType"].as_str(),
+        Some("workingLocation") | Some("birthday")
+    ) {
         return false;
     }
-    let declined = item["attendees"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|x| x["self"] == true && x["responseStatus"] == "declined"));
+    let declined = item["attendees"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x["self"] == true && x["responseStatus"] == "declined")
+    });
     !declined
 }
 
-pub fn busy_intervals(cal: &GCalendar, min: DateTime<Utc>, max: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+pub fn busy_intervals(
+    cal: &GCalendar,
+    min: DateTime<Utc>,
+    max: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = cal
         .rows(true, max)
         .iter()
@@ -52,24 +60,32 @@ pub fn busy_intervals(cal: &GCalendar, min: DateTime<Utc>, max: DateTime<Utc>) -
 }
 
 fn time_param(body: &Value, k: &str) -> ApiResult<DateTime<Utc>> {
-    let v = body[k]
-        .as_str()
-        .ok_or_else(|| ApiError::new(400, "required", format!("Missing {k} parameter.")).at("parameter", k))?;
-    parse_rfc3339(v).ok_or_else(|| ApiError::new(400, "invalid", format!("Invalid {k} value.")).at("parameter", k))
+    let v = body[k].as_str().ok_or_else(|| {
+        ApiError::new(400, "required", format!("Missing {k} parameter.")).at("parameter", k)
+    })?;
+    parse_rfc3339(v).ok_or_else(|| {
+        ApiError::new(400, "invalid", format!("Invalid {k} value.")).at("parameter", k)
+    })
 }
 
 pub fn query(shared: &Shared, st: &GoogleState, account: &str, body: &Value) -> ApiResult<Value> {
     let min = time_param(body, "timeMin")?;
     let max = time_param(body, "timeMax")?;
     if max <= min {
-        return Err(ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
-            .domain("calendar")
-            .at("parameter", "timeMax"));
+        return Err(
+            ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
+                .domain("calendar")
+                .at("parameter", "timeMax"),
+        );
     }
     if max - min > Duration::days(shared.config.google_freebusy_max_days) {
-        return Err(ApiError::new(400, "timeRangeTooLong", "The requested time range is too long.")
-            .domain("calendar")
-            .at("parameter", "timeMax"));
+        return Err(ApiError::new(
+            400,
+            "timeRangeTooLong",
+            "The requested time range is too long.",
+        )
+        .domain("calendar")
+        .at("parameter", "timeMax"));
     }
     let out_tz = body["timeZone"].as_str().and_then(resolve_zone);
     let fmt = |t: DateTime<Utc>| match out_tz {
@@ -79,11 +95,17 @@ pub fn query(shared: &Shared, st: &GoogleState, account: &str, body: &Value) -> 
     let mut calendars = Map::new();
     let items = body["items"].as_array().cloned().unwrap_or_default();
     for (i, item) in items.iter().enumerate() {
-        let Some(id) = item["id"].as_str() else { continue };
+        let Some(id) = item["id"].as_str() else {
+            continue;
+        };
         let entry = if i >= 50 {
             json!({ "busy": [], "errors": [ { "domain": "global", "reason": "tooManyCalendarsRequested" } ] })
         } else {
-            let key = if id == "primary" { account.to_lowercase() } else { id.to_string() };
+            let key = if id == "primary" {
+                account.to_lowercase()
+            } else {
+                id.to_string()
+            };
             match st.calendars.get(&key) {
                 Some(cal) => {
                     let busy: Vec<Value> = busy_intervals(cal, min, max)
@@ -92,7 +114,9 @@ pub fn query(shared: &Shared, st: &GoogleState, account: &str, body: &Value) -> 
                         .collect();
                     json!({ "busy": busy })
                 }
-                None => json!({ "busy": [], "errors": [ { "domain": "global", "reason": "notFound" } ] }),
+                None => {
+                    json!({ "busy": [], "errors": [ { "domain": "global", "reason": "notFound" } ] })
+                }
             }
         };
         calendars.insert(id.to_string(), entry);

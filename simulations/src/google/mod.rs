@@ -66,12 +66,24 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/google/token", post(auth::token_h))
         .route("/google/revoke", post(auth::revoke_h))
         .route(&format!("{v3}/freeBusy"), post(freebusy::query_h))
-        .route(&format!("{v3}/users/me/calendarList"), get(events::calendar_list_h))
-        .route(&format!("{v3}/calendars/{{cal}}/events"), get(sync::list_h).post(events::insert_h))
-        .route(&format!("{v3}/calendars/{{cal}}/events/watch"), post(push::watch_h))
+        .route(
+            &format!("{v3}/users/me/calendarList"),
+            get(events::calendar_list_h),
+        )
+        .route(
+            &format!("{v3}/calendars/{{cal}}/events"),
+            get(sync::list_h).post(events::insert_h),
+        )
+        .route(
+            &format!("{v3}/calendars/{{cal}}/events/watch"),
+            post(push::watch_h),
+        )
         .route(
             &format!("{v3}/calendars/{{cal}}/events/{{id}}"),
-            get(events::get_h).patch(events::patch_h).put(events::update_h).delete(events::delete_h),
+            get(events::get_h)
+                .patch(events::patch_h)
+                .put(events::update_h)
+                .delete(events::delete_h),
         )
         .route(&format!("{v3}/channels/stop"), post(push::stop_h))
         .layer(from_fn_with_state(shared, google_gate))
@@ -99,12 +111,16 @@ impl GoogleSim {
             let n = st.accounts.len() + 1;
             let account = GAccount {
                 email: email.to_string(),
-                client_id: format!("{n}{}.apps.googleusercontent.com", sh.rng.range(100_000, 999_999)),
+                client_id: format!(
+                    "{n}{}.apps.googleusercontent.com",
+                    sh.rng.range(100_000, 999_999)
+                ),
                 client_secret: format!("GOCSPX-{}", sh.rng.alnum(28)),
                 calendars: vec![key.clone()],
             };
             st.accounts.insert(key.clone(), account);
-            st.calendars.insert(key.clone(), new_calendar(sh, &key, email, email, time_zone));
+            st.calendars
+                .insert(key.clone(), new_calendar(sh, &key, email, email, time_zone));
         }
         let account = st.accounts.get(&key).cloned();
         let account = account.unwrap_or_else(|| GAccount {
@@ -113,7 +129,9 @@ impl GoogleSim {
             client_secret: String::new(),
             calendars: Vec::new(),
         });
-        let refresh_token = st.tokens.issue_refresh(&account.email, &account.client_id, "1//", &sh.rng);
+        let refresh_token =
+            st.tokens
+                .issue_refresh(&account.email, &account.client_id, "1//", &sh.rng);
         GoogleAccount {
             email: account.email,
             client_id: account.client_id,
@@ -123,15 +141,25 @@ impl GoogleSim {
     }
 
     /// A secondary calendar; returns its id (`...@group.calendar.google.com`).
-    pub fn create_calendar(&self, email: &str, summary: &str, time_zone: &str) -> ApiResult<String> {
+    pub fn create_calendar(
+        &self,
+        email: &str,
+        summary: &str,
+        time_zone: &str,
+    ) -> ApiResult<String> {
         let sh = &self.shared;
         let mut st = lock(&sh.google);
         let key = email.to_lowercase();
         if !st.accounts.contains_key(&key) {
-            return Err(ApiError::new(404, "notFound", format!("No account {email}")));
+            return Err(ApiError::new(
+                404,
+                "notFound",
+                format!("No account {email}"),
+            ));
         }
         let id = format!("{}@group.calendar.google.com", sh.rng.base32hex(26));
-        st.calendars.insert(id.clone(), new_calendar(sh, &id, &key, summary, time_zone));
+        st.calendars
+            .insert(id.clone(), new_calendar(sh, &id, &key, summary, time_zone));
         if let Some(a) = st.accounts.get_mut(&key) {
             a.calendars.push(id.clone());
         }
@@ -146,7 +174,11 @@ impl GoogleSim {
         let existing = event
             .get("id")
             .and_then(Value::as_str)
-            .filter(|id| st.calendars.get(&cal).is_some_and(|c| c.events.get(*id).is_some_and(|e| !e.deleted)))
+            .filter(|id| {
+                st.calendars
+                    .get(&cal)
+                    .is_some_and(|c| c.events.get(*id).is_some_and(|e| !e.deleted))
+            })
             .map(str::to_string);
         match existing {
             Some(id) => events::modify(sh, &mut st, &cal, &id, event, None, true),
@@ -154,7 +186,13 @@ impl GoogleSim {
         }
     }
 
-    pub fn patch_event(&self, email: &str, calendar_id: &str, event_id: &str, patch: Value) -> ApiResult<Value> {
+    pub fn patch_event(
+        &self,
+        email: &str,
+        calendar_id: &str,
+        event_id: &str,
+        patch: Value,
+    ) -> ApiResult<Value> {
         let sh = &self.shared;
         let mut st = lock(&sh.google);
         let cal = st.calendar_id(email, calendar_id)?;
@@ -169,7 +207,13 @@ impl GoogleSim {
     }
 
     /// Cancel one instance of a recurring series (leaves a cancelled exception).
-    pub fn cancel_instance(&self, email: &str, calendar_id: &str, master_id: &str, original_start: DateTime<Utc>) -> ApiResult<()> {
+    pub fn cancel_instance(
+        &self,
+        email: &str,
+        calendar_id: &str,
+        master_id: &str,
+        original_start: DateTime<Utc>,
+    ) -> ApiResult<()> {
         self.delete_event(email, calendar_id, &instance_id(master_id, original_start))
     }
 
@@ -190,19 +234,27 @@ impl GoogleSim {
     /// Every sync token of every calendar of the account now answers 410.
     pub fn invalidate_sync_tokens(&self, email: &str) {
         let mut st = lock(&self.shared.google);
-        for c in st.calendars.values_mut().filter(|c| c.owner.eq_ignore_ascii_case(email)) {
+        for c in st
+            .calendars
+            .values_mut()
+            .filter(|c| c.owner.eq_ignore_ascii_case(email))
+        {
             c.token_generation += 1;
         }
     }
 
     /// Refresh → `invalid_grant`; access tokens stop working (401).
     pub fn revoke_grant(&self, email: &str) {
-        lock(&self.shared.google).tokens.end_grants(email, GrantState::Revoked);
+        lock(&self.shared.google)
+            .tokens
+            .end_grants(email, GrantState::Revoked);
     }
 
     /// Access tokens of the account expire now (next API call → 401).
     pub fn expire_access_tokens(&self, email: &str) {
-        lock(&self.shared.google).tokens.expire_access(email, Utc::now());
+        lock(&self.shared.google)
+            .tokens
+            .expire_access(email, Utc::now());
     }
 
     pub fn channels(&self) -> Vec<Channel> {

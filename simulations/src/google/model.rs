@@ -10,7 +10,10 @@ use crate::auth::TokenStore;
 use crate::error::{ApiError, ApiResult};
 use crate::google::push::Channel;
 use crate::rrule::Recurrence;
-use crate::timefmt::{google_datetime_in, google_instant, local_to_utc, parse_date, parse_rfc3339, parse_wall, resolve_zone};
+use crate::timefmt::{
+    google_datetime_in, google_instant, local_to_utc, parse_date, parse_rfc3339, parse_wall,
+    resolve_zone,
+};
 
 #[derive(Default)]
 pub struct GoogleState {
@@ -59,7 +62,11 @@ pub struct GEvent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GTime {
     Date(NaiveDate),
-    At { utc: DateTime<Utc>, tz: Tz, tz_name: Option<String> },
+    At {
+        utc: DateTime<Utc>,
+        tz: Tz,
+        tz_name: Option<String>,
+    },
 }
 
 impl GTime {
@@ -97,7 +104,11 @@ impl GTime {
 pub fn parse_gtime(v: &Value, field: &str, cal_tz: Tz) -> ApiResult<GTime> {
     let invalid = |m: &str| ApiError::new(400, "invalid", m.to_string());
     if v.is_null() {
-        return Err(ApiError::new(400, "required", format!("Missing {field} time.")));
+        return Err(ApiError::new(
+            400,
+            "required",
+            format!("Missing {field} time."),
+        ));
     }
     if let Some(d) = v["date"].as_str() {
         return parse_date(d)
@@ -109,14 +120,19 @@ pub fn parse_gtime(v: &Value, field: &str, cal_tz: Tz) -> ApiResult<GTime> {
         .ok_or_else(|| ApiError::new(400, "required", format!("Missing {field} time.")))?;
     let tz_name = v["timeZone"].as_str().map(str::to_string);
     let tz = match &tz_name {
-        Some(n) => resolve_zone(n).ok_or_else(|| invalid(&format!("Invalid time zone definition for {field} time.")))?,
+        Some(n) => resolve_zone(n)
+            .ok_or_else(|| invalid(&format!("Invalid time zone definition for {field} time.")))?,
         None => cal_tz,
     };
     if let Some(utc) = parse_rfc3339(dt) {
         return Ok(GTime::At { utc, tz, tz_name });
     }
     match (parse_wall(dt), &tz_name) {
-        (Some(n), Some(_)) => Ok(GTime::At { utc: local_to_utc(tz, n), tz, tz_name }),
+        (Some(n), Some(_)) => Ok(GTime::At {
+            utc: local_to_utc(tz, n),
+            tz,
+            tz_name,
+        }),
         (Some(_), None) => Err(ApiError::new(
             400,
             "timeZoneDefinitionMissing",
@@ -162,12 +178,18 @@ impl GCalendar {
         let status = if ev.deleted {
             "cancelled".to_string()
         } else {
-            m.get("status").and_then(Value::as_str).unwrap_or("confirmed").to_string()
+            m.get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("confirmed")
+                .to_string()
         };
         m.insert("status".into(), json!(status));
         m.insert(
             "htmlLink".into(),
-            json!(format!("https://calendar.google.com/calendar/event?eid={}", ev.id)),
+            json!(format!(
+                "https://calendar.google.com/calendar/event?eid={}",
+                ev.id
+            )),
         );
         m.insert("created".into(), json!(google_instant(ev.created)));
         m.insert("updated".into(), json!(google_instant(ev.updated)));
@@ -180,9 +202,11 @@ impl GCalendar {
             .and_then(Value::as_str)
             .unwrap_or(&ev.id)
             .to_string();
-        m.entry("iCalUID").or_insert(json!(format!("{base_id}@google.com")));
+        m.entry("iCalUID")
+            .or_insert(json!(format!("{base_id}@google.com")));
         m.insert("sequence".into(), json!(ev.sequence));
-        m.entry("reminders").or_insert(json!({ "useDefault": true }));
+        m.entry("reminders")
+            .or_insert(json!({ "useDefault": true }));
         m.entry("eventType").or_insert(json!("default"));
         Value::Object(m)
     }
@@ -202,46 +226,89 @@ impl GCalendar {
     }
 
     pub fn is_master(ev: &GEvent) -> bool {
-        ev.body["recurrence"].as_array().is_some_and(|a| !a.is_empty())
+        ev.body["recurrence"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
     }
 
     /// Instances of a recurring master: (instance id, original start, start, end).
-    pub fn instances(&self, ev: &GEvent, horizon: DateTime<Utc>) -> ApiResult<Vec<(String, GTime, GTime, GTime)>> {
+    pub fn instances(
+        &self,
+        ev: &GEvent,
+        horizon: DateTime<Utc>,
+    ) -> ApiResult<Vec<(String, GTime, GTime, GTime)>> {
         let cal_tz = self.tz();
         let start = parse_gtime(&ev.body["start"], "start", cal_tz)?;
         let end = parse_gtime(&ev.body["end"], "end", cal_tz)?;
         let lines: Vec<String> = ev.body["recurrence"]
             .as_array()
-            .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut out = Vec::new();
         match (&start, &end) {
             (GTime::Date(sd), GTime::Date(ed)) => {
-                let rule = Recurrence::parse_google(&lines, Tz::UTC).map_err(|m| ApiError::new(400, "invalid", m))?;
+                let rule = Recurrence::parse_google(&lines, Tz::UTC)
+                    .map_err(|m| ApiError::new(400, "invalid", m))?;
                 let len = *ed - *sd;
-                for n in rule.expand(sd.and_hms_opt(0, 0, 0).unwrap_or_default(), Tz::UTC, horizon, 5000) {
+                for n in rule.expand(
+                    sd.and_hms_opt(0, 0, 0).unwrap_or_default(),
+                    Tz::UTC,
+                    horizon,
+                    5000,
+                ) {
                     let s = GTime::Date(n.date());
-                    out.push((format!("{}_{}", ev.id, s.stamp()), s.clone(), s, GTime::Date(n.date() + len)));
+                    out.push((
+                        format!("{}_{}", ev.id, s.stamp()),
+                        s.clone(),
+                        s,
+                        GTime::Date(n.date() + len),
+                    ));
                 }
             }
             (GTime::At { utc, tz, tz_name }, e) => {
-                let rule = Recurrence::parse_google(&lines, *tz).map_err(|m| ApiError::new(400, "invalid", m))?;
+                let rule = Recurrence::parse_google(&lines, *tz)
+                    .map_err(|m| ApiError::new(400, "invalid", m))?;
                 let len = e.instant(cal_tz) - *utc;
                 let local = utc.with_timezone(tz).naive_local();
                 for n in rule.expand(local, *tz, horizon, 5000) {
                     let at = local_to_utc(*tz, n);
-                    let s = GTime::At { utc: at, tz: *tz, tz_name: tz_name.clone() };
-                    let e = GTime::At { utc: at + len, tz: *tz, tz_name: tz_name.clone() };
+                    let s = GTime::At {
+                        utc: at,
+                        tz: *tz,
+                        tz_name: tz_name.clone(),
+                    };
+                    let e = GTime::At {
+                        utc: at + len,
+                        tz: *tz,
+                        tz_name: tz_name.clone(),
+                    };
                     out.push((format!("{}_{}", ev.id, s.stamp()), s.clone(), s, e));
                 }
             }
-            _ => return Err(ApiError::new(400, "invalid", "Start and end must both be dates or both be date-times.")),
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    "invalid",
+                    "Start and end must both be dates or both be date-times.",
+                ))
+            }
         }
         Ok(out)
     }
 
     /// Synthesised instance of a master (not stored until modified).
-    pub fn instance_event(&self, master: &GEvent, id: &str, orig: &GTime, start: &GTime, end: &GTime) -> GEvent {
+    pub fn instance_event(
+        &self,
+        master: &GEvent,
+        id: &str,
+        orig: &GTime,
+        start: &GTime,
+        end: &GTime,
+    ) -> GEvent {
         let mut body = master.body.clone();
         if let Value::Object(m) = &mut body {
             m.remove("recurrence");
@@ -277,8 +344,12 @@ impl GCalendar {
 
     fn row(&self, ev: &GEvent) -> Row {
         let tz = self.tz();
-        let start = parse_gtime(&ev.body["start"], "start", tz).ok().map(|t| t.instant(tz));
-        let end = parse_gtime(&ev.body["end"], "end", tz).ok().map(|t| t.instant(tz));
+        let start = parse_gtime(&ev.body["start"], "start", tz)
+            .ok()
+            .map(|t| t.instant(tz));
+        let end = parse_gtime(&ev.body["end"], "end", tz)
+            .ok()
+            .map(|t| t.instant(tz));
         Row {
             id: ev.id.clone(),
             seq: ev.seq,
@@ -298,7 +369,9 @@ impl GCalendar {
         let mut rows = Vec::new();
         for ev in self.events.values() {
             if single_events && Self::is_master(ev) {
-                let Ok(insts) = self.instances(ev, horizon) else { continue };
+                let Ok(insts) = self.instances(ev, horizon) else {
+                    continue;
+                };
                 for (iid, o, s, e) in insts {
                     if self.events.contains_key(&iid) {
                         continue;
@@ -322,7 +395,11 @@ impl GoogleState {
 
     /// Resolve `primary` / a calendar id the account may use.
     pub fn calendar_id(&self, account: &str, cal: &str) -> ApiResult<String> {
-        let id = if cal == "primary" { account.to_lowercase() } else { cal.to_string() };
+        let id = if cal == "primary" {
+            account.to_lowercase()
+        } else {
+            cal.to_string()
+        };
         match self.calendars.get(&id) {
             Some(c) if c.owner.eq_ignore_ascii_case(account) => Ok(id),
             _ => Err(ApiError::new(404, "notFound", "Not Found")),
@@ -330,11 +407,15 @@ impl GoogleState {
     }
 
     pub fn calendar(&self, id: &str) -> ApiResult<&GCalendar> {
-        self.calendars.get(id).ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
+        self.calendars
+            .get(id)
+            .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
     }
 
     pub fn calendar_mut(&mut self, id: &str) -> ApiResult<&mut GCalendar> {
-        self.calendars.get_mut(id).ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
+        self.calendars
+            .get_mut(id)
+            .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
     }
 }
 

@@ -53,12 +53,21 @@ pub fn check_address(addr: &str) -> bool {
 fn message(shared: &Shared, ch: &Channel, state: &str) -> Outgoing {
     let mut headers = vec![
         ("X-Goog-Channel-ID".to_string(), ch.id.clone()),
-        ("X-Goog-Message-Number".to_string(), ch.message_number.to_string()),
+        (
+            "X-Goog-Message-Number".to_string(),
+            ch.message_number.to_string(),
+        ),
         ("X-Goog-Resource-ID".to_string(), ch.resource_id.clone()),
         ("X-Goog-Resource-State".to_string(), state.to_string()),
         ("X-Goog-Resource-URI".to_string(), ch.resource_uri.clone()),
-        ("X-Goog-Channel-Expiration".to_string(), rfc1123(ch.expiration)),
-        ("User-Agent".to_string(), "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)".to_string()),
+        (
+            "X-Goog-Channel-Expiration".to_string(),
+            rfc1123(ch.expiration),
+        ),
+        (
+            "User-Agent".to_string(),
+            "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)".to_string(),
+        ),
     ];
     if let Some(t) = &ch.token {
         headers.push(("X-Goog-Channel-Token".to_string(), t.clone()));
@@ -105,18 +114,34 @@ fn parse_expiration(v: &Value) -> ApiResult<Option<DateTime<Utc>>> {
     Ok(Utc.timestamp_millis_opt(ms).single())
 }
 
-pub fn watch(shared: &Arc<Shared>, st: &mut GoogleState, account: &str, cal_param: &str, body: &Value) -> ApiResult<Value> {
+pub fn watch(
+    shared: &Arc<Shared>,
+    st: &mut GoogleState,
+    account: &str,
+    cal_param: &str,
+    body: &Value,
+) -> ApiResult<Value> {
     let cal_id = st.calendar_id(account, cal_param)?;
     let now = Utc::now();
     let id = body["id"].as_str().unwrap_or_default().to_string();
     if id.is_empty() {
         return Err(ApiError::new(400, "required", "Required channel id.").at("parameter", "id"));
     }
-    if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c)) {
-        return Err(invalid("Invalid channel id: at most 64 characters of [A-Za-z0-9-_+/=]."));
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_+/=".contains(c))
+    {
+        return Err(invalid(
+            "Invalid channel id: at most 64 characters of [A-Za-z0-9-_+/=].",
+        ));
     }
     if st.channels.contains_key(&id) {
-        return Err(ApiError::new(400, "channelIdNotUnique", format!("Channel id {id} not unique")));
+        return Err(ApiError::new(
+            400,
+            "channelIdNotUnique",
+            format!("Channel id {id} not unique"),
+        ));
     }
     match body["type"].as_str() {
         Some("web_hook") | Some("webhook") => {}
@@ -124,7 +149,11 @@ pub fn watch(shared: &Arc<Shared>, st: &mut GoogleState, account: &str, cal_para
     }
     let address = body["address"].as_str().unwrap_or_default().to_string();
     if !check_address(&address) {
-        return Err(ApiError::new(400, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS: ".to_string() + &address));
+        return Err(ApiError::new(
+            400,
+            "push.webhookUrlNotHttps",
+            "WebHook callback must be HTTPS: ".to_string() + &address,
+        ));
     }
     let token = body["token"].as_str().map(str::to_string);
     if token.as_ref().is_some_and(|t| t.len() > 256) {
@@ -145,7 +174,11 @@ pub fn watch(shared: &Arc<Shared>, st: &mut GoogleState, account: &str, cal_para
     let ch = Channel {
         id: id.clone(),
         resource_id: cal.resource_id.clone(),
-        resource_uri: format!("{}/calendars/{}/events?alt=json", shared.google_base(), cal_param),
+        resource_uri: format!(
+            "{}/calendars/{}/events?alt=json",
+            shared.google_base(),
+            cal_param
+        ),
         calendar_id: cal_id,
         account: account.to_string(),
         address,
@@ -174,11 +207,19 @@ pub fn stop(st: &mut GoogleState, account: &str, body: &Value) -> ApiResult<()> 
     let id = body["id"].as_str().unwrap_or_default();
     let resource_id = body["resourceId"].as_str().unwrap_or_default();
     match st.channels.get_mut(id) {
-        Some(ch) if ch.resource_id == resource_id && ch.account.eq_ignore_ascii_case(account) && !ch.stopped => {
+        Some(ch)
+            if ch.resource_id == resource_id
+                && ch.account.eq_ignore_ascii_case(account)
+                && !ch.stopped =>
+        {
             ch.stopped = true;
             Ok(())
         }
-        _ => Err(ApiError::new(404, "notFound", format!("Channel '{id}' not found for project 'calsim'"))),
+        _ => Err(ApiError::new(
+            404,
+            "notFound",
+            format!("Channel '{id}' not found for project 'calsim'"),
+        )),
     }
 }
 

@@ -73,17 +73,29 @@ fn parse_prop(k: &str, v: &str) -> ApiResult<(String, String)> {
 
 /// Sync tokens cannot be combined with these restrictions.
 const NOT_WITH_SYNC_TOKEN: &[&str] = &[
-    "iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin", "timeMax", "updatedMin",
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
 ];
 
 pub fn parse_params(raw: &[(String, String)]) -> ApiResult<ListParams> {
-    let mut p = ListParams { max_results: 250, ..Default::default() };
+    let mut p = ListParams {
+        max_results: 250,
+        ..Default::default()
+    };
     for (k, v) in raw {
         match k.as_str() {
             "syncToken" => p.sync_token = Some(v.clone()),
             "pageToken" => p.page_token = Some(v.clone()),
             "maxResults" => {
-                let n: usize = v.parse().map_err(|_| bad(k, "Invalid value for maxResults."))?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| bad(k, "Invalid value for maxResults."))?;
                 if n == 0 {
                     return Err(bad(k, "Invalid value for maxResults."));
                 }
@@ -109,28 +121,44 @@ pub fn parse_params(raw: &[(String, String)]) -> ApiResult<ListParams> {
         }
     }
     if p.sync_token.is_some() {
-        if let Some((k, _)) = raw.iter().find(|(k, _)| NOT_WITH_SYNC_TOKEN.contains(&k.as_str())) {
-            return Err(bad(k, &format!("The parameter {k} cannot be used with syncToken.")));
+        if let Some((k, _)) = raw
+            .iter()
+            .find(|(k, _)| NOT_WITH_SYNC_TOKEN.contains(&k.as_str()))
+        {
+            return Err(bad(
+                k,
+                &format!("The parameter {k} cannot be used with syncToken."),
+            ));
         }
         if p.show_deleted == Some(false) {
-            return Err(bad("showDeleted", "showDeleted=false cannot be used with syncToken."));
+            return Err(bad(
+                "showDeleted",
+                "showDeleted=false cannot be used with syncToken.",
+            ));
         }
     }
     if p.order_by.as_deref() == Some("startTime") && !p.single_events {
-        return Err(bad("orderBy", "The requested ordering is not available for the particular query."));
+        return Err(bad(
+            "orderBy",
+            "The requested ordering is not available for the particular query.",
+        ));
     }
     if let (Some(a), Some(b)) = (p.time_min, p.time_max) {
         if b <= a {
-            return Err(ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
-                .domain("calendar")
-                .at("parameter", "timeMax"));
+            return Err(
+                ApiError::new(400, "timeRangeEmpty", "The specified time range is empty.")
+                    .domain("calendar")
+                    .at("parameter", "timeMax"),
+            );
         }
     }
     Ok(p)
 }
 
 fn props_match(item: &Value, scope: &str, wanted: &[(String, String)]) -> bool {
-    wanted.iter().all(|(k, v)| item["extendedProperties"][scope][k].as_str() == Some(v.as_str()))
+    wanted
+        .iter()
+        .all(|(k, v)| item["extendedProperties"][scope][k].as_str() == Some(v.as_str()))
 }
 
 fn keep(p: &ListParams, incremental: bool, r: &Row) -> bool {
@@ -178,7 +206,10 @@ fn keep(p: &ListParams, incremental: bool, r: &Row) -> bool {
 fn sort_key(p: &ListParams, r: &Row) -> String {
     match p.order_by.as_deref() {
         Some("startTime") => {
-            let s = r.start.map(|t| t.format("%Y%m%dT%H%M%S").to_string()).unwrap_or_default();
+            let s = r
+                .start
+                .map(|t| t.format("%Y%m%dT%H%M%S").to_string())
+                .unwrap_or_default();
             format!("{s}|{}", r.id)
         }
         Some("updated") => format!("{}|{}", r.updated.format("%Y%m%dT%H%M%S%.6f"), r.id),
@@ -192,26 +223,40 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
     let since = match &p.sync_token {
         None => None,
         Some(t) => {
-            let tok: SyncToken = opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
+            let tok: SyncToken =
+                opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
             if tok.c != cal.id || tok.g != cal.token_generation {
-                return Err(ApiError::new(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
-                    .domain("calendar"));
+                return Err(ApiError::new(
+                    410,
+                    "fullSyncRequired",
+                    "Sync token is no longer valid, a full sync is required.",
+                )
+                .domain("calendar"));
             }
             Some(tok.s)
         }
     };
     let page: Option<PageToken> = match &p.page_token {
         None => None,
-        Some(t) => Some(opaque::decode(t).ok_or_else(|| bad("pageToken", "Invalid page token value."))?),
+        Some(t) => {
+            Some(opaque::decode(t).ok_or_else(|| bad("pageToken", "Invalid page token value."))?)
+        }
     };
     let snap = page.as_ref().map(|pt| pt.s).unwrap_or(st.seq);
-    let until = p.time_max.unwrap_or_else(|| horizon(now, shared.config.recurrence_horizon_days));
+    let until = p
+        .time_max
+        .unwrap_or_else(|| horizon(now, shared.config.recurrence_horizon_days));
     let mut rows: Vec<(String, Row)> = cal
         .rows(p.single_events, until)
         .into_iter()
         .filter(|r| since.is_none_or(|s| r.seq > s))
         .filter(|r| keep(p, since.is_some(), r))
-        .filter(|r| p.event_types.is_empty() || p.event_types.iter().any(|t| r.item["eventType"] == t.as_str()))
+        .filter(|r| {
+            p.event_types.is_empty()
+                || p.event_types
+                    .iter()
+                    .any(|t| r.item["eventType"] == t.as_str())
+        })
         .map(|r| (sort_key(p, &r), r))
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -222,7 +267,13 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
     rows.truncate(p.max_results);
     let items: Vec<Value> = rows
         .iter()
-        .map(|(_, r)| if r.deleted && (since.is_some() || r.item["recurringEventId"].is_null()) { r.tombstone.clone() } else { r.item.clone() })
+        .map(|(_, r)| {
+            if r.deleted && (since.is_some() || r.item["recurringEventId"].is_null()) {
+                r.tombstone.clone()
+            } else {
+                r.item.clone()
+            }
+        })
         .collect();
     let mut out = json!({
         "kind": "calendar#events",
@@ -238,10 +289,18 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
     if more {
         let last = rows.last().map(|(k, _)| k.clone()).unwrap_or_default();
         out["nextPageToken"] = json!(opaque::encode(&PageToken { a: last, s: snap }));
-    } else if p.q.is_none() && p.ical_uid.is_none() && p.updated_min.is_none() && p.order_by.is_none()
-        && p.private_props.is_empty() && p.shared_props.is_empty()
+    } else if p.q.is_none()
+        && p.ical_uid.is_none()
+        && p.updated_min.is_none()
+        && p.order_by.is_none()
+        && p.private_props.is_empty()
+        && p.shared_props.is_empty()
     {
-        out["nextSyncToken"] = json!(opaque::encode(&SyncToken { c: cal.id.clone(), s: snap, g: cal.token_generation }));
+        out["nextSyncToken"] = json!(opaque::encode(&SyncToken {
+            c: cal.id.clone(),
+            s: snap,
+            g: cal.token_generation
+        }));
     }
     Ok(out)
 }

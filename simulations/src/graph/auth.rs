@@ -33,36 +33,79 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
         .into_response()
 }
 
-pub async fn token_h(State(sh): State<Arc<Shared>>, form: Result<Form<HashMap<String, String>>, FormRejection>) -> Response {
+pub async fn token_h(
+    State(sh): State<Arc<Shared>>,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
     let Ok(Form(f)) = form else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
     };
     if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
-        return aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
     }
     let Some(refresh) = f.get("refresh_token") else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body must contain the following parameter: 'refresh_token'.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'refresh_token'.",
+        );
     };
     let scope = f.get("scope").cloned().unwrap_or_default();
     if scope.contains(',') {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_scope", 70011, "The provided value for the input parameter 'scope' is not valid.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            70011,
+            "The provided value for the input parameter 'scope' is not valid.",
+        );
     }
     let mut st = lock(&sh.graph);
     let Some(grant) = st.tokens.refresh_grant(refresh).cloned() else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
     };
     let Some((upn, client_id, secret)) = st
         .accounts
         .get(&grant.account.to_lowercase())
         .map(|a| (a.upn.clone(), a.client_id.clone(), a.client_secret.clone()))
     else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
     };
     if f.get("client_id") != Some(&client_id) {
-        return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", 700016, "Application was not found in the directory.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            "Application was not found in the directory.",
+        );
     }
     if f.get("client_secret") != Some(&secret) {
-        return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, "Invalid client secret provided.");
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided.",
+        );
     }
     let mut resp = match grant.state {
         GrantState::Revoked => aad_error(StatusCode::BAD_REQUEST, "invalid_grant", 50173,

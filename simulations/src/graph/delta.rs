@@ -26,15 +26,29 @@ fn window(q: &HashMap<String, String>) -> ApiResult<(DateTime<Utc>, DateTime<Utc
         ApiError::new(400, "ErrorInvalidParameter",
             "This request requires a time window specified by the query string parameters StartDateTime and EndDateTime.")
     };
-    let get = |k: &str| q.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        q.iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
     let start = get("startDateTime").ok_or_else(missing)?;
     let end = get("endDateTime").ok_or_else(missing)?;
     let parse = |v: &str| {
-        parse_iso_utc_default(v).ok_or_else(|| ApiError::new(400, "ErrorInvalidParameter", format!("The value '{v}' of parameter 'StartDateTime/EndDateTime' is invalid.")))
+        parse_iso_utc_default(v).ok_or_else(|| {
+            ApiError::new(
+                400,
+                "ErrorInvalidParameter",
+                format!("The value '{v}' of parameter 'StartDateTime/EndDateTime' is invalid."),
+            )
+        })
     };
     let (s, e) = (parse(&start)?, parse(&end)?);
     if e - s > Duration::days(1825) {
-        return Err(ApiError::new(400, "ErrorInvalidRequest", "The time window exceeds the maximum of 1825 days."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidRequest",
+            "The time window exceeds the maximum of 1825 days.",
+        ));
     }
     Ok((s, e))
 }
@@ -53,7 +67,9 @@ fn overlaps(ev: &MEvent, s: DateTime<Utc>, e: DateTime<Utc>) -> bool {
 }
 
 fn who(p: &HashMap<String, String>) -> String {
-    p.get("upn").map(|u| format!("users/{u}")).unwrap_or_else(|| "me".into())
+    p.get("upn")
+        .map(|u| format!("users/{u}"))
+        .unwrap_or_else(|| "me".into())
 }
 
 pub async fn calendar_view_h(
@@ -68,27 +84,46 @@ pub async fn calendar_view_h(
     let prefer = prefer_headers(&headers);
     let out = OutZone::from_prefer(&prefer);
     let top = page_size(&sh, &prefer, &q);
-    let skip = q.get("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+    let skip = q
+        .get("$skip")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0);
     let st = lock(&sh.graph);
     let acct = account(&st, &upn)?;
-    let cal = p.get("cal").cloned().unwrap_or_else(|| acct.default_calendar());
+    let cal = p
+        .get("cal")
+        .cloned()
+        .unwrap_or_else(|| acct.default_calendar());
     let mut items: Vec<MEvent> = acct
         .view_items(Some(&cal), e.max(horizon(&sh)))
         .into_iter()
         .filter(|ev| !ev.deleted && overlaps(ev, s, e))
         .collect();
     items.sort_by(|a, b| (a.start_utc(), &a.id).cmp(&(b.start_utc(), &b.id)));
-    let value: Vec<Value> = items.iter().skip(skip).take(top).map(|ev| ev.render(&upn, &out)).collect();
+    let value: Vec<Value> = items
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|ev| ev.render(&upn, &out))
+        .collect();
     let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/calendarView", sh.graph_base()), "value": value });
     if skip + top < items.len() {
-        let mut next: Vec<(String, String)> = q.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut next: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "$skip")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         next.sort();
         next.push(("$skip".into(), (skip + top).to_string()));
         let path = match p.get("cal") {
             Some(c) => format!("{}/calendars/{c}/calendarView", who(&p)),
             None => format!("{}/calendarView", who(&p)),
         };
-        resp["@odata.nextLink"] = json!(format!("{}/{path}?{}", sh.graph_base(), encode_query(&next)));
+        resp["@odata.nextLink"] = json!(format!(
+            "{}/{path}?{}",
+            sh.graph_base(),
+            encode_query(&next)
+        ));
     }
     Ok(Json(resp))
 }
@@ -123,7 +158,9 @@ pub async fn delta_h(
     let size = page_size(&sh, &prefer, &q);
     let st = lock(&sh.graph);
     let acct = account(&st, &upn)?;
-    let gone = || ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; the sync state may have been deleted or expired.");
+    let gone = || {
+        ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; the sync state may have been deleted or expired.")
+    };
     let state = if let Some(tok) = q.get("$deltatoken").or_else(|| q.get("$skiptoken")) {
         let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
         if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation {
@@ -136,7 +173,15 @@ pub async fn delta_h(
         s
     } else {
         let (ws, we) = window(&q)?;
-        DeltaState { u: upn.clone(), ws: ws.timestamp(), we: we.timestamp(), since: 0, snap: st.seq, after: None, g: acct.delta_generation }
+        DeltaState {
+            u: upn.clone(),
+            ws: ws.timestamp(),
+            we: we.timestamp(),
+            since: 0,
+            snap: st.seq,
+            after: None,
+            g: acct.delta_generation,
+        }
     };
     let ws = Utc.timestamp_opt(state.ws, 0).single().unwrap_or_default();
     let we = Utc.timestamp_opt(state.we, 0).single().unwrap_or_default();
@@ -145,7 +190,12 @@ pub async fn delta_h(
         .view_items(Some(&cal), we.max(horizon(&sh)))
         .into_iter()
         .filter(|ev| ev.seq > state.since)
-        .filter(|ev| state.after.as_ref().is_none_or(|a| ev.id.as_str() > a.as_str()))
+        .filter(|ev| {
+            state
+                .after
+                .as_ref()
+                .is_none_or(|a| ev.id.as_str() > a.as_str())
+        })
         .collect();
     items.sort_by(|a, b| a.id.cmp(&b.id));
     let mut value = Vec::new();
@@ -177,10 +227,18 @@ pub async fn delta_h(
     let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
     let mut resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": value });
     if more {
-        let next = DeltaState { after: last_id, ..state };
+        let next = DeltaState {
+            after: last_id,
+            ..state
+        };
         resp["@odata.nextLink"] = json!(format!("{base}?$skiptoken={}", opaque::encode(&next)));
     } else {
-        let next = DeltaState { since: state.snap, snap: 0, after: None, ..state };
+        let next = DeltaState {
+            since: state.snap,
+            snap: 0,
+            after: None,
+            ..state
+        };
         resp["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={}", opaque::encode(&next)));
     }
     Ok(Json(resp))

@@ -52,12 +52,19 @@ impl IntoResponse for MErr {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let now = Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
         let request_id = uuid::Uuid::new_v4().to_string();
-        let mut inner = json!({ "date": now, "request-id": request_id, "client-request-id": request_id });
+        let mut inner =
+            json!({ "date": now, "request-id": request_id, "client-request-id": request_id });
         if e.status == 429 {
             inner["code"] = json!("429");
             inner["status"] = json!("429");
         }
-        let mut resp = (status, Json(json!({ "error": { "code": e.reason, "message": e.message, "innerError": inner } }))).into_response();
+        let mut resp = (
+            status,
+            Json(
+                json!({ "error": { "code": e.reason, "message": e.message, "innerError": inner } }),
+            ),
+        )
+            .into_response();
         if let Some(secs) = e.retry_after {
             if let Ok(v) = HeaderValue::from_str(&format_secs(secs)) {
                 resp.headers_mut().insert("Retry-After", v);

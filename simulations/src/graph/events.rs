@@ -24,8 +24,18 @@ use crate::rrule::Recurrence;
 use crate::state::{lock, Shared};
 
 const SERVER_FIELDS: &[&str] = &[
-    "id", "@odata.etag", "@odata.context", "changeKey", "createdDateTime", "lastModifiedDateTime", "type",
-    "seriesMasterId", "iCalUId", "isAllDay_", "originalStartTimeZone", "originalEndTimeZone",
+    "id",
+    "@odata.etag",
+    "@odata.context",
+    "changeKey",
+    "createdDateTime",
+    "lastModifiedDateTime",
+    "type",
+    "seriesMasterId",
+    "iCalUId",
+    "isAllDay_",
+    "originalStartTimeZone",
+    "originalEndTimeZone",
 ];
 
 fn strip(body: &mut Value) {
@@ -37,15 +47,23 @@ fn strip(body: &mut Value) {
 }
 
 pub fn account_mut<'a>(st: &'a mut GraphState, upn: &str) -> ApiResult<&'a mut MAccount> {
-    st.accounts
-        .get_mut(&upn.to_lowercase())
-        .ok_or_else(|| ApiError::new(404, "ErrorInvalidUser", format!("The requested user '{upn}' is invalid.")))
+    st.accounts.get_mut(&upn.to_lowercase()).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "ErrorInvalidUser",
+            format!("The requested user '{upn}' is invalid."),
+        )
+    })
 }
 
 pub fn account<'a>(st: &'a GraphState, upn: &str) -> ApiResult<&'a MAccount> {
-    st.accounts
-        .get(&upn.to_lowercase())
-        .ok_or_else(|| ApiError::new(404, "ErrorInvalidUser", format!("The requested user '{upn}' is invalid.")))
+    st.accounts.get(&upn.to_lowercase()).ok_or_else(|| {
+        ApiError::new(
+            404,
+            "ErrorInvalidUser",
+            format!("The requested user '{upn}' is invalid."),
+        )
+    })
 }
 
 /// Apply `body`'s times, all-day flag and recurrence to `ev`, validating them.
@@ -53,21 +71,32 @@ fn apply_times(ev: &mut MEvent, body: &Value) -> ApiResult<()> {
     let (start, zone, zone_name) = parse_dttz(&body["start"], "start")?;
     let (end_raw, end_zone, _) = parse_dttz(&body["end"], "end")?;
     // End is stored in the start zone so one zone describes the event.
-    let end = crate::timefmt::local_to_utc(end_zone, end_raw).with_timezone(&zone).naive_local();
+    let end = crate::timefmt::local_to_utc(end_zone, end_raw)
+        .with_timezone(&zone)
+        .naive_local();
     let all_day = body["isAllDay"].as_bool().unwrap_or(false);
     if all_day && (start.time() != chrono::NaiveTime::MIN || end.time() != chrono::NaiveTime::MIN) {
         return Err(ApiError::new(400, "ErrorInvalidRequest",
             "Your request can't be completed. If the event is an all-day event, its start and end must be midnight in the same time zone."));
     }
     if end < start {
-        return Err(ApiError::new(400, "ErrorInvalidRequest", "The end time of the event must be after its start time."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidRequest",
+            "The end time of the event must be after its start time.",
+        ));
     }
     let has_recurrence = body.get("recurrence").is_some_and(|r| !r.is_null());
     if has_recurrence {
         if ev.kind == Kind::Occurrence || ev.kind == Kind::Exception {
-            return Err(ApiError::new(400, "ErrorInvalidRequest", "An occurrence cannot have a recurrence."));
+            return Err(ApiError::new(
+                400,
+                "ErrorInvalidRequest",
+                "An occurrence cannot have a recurrence.",
+            ));
         }
-        Recurrence::from_graph(&body["recurrence"]).map_err(|m| ApiError::new(400, "ErrorInvalidRequest", m))?;
+        Recurrence::from_graph(&body["recurrence"])
+            .map_err(|m| ApiError::new(400, "ErrorInvalidRequest", m))?;
         ev.kind = Kind::SeriesMaster;
     } else if ev.kind == Kind::SeriesMaster {
         ev.kind = Kind::SingleInstance;
@@ -85,16 +114,30 @@ fn new_change_key(shared: &Shared) -> String {
 }
 
 /// Create; returns the event and whether it is new (false = `transactionId` replay).
-pub fn create(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, calendar: Option<&str>, mut body: Value) -> ApiResult<(MEvent, bool)> {
+pub fn create(
+    shared: &Arc<Shared>,
+    st: &mut GraphState,
+    upn: &str,
+    calendar: Option<&str>,
+    mut body: Value,
+) -> ApiResult<(MEvent, bool)> {
     if !body.is_object() {
-        return Err(ApiError::new(400, "RequestBodyRead", "Cannot read the request body."));
+        return Err(ApiError::new(
+            400,
+            "RequestBodyRead",
+            "Cannot read the request body.",
+        ));
     }
     strip(&mut body);
     let now = Utc::now();
     let seq = st.seq + 1;
     let acct = account_mut(st, upn)?;
     if let Some(tid) = body.get("transactionId").and_then(Value::as_str) {
-        if let Some(existing) = acct.events.values().find(|e| !e.deleted && e.body["transactionId"] == tid) {
+        if let Some(existing) = acct
+            .events
+            .values()
+            .find(|e| !e.deleted && e.body["transactionId"] == tid)
+        {
             return Ok((existing.clone(), false));
         }
     }
@@ -103,7 +146,10 @@ pub fn create(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, calendar: Op
         Some(_) => return Err(not_found()),
         None => acct.default_calendar(),
     };
-    let id = format!("AAMkAD{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(shared.rng.bytes(30)));
+    let id = format!(
+        "AAMkAD{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(shared.rng.bytes(30))
+    );
     let mut ev = MEvent {
         id: id.clone(),
         calendar_id,
@@ -120,7 +166,10 @@ pub fn create(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, calendar: Op
         created: now,
         modified: now,
         change_key: new_change_key(shared),
-        ical_uid: format!("040000008200E00074C5B7101A82E008{}", hex_upper(&shared.rng.bytes(24))),
+        ical_uid: format!(
+            "040000008200E00074C5B7101A82E008{}",
+            hex_upper(&shared.rng.bytes(24))
+        ),
     };
     apply_times(&mut ev, &body)?;
     ev.body = body;
@@ -145,9 +194,20 @@ fn check_if_match(ev: &MEvent, if_match: Option<&str>) -> ApiResult<()> {
     }
 }
 
-pub fn update(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, mut patch: Value, if_match: Option<&str>) -> ApiResult<MEvent> {
+pub fn update(
+    shared: &Arc<Shared>,
+    st: &mut GraphState,
+    upn: &str,
+    id: &str,
+    mut patch: Value,
+    if_match: Option<&str>,
+) -> ApiResult<MEvent> {
     if !patch.is_object() {
-        return Err(ApiError::new(400, "RequestBodyRead", "Cannot read the request body."));
+        return Err(ApiError::new(
+            400,
+            "RequestBodyRead",
+            "Cannot read the request body.",
+        ));
     }
     strip(&mut patch);
     if let Value::Object(m) = &mut patch {
@@ -159,7 +219,10 @@ pub fn update(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, mu
     let hz = horizon(shared);
     let change_key = new_change_key(shared);
     let acct = account_mut(st, upn)?;
-    let mut ev = acct.find(id, hz).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    let mut ev = acct
+        .find(id, hz)
+        .filter(|e| !e.deleted)
+        .ok_or_else(not_found)?;
     check_if_match(&ev, if_match)?;
     if ev.kind == Kind::Occurrence {
         ev.kind = Kind::Exception;
@@ -183,12 +246,21 @@ pub fn update(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, mu
     Ok(ev)
 }
 
-pub fn delete(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, id: &str, if_match: Option<&str>) -> ApiResult<()> {
+pub fn delete(
+    shared: &Arc<Shared>,
+    st: &mut GraphState,
+    upn: &str,
+    id: &str,
+    if_match: Option<&str>,
+) -> ApiResult<()> {
     let now = Utc::now();
     let seq = st.seq + 1;
     let hz = horizon(shared);
     let acct = account_mut(st, upn)?;
-    let mut ev = acct.find(id, hz).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    let mut ev = acct
+        .find(id, hz)
+        .filter(|e| !e.deleted)
+        .ok_or_else(not_found)?;
     check_if_match(&ev, if_match)?;
     if ev.kind == Kind::Occurrence {
         ev.kind = Kind::Exception;
@@ -218,12 +290,23 @@ pub fn parse_ext_filter(filter: &str) -> ApiResult<(String, String)> {
         let rest = rest.trim_start().strip_prefix('\'')?;
         rest.find('\'').map(|end| rest[..end].to_string())
     };
-    if !filter.trim_start().starts_with("singleValueExtendedProperties/any(") {
-        return Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes."));
+    if !filter
+        .trim_start()
+        .starts_with("singleValueExtendedProperties/any(")
+    {
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidUrlQueryFilter",
+            "The query filter contains one or more invalid nodes.",
+        ));
     }
     match (quoted_after("/id eq"), quoted_after("/value eq")) {
         (Some(id), Some(v)) => Ok((id, v)),
-        _ => Err(ApiError::new(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")),
+        _ => Err(ApiError::new(
+            400,
+            "ErrorInvalidUrlQueryFilter",
+            "The query filter contains one or more invalid nodes.",
+        )),
     }
 }
 
@@ -240,7 +323,12 @@ pub fn parse_expand(expand: Option<&String>) -> Option<Option<String>> {
     Some(id)
 }
 
-pub fn render_with(ev: &MEvent, upn: &str, out: &OutZone, expand: &Option<Option<String>>) -> Value {
+pub fn render_with(
+    ev: &MEvent,
+    upn: &str,
+    out: &OutZone,
+    expand: &Option<Option<String>>,
+) -> Value {
     let mut v = ev.render(upn, out);
     if let Some(id_filter) = expand {
         v["singleValueExtendedProperties"] = json!(ev.extended_properties(id_filter.as_deref()));
@@ -249,11 +337,15 @@ pub fn render_with(ev: &MEvent, upn: &str, out: &OutZone, expand: &Option<Option
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get("if-match").and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get("if-match")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn body_of(b: Result<Json<Value>, JsonRejection>) -> ApiResult<Value> {
-    b.map(|Json(v)| v).map_err(|_| ApiError::new(400, "RequestBodyRead", "Cannot read the request body."))
+    b.map(|Json(v)| v)
+        .map_err(|_| ApiError::new(400, "RequestBodyRead", "Cannot read the request body."))
 }
 
 pub async fn create_h(
@@ -269,7 +361,10 @@ pub async fn create_h(
     let mut st = lock(&sh.graph);
     let (ev, _) = create(&sh, &mut st, &upn, p.get("cal").map(String::as_str), body)?;
     let mut v = ev.render(&upn, &out);
-    v["@odata.context"] = json!(format!("{}/$metadata#users('{upn}')/events/$entity", sh.graph_base()));
+    v["@odata.context"] = json!(format!(
+        "{}/$metadata#users('{upn}')/events/$entity",
+        sh.graph_base()
+    ));
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -285,9 +380,15 @@ pub async fn get_h(
     let st = lock(&sh.graph);
     let acct = account(&st, &upn)?;
     let id = p.get("id").cloned().unwrap_or_default();
-    let ev = acct.find(&id, horizon(&sh)).filter(|e| !e.deleted).ok_or_else(not_found)?;
+    let ev = acct
+        .find(&id, horizon(&sh))
+        .filter(|e| !e.deleted)
+        .ok_or_else(not_found)?;
     let mut v = render_with(&ev, &upn, &out, &parse_expand(q.get("$expand")));
-    v["@odata.context"] = json!(format!("{}/$metadata#users('{upn}')/events/$entity", sh.graph_base()));
+    v["@odata.context"] = json!(format!(
+        "{}/$metadata#users('{upn}')/events/$entity",
+        sh.graph_base()
+    ));
     Ok(Json(v))
 }
 
@@ -303,8 +404,15 @@ pub async fn list_h(
     let out = OutZone::from_prefer(&prefer);
     let filter = q.get("$filter").map(|f| parse_ext_filter(f)).transpose()?;
     let expand = parse_expand(q.get("$expand"));
-    let top = q.get("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(sh.config.graph_page_size).max(1);
-    let skip = q.get("$skip").and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+    let top = q
+        .get("$top")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(sh.config.graph_page_size)
+        .max(1);
+    let skip = q
+        .get("$skip")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0);
     let st = lock(&sh.graph);
     let acct = account(&st, &upn)?;
     let items: Vec<&MEvent> = acct
@@ -312,20 +420,41 @@ pub async fn list_h(
         .values()
         .filter(|e| !e.deleted && matches!(e.kind, Kind::SingleInstance | Kind::SeriesMaster))
         .filter(|e| p.get("cal").is_none_or(|c| *c == e.calendar_id))
-        .filter(|e| filter.as_ref().is_none_or(|(id, v)| e.has_extended_property(id, v)))
+        .filter(|e| {
+            filter
+                .as_ref()
+                .is_none_or(|(id, v)| e.has_extended_property(id, v))
+        })
         .collect();
-    let page: Vec<Value> = items.iter().skip(skip).take(top).map(|e| render_with(e, &upn, &out, &expand)).collect();
+    let page: Vec<Value> = items
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|e| render_with(e, &upn, &out, &expand))
+        .collect();
     let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/events", sh.graph_base()), "value": page });
     if skip + top < items.len() {
-        let mut next: Vec<(String, String)> = q.iter().filter(|(k, _)| *k != "$skip").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut next: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, _)| *k != "$skip")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         next.push(("$skip".into(), (skip + top).to_string()));
-        resp["@odata.nextLink"] = json!(format!("{}{}?{}", sh.origin, a_path(&p), encode_query(&next)));
+        resp["@odata.nextLink"] = json!(format!(
+            "{}{}?{}",
+            sh.origin,
+            a_path(&p),
+            encode_query(&next)
+        ));
     }
     Ok(Json(resp))
 }
 
 fn a_path(p: &HashMap<String, String>) -> String {
-    let who = p.get("upn").map(|u| format!("users/{u}")).unwrap_or_else(|| "me".into());
+    let who = p
+        .get("upn")
+        .map(|u| format!("users/{u}"))
+        .unwrap_or_else(|| "me".into());
     match p.get("cal") {
         Some(c) => format!("/graph/v1.0/{who}/calendars/{c}/events"),
         None => format!("/graph/v1.0/{who}/events"),
@@ -344,7 +473,9 @@ pub fn encode_query(pairs: &[(String, String)]) -> String {
 pub fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -390,8 +521,10 @@ pub async fn calendars_h(
     let value: Vec<Value> = acct
         .calendars
         .iter()
-        .map(|c| json!({ "id": c.id, "name": c.name, "isDefaultCalendar": c.is_default, "canEdit": true,
-                         "owner": { "name": upn, "address": upn } }))
+        .map(|c| {
+            json!({ "id": c.id, "name": c.name, "isDefaultCalendar": c.is_default, "canEdit": true,
+                         "owner": { "name": upn, "address": upn } })
+        })
         .collect();
     Ok(Json(json!({ "value": value })))
 }

@@ -25,11 +25,17 @@ impl MailboxLimiter {
             return None;
         }
         *n += 1;
-        Some(Permit { in_flight: self.in_flight.clone(), mailbox: key })
+        Some(Permit {
+            in_flight: self.in_flight.clone(),
+            mailbox: key,
+        })
     }
 
     pub fn in_flight(&self, mailbox: &str) -> usize {
-        lock(&self.in_flight).get(&mailbox.to_lowercase()).copied().unwrap_or(0)
+        lock(&self.in_flight)
+            .get(&mailbox.to_lowercase())
+            .copied()
+            .unwrap_or(0)
     }
 }
 

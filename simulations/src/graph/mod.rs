@@ -53,7 +53,13 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
     let rest: &[&str] = match segs.as_slice() {
         ["v1.0", "me", rest @ ..] => rest,
         ["v1.0", "users", _, rest @ ..] => rest,
-        ["v1.0", "subscriptions"] => return if m == "POST" { "subscriptions.create" } else { "subscriptions.list" },
+        ["v1.0", "subscriptions"] => {
+            return if m == "POST" {
+                "subscriptions.create"
+            } else {
+                "subscriptions.list"
+            }
+        }
         ["v1.0", "subscriptions", _] => {
             return match m {
                 "PATCH" => "subscriptions.renew",
@@ -65,8 +71,12 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
         _ => return "unknown",
     };
     match (m, rest) {
-        ("GET", ["events"]) | ("GET", ["calendars", _, "events"]) | ("GET", ["calendar", "events"]) => "events.list",
-        ("POST", ["events"]) | ("POST", ["calendars", _, "events"]) | ("POST", ["calendar", "events"]) => "events.create",
+        ("GET", ["events"])
+        | ("GET", ["calendars", _, "events"])
+        | ("GET", ["calendar", "events"]) => "events.list",
+        ("POST", ["events"])
+        | ("POST", ["calendars", _, "events"])
+        | ("POST", ["calendar", "events"]) => "events.create",
         ("GET", ["events", _]) => "events.get",
         ("PATCH", ["events", _]) => "events.update",
         ("DELETE", ["events", _]) => "events.delete",
@@ -90,15 +100,20 @@ pub fn mailbox_of(path: &str) -> Option<String> {
 /// The mailbox a request targets; `/users/{upn}` must be the caller's own.
 pub fn mailbox(a: &Authed, p: &HashMap<String, String>) -> ApiResult<String> {
     match p.get("upn") {
-        Some(u) if !u.eq_ignore_ascii_case(&a.0) => {
-            Err(ApiError::new(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."))
-        }
+        Some(u) if !u.eq_ignore_ascii_case(&a.0) => Err(ApiError::new(
+            403,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        )),
         _ => Ok(a.0.to_lowercase()),
     }
 }
 
 pub fn prefer_headers(h: &HeaderMap) -> Vec<String> {
-    h.get_all("prefer").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect()
+    h.get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
 }
 
 pub fn horizon(sh: &Shared) -> DateTime<Utc> {
@@ -109,27 +124,52 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let mut r = Router::new();
     for who in ["/graph/v1.0/me", "/graph/v1.0/users/{upn}"] {
         r = r
-            .route(&format!("{who}/events"), get(events::list_h).post(events::create_h))
+            .route(
+                &format!("{who}/events"),
+                get(events::list_h).post(events::create_h),
+            )
             .route(
                 &format!("{who}/events/{{id}}"),
-                get(events::get_h).patch(events::patch_h).delete(events::delete_h),
+                get(events::get_h)
+                    .patch(events::patch_h)
+                    .delete(events::delete_h),
             )
             .route(&format!("{who}/calendars"), get(events::calendars_h))
-            .route(&format!("{who}/calendars/{{cal}}/events"), get(events::list_h).post(events::create_h))
-            .route(&format!("{who}/calendar/events"), get(events::list_h).post(events::create_h))
+            .route(
+                &format!("{who}/calendars/{{cal}}/events"),
+                get(events::list_h).post(events::create_h),
+            )
+            .route(
+                &format!("{who}/calendar/events"),
+                get(events::list_h).post(events::create_h),
+            )
             .route(&format!("{who}/calendarView"), get(delta::calendar_view_h))
-            .route(&format!("{who}/calendars/{{cal}}/calendarView"), get(delta::calendar_view_h))
+            .route(
+                &format!("{who}/calendars/{{cal}}/calendarView"),
+                get(delta::calendar_view_h),
+            )
             .route(&format!("{who}/calendarView/delta"), get(delta::delta_h))
-            .route(&format!("{who}/calendar/getSchedule"), post(schedule::get_schedule_h));
+            .route(
+                &format!("{who}/calendar/getSchedule"),
+                post(schedule::get_schedule_h),
+            );
     }
-    r.route("/graph/v1.0/subscriptions", get(subscriptions::list_h).post(subscriptions::create_h))
-        .route(
-            "/graph/v1.0/subscriptions/{id}",
-            get(subscriptions::get_h).patch(subscriptions::renew_h).delete(subscriptions::delete_h),
-        )
-        .route("/graph/v1.0/subscriptions/{id}/reauthorize", post(subscriptions::reauthorize_h))
-        .route("/graph/{tenant}/oauth2/v2.0/token", post(auth::token_h))
-        .layer(from_fn_with_state(shared, graph_gate))
+    r.route(
+        "/graph/v1.0/subscriptions",
+        get(subscriptions::list_h).post(subscriptions::create_h),
+    )
+    .route(
+        "/graph/v1.0/subscriptions/{id}",
+        get(subscriptions::get_h)
+            .patch(subscriptions::renew_h)
+            .delete(subscriptions::delete_h),
+    )
+    .route(
+        "/graph/v1.0/subscriptions/{id}/reauthorize",
+        post(subscriptions::reauthorize_h),
+    )
+    .route("/graph/{tenant}/oauth2/v2.0/token", post(auth::token_h))
+    .layer(from_fn_with_state(shared, graph_gate))
 }
 
 /// Rust control API of the Graph simulator. Cheap to clone.
@@ -155,18 +195,35 @@ impl GraphSim {
                     tenant_id: sh.rng.uuid().to_string(),
                     client_id: sh.rng.uuid().to_string(),
                     client_secret: format!("sim~{}", sh.rng.alnum(34)),
-                    calendars: vec![MCalendar { id: cal_id, name: "Calendar".into(), is_default: true }],
+                    calendars: vec![MCalendar {
+                        id: cal_id,
+                        name: "Calendar".into(),
+                        is_default: true,
+                    }],
                     events: BTreeMap::new(),
                     delta_generation: 0,
                 },
             );
         }
         let (upn, user_id, tenant_id, client_id, client_secret) = match st.accounts.get(&key) {
-            Some(a) => (a.upn.clone(), a.user_id.clone(), a.tenant_id.clone(), a.client_id.clone(), a.client_secret.clone()),
+            Some(a) => (
+                a.upn.clone(),
+                a.user_id.clone(),
+                a.tenant_id.clone(),
+                a.client_id.clone(),
+                a.client_secret.clone(),
+            ),
             None => Default::default(),
         };
         let refresh_token = st.tokens.issue_refresh(&upn, &client_id, "0.AXEA", &sh.rng);
-        GraphAccount { upn, user_id, tenant_id, client_id, client_secret, refresh_token }
+        GraphAccount {
+            upn,
+            user_id,
+            tenant_id,
+            client_id,
+            client_secret,
+            refresh_token,
+        }
     }
 
     /// Another calendar in the mailbox; returns its id.
@@ -175,7 +232,11 @@ impl GraphSim {
         let mut st = lock(&sh.graph);
         let acct = events::account_mut(&mut st, upn)?;
         let id = format!("AAMkCAL{}", sh.rng.alnum(40));
-        acct.calendars.push(MCalendar { id: id.clone(), name: name.into(), is_default: false });
+        acct.calendars.push(MCalendar {
+            id: id.clone(),
+            name: name.into(),
+            is_default: false,
+        });
         Ok(id)
     }
 
@@ -184,7 +245,12 @@ impl GraphSim {
         self.create_event_in(upn, None, body)
     }
 
-    pub fn create_event_in(&self, upn: &str, calendar_id: Option<&str>, body: Value) -> ApiResult<Value> {
+    pub fn create_event_in(
+        &self,
+        upn: &str,
+        calendar_id: Option<&str>,
+        body: Value,
+    ) -> ApiResult<Value> {
         let sh = &self.shared;
         let mut st = lock(&sh.graph);
         let (ev, _) = events::create(sh, &mut st, upn, calendar_id, body)?;
@@ -213,7 +279,12 @@ impl GraphSim {
     }
 
     /// Delete one occurrence of a series, by its original start.
-    pub fn cancel_occurrence(&self, upn: &str, master_id: &str, start: DateTime<Utc>) -> ApiResult<()> {
+    pub fn cancel_occurrence(
+        &self,
+        upn: &str,
+        master_id: &str,
+        start: DateTime<Utc>,
+    ) -> ApiResult<()> {
         self.delete_event(upn, &model::occurrence_id(master_id, start))
     }
 
@@ -232,7 +303,12 @@ impl GraphSim {
         let st = lock(&self.shared.graph);
         st.accounts
             .get(&upn.to_lowercase())
-            .map(|a| a.events.values().filter(|e| !e.deleted && e.kind != model::Kind::Exception).count())
+            .map(|a| {
+                a.events
+                    .values()
+                    .filter(|e| !e.deleted && e.kind != model::Kind::Exception)
+                    .count()
+            })
             .unwrap_or(0)
     }
 
@@ -250,19 +326,29 @@ impl GraphSim {
         let sh = &self.shared;
         let mut st = lock(&sh.graph);
         st.tokens.end_grants(upn, GrantState::Revoked);
-        let ids: Vec<String> = st.subscriptions.values().filter(|s| s.mailbox.eq_ignore_ascii_case(upn)).map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = st
+            .subscriptions
+            .values()
+            .filter(|s| s.mailbox.eq_ignore_ascii_case(upn))
+            .map(|s| s.id.clone())
+            .collect();
         for id in ids {
-            let _ = subscriptions::lifecycle(sh, &mut st, &id, LifecycleEvent::ReauthorizationRequired);
+            let _ =
+                subscriptions::lifecycle(sh, &mut st, &id, LifecycleEvent::ReauthorizationRequired);
         }
     }
 
     /// Refresh tokens expire by inactivity (AADSTS700082).
     pub fn expire_refresh_tokens(&self, upn: &str) {
-        lock(&self.shared.graph).tokens.end_grants(upn, GrantState::Expired);
+        lock(&self.shared.graph)
+            .tokens
+            .end_grants(upn, GrantState::Expired);
     }
 
     pub fn expire_access_tokens(&self, upn: &str) {
-        lock(&self.shared.graph).tokens.expire_access(upn, Utc::now());
+        lock(&self.shared.graph)
+            .tokens
+            .expire_access(upn, Utc::now());
     }
 
     pub fn subscriptions(&self) -> Vec<Subscription> {

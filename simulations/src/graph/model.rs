@@ -12,7 +12,9 @@ use crate::auth::TokenStore;
 use crate::error::{ApiError, ApiResult};
 use crate::graph::subscriptions::Subscription;
 use crate::rrule::Recurrence;
-use crate::timefmt::{graph_instant, graph_wall, local_to_utc, parse_rfc3339, parse_wall, resolve_zone};
+use crate::timefmt::{
+    graph_instant, graph_wall, local_to_utc, parse_rfc3339, parse_wall, resolve_zone,
+};
 
 #[derive(Default)]
 pub struct GraphState {
@@ -92,7 +94,10 @@ pub struct OutZone {
 
 impl OutZone {
     pub fn utc() -> Self {
-        OutZone { name: "UTC".into(), tz: Tz::UTC }
+        OutZone {
+            name: "UTC".into(),
+            tz: Tz::UTC,
+        }
     }
 
     /// From the `Prefer` headers; unknown zones fall back to UTC.
@@ -114,7 +119,10 @@ impl OutZone {
 
 pub fn prefer_value(prefer: &[String], key: &str) -> Option<String> {
     prefer.iter().flat_map(|p| p.split(',')).find_map(|part| {
-        part.trim().strip_prefix(key).and_then(|r| r.strip_prefix('=')).map(|v| v.trim_matches('"').to_string())
+        part.trim()
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix('='))
+            .map(|v| v.trim_matches('"').to_string())
     })
 }
 
@@ -136,7 +144,9 @@ impl MEvent {
         let shown = if self.all_day {
             wall
         } else {
-            local_to_utc(self.zone, wall).with_timezone(&out.tz).naive_local()
+            local_to_utc(self.zone, wall)
+                .with_timezone(&out.tz)
+                .naive_local()
         };
         json!({ "dateTime": graph_wall(shown), "timeZone": out.name })
     }
@@ -147,10 +157,19 @@ impl MEvent {
         m.insert("@odata.etag".into(), json!(self.etag()));
         m.insert("id".into(), json!(self.id));
         m.insert("createdDateTime".into(), json!(graph_instant(self.created)));
-        m.insert("lastModifiedDateTime".into(), json!(graph_instant(self.modified)));
+        m.insert(
+            "lastModifiedDateTime".into(),
+            json!(graph_instant(self.modified)),
+        );
         m.insert("changeKey".into(), json!(self.change_key));
         m.insert("categories".into(), json!([]));
-        m.insert("transactionId".into(), self.body.get("transactionId").cloned().unwrap_or(Value::Null));
+        m.insert(
+            "transactionId".into(),
+            self.body
+                .get("transactionId")
+                .cloned()
+                .unwrap_or(Value::Null),
+        );
         m.insert("originalStartTimeZone".into(), json!(self.zone_name));
         m.insert("originalEndTimeZone".into(), json!(self.zone_name));
         m.insert("iCalUId".into(), json!(self.ical_uid));
@@ -165,20 +184,46 @@ impl MEvent {
         m.insert("isOrganizer".into(), json!(true));
         m.insert("responseRequested".into(), json!(true));
         m.insert("showAs".into(), json!("busy"));
-        m.insert("webLink".into(), json!(format!("https://outlook.office365.com/owa/?itemid={}&exvsurl=1&path=/calendar/item", self.id)));
+        m.insert(
+            "webLink".into(),
+            json!(format!(
+                "https://outlook.office365.com/owa/?itemid={}&exvsurl=1&path=/calendar/item",
+                self.id
+            )),
+        );
         m.insert("onlineMeetingUrl".into(), Value::Null);
         m.insert("isOnlineMeeting".into(), json!(false));
         m.insert("isDraft".into(), json!(false));
-        m.insert("responseStatus".into(), json!({ "response": "organizer", "time": "0001-01-01T00:00:00Z" }));
-        m.insert("body".into(), json!({ "contentType": "html", "content": "" }));
-        m.insert("location".into(), json!({ "displayName": "", "locationType": "default" }));
+        m.insert(
+            "responseStatus".into(),
+            json!({ "response": "organizer", "time": "0001-01-01T00:00:00Z" }),
+        );
+        m.insert(
+            "body".into(),
+            json!({ "contentType": "html", "content": "" }),
+        );
+        m.insert(
+            "location".into(),
+            json!({ "displayName": "", "locationType": "default" }),
+        );
         m.insert("locations".into(), json!([]));
         m.insert("recurrence".into(), Value::Null);
         m.insert("attendees".into(), json!([]));
-        m.insert("organizer".into(), json!({ "emailAddress": { "name": owner, "address": owner } }));
+        m.insert(
+            "organizer".into(),
+            json!({ "emailAddress": { "name": owner, "address": owner } }),
+        );
         if let Value::Object(b) = &self.body {
             for (k, v) in b {
-                if !matches!(k.as_str(), "start" | "end" | "singleValueExtendedProperties" | "id" | "@odata.etag" | "changeKey") {
+                if !matches!(
+                    k.as_str(),
+                    "start"
+                        | "end"
+                        | "singleValueExtendedProperties"
+                        | "id"
+                        | "@odata.etag"
+                        | "changeKey"
+                ) {
                     m.insert(k.clone(), v.clone());
                 }
             }
@@ -192,7 +237,10 @@ impl MEvent {
             m.insert("recurrence".into(), Value::Null);
         }
         if let Some(Value::String(preview)) = self.body.get("body").and_then(|b| b.get("content")) {
-            m.insert("bodyPreview".into(), json!(preview.chars().take(255).collect::<String>()));
+            m.insert(
+                "bodyPreview".into(),
+                json!(preview.chars().take(255).collect::<String>()),
+            );
         }
         Value::Object(m)
     }
@@ -203,7 +251,11 @@ impl MEvent {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter(|p| id_filter.is_none_or(|f| p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(f))))
+                    .filter(|p| {
+                        id_filter.is_none_or(|f| {
+                            p["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(f))
+                        })
+                    })
                     .cloned()
                     .collect()
             })
@@ -211,7 +263,9 @@ impl MEvent {
     }
 
     pub fn has_extended_property(&self, id: &str, value: &str) -> bool {
-        self.extended_properties(Some(id)).iter().any(|p| p["value"] == value)
+        self.extended_properties(Some(id))
+            .iter()
+            .any(|p| p["value"] == value)
     }
 
     pub fn recurrence(&self) -> Option<Recurrence> {
@@ -225,9 +279,13 @@ impl MEvent {
 
 /// Parse a Graph `dateTimeTimeZone` input.
 pub fn parse_dttz(v: &Value, field: &str) -> ApiResult<(NaiveDateTime, Tz, String)> {
-    let raw = v["dateTime"]
-        .as_str()
-        .ok_or_else(|| ApiError::new(400, "ErrorInvalidRequest", format!("The {field} property is required.")))?;
+    let raw = v["dateTime"].as_str().ok_or_else(|| {
+        ApiError::new(
+            400,
+            "ErrorInvalidRequest",
+            format!("The {field} property is required."),
+        )
+    })?;
     let zone_name = v["timeZone"].as_str().unwrap_or("UTC").to_string();
     let tz = resolve_zone(&zone_name).ok_or_else(|| {
         ApiError::new(400, "TimeZoneNotSupportedException", format!("A valid TimeZone value must be specified. The following TimeZone value is not supported: '{zone_name}'."))
@@ -235,8 +293,13 @@ pub fn parse_dttz(v: &Value, field: &str) -> ApiResult<(NaiveDateTime, Tz, Strin
     if let Some(instant) = parse_rfc3339(raw).filter(|_| raw.contains('+') || raw.ends_with('Z')) {
         return Ok((instant.with_timezone(&tz).naive_local(), tz, zone_name));
     }
-    let wall = parse_wall(raw)
-        .ok_or_else(|| ApiError::new(400, "ErrorInvalidRequest", format!("Cannot convert the literal '{raw}' to the expected type 'Edm.DateTime'.")))?;
+    let wall = parse_wall(raw).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "ErrorInvalidRequest",
+            format!("Cannot convert the literal '{raw}' to the expected type 'Edm.DateTime'."),
+        )
+    })?;
     Ok((wall, tz, zone_name))
 }
 
@@ -256,12 +319,18 @@ pub fn parse_occurrence_id(id: &str) -> Option<(String, DateTime<Utc>)> {
 
 impl MAccount {
     pub fn default_calendar(&self) -> String {
-        self.calendars.iter().find(|c| c.is_default).map(|c| c.id.clone()).unwrap_or_default()
+        self.calendars
+            .iter()
+            .find(|c| c.is_default)
+            .map(|c| c.id.clone())
+            .unwrap_or_default()
     }
 
     /// Occurrences of a master up to `horizon`, as synthesised events.
     pub fn occurrences(&self, master: &MEvent, horizon: DateTime<Utc>) -> Vec<MEvent> {
-        let Some(rule) = master.recurrence() else { return Vec::new() };
+        let Some(rule) = master.recurrence() else {
+            return Vec::new();
+        };
         let len = master.end_wall - master.start_wall;
         let tz = if master.all_day { Tz::UTC } else { master.zone };
         rule.expand(master.start_wall, tz, horizon, 5000)
@@ -315,10 +384,16 @@ impl MAccount {
         }
         let (master_id, _) = parse_occurrence_id(id)?;
         let master = self.events.get(&master_id)?;
-        self.occurrences(master, horizon).into_iter().find(|o| o.id == id)
+        self.occurrences(master, horizon)
+            .into_iter()
+            .find(|o| o.id == id)
     }
 }
 
 pub fn not_found() -> ApiError {
-    ApiError::new(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    ApiError::new(
+        404,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
 }

@@ -45,25 +45,45 @@ fn instant(v: &Value, field: &str) -> ApiResult<DateTime<Utc>> {
 pub fn schedule(sh: &Shared, st: &GraphState, body: &Value, out: &OutZone) -> ApiResult<Value> {
     let schedules: Vec<String> = body["schedules"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     if schedules.is_empty() {
-        return Err(ApiError::new(400, "ErrorInvalidParameter", "The parameter 'schedules' is required."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidParameter",
+            "The parameter 'schedules' is required.",
+        ));
     }
     if schedules.len() > 20 {
-        return Err(ApiError::new(400, "ErrorInvalidParameter", "The number of schedules requested exceeds the limit of 20."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidParameter",
+            "The number of schedules requested exceeds the limit of 20.",
+        ));
     }
     let start = instant(&body["startTime"], "startTime")?;
     let end = instant(&body["endTime"], "endTime")?;
     if end <= start {
-        return Err(ApiError::new(400, "ErrorInvalidParameter", "The end time must be after the start time."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidParameter",
+            "The end time must be after the start time.",
+        ));
     }
     if end - start >= Duration::days(62) {
         return Err(ApiError::new(400, "ErrorTimeIntervalTooBig", "The requested time duration specified is too long. The duration must be less than 62 days."));
     }
     let interval = body["availabilityViewInterval"].as_i64().unwrap_or(30);
     if !(5..=1440).contains(&interval) {
-        return Err(ApiError::new(400, "ErrorInvalidParameter", "availabilityViewInterval must be between 5 and 1440."));
+        return Err(ApiError::new(
+            400,
+            "ErrorInvalidParameter",
+            "availabilityViewInterval must be between 5 and 1440.",
+        ));
     }
     let slot = Duration::minutes(interval);
     let slots = ((end - start).num_minutes() + interval - 1) / interval;
@@ -96,14 +116,16 @@ pub fn schedule(sh: &Shared, st: &GraphState, body: &Value, out: &OutZone) -> Ap
         let wall = |t: DateTime<Utc>| json!({ "dateTime": graph_wall(t.with_timezone(&out.tz).naive_local()), "timeZone": out.name });
         let schedule_items: Vec<Value> = items
             .iter()
-            .map(|ev| json!({
-                "isPrivate": ev.body["sensitivity"] == "private",
-                "status": ev.body["showAs"].as_str().unwrap_or("busy"),
-                "subject": ev.body["subject"].as_str().unwrap_or(""),
-                "location": ev.body["location"]["displayName"].as_str().unwrap_or(""),
-                "start": wall(ev.start_utc()),
-                "end": wall(ev.end_utc()),
-            }))
+            .map(|ev| {
+                json!({
+                    "isPrivate": ev.body["sensitivity"] == "private",
+                    "status": ev.body["showAs"].as_str().unwrap_or("busy"),
+                    "subject": ev.body["subject"].as_str().unwrap_or(""),
+                    "location": ev.body["location"]["displayName"].as_str().unwrap_or(""),
+                    "start": wall(ev.start_utc()),
+                    "end": wall(ev.end_utc()),
+                })
+            })
             .collect();
         value.push(json!({
             "scheduleId": id,
@@ -113,7 +135,9 @@ pub fn schedule(sh: &Shared, st: &GraphState, body: &Value, out: &OutZone) -> Ap
                 "startTime": "08:00:00.0000000", "endTime": "17:00:00.0000000", "timeZone": { "name": "UTC" } },
         }));
     }
-    Ok(json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)", "value": value }))
+    Ok(
+        json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.scheduleInformation)", "value": value }),
+    )
 }
 
 pub async fn get_schedule_h(
@@ -124,7 +148,9 @@ pub async fn get_schedule_h(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, MErr> {
     mailbox(&a, &p)?;
-    let body = body.map(|Json(v)| v).map_err(|_| ApiError::new(400, "RequestBodyRead", "Cannot read the request body."))?;
+    let body = body
+        .map(|Json(v)| v)
+        .map_err(|_| ApiError::new(400, "RequestBodyRead", "Cannot read the request body."))?;
     let out = OutZone::from_prefer(&prefer_headers(&headers));
     let st = lock(&sh.graph);
     Ok(Json(schedule(&sh, &st, &body, &out)?))

@@ -108,7 +108,13 @@ impl Subscription {
 }
 
 /// Fan a change out to the mailbox's live subscriptions.
-pub fn notify_change(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, ev: &MEvent, ct: ChangeType) {
+pub fn notify_change(
+    shared: &Arc<Shared>,
+    st: &mut GraphState,
+    upn: &str,
+    ev: &MEvent,
+    ct: ChangeType,
+) {
     let now = Utc::now();
     let mut subs: Vec<&Subscription> = st
         .subscriptions
@@ -132,7 +138,10 @@ pub fn notify_change(shared: &Arc<Shared>, st: &mut GraphState, upn: &str, ev: &
             "resourceData": { "@odata.type": "#Microsoft.Graph.Event", "@odata.id": resource,
                               "@odata.etag": ev.etag(), "id": id },
         } ] });
-        enqueue(shared, outgoing(shared, s, &s.notification_url, "change", body));
+        enqueue(
+            shared,
+            outgoing(shared, s, &s.notification_url, "change", body),
+        );
     }
 }
 
@@ -142,14 +151,22 @@ fn outgoing(shared: &Shared, s: &Subscription, url: &str, kind: &str, body: Valu
         kind: kind.to_string(),
         subject: s.id.clone(),
         target: url.to_string(),
-        headers: vec![("User-Agent".into(), "Microsoft-Graph-ChangeNotifications/1.0".into())],
+        headers: vec![(
+            "User-Agent".into(),
+            "Microsoft-Graph-ChangeNotifications/1.0".into(),
+        )],
         body: Some(body),
         timeout: std::time::Duration::from_millis(shared.config.graph_notification_timeout_ms),
     }
 }
 
 /// Send a lifecycle notification and apply its effect on the subscription.
-pub fn lifecycle(shared: &Arc<Shared>, st: &mut GraphState, sub_id: &str, event: LifecycleEvent) -> ApiResult<()> {
+pub fn lifecycle(
+    shared: &Arc<Shared>,
+    st: &mut GraphState,
+    sub_id: &str,
+    event: LifecycleEvent,
+) -> ApiResult<()> {
     let s = st.subscriptions.get_mut(sub_id).ok_or_else(sub_not_found)?;
     match event {
         LifecycleEvent::ReauthorizationRequired => s.paused = true,
@@ -254,12 +271,24 @@ fn resource_mailbox(resource: &str, caller: &str) -> ApiResult<String> {
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let owner = match l.as_slice() {
-        ["me", "events"] | ["me", "calendar", "events"] | ["me", "calendars", _, "events"] => caller.to_string(),
-        ["users", u, "events"] | ["users", u, "calendar", "events"] | ["users", u, "calendars", _, "events"] => u.to_string(),
-        _ => return Err(invalid(&format!("Resource '{resource}' is not supported for change notifications."))),
+        ["me", "events"] | ["me", "calendar", "events"] | ["me", "calendars", _, "events"] => {
+            caller.to_string()
+        }
+        ["users", u, "events"]
+        | ["users", u, "calendar", "events"]
+        | ["users", u, "calendars", _, "events"] => u.to_string(),
+        _ => {
+            return Err(invalid(&format!(
+                "Resource '{resource}' is not supported for change notifications."
+            )))
+        }
     };
     if !owner.eq_ignore_ascii_case(caller) {
-        return Err(ApiError::new(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access is denied.]"));
+        return Err(ApiError::new(
+            403,
+            "ExtensionError",
+            "Operation: Create; Exception: [Status Code: Forbidden; Reason: Access is denied.]",
+        ));
     }
     Ok(owner.to_lowercase())
 }
@@ -269,14 +298,33 @@ pub async fn create_h(
     Extension(Authed(caller)): Extension<Authed>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, MErr> {
-    let b = body.map(|Json(v)| v).map_err(|_| ApiError::new(400, "InvalidRequest", "Cannot read the request body."))?;
-    let resource = b["resource"].as_str().ok_or_else(|| invalid("resource is required."))?.to_string();
+    let b = body
+        .map(|Json(v)| v)
+        .map_err(|_| ApiError::new(400, "InvalidRequest", "Cannot read the request body."))?;
+    let resource = b["resource"]
+        .as_str()
+        .ok_or_else(|| invalid("resource is required."))?
+        .to_string();
     let mailbox = resource_mailbox(&resource, &caller)?;
-    let change_types: Vec<String> = b["changeType"].as_str().unwrap_or_default().split(',').map(|s| s.trim().to_string()).collect();
-    if change_types.iter().any(|c| !matches!(c.as_str(), "created" | "updated" | "deleted")) {
-        return Err(invalid("changeType must be a comma-separated list of created, updated, deleted.").into());
+    let change_types: Vec<String> = b["changeType"]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    if change_types
+        .iter()
+        .any(|c| !matches!(c.as_str(), "created" | "updated" | "deleted"))
+    {
+        return Err(invalid(
+            "changeType must be a comma-separated list of created, updated, deleted.",
+        )
+        .into());
     }
-    let url = b["notificationUrl"].as_str().unwrap_or_default().to_string();
+    let url = b["notificationUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let lifecycle_url = b["lifecycleNotificationUrl"].as_str().map(str::to_string);
     for u in std::iter::once(&url).chain(lifecycle_url.iter()) {
         if !check_address(u) {
@@ -294,7 +342,10 @@ pub async fn create_h(
         handshake(&sh, &id, l).await?;
     }
     let mut st = lock(&sh.graph);
-    let acct = st.accounts.get(&mailbox).ok_or_else(|| invalid("Unknown mailbox."))?;
+    let acct = st
+        .accounts
+        .get(&mailbox)
+        .ok_or_else(|| invalid("Unknown mailbox."))?;
     let sub = Subscription {
         id: id.clone(),
         mailbox,
@@ -329,14 +380,22 @@ pub async fn get_h(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, MErr> {
     let mut st = lock(&sh.graph);
-    Ok(Json(own_live(&mut st, &caller, &id)?.render(&sh.graph_base())))
+    Ok(Json(
+        own_live(&mut st, &caller, &id)?.render(&sh.graph_base()),
+    ))
 }
 
-pub async fn list_h(State(sh): State<Arc<Shared>>, Extension(Authed(caller)): Extension<Authed>) -> Json<Value> {
+pub async fn list_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(Authed(caller)): Extension<Authed>,
+) -> Json<Value> {
     let st = lock(&sh.graph);
     let now = Utc::now();
-    let mut subs: Vec<&Subscription> =
-        st.subscriptions.values().filter(|s| s.mailbox.eq_ignore_ascii_case(&caller) && s.live(now)).collect();
+    let mut subs: Vec<&Subscription> = st
+        .subscriptions
+        .values()
+        .filter(|s| s.mailbox.eq_ignore_ascii_case(&caller) && s.live(now))
+        .collect();
     subs.sort_by(|a, b| a.id.cmp(&b.id));
     let base = sh.graph_base();
     Json(json!({ "value": subs.iter().map(|s| s.render(&base)).collect::<Vec<_>>() }))
@@ -349,7 +408,9 @@ pub async fn renew_h(
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, MErr> {
-    let b = body.map(|Json(v)| v).map_err(|_| invalid("Cannot read the request body."))?;
+    let b = body
+        .map(|Json(v)| v)
+        .map_err(|_| invalid("Cannot read the request body."))?;
     let expiration = clamp_expiry(&sh, &b["expirationDateTime"])?;
     let mut st = lock(&sh.graph);
     let s = own_live(&mut st, &caller, &id)?;

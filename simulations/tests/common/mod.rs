@@ -14,7 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub async fn sim() -> SimHandle {
-    sim_with(SimConfig { push_retry_delay_ms: 20, ..SimConfig::default() }).await
+    sim_with(SimConfig {
+        push_retry_delay_ms: 20,
+        ..SimConfig::default()
+    })
+    .await
 }
 
 pub async fn sim_with(config: SimConfig) -> SimHandle {
@@ -22,7 +26,11 @@ pub async fn sim_with(config: SimConfig) -> SimHandle {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().expect("client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
 }
 
 pub async fn google_access_token(h: &SimHandle, a: &calsim::GoogleAccount) -> String {
@@ -39,7 +47,10 @@ pub async fn google_access_token(h: &SimHandle, a: &calsim::GoogleAccount) -> St
         .expect("token call");
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.expect("json");
-    v["access_token"].as_str().expect("access_token").to_string()
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 pub async fn graph_tokens(h: &SimHandle, a: &calsim::GraphAccount, refresh: &str) -> (u16, Value) {
@@ -62,7 +73,10 @@ pub async fn graph_tokens(h: &SimHandle, a: &calsim::GraphAccount, refresh: &str
 pub async fn graph_access_token(h: &SimHandle, a: &calsim::GraphAccount) -> String {
     let (status, v) = graph_tokens(h, a, &a.refresh_token).await;
     assert_eq!(status, 200, "{v}");
-    v["access_token"].as_str().expect("access_token").to_string()
+    v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
 }
 
 /// A bearer-authenticated JSON client for one provider base URL.
@@ -75,7 +89,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: String, token: String) -> Self {
-        Api { base, token, http: client() }
+        Api {
+            base,
+            token,
+            http: client(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -86,8 +104,17 @@ impl Api {
         }
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, HeaderMap, Value) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, HeaderMap, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -98,7 +125,11 @@ impl Api {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, headers, v)
     }
 
@@ -108,12 +139,16 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let (s, _, v) = self.send(reqwest::Method::POST, path, Some(body), &[]).await;
+        let (s, _, v) = self
+            .send(reqwest::Method::POST, path, Some(body), &[])
+            .await;
         (s, v)
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
-        let (s, _, v) = self.send(reqwest::Method::PATCH, path, Some(body), &[]).await;
+        let (s, _, v) = self
+            .send(reqwest::Method::PATCH, path, Some(body), &[])
+            .await;
         (s, v)
     }
 
@@ -133,7 +168,9 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, k: &str) -> Option<&str> {
-        self.headers.get(&k.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&k.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     pub fn json(&self) -> Value {
@@ -167,7 +204,10 @@ impl Hook {
 
     /// Notifications only (validation requests excluded).
     pub fn notifications(&self) -> Vec<Received> {
-        self.all().into_iter().filter(|r| !r.path_and_query.contains("validationToken")).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| !r.path_and_query.contains("validationToken"))
+            .collect()
     }
 
     pub async fn wait_for(&self, n: usize, timeout_ms: u64) -> Vec<Received> {
@@ -187,30 +227,56 @@ impl Hook {
 }
 
 async fn hook_handler(State(hook): State<Hook>, req: Request) -> Response {
-    let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let headers: HashMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     let query: HashMap<String, String> =
         serde_urlencoded_pairs(req.uri().query().unwrap_or_default());
-    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
-    hook.received.lock().expect("lock").push(Received { path_and_query: pq, headers, body: String::from_utf8_lossy(&body).to_string() });
+    let body: Bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    hook.received.lock().expect("lock").push(Received {
+        path_and_query: pq,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    });
     let (status, delay, echo, vdelay) = {
         let mut b = hook.behaviour.lock().expect("lock");
-        let s = if query.contains_key("validationToken") { 200 } else { b.statuses.pop_front().unwrap_or(b.default_status) };
+        let s = if query.contains_key("validationToken") {
+            200
+        } else {
+            b.statuses.pop_front().unwrap_or(b.default_status)
+        };
         (s, b.delay_ms, b.echo_validation, b.validation_delay_ms)
     };
     if let Some(token) = query.get("validationToken") {
         tokio::time::sleep(Duration::from_millis(vdelay)).await;
         if echo {
-            return (StatusCode::OK, [("content-type", "text/plain")], token.clone()).into_response();
+            return (
+                StatusCode::OK,
+                [("content-type", "text/plain")],
+                token.clone(),
+            )
+                .into_response();
         }
         return (StatusCode::OK, [("content-type", "text/plain")], "nope").into_response();
     }
     tokio::time::sleep(Duration::from_millis(delay)).await;
-    StatusCode::from_u16(status).unwrap_or(StatusCode::OK).into_response()
+    StatusCode::from_u16(status)
+        .unwrap_or(StatusCode::OK)
+        .into_response()
 }
 
 /// Decode `a=b&c=d` (percent-encoding and `+`).
@@ -229,8 +295,10 @@ fn pct_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                let h = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            b'%' if i + 2 < bytes.len() => {
+                let h = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(b) => {
                         out.push(b);
@@ -247,14 +315,22 @@ fn pct_decode(s: &str) -> String {
 }
 
 pub async fn hook(default_status: u16) -> Hook {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind hook");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind hook");
     let addr = listener.local_addr().expect("addr");
     let hook = Hook {
         url: format!("http://{addr}/hook"),
         received: Arc::default(),
-        behaviour: Arc::new(Mutex::new(Behaviour { default_status, echo_validation: true, ..Default::default() })),
+        behaviour: Arc::new(Mutex::new(Behaviour {
+            default_status,
+            echo_validation: true,
+            ..Default::default()
+        })),
     };
-    let app = Router::new().fallback(hook_handler).with_state(hook.clone());
+    let app = Router::new()
+        .fallback(hook_handler)
+        .with_state(hook.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
