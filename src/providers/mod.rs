@@ -330,3 +330,137 @@ pub trait CalendarApi {
         generation: u32,
     ) -> Result<Option<WrittenEvent>, ProviderError>;
 }
+
+// ------------------------------------------------------ concrete clients --
+
+mod transport;
+
+pub use transport::{http_client, parse_retry_after, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+
+/// Either provider's client, chosen per connection.
+#[derive(Debug, Clone)]
+pub enum ProviderClient {
+    Google(google::GoogleClient),
+    Graph(graph::GraphClient),
+}
+
+impl ProviderClient {
+    /// The client for `provider`. `http` should come from [`http_client`]
+    /// (explicit connect and request timeouts).
+    pub fn for_provider(
+        provider: CalendarProvider,
+        http: reqwest::Client,
+        endpoints: ProviderEndpoints,
+    ) -> Self {
+        match provider {
+            CalendarProvider::Google => {
+                ProviderClient::Google(google::GoogleClient::new(http, endpoints))
+            }
+            CalendarProvider::Microsoft => {
+                ProviderClient::Graph(graph::GraphClient::new(http, endpoints))
+            }
+        }
+    }
+}
+
+/// Delegates every call to the provider's client.
+macro_rules! delegate {
+    ($self:ident, $client:ident => $call:expr) => {
+        match $self {
+            ProviderClient::Google($client) => $call.await,
+            ProviderClient::Graph($client) => $call.await,
+        }
+    };
+}
+
+impl CalendarApi for ProviderClient {
+    fn provider(&self) -> CalendarProvider {
+        match self {
+            ProviderClient::Google(c) => c.provider(),
+            ProviderClient::Graph(c) => c.provider(),
+        }
+    }
+
+    async fn list_changes(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        position: &SyncPosition,
+        window: SyncWindow,
+    ) -> Result<ChangesPage, ProviderError> {
+        delegate!(self, c => c.list_changes(session, calendar, position, window))
+    }
+
+    async fn free_busy(
+        &self,
+        session: &mut AuthSession,
+        calendars: &[CalendarId],
+        window: SyncWindow,
+    ) -> Result<Vec<(CalendarId, Vec<Interval>)>, ProviderError> {
+        delegate!(self, c => c.free_busy(session, calendars, window))
+    }
+
+    async fn open_channel(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        request: &ChannelRequest,
+    ) -> Result<Channel, ProviderError> {
+        delegate!(self, c => c.open_channel(session, calendar, request))
+    }
+
+    async fn renew_channel(
+        &self,
+        session: &mut AuthSession,
+        channel: &Channel,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Channel, ProviderError> {
+        delegate!(self, c => c.renew_channel(session, channel, expires_at))
+    }
+
+    async fn close_channel(
+        &self,
+        session: &mut AuthSession,
+        channel: &Channel,
+    ) -> Result<(), ProviderError> {
+        delegate!(self, c => c.close_channel(session, channel))
+    }
+
+    async fn create_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        event: &OutboundEvent,
+    ) -> Result<WrittenEvent, ProviderError> {
+        delegate!(self, c => c.create_event(session, calendar, event))
+    }
+
+    async fn update_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        external_event_id: &str,
+        event: &OutboundEvent,
+    ) -> Result<WrittenEvent, ProviderError> {
+        delegate!(self, c => c.update_event(session, calendar, external_event_id, event))
+    }
+
+    async fn delete_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        external_event_id: &str,
+    ) -> Result<(), ProviderError> {
+        delegate!(self, c => c.delete_event(session, calendar, external_event_id))
+    }
+
+    async fn find_booking_event(
+        &self,
+        session: &mut AuthSession,
+        calendar: &CalendarId,
+        booking_id: &str,
+        generation: u32,
+    ) -> Result<Option<WrittenEvent>, ProviderError> {
+        delegate!(self, c => c.find_booking_event(session, calendar, booking_id, generation))
+    }
+}
