@@ -169,7 +169,7 @@ impl ConnectionActor {
             .iter()
             .map(|e| to_new_event(e, &metadata))
             .collect::<Result<Vec<_>, _>>()?;
-        let changes = connection_changes(st.id, &next);
+        let changes = connection_changes(st.id, &next, &decision.events);
         let expected = ExpectedVersion::from_version(st.state.version);
         match self
             .store

@@ -261,7 +261,7 @@ impl Supervisor {
         // quarantine is visible in status even when the full fold fails.
         let mut next = next;
         next.version = version + decision.events.len() as u64;
-        let changes = connection_changes(id, &next);
+        let changes = connection_changes(id, &next, &decision.events);
         self.store
             .append_with(
                 &stream,

@@ -8,9 +8,11 @@
 //! Commands that would change nothing (pausing a paused connection) decide
 //! to no events: repeating a command is always safe.
 
+use super::dedupe::DedupeKey;
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
 use super::state::{ConnectionState, Lifecycle};
+use super::sync::{failure_events, page_events, FailureClass, FetchedPage, SyncPolicy};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,34 @@ pub enum ConnectionCommand {
         last_error: String,
     },
     LiftQuarantine,
+    /// A push notification for this connection (already authenticated by
+    /// the edge). Duplicates of a key in the window are dropped.
+    AcceptNotification {
+        key: String,
+        channel_id: String,
+    },
+    /// Ask for a sync (periodic poll, operator, resync).
+    RequestSync,
+    /// A page of changes fetched by the shell.
+    RecordPage(FetchedPage),
+    /// A failed provider call, classified by the shell.
+    RecordFailure {
+        class: FailureClass,
+        kind: String,
+        message: String,
+        /// Uniform in `[0, 1)`: jitter for the backoff (randomness is an input).
+        unit_random: f64,
+    },
+    /// Fresh credentials after a re-authorisation.
+    RecordReauthorized,
+}
+
+/// What the shell must do after appending a decision's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Run a sync of the connection's calendars (coalesced by the shell:
+    /// at most one in flight, one follow-up).
+    Sync,
 }
 
 /// Why a command was refused. Each says what the caller should do.
@@ -59,10 +89,14 @@ pub enum Rejection {
     Invalid(String),
 }
 
-/// The outcome of a decision: events to append, in order.
+/// The outcome of a decision: events to append, in order, and effects to
+/// run once they are committed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
     pub events: Vec<ConnectionEvent>,
+    pub effects: Vec<Effect>,
+    /// The input repeated one already accepted (a duplicate notification).
+    pub duplicate: bool,
 }
 
 impl Decision {
@@ -72,7 +106,12 @@ impl Decision {
     fn one(event: ConnectionEvent) -> Self {
         Decision {
             events: vec![event],
+            ..Default::default()
         }
+    }
+    fn with_effect(mut self, effect: Effect) -> Self {
+        self.effects.push(effect);
+        self
     }
 }
 
@@ -84,6 +123,16 @@ pub fn decide(
     state: &ConnectionState,
     command: &ConnectionCommand,
     now: DateTime<Utc>,
+) -> Result<Decision, Rejection> {
+    decide_with(state, command, now, &SyncPolicy::default())
+}
+
+/// [`decide`] under explicit sync policies (busy rules, backoff).
+pub fn decide_with(
+    state: &ConnectionState,
+    command: &ConnectionCommand,
+    now: DateTime<Utc>,
+    policy: &SyncPolicy,
 ) -> Result<Decision, Rejection> {
     use ConnectionCommand as C;
     match (state.lifecycle, command) {
@@ -166,7 +215,64 @@ pub fn decide(
             if state.quarantined_at.is_none() {
                 return Ok(Decision::none());
             }
-            Ok(Decision::one(ConnectionEvent::QuarantineLifted { at: now }))
+            Ok(Decision::one(ConnectionEvent::QuarantineLifted { at: now })
+                .with_effect(Effect::Sync))
+        }
+        (lifecycle, C::AcceptNotification { key, channel_id }) => {
+            if key.is_empty() || key.len() > 1024 {
+                return Err(Rejection::Invalid(
+                    "notification key must be 1..=1024 bytes".into(),
+                ));
+            }
+            if state.dedupe.contains(&DedupeKey::from_stored(key.clone())) {
+                return Ok(Decision {
+                    duplicate: true,
+                    ..Decision::none()
+                });
+            }
+            // Recorded even while paused, so nothing is lost; synced only
+            // while active.
+            let decision = Decision::one(ConnectionEvent::NotificationAccepted {
+                key: key.clone(),
+                channel_id: channel_id.clone(),
+                received_at: now,
+            });
+            Ok(if lifecycle == Lifecycle::Active {
+                decision.with_effect(Effect::Sync)
+            } else {
+                decision
+            })
+        }
+        (_, C::RequestSync) => Ok(Decision::none().with_effect(Effect::Sync)),
+        (_, C::RecordPage(page)) => Ok(Decision {
+            events: page_events(state, page, now, policy),
+            ..Decision::none()
+        }),
+        (
+            _,
+            C::RecordFailure {
+                class,
+                kind,
+                message,
+                unit_random,
+            },
+        ) => {
+            let events = failure_events(state, class, kind, message, now, *unit_random, policy);
+            let decision = Decision {
+                events,
+                ..Decision::none()
+            };
+            // A resync starts right away; other failures wait for backoff.
+            Ok(match class {
+                FailureClass::ResyncRequired { .. } => decision.with_effect(Effect::Sync),
+                _ => decision,
+            })
+        }
+        (_, C::RecordReauthorized) => {
+            if state.needs_reauthorization.is_none() {
+                return Ok(Decision::none());
+            }
+            Ok(Decision::one(ConnectionEvent::Reauthorized { at: now }).with_effect(Effect::Sync))
         }
     }
 }
@@ -356,6 +462,35 @@ mod tests {
                 last_error: "e".into()
             }),
             Just(ConnectionCommand::LiftQuarantine),
+            (0u8..6).prop_map(|k| ConnectionCommand::AcceptNotification {
+                key: format!("google:ch:{k}"),
+                channel_id: "ch".into()
+            }),
+            Just(ConnectionCommand::RequestSync),
+            (0.0f64..1.0).prop_map(|r| ConnectionCommand::RecordFailure {
+                class: crate::core::sync::FailureClass::Transient {
+                    retry_after_ms: None
+                },
+                kind: "unavailable".into(),
+                message: "503".into(),
+                unit_random: r
+            }),
+            Just(ConnectionCommand::RecordFailure {
+                class: crate::core::sync::FailureClass::Reauthorize,
+                kind: "reauthorize".into(),
+                message: "invalid_grant".into(),
+                unit_random: 0.5
+            }),
+            Just(ConnectionCommand::RecordReauthorized),
+            proptest::bool::ANY.prop_map(|full| ConnectionCommand::RecordPage(
+                crate::core::sync::FetchedPage {
+                    calendar: cal("a"),
+                    full_round: full,
+                    changes: vec![],
+                    calendar_zone: None,
+                    completed_with: Some("cursor".into()),
+                }
+            )),
         ]
     }
 

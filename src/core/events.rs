@@ -6,6 +6,7 @@
 //! [`upcast`] learns to lift the old payload; stored rows are never rewritten.
 
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
+use super::interval::Interval;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,60 @@ pub enum ConnectionEvent {
     QuarantineLifted {
         at: DateTime<Utc>,
     },
+    /// A push notification was durably accepted. `key` is its dedupe key;
+    /// the dedupe window is folded from these events.
+    NotificationAccepted {
+        key: String,
+        channel_id: String,
+        received_at: DateTime<Utc>,
+    },
+    /// A full sync of `calendar` began: rows seen from now on carry
+    /// `generation`; when the round completes, older rows are swept.
+    FullSyncStarted {
+        calendar: CalendarId,
+        generation: u64,
+        reason: String,
+    },
+    /// An external event was seen. `blocks` is the busy time it blocks
+    /// (`None`: it blocks nothing — free, declined, cancelled…); `ours` names
+    /// the booking when it is calsync's own outbound event.
+    ExternalEventSeen {
+        calendar: CalendarId,
+        event_id: String,
+        blocks: Option<Interval>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ours: Option<String>,
+    },
+    /// The provider reported the event deleted.
+    ExternalEventRemoved {
+        calendar: CalendarId,
+        event_id: String,
+    },
+    /// A sync round of `calendar` completed; `cursor` starts the next one.
+    SyncRoundCompleted {
+        calendar: CalendarId,
+        cursor: String,
+        /// Set when the round was a full sync: rows of older generations
+        /// are gone at the provider.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        swept_generation: Option<u64>,
+        at: DateTime<Utc>,
+    },
+    /// A sync attempt failed; the connection backs off until `backoff_until`.
+    SyncFailed {
+        kind: String,
+        message: String,
+        consecutive_failures: u32,
+        backoff_until: DateTime<Utc>,
+    },
+    /// The grant is gone: no provider calls until the user re-authorises.
+    ReauthorizationRequired {
+        reason: String,
+    },
+    /// New credentials arrived after a re-authorisation.
+    Reauthorized {
+        at: DateTime<Utc>,
+    },
 }
 
 impl ConnectionEvent {
@@ -67,6 +122,14 @@ impl ConnectionEvent {
             ConnectionEvent::CredentialsChanged { .. } => "credentials_changed",
             ConnectionEvent::ConnectionQuarantined { .. } => "connection_quarantined",
             ConnectionEvent::QuarantineLifted { .. } => "quarantine_lifted",
+            ConnectionEvent::NotificationAccepted { .. } => "notification_accepted",
+            ConnectionEvent::FullSyncStarted { .. } => "full_sync_started",
+            ConnectionEvent::ExternalEventSeen { .. } => "external_event_seen",
+            ConnectionEvent::ExternalEventRemoved { .. } => "external_event_removed",
+            ConnectionEvent::SyncRoundCompleted { .. } => "sync_round_completed",
+            ConnectionEvent::SyncFailed { .. } => "sync_failed",
+            ConnectionEvent::ReauthorizationRequired { .. } => "reauthorization_required",
+            ConnectionEvent::Reauthorized { .. } => "reauthorized",
         }
     }
 

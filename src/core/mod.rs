@@ -11,6 +11,8 @@ pub mod events;
 pub mod ids;
 pub mod interval;
 pub mod projection;
+pub mod settings;
 pub mod state;
+pub mod sync;
 pub mod tz;
 pub mod wire;

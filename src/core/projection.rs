@@ -1,11 +1,15 @@
 //! Projections as data: the row changes a fold produces.
 //!
-//! The live path computes these from the state after an append and the
-//! store writes them in the append's transaction; replay computes the very
-//! same changes from the log into shadow tables. One fold, two uses.
+//! The live path computes these from the events it appends (and the state
+//! after them) and the store writes them in the append's transaction;
+//! replay computes the very same changes from the log into shadow tables.
+//! One fold, two uses.
 
-use super::ids::ConnectionId;
+use super::events::ConnectionEvent;
+use super::ids::{CalendarId, ConnectionId};
+use super::interval::Interval;
 use super::state::ConnectionState;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// One row of the `connections` read model.
@@ -20,8 +24,13 @@ pub struct ConnectionRow {
     pub status: String,
     pub pause_reason: Option<String>,
     pub quarantine_reason: Option<String>,
-    pub quarantined_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub quarantined_at: Option<DateTime<Utc>>,
     pub stream_version: u64,
+    pub error_count: u32,
+    pub last_error: Option<String>,
+    pub backoff_until: Option<DateTime<Utc>>,
+    pub needs_reauthorization: Option<String>,
+    pub notifications_accepted: u64,
 }
 
 impl ConnectionRow {
@@ -40,20 +49,174 @@ impl ConnectionRow {
             quarantine_reason: state.quarantine_reason.clone(),
             quarantined_at: state.quarantined_at,
             stream_version: state.version,
+            error_count: state.consecutive_failures,
+            last_error: state.last_error.clone(),
+            backoff_until: state.backoff_until,
+            needs_reauthorization: state.needs_reauthorization.clone(),
+            notifications_accepted: state.notifications_accepted,
         })
     }
+}
+
+/// One row of `connection_calendars`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CalendarRow {
+    pub connection_id: ConnectionId,
+    pub calendar_id: String,
+    pub has_cursor: bool,
+    pub generation: u64,
+    pub full_sync_in_progress: bool,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+/// One row of `busy_intervals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BusyRow {
+    pub platform_provider_id: String,
+    pub provider: String,
+    pub external_event_id: String,
+    pub connection_id: ConnectionId,
+    pub calendar_id: String,
+    pub interval: Interval,
+    pub generation: u64,
 }
 
 /// A change to a read model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowChange {
     UpsertConnection(ConnectionRow),
+    /// Replace the calendar rows of a connection with these.
+    ReplaceCalendars {
+        connection_id: ConnectionId,
+        rows: Vec<CalendarRow>,
+    },
+    UpsertBusy(BusyRow),
+    /// Remove the busy row of an external event, if this connection owns it.
+    DeleteBusy {
+        connection_id: ConnectionId,
+        platform_provider_id: String,
+        provider: String,
+        external_event_id: String,
+    },
+    /// Remove busy rows of a calendar older than `below_generation`.
+    SweepBusy {
+        connection_id: ConnectionId,
+        calendar_id: String,
+        below_generation: u64,
+    },
+    /// Remove busy rows of calendars no longer selected (all when empty).
+    KeepOnlyCalendars {
+        connection_id: ConnectionId,
+        calendars: Vec<String>,
+    },
 }
 
-/// The read-model changes that bring the projections to `state`.
-pub fn connection_changes(id: ConnectionId, state: &ConnectionState) -> Vec<RowChange> {
-    ConnectionRow::from_state(id, state)
-        .map(RowChange::UpsertConnection)
-        .into_iter()
-        .collect()
+/// The read-model changes caused by `events`, given the state after them.
+///
+/// Busy rows take their generation from the state after the batch: a batch
+/// never spans two full-sync generations of one calendar (a generation
+/// starts with the first page of a round), so this equals folding event by
+/// event, which is what replay does.
+pub fn connection_changes(
+    id: ConnectionId,
+    after: &ConnectionState,
+    events: &[ConnectionEvent],
+) -> Vec<RowChange> {
+    let Some(row) = ConnectionRow::from_state(id, after) else {
+        return Vec::new();
+    };
+    let mut changes = Vec::new();
+    let mut calendars_changed = false;
+    for event in events {
+        match event {
+            ConnectionEvent::ExternalEventSeen {
+                calendar,
+                event_id,
+                blocks,
+                ..
+            } => changes.push(match blocks {
+                Some(interval) => RowChange::UpsertBusy(BusyRow {
+                    platform_provider_id: row.platform_provider_id.clone(),
+                    provider: row.provider.clone(),
+                    external_event_id: event_id.clone(),
+                    connection_id: id,
+                    calendar_id: calendar.to_string(),
+                    interval: *interval,
+                    generation: generation_of(after, calendar),
+                }),
+                None => delete_busy(&row, id, event_id),
+            }),
+            ConnectionEvent::ExternalEventRemoved { event_id, .. } => {
+                changes.push(delete_busy(&row, id, event_id));
+            }
+            ConnectionEvent::SyncRoundCompleted {
+                calendar,
+                swept_generation: Some(generation),
+                ..
+            } => {
+                calendars_changed = true;
+                changes.push(RowChange::SweepBusy {
+                    connection_id: id,
+                    calendar_id: calendar.to_string(),
+                    below_generation: *generation,
+                });
+            }
+            ConnectionEvent::ConnectionCreated { .. }
+            | ConnectionEvent::CalendarsSelected { .. } => {
+                calendars_changed = true;
+                changes.push(RowChange::KeepOnlyCalendars {
+                    connection_id: id,
+                    calendars: row.calendars.clone(),
+                });
+            }
+            ConnectionEvent::ConnectionRemoved { .. } => {
+                calendars_changed = true;
+                changes.push(RowChange::KeepOnlyCalendars {
+                    connection_id: id,
+                    calendars: Vec::new(),
+                });
+            }
+            ConnectionEvent::FullSyncStarted { .. }
+            | ConnectionEvent::SyncRoundCompleted { .. } => {
+                calendars_changed = true;
+            }
+            _ => {}
+        }
+    }
+    if calendars_changed {
+        changes.push(RowChange::ReplaceCalendars {
+            connection_id: id,
+            rows: after
+                .calendars
+                .iter()
+                .map(|(cal, sync)| CalendarRow {
+                    connection_id: id,
+                    calendar_id: cal.to_string(),
+                    has_cursor: sync.cursor.is_some(),
+                    generation: sync.generation,
+                    full_sync_in_progress: sync.full_sync_in_progress,
+                    last_success_at: sync.last_success,
+                })
+                .collect(),
+        });
+    }
+    changes.push(RowChange::UpsertConnection(row));
+    changes
+}
+
+fn generation_of(state: &ConnectionState, calendar: &CalendarId) -> u64 {
+    state
+        .calendars
+        .get(calendar)
+        .map(|c| c.generation)
+        .unwrap_or(0)
+}
+
+fn delete_busy(row: &ConnectionRow, id: ConnectionId, event_id: &str) -> RowChange {
+    RowChange::DeleteBusy {
+        connection_id: id,
+        platform_provider_id: row.platform_provider_id.clone(),
+        provider: row.provider.clone(),
+        external_event_id: event_id.to_string(),
+    }
 }

@@ -4,10 +4,12 @@
 //! can be rebuilt from it), which is why a killed actor comes back exactly
 //! as it was: it folds the same events again.
 
+use super::dedupe::{DedupeKey, DedupeWindow};
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -28,6 +30,9 @@ pub enum ConnectionStatus {
     Uncreated,
     Active,
     Paused,
+    /// Recent sync attempts failed; retrying after `backoff_until`.
+    Backoff,
+    NeedsReauthorization,
     Quarantined,
     Removed,
 }
@@ -38,6 +43,8 @@ impl ConnectionStatus {
             ConnectionStatus::Uncreated => "uncreated",
             ConnectionStatus::Active => "active",
             ConnectionStatus::Paused => "paused",
+            ConnectionStatus::Backoff => "backoff",
+            ConnectionStatus::NeedsReauthorization => "needs_reauthorization",
             ConnectionStatus::Quarantined => "quarantined",
             ConnectionStatus::Removed => "removed",
         }
@@ -66,6 +73,36 @@ pub struct ConnectionState {
     /// Set while the supervisor has quarantined the connection.
     pub quarantined_at: Option<DateTime<Utc>>,
     pub quarantine_reason: Option<String>,
+    /// Sync position of every selected calendar.
+    #[serde(default)]
+    pub calendars: BTreeMap<CalendarId, CalendarSync>,
+    /// The last N notification keys accepted (folded, so it survives restarts).
+    #[serde(default)]
+    pub dedupe: DedupeWindow,
+    #[serde(default)]
+    pub notifications_accepted: u64,
+    /// Failed sync attempts since the last success (the error count).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// No provider call before this instant.
+    #[serde(default)]
+    pub backoff_until: Option<DateTime<Utc>>,
+    /// Set when the grant is gone; cleared by new credentials.
+    #[serde(default)]
+    pub needs_reauthorization: Option<String>,
+}
+
+/// Where the sync of one calendar stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CalendarSync {
+    /// Google sync token / Graph delta link; `None`: next round is a full sync.
+    pub cursor: Option<String>,
+    /// Generation of the current (or last) full sync, for mark and sweep.
+    pub generation: u64,
+    pub full_sync_in_progress: bool,
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 impl ConnectionState {
@@ -83,6 +120,10 @@ impl ConnectionState {
                 destination_calendar,
             } => {
                 self.lifecycle = Lifecycle::Active;
+                self.calendars = calendars
+                    .iter()
+                    .map(|c| (c.clone(), CalendarSync::default()))
+                    .collect();
                 self.profile = Some(ConnectionProfile {
                     platform_provider_id: platform_provider_id.clone(),
                     provider: *provider,
@@ -99,6 +140,12 @@ impl ConnectionState {
                     profile.calendars = calendars.clone();
                     profile.destination_calendar = destination_calendar.clone();
                 }
+                // Keep the sync position of calendars that stay selected.
+                let mut kept = std::mem::take(&mut self.calendars);
+                self.calendars = calendars
+                    .iter()
+                    .map(|c| (c.clone(), kept.remove(c).unwrap_or_default()))
+                    .collect();
             }
             ConnectionEvent::ConnectionPaused { reason } => {
                 if self.lifecycle == Lifecycle::Active {
@@ -133,6 +180,60 @@ impl ConnectionState {
                 self.quarantined_at = None;
                 self.quarantine_reason = None;
             }
+            ConnectionEvent::NotificationAccepted { key, .. } => {
+                self.dedupe
+                    .check_and_insert(&DedupeKey::from_stored(key.clone()));
+                self.notifications_accepted += 1;
+            }
+            ConnectionEvent::FullSyncStarted {
+                calendar,
+                generation,
+                ..
+            } => {
+                if let Some(cal) = self.calendars.get_mut(calendar) {
+                    cal.generation = *generation;
+                    cal.full_sync_in_progress = true;
+                    cal.cursor = None;
+                }
+            }
+            ConnectionEvent::ExternalEventSeen { .. }
+            | ConnectionEvent::ExternalEventRemoved { .. } => {
+                // Read-model only: busy intervals live in their projection,
+                // not in actor memory.
+            }
+            ConnectionEvent::SyncRoundCompleted {
+                calendar,
+                cursor,
+                at,
+                ..
+            } => {
+                if let Some(cal) = self.calendars.get_mut(calendar) {
+                    cal.cursor = Some(cursor.clone());
+                    cal.full_sync_in_progress = false;
+                    cal.last_success = Some(*at);
+                }
+                self.consecutive_failures = 0;
+                self.backoff_until = None;
+            }
+            ConnectionEvent::SyncFailed {
+                kind,
+                message,
+                consecutive_failures,
+                backoff_until,
+            } => {
+                self.consecutive_failures = *consecutive_failures;
+                self.last_error = Some(format!("{kind}: {message}"));
+                self.backoff_until = Some(*backoff_until);
+            }
+            ConnectionEvent::ReauthorizationRequired { reason } => {
+                self.needs_reauthorization = Some(reason.clone());
+                self.last_error = Some(format!("reauthorize: {reason}"));
+            }
+            ConnectionEvent::Reauthorized { .. } => {
+                self.needs_reauthorization = None;
+                self.consecutive_failures = 0;
+                self.backoff_until = None;
+            }
         }
         self
     }
@@ -144,6 +245,10 @@ impl ConnectionState {
         }
         match self.lifecycle {
             Lifecycle::Uncreated => ConnectionStatus::Uncreated,
+            Lifecycle::Active if self.needs_reauthorization.is_some() => {
+                ConnectionStatus::NeedsReauthorization
+            }
+            Lifecycle::Active if self.consecutive_failures > 0 => ConnectionStatus::Backoff,
             Lifecycle::Active => ConnectionStatus::Active,
             Lifecycle::Paused => ConnectionStatus::Paused,
             Lifecycle::Removed => ConnectionStatus::Removed,

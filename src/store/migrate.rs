@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_connections",
         sql: include_str!("../../schema/0002_connections.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_busy_intervals",
+        sql: include_str!("../../schema/0003_busy_intervals.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

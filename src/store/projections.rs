@@ -3,7 +3,7 @@
 //! Every statement names its table through [`Tables`], so replay can write
 //! the same changes into shadow tables.
 
-use crate::core::projection::RowChange;
+use crate::core::projection::{BusyRow, ConnectionRow, RowChange};
 use tokio_postgres::GenericClient;
 
 /// Which set of read-model tables to write.
@@ -15,11 +15,15 @@ pub enum Tables {
 }
 
 impl Tables {
-    pub fn connections(&self) -> &'static str {
+    pub fn prefix(&self) -> &'static str {
         match self {
-            Tables::Live => "connections",
-            Tables::Shadow => "shadow_connections",
+            Tables::Live => "",
+            Tables::Shadow => "shadow_",
         }
+    }
+
+    pub fn name(&self, table: &str) -> String {
+        format!("{}{table}", self.prefix())
     }
 }
 
@@ -30,46 +34,181 @@ pub async fn apply(
 ) -> Result<(), tokio_postgres::Error> {
     for change in changes {
         match change {
-            RowChange::UpsertConnection(row) => {
-                let sql = format!(
-                    "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
-                       calendars, destination_calendar, status, pause_reason, quarantine_reason, \
-                       quarantined_at, stream_version, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5::text::json, $6, $7, $8, $9, $10, $11, now()) \
-                     ON CONFLICT (connection_id) DO UPDATE SET \
-                       platform_provider_id = EXCLUDED.platform_provider_id, \
-                       provider = EXCLUDED.provider, account = EXCLUDED.account, \
-                       calendars = EXCLUDED.calendars, \
-                       destination_calendar = EXCLUDED.destination_calendar, \
-                       status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
-                       quarantine_reason = EXCLUDED.quarantine_reason, \
-                       quarantined_at = EXCLUDED.quarantined_at, \
-                       stream_version = EXCLUDED.stream_version, updated_at = now()",
-                    t = tables.connections()
-                );
-                // A list of strings always serialises.
-                let calendars =
-                    serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into());
+            RowChange::UpsertConnection(row) => upsert_connection(client, tables, row).await?,
+            RowChange::ReplaceCalendars {
+                connection_id,
+                rows,
+            } => {
+                let t = tables.name("connection_calendars");
                 client
                     .execute(
-                        &sql,
+                        &format!("DELETE FROM {t} WHERE connection_id = $1"),
+                        &[&connection_id.as_uuid()],
+                    )
+                    .await?;
+                for r in rows {
+                    client
+                        .execute(
+                            &format!(
+                                "INSERT INTO {t} (connection_id, calendar_id, has_cursor, generation, \
+                                 full_sync_in_progress, last_success_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                            ),
+                            &[
+                                &connection_id.as_uuid(),
+                                &r.calendar_id,
+                                &r.has_cursor,
+                                &(r.generation as i64),
+                                &r.full_sync_in_progress,
+                                &r.last_success_at,
+                            ],
+                        )
+                        .await?;
+                }
+            }
+            RowChange::UpsertBusy(row) => upsert_busy(client, tables, row).await?,
+            RowChange::DeleteBusy {
+                connection_id,
+                platform_provider_id,
+                provider,
+                external_event_id,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {} WHERE platform_provider_id = $1 AND provider = $2 \
+                             AND external_event_id = $3 AND connection_id = $4",
+                            tables.name("busy_intervals")
+                        ),
                         &[
-                            &row.connection_id.as_uuid(),
-                            &row.platform_provider_id,
-                            &row.provider,
-                            &row.account,
-                            &calendars,
-                            &row.destination_calendar,
-                            &row.status,
-                            &row.pause_reason,
-                            &row.quarantine_reason,
-                            &row.quarantined_at,
-                            &(row.stream_version as i64),
+                            platform_provider_id,
+                            provider,
+                            external_event_id,
+                            &connection_id.as_uuid(),
                         ],
+                    )
+                    .await?;
+            }
+            RowChange::SweepBusy {
+                connection_id,
+                calendar_id,
+                below_generation,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {} WHERE connection_id = $1 AND calendar_id = $2 \
+                             AND generation < $3",
+                            tables.name("busy_intervals")
+                        ),
+                        &[
+                            &connection_id.as_uuid(),
+                            calendar_id,
+                            &(*below_generation as i64),
+                        ],
+                    )
+                    .await?;
+            }
+            RowChange::KeepOnlyCalendars {
+                connection_id,
+                calendars,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {} WHERE connection_id = $1 \
+                             AND NOT (calendar_id = ANY($2))",
+                            tables.name("busy_intervals")
+                        ),
+                        &[&connection_id.as_uuid(), calendars],
                     )
                     .await?;
             }
         }
     }
+    Ok(())
+}
+
+async fn upsert_connection(
+    client: &impl GenericClient,
+    tables: Tables,
+    row: &ConnectionRow,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
+           calendars, destination_calendar, status, pause_reason, quarantine_reason, \
+           quarantined_at, stream_version, error_count, last_error, backoff_until, \
+           needs_reauthorization, notifications_accepted, updated_at) \
+         VALUES ($1, $2, $3, $4, $5::text::json, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now()) \
+         ON CONFLICT (connection_id) DO UPDATE SET \
+           platform_provider_id = EXCLUDED.platform_provider_id, \
+           provider = EXCLUDED.provider, account = EXCLUDED.account, \
+           calendars = EXCLUDED.calendars, \
+           destination_calendar = EXCLUDED.destination_calendar, \
+           status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
+           quarantine_reason = EXCLUDED.quarantine_reason, \
+           quarantined_at = EXCLUDED.quarantined_at, \
+           stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
+           last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
+           needs_reauthorization = EXCLUDED.needs_reauthorization, \
+           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()",
+        t = tables.name("connections")
+    );
+    // A list of strings always serialises.
+    let calendars = serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into());
+    client
+        .execute(
+            &sql,
+            &[
+                &row.connection_id.as_uuid(),
+                &row.platform_provider_id,
+                &row.provider,
+                &row.account,
+                &calendars,
+                &row.destination_calendar,
+                &row.status,
+                &row.pause_reason,
+                &row.quarantine_reason,
+                &row.quarantined_at,
+                &(row.stream_version as i64),
+                &(row.error_count as i32),
+                &row.last_error,
+                &row.backoff_until,
+                &row.needs_reauthorization,
+                &(row.notifications_accepted as i64),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn upsert_busy(
+    client: &impl GenericClient,
+    tables: Tables,
+    row: &BusyRow,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (platform_provider_id, provider, external_event_id, connection_id, \
+           calendar_id, starts_at, ends_at, generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (platform_provider_id, provider, external_event_id) DO UPDATE SET \
+           connection_id = EXCLUDED.connection_id, calendar_id = EXCLUDED.calendar_id, \
+           starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, \
+           generation = EXCLUDED.generation",
+        t = tables.name("busy_intervals")
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &row.platform_provider_id,
+                &row.provider,
+                &row.external_event_id,
+                &row.connection_id.as_uuid(),
+                &row.calendar_id,
+                &row.interval.start(),
+                &row.interval.end(),
+                &(row.generation as i64),
+            ],
+        )
+        .await?;
     Ok(())
 }
