@@ -2,9 +2,8 @@
 //! endpoint, authenticates the bearer token, applies injected faults and the
 //! Graph mailbox limiter, and records the request in the log.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -215,8 +214,4 @@ pub async fn fallback(uri: axum::http::Uri) -> Response {
             ApiError::new(404, "notFound", "Not Found"),
         )
     }
-}
-
-pub fn empty(status: StatusCode) -> Response {
-    (status, Body::empty()).into_response()
 }

@@ -17,7 +17,7 @@ use crate::state::{lock, Shared};
 
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     let now = Utc::now();
-    let trace = uuid::Uuid::new_v4();
+    let trace = crate::error::next_request_id();
     (
         status,
         Json(json!({
@@ -25,8 +25,8 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
             "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {}", now.format("%Y-%m-%d %H:%M:%SZ")),
             "error_codes": [code],
             "timestamp": now.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-            "trace_id": trace.to_string(),
-            "correlation_id": trace.to_string(),
+            "trace_id": trace,
+            "correlation_id": trace,
             "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
         })),
     )

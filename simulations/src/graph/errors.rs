@@ -51,7 +51,7 @@ impl IntoResponse for MErr {
         let e = self.0;
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let now = Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::error::next_request_id();
         let mut inner =
             json!({ "date": now, "request-id": request_id, "client-request-id": request_id });
         if e.status == 429 {

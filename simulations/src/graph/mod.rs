@@ -288,6 +288,16 @@ impl GraphSim {
         self.delete_event(upn, &model::occurrence_id(master_id, start))
     }
 
+    /// Same as `cancel_occurrence` (name shared with `GoogleSim`).
+    pub fn cancel_instance(
+        &self,
+        upn: &str,
+        master_id: &str,
+        start: DateTime<Utc>,
+    ) -> ApiResult<()> {
+        self.cancel_occurrence(upn, master_id, start)
+    }
+
     pub fn get_event(&self, upn: &str, id: &str) -> ApiResult<Value> {
         let sh = &self.shared;
         let st = lock(&sh.graph);
@@ -318,6 +328,11 @@ impl GraphSim {
         if let Some(a) = st.accounts.get_mut(&upn.to_lowercase()) {
             a.delta_generation += 1;
         }
+    }
+
+    /// Same as `invalidate_delta_tokens` (name shared with `GoogleSim`).
+    pub fn invalidate_sync_tokens(&self, upn: &str) {
+        self.invalidate_delta_tokens(upn)
     }
 
     /// Revoke consent: refresh → AADSTS50173, API → 401, and the mailbox's
