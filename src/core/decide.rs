@@ -484,7 +484,7 @@ mod tests {
             Just(ConnectionCommand::RecordReauthorized),
             proptest::bool::ANY.prop_map(|full| ConnectionCommand::RecordPage(
                 crate::core::sync::FetchedPage {
-                    calendar: cal("a"),
+                    calendar: CalendarId::parse("a").unwrap(),
                     full_round: full,
                     changes: vec![],
                     calendar_zone: None,
