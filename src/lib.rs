@@ -23,5 +23,6 @@ pub mod database;
 pub mod http;
 pub mod pg;
 pub mod providers;
+pub mod settings;
 pub mod store;
 pub mod testkit;
