@@ -196,22 +196,41 @@ fn unauthorized(provider: Provider, check: &AccessCheck) -> ApiError {
     }
 }
 
-/// Unknown paths get a 404 in the shape of the provider their prefix names.
-pub async fn fallback(uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    if path.starts_with("/graph/") {
-        render(
-            Provider::Graph,
-            ApiError::new(
-                400,
-                "BadRequest",
-                format!("Resource not found for the segment '{path}'."),
-            ),
-        )
+/// Unknown paths get a 404 in the shape of the provider their prefix names;
+/// provider-prefixed ones are recorded like any other provider request.
+pub async fn fallback(
+    State(sh): State<Arc<Shared>>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let path = uri.path().to_string();
+    let provider = if path.starts_with("/graph/") {
+        Provider::Graph
+    } else if path.starts_with("/google/") {
+        Provider::Google
     } else {
-        render(
-            Provider::Google,
-            ApiError::new(404, "notFound", "Not Found"),
-        )
-    }
+        return (axum::http::StatusCode::NOT_FOUND, "calsim: unknown path").into_response();
+    };
+    let error = match provider {
+        Provider::Graph => ApiError::new(
+            400,
+            "BadRequest",
+            format!("Resource not found for the segment '{path}'."),
+        ),
+        Provider::Google => ApiError::new(404, "notFound", "Not Found"),
+    };
+    let resp = render(provider, error);
+    let query = uri.query().map(str::to_string);
+    finish(
+        &sh,
+        provider,
+        Utc::now(),
+        None,
+        "unknown",
+        &method,
+        path,
+        query,
+        resp,
+        None,
+    )
 }

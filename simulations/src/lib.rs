@@ -196,6 +196,23 @@ impl SimHandle {
         self.shared.log.requests_since(t)
     }
 
+    /// Requests to one provider, optionally only those of one account.
+    pub fn requests_for(&self, provider: Provider, account: Option<&str>) -> Vec<RequestRecord> {
+        self.shared
+            .log
+            .requests()
+            .into_iter()
+            .filter(|r| r.provider == provider)
+            .filter(|r| {
+                account.is_none_or(|a| {
+                    r.account
+                        .as_deref()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(a))
+                })
+            })
+            .collect()
+    }
+
     /// Every push delivery attempt so far (both providers).
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.log.deliveries()

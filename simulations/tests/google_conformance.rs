@@ -618,3 +618,56 @@ async fn push_retries_only_on_500_502_503_504() {
         "every attempt recorded"
     );
 }
+
+#[tokio::test]
+async fn channels_expire_and_conditional_get_and_unknown_paths() {
+    let (h, api, acct) = setup("lou@example.com").await;
+    let hook = hook(200).await;
+    let expiration = (Utc::now() + Duration::milliseconds(300)).timestamp_millis();
+    let (s, _) = api.post("/calendars/primary/events/watch", &json!({ "id": "short", "type": "web_hook", "address": hook.url, "expiration": expiration })).await;
+    assert_eq!(s, 200);
+    assert_eq!(hook.wait_for(1, 3000).await.len(), 1, "sync message");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    h.google()
+        .upsert_event(
+            &acct.email,
+            "primary",
+            timed(None, "2026-10-02T09:00:00Z", "2026-10-02T10:00:00Z"),
+        )
+        .expect("insert");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        hook.notifications().len(),
+        1,
+        "expired channels get nothing"
+    );
+
+    let (_, ev) = api
+        .post(
+            "/calendars/primary/events",
+            &timed(
+                Some("cond00001"),
+                "2026-10-02T09:00:00Z",
+                "2026-10-02T10:00:00Z",
+            ),
+        )
+        .await;
+    let etag = ev["etag"].as_str().expect("etag").to_string();
+    let (s, _, _) = api
+        .send(
+            reqwest::Method::GET,
+            "/calendars/primary/events/cond00001",
+            None,
+            &[("If-None-Match", &etag)],
+        )
+        .await;
+    assert_eq!(s, 304);
+    let (s, v) = api.get("/calendars/primary/bogus").await;
+    assert_eq!((s, reason(&v)), (404, "notFound"));
+    assert!(
+        h.requests()
+            .iter()
+            .any(|r| r.endpoint == "unknown" && r.status == 404),
+        "unknown paths are logged too"
+    );
+}

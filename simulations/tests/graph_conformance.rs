@@ -432,8 +432,44 @@ async fn delta_rounds_report_changes_removals_and_expire_with_410() {
     assert!(items.is_empty(), "quiet round");
 
     g.invalidate_delta_tokens(&acct.upn);
-    let (s, v) = api.get(&next_link).await;
+    let (s, headers, v) = api.send(reqwest::Method::GET, &next_link, None, &[]).await;
     assert_eq!((s, code(&v)), (410, "SyncStateNotFound"));
+    let restart = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("Location")
+        .to_string();
+    let (items, _, _) = delta_round(&api, &restart).await;
+    assert_eq!(items.len(), 3, "full resync of the same window: e1, e4, e5");
+}
+
+#[tokio::test]
+async fn expired_subscriptions_get_no_notifications() {
+    let (h, api, acct) = setup("quinn@contoso.com").await;
+    let hook = hook(202).await;
+    let exp = (Utc::now() + Duration::milliseconds(400)).to_rfc3339();
+    let (s, sub) = api.post("/subscriptions", &json!({ "changeType": "created", "notificationUrl": hook.url, "resource": "me/events", "expirationDateTime": exp })).await;
+    assert_eq!(s, 201);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    h.graph()
+        .create_event(
+            &acct.upn,
+            event("late", "2026-10-02T09:00:00", "2026-10-02T10:00:00"),
+        )
+        .expect("create");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(hook.notifications().is_empty());
+    let (s, v) = api
+        .patch(
+            &format!("/subscriptions/{}", sub["id"].as_str().unwrap_or_default()),
+            &json!({ "expirationDateTime": (Utc::now() + Duration::hours(1)).to_rfc3339() }),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (404, "ResourceNotFound"),
+        "an expired subscription cannot be renewed"
+    );
 }
 
 #[tokio::test]

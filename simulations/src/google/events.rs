@@ -301,10 +301,17 @@ pub async fn get_h(
     State(sh): State<Arc<Shared>>,
     Extension(Authed(acct)): Extension<Authed>,
     Path((cal, id)): Path<(String, String)>,
-) -> Result<Json<Value>, GErr> {
+    headers: HeaderMap,
+) -> Result<Response, GErr> {
     let st = lock(&sh.google);
     let cal_id = st.calendar_id(&acct, &cal)?;
-    Ok(Json(get(&sh, &st, &cal_id, &id)?))
+    let ev = get(&sh, &st, &cal_id, &id)?;
+    // Conditional GET: an unchanged etag answers 304 with no body.
+    let etag = ev["etag"].as_str().unwrap_or_default();
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    Ok(Json(ev).into_response())
 }
 
 pub async fn patch_h(

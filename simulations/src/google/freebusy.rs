@@ -87,6 +87,16 @@ pub fn query(shared: &Shared, st: &GoogleState, account: &str, body: &Value) -> 
         .domain("calendar")
         .at("parameter", "timeMax"));
     }
+    for (k, max) in [("calendarExpansionMax", 50), ("groupExpansionMax", 100)] {
+        if body[k].as_i64().is_some_and(|n| n > max || n < 1) {
+            return Err(ApiError::new(
+                400,
+                "invalid",
+                format!("Invalid value for {k}: must be between 1 and {max}."),
+            )
+            .at("parameter", k));
+        }
+    }
     let out_tz = body["timeZone"].as_str().and_then(resolve_zone);
     let fmt = |t: DateTime<Utc>| match out_tz {
         Some(tz) => google_datetime_in(tz, t),

@@ -3,7 +3,8 @@
 //! (also for changes outside the window), replays, 410 `SyncStateNotFound`.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -151,7 +152,7 @@ pub async fn delta_h(
     Path(p): Path<HashMap<String, String>>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, MErr> {
+) -> Result<Response, MErr> {
     let upn = mailbox(&a, &p)?;
     let prefer = prefer_headers(&headers);
     let out = OutZone::from_prefer(&prefer);
@@ -161,12 +162,35 @@ pub async fn delta_h(
     let gone = || {
         ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; the sync state may have been deleted or expired.")
     };
-    let state = if let Some(tok) = q.get("$deltatoken").or_else(|| q.get("$skiptoken")) {
+    // An empty `$deltatoken` (the 410 `Location`) starts a fresh round.
+    let token = q
+        .get("$deltatoken")
+        .or_else(|| q.get("$skiptoken"))
+        .filter(|t| !t.is_empty());
+    let state = if let Some(tok) = token {
         let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
         if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation {
-            return Err(gone().into());
+            // The Location header points at a fresh round over the same window.
+            let restart = format!(
+                "{}/{}/calendarView/delta?startDateTime={}&endDateTime={}&$deltatoken=",
+                sh.graph_base(),
+                who(&p),
+                Utc.timestamp_opt(s.ws, 0)
+                    .single()
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%SZ"),
+                Utc.timestamp_opt(s.we, 0)
+                    .single()
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:%M:%SZ"),
+            );
+            let mut resp = MErr(gone()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&restart) {
+                resp.headers_mut().insert("Location", v);
+            }
+            return Ok(resp);
         }
-        if q.contains_key("$deltatoken") {
+        if q.get("$deltatoken").is_some_and(|t| !t.is_empty()) {
             s.snap = st.seq;
             s.after = None;
         }
@@ -241,5 +265,5 @@ pub async fn delta_h(
         };
         resp["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={}", opaque::encode(&next)));
     }
-    Ok(Json(resp))
+    Ok(Json(resp).into_response())
 }
