@@ -28,6 +28,9 @@ async fn spawn_app(db: &TestDb, admin_token: Option<&str>, drills: bool) -> App 
         connections: connections.clone(),
         admin_token: admin_token.map(String::from),
         drills_enabled: drills,
+        settings: calsync::settings::SettingsHandle::start(db.store(), Duration::from_millis(250))
+            .await
+            .unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

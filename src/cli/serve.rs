@@ -43,6 +43,9 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "calsync serve listening");
     let connections = Connections::start(db.store(), ActorSettings::default()).await?;
+    let settings =
+        crate::settings::SettingsHandle::start(db.store(), crate::settings::DEFAULT_REFRESH)
+            .await?;
     let state = AppState {
         store: db.store(),
         connections: connections.clone(),
@@ -51,6 +54,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .or(file.admin_token.clone())
             .filter(|t| !t.is_empty()),
         drills_enabled: args.enable_drills || file.drills_enabled.unwrap_or(false),
+        settings,
     };
     http::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");

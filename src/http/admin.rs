@@ -29,7 +29,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-async fn require_admin(
+pub(super) async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,

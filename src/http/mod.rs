@@ -6,6 +6,7 @@
 mod admin;
 pub mod errors;
 mod health;
+pub mod settings;
 
 pub use admin::CreateConnection;
 
@@ -24,12 +25,15 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// Drill hooks (kill actors) answer only when this is on.
     pub drills_enabled: bool,
+    /// Feature flags and allowlists in force on this node.
+    pub settings: crate::settings::SettingsHandle,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(admin::routes(state.clone()))
+        .merge(settings::routes(state.clone()))
         .with_state(state)
 }
 
