@@ -1,8 +1,10 @@
 //! The `calsync` command line. Command names are fixed by DESIGN.md's
 //! interface table so scripts, drills and runbooks can rely on them.
 
+mod allowlist;
 mod connections;
 mod drill;
+mod flags;
 mod log;
 mod serve;
 
@@ -37,6 +39,12 @@ pub enum Command {
     /// Failure drills against a running server.
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// Feature flags and production mode.
+    #[command(subcommand)]
+    Flags(flags::FlagsCommand),
+    /// Provider and connection allowlists (enforced in production mode).
+    #[command(subcommand)]
+    Allowlist(allowlist::AllowlistCommand),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -47,6 +55,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
         Command::Connections(cmd) => connections::run(cmd, &cli.global).await,
         Command::Drill(cmd) => drill::run(cmd).await,
+        Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
+        Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
     }
 }
 
