@@ -19,7 +19,7 @@ use crate::google::GoogleSim;
 use crate::graph::{GraphSim, LifecycleEvent};
 use crate::request_log::Provider;
 use crate::scenario::{Scenario, ScenarioConfig};
-use crate::state::Shared;
+use crate::state::{lock, Shared};
 use crate::timefmt::parse_rfc3339;
 
 type S = State<Arc<Shared>>;
@@ -105,6 +105,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/control/deliveries", get(deliveries))
         .route("/control/log", delete(clear_log))
         .route("/control/scenario", post(scenario))
+        .route("/control/scenario/mutations", post(scenario_mutations))
 }
 
 async fn health(State(sh): S) -> R {
@@ -303,7 +304,23 @@ async fn clear_log(State(sh): S) -> R {
 }
 
 async fn scenario(State(sh): S, Json(cfg): Json<ScenarioConfig>) -> R {
-    let sc = Scenario::new(cfg);
+    let sc = Arc::new(Scenario::new(cfg));
     let summary = sc.populate(&google(&sh), &graph(&sh));
+    *lock(&sh.scenario) = Some(sc);
     ok(to_json(&summary))
+}
+
+#[derive(Deserialize)]
+struct Mutations {
+    count: usize,
+}
+
+/// Apply `count` user-like changes to the last populated scenario, at its rate.
+async fn scenario_mutations(State(sh): S, Json(m): Json<Mutations>) -> R {
+    let sc = lock(&sh.scenario).clone();
+    let Some(sc) = sc else {
+        return Err(ApiError::new(409, "noScenario", "POST /control/scenario first").into());
+    };
+    let labels = sc.run(&google(&sh), &graph(&sh), m.count).await;
+    ok(json!({ "applied": labels }))
 }

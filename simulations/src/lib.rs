@@ -76,6 +76,7 @@ impl Simulators {
             limiter: Default::default(),
             runtime: tokio::runtime::Handle::current(),
             http,
+            scenario: Default::default(),
         });
         let app: Router = Router::new()
             .merge(google::router(shared.clone()))

@@ -10,6 +10,7 @@ use crate::graph::limiter::MailboxLimiter;
 use crate::graph::model::GraphState;
 use crate::request_log::RequestLog;
 use crate::rng::SimRng;
+use crate::scenario::Scenario;
 
 pub struct Shared {
     pub config: SimConfig,
@@ -25,6 +26,8 @@ pub struct Shared {
     /// Push tasks are spawned here, so sync control calls can trigger them.
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,
+    /// Scenario populated through the control API, kept for later mutations.
+    pub scenario: Mutex<Option<Arc<Scenario>>>,
 }
 
 pub type SharedRef = Arc<Shared>;

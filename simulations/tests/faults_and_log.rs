@@ -323,4 +323,14 @@ async fn json_control_api_drives_the_same_operations() {
     let sc: Value = c.post(format!("{base}/scenario")).json(&json!({ "seed": 3, "google_accounts": 1, "graph_accounts": 1, "events_per_account": 5 }))
         .send().await.expect("send").json().await.expect("json");
     assert_eq!(sc["events_created"], 10);
+    let m: Value = c
+        .post(format!("{base}/scenario/mutations"))
+        .json(&json!({ "count": 5 }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(m["applied"].as_array().map(Vec::len), Some(5));
 }
