@@ -8,7 +8,8 @@
 //! - `google/` — token endpoint, events CRUD (`events`), incremental sync
 //!   (`sync`), `freebusy`, watch channels and push (`push`).
 //! - `graph/` — token endpoint, events CRUD + `$filter` (`events`),
-//!   calendarView + delta (`delta`), getSchedule (`schedule`), subscriptions
+//!   calendarView + delta (`delta`), OData query helpers (`query`),
+//!   getSchedule (`schedule`), subscriptions
 //!   and notifications (`subscriptions`), the mailbox `limiter`.
 //! - `gate` — per-request auth, fault injection, limiter and request log.
 //! - `faults`, `request_log`, `delivery` (push queue with retries),

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod events;
 pub mod limiter;
 pub mod model;
+pub mod query;
 pub mod schedule;
 pub mod subscriptions;
 
