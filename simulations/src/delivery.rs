@@ -1,4 +1,5 @@
-//! Push delivery: one ordered queue (and worker task) per target URL, retries
+//! Push delivery: one ordered queue (and worker task) per channel or
+//! subscription and target URL — ordered per channel, concurrent across them — retries
 //! per provider rules, notification faults, and a record of every attempt.
 
 use chrono::Utc;
@@ -62,7 +63,8 @@ pub fn enqueue(shared: &Arc<Shared>, out: Outgoing) {
 
 fn push(shared: &Arc<Shared>, out: Outgoing, fault: Option<String>) {
     let mut queues = lock(&shared.delivery.queues);
-    let sender = queues.entry(out.target.clone()).or_insert_with(|| {
+    let key = format!("{} {}", out.subject, out.target);
+    let sender = queues.entry(key).or_insert_with(|| {
         let (tx, mut rx) = unbounded_channel::<QueueItem>();
         let weak = Arc::downgrade(shared);
         shared.runtime.spawn(async move {

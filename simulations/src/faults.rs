@@ -89,6 +89,9 @@ pub struct NotificationFaults {
     /// Fraction of notifications delivered again `replay_after_ms` later.
     pub replay_rate: f64,
     pub replay_after_ms: u64,
+    /// Google: a stopped channel still gets notifications for this many
+    /// more changes ([obs] "a few notifications may still arrive after stop").
+    pub after_stop: u32,
 }
 
 #[derive(Default)]

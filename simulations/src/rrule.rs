@@ -214,6 +214,8 @@ impl Recurrence {
             self.by_day.clone()
         };
         days.sort_by_key(|d| d.num_days_from_monday());
+        // `BYDAY=MO,MO` names one day, not two occurrences.
+        days.dedup();
         (0i64..20_000).flat_map(move |k| {
             let batch: Vec<NaiveDateTime> = match self.freq {
                 Freq::Daily => {
@@ -348,5 +350,38 @@ mod tests {
             100,
         );
         assert_eq!(got.len(), 3);
+    }
+
+    proptest::proptest! {
+        /// Whatever the rule, occurrences are strictly increasing, start at
+        /// or after DTSTART, respect COUNT and BYDAY, and keep the wall time.
+        #[test]
+        fn expansion_invariants(
+            freq in 0u8..3,
+            interval in 1u32..4,
+            count in 1u32..30,
+            days in proptest::collection::vec(0u8..7, 0..4),
+            day_offset in 0i64..365,
+            hour in 0u32..24,
+        ) {
+            let names = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+            let freq_s = ["DAILY", "WEEKLY", "MONTHLY"][freq as usize];
+            let mut rule = format!("RRULE:FREQ={freq_s};INTERVAL={interval};COUNT={count}");
+            if !days.is_empty() && freq != 2 {
+                let list: Vec<&str> = days.iter().map(|d| names[*d as usize]).collect();
+                rule.push_str(&format!(";BYDAY={}", list.join(",")));
+            }
+            let tz = chrono_tz::Europe::Berlin;
+            let r = Recurrence::parse_google(&[rule], tz).expect("parses");
+            let start = wall("2026-01-05T00:00:00").expect("wall") + Duration::days(day_offset) + Duration::hours(i64::from(hour));
+            let got = r.expand(start, tz, Utc::now() + Duration::days(36_500), 10_000);
+            proptest::prop_assert!(got.len() <= count as usize);
+            proptest::prop_assert!(got.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert!(got.iter().all(|d| *d >= start && d.time() == start.time()));
+            if freq != 2 && !days.is_empty() {
+                let allowed: Vec<Weekday> = r.by_day.clone();
+                proptest::prop_assert!(got.iter().all(|d| allowed.contains(&d.weekday())));
+            }
+        }
     }
 }

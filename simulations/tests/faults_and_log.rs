@@ -334,3 +334,73 @@ async fn json_control_api_drives_the_same_operations() {
         .expect("json");
     assert_eq!(m["applied"].as_array().map(Vec::len), Some(5));
 }
+
+#[tokio::test]
+async fn stopped_channels_may_still_fire_and_reordered_notifications_all_arrive() {
+    let (h, api, acct) = google_setup().await;
+    let hook = hook(200).await;
+    h.set_notification_faults(
+        Provider::Google,
+        NotificationFaults {
+            after_stop: 1,
+            ..Default::default()
+        },
+    );
+    let (_, ch) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "late", "type": "web_hook", "address": hook.url }),
+        )
+        .await;
+    hook.wait_for(1, 3000).await;
+    let (s, _) = api
+        .post(
+            "/channels/stop",
+            &json!({ "id": "late", "resourceId": ch["resourceId"] }),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let g = h.google();
+    let day = |d: u32| json!({ "start": { "date": format!("2026-10-{d:02}") }, "end": { "date": format!("2026-10-{:02}", d + 1) } });
+    g.upsert_event(&acct.email, "primary", day(1))
+        .expect("insert");
+    g.upsert_event(&acct.email, "primary", day(2))
+        .expect("insert");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        hook.notifications().len(),
+        2,
+        "one notification after stop, then silence"
+    );
+
+    let hook2 = hook_with_reorder(&h).await;
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "shuffled", "type": "web_hook", "address": hook2.url }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for d in 3..9 {
+        g.upsert_event(&acct.email, "primary", day(d))
+            .expect("insert");
+    }
+    let got = hook2.wait_for(7, 3000).await;
+    assert_eq!(got.len(), 7, "reordered, not lost");
+    assert!(h
+        .deliveries()
+        .iter()
+        .filter(|d| d.subject == "shuffled")
+        .all(|d| d.fault.as_deref() == Some("reordered")));
+}
+
+async fn hook_with_reorder(h: &calsim::SimHandle) -> common::Hook {
+    h.set_notification_faults(
+        Provider::Google,
+        NotificationFaults {
+            reorder_window_ms: 200,
+            ..Default::default()
+        },
+    );
+    hook(200).await
+}

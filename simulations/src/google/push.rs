@@ -34,6 +34,8 @@ pub struct Channel {
     pub expiration: DateTime<Utc>,
     pub message_number: u64,
     pub stopped: bool,
+    /// Notifications still to send after `channels.stop` (notification fault).
+    pub after_stop: u32,
 }
 
 fn invalid(msg: &str) -> ApiError {
@@ -89,12 +91,17 @@ pub fn notify_change(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str) {
     let mut ids: Vec<String> = st
         .channels
         .values()
-        .filter(|c| c.calendar_id == cal_id && !c.stopped && c.expiration > now)
+        .filter(|c| {
+            c.calendar_id == cal_id && (!c.stopped || c.after_stop > 0) && c.expiration > now
+        })
         .map(|c| c.id.clone())
         .collect();
     ids.sort();
     for id in ids {
         if let Some(ch) = st.channels.get_mut(&id) {
+            if ch.stopped {
+                ch.after_stop = ch.after_stop.saturating_sub(1);
+            }
             // Numbers increase but are not consecutive, as in production.
             ch.message_number += shared.rng.range(2, 37);
             let out = message(shared, ch, "exists");
@@ -186,6 +193,7 @@ pub fn watch(
         expiration,
         message_number: 1,
         stopped: false,
+        after_stop: 0,
     };
     // The sync message is queued before the response is sent, so it may arrive first.
     enqueue(shared, message(shared, &ch, "sync"));
@@ -203,7 +211,7 @@ pub fn watch(
     Ok(out)
 }
 
-pub fn stop(st: &mut GoogleState, account: &str, body: &Value) -> ApiResult<()> {
+pub fn stop(shared: &Shared, st: &mut GoogleState, account: &str, body: &Value) -> ApiResult<()> {
     let id = body["id"].as_str().unwrap_or_default();
     let resource_id = body["resourceId"].as_str().unwrap_or_default();
     match st.channels.get_mut(id) {
@@ -213,6 +221,10 @@ pub fn stop(st: &mut GoogleState, account: &str, body: &Value) -> ApiResult<()> 
                 && !ch.stopped =>
         {
             ch.stopped = true;
+            ch.after_stop = shared
+                .faults
+                .notification_faults(Provider::Google)
+                .after_stop;
             Ok(())
         }
         _ => Err(ApiError::new(
@@ -241,6 +253,6 @@ pub async fn stop_h(
 ) -> Result<Response, GErr> {
     let body = json_body(body)?;
     let mut st = lock(&sh.google);
-    stop(&mut st, &acct, &body)?;
+    stop(&sh, &mut st, &acct, &body)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
