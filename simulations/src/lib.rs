@@ -75,7 +75,7 @@ impl Simulators {
             graph: Default::default(),
             delivery: Default::default(),
             limiter: Default::default(),
-            runtime: tokio::runtime::Handle::current(),
+            runtime: tokio::runtime::Handle::try_current()?,
             http,
             scenario: Default::default(),
         });

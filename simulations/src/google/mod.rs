@@ -52,6 +52,7 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
         ("GET", ["calendar", "v3", "calendars", _, "events"]) => "events.list",
         ("POST", ["calendar", "v3", "calendars", _, "events"]) => "events.insert",
         ("POST", ["calendar", "v3", "calendars", _, "events", "watch"]) => "events.watch",
+        ("GET", ["calendar", "v3", "calendars", _, "events", _, "instances"]) => "events.instances",
         ("GET", ["calendar", "v3", "calendars", _, "events", _]) => "events.get",
         ("PATCH", ["calendar", "v3", "calendars", _, "events", _]) => "events.patch",
         ("PUT", ["calendar", "v3", "calendars", _, "events", _]) => "events.update",
@@ -84,6 +85,10 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
                 .patch(events::patch_h)
                 .put(events::update_h)
                 .delete(events::delete_h),
+        )
+        .route(
+            &format!("{v3}/calendars/{{cal}}/events/{{id}}/instances"),
+            get(sync::instances_h),
         )
         .route(&format!("{v3}/channels/stop"), post(push::stop_h))
         .layer(from_fn_with_state(shared, google_gate))

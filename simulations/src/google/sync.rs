@@ -47,6 +47,8 @@ pub struct ListParams {
     private_props: Vec<(String, String)>,
     shared_props: Vec<(String, String)>,
     event_types: Vec<String>,
+    /// Set by `events.instances`: only instances of this series.
+    series: Option<String>,
 }
 
 fn bad(param: &str, msg: &str) -> ApiError {
@@ -252,6 +254,11 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         .filter(|r| since.is_none_or(|s| r.seq > s))
         .filter(|r| keep(p, since.is_some(), r))
         .filter(|r| {
+            p.series
+                .as_ref()
+                .is_none_or(|m| r.item["recurringEventId"] == m.as_str())
+        })
+        .filter(|r| {
             p.event_types.is_empty()
                 || p.event_types
                     .iter()
@@ -289,7 +296,8 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
     if more {
         let last = rows.last().map(|(k, _)| k.clone()).unwrap_or_default();
         out["nextPageToken"] = json!(opaque::encode(&PageToken { a: last, s: snap }));
-    } else if p.q.is_none()
+    } else if p.series.is_none()
+        && p.q.is_none()
         && p.ical_uid.is_none()
         && p.updated_min.is_none()
         && p.order_by.is_none()
@@ -315,4 +323,44 @@ pub async fn list_h(
     let st = lock(&sh.google);
     let cal_id = st.calendar_id(&acct, &cal)?;
     Ok(Json(list(&sh, &st, &cal_id, &p)?))
+}
+
+/// `GET /calendars/{cal}/events/{id}/instances`: the series' instances
+/// (exceptions included), in start order, paged, without sync tokens.
+pub async fn instances_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(Authed(acct)): Extension<Authed>,
+    Path((cal, id)): Path<(String, String)>,
+    Query(raw): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, GErr> {
+    let allowed = [
+        "maxResults",
+        "pageToken",
+        "showDeleted",
+        "timeMin",
+        "timeMax",
+        "timeZone",
+    ];
+    let raw: Vec<(String, String)> = raw
+        .into_iter()
+        .filter(|(k, _)| allowed.contains(&k.as_str()))
+        .collect();
+    let mut p = parse_params(&raw)?;
+    p.single_events = true;
+    p.order_by = Some("startTime".into());
+    p.series = Some(id.clone());
+    let st = lock(&sh.google);
+    let cal_id = st.calendar_id(&acct, &cal)?;
+    match st.calendar(&cal_id)?.events.get(&id) {
+        Some(m) if m.deleted => {
+            return Err(ApiError::new(410, "deleted", "Resource has been deleted").into())
+        }
+        Some(m) if crate::google::model::GCalendar::is_master(m) => {}
+        _ => return Err(ApiError::new(404, "notFound", "Not Found").into()),
+    }
+    let mut out = list(&sh, &st, &cal_id, &p)?;
+    if let Value::Object(m) = &mut out {
+        m.remove("nextSyncToken");
+    }
+    Ok(Json(out))
 }
