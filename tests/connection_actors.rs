@@ -169,6 +169,7 @@ async fn a_stale_second_writer_is_fenced_and_the_stream_stays_gap_free() {
         let actor = ConnectionActor {
             store: store.clone(),
             settings: settings.clone(),
+            sync: None,
         };
         let args = ConnectionArgs {
             id,

@@ -8,12 +8,14 @@
 //! (it is fenced) and the next input activates a fresh fold.
 
 use super::front_door::{Ack, SendError};
+use super::sync_task::{self, CalendarPlan, SyncRuntime};
 use super::ActorSettings;
-use crate::core::decide::{decide, ConnectionCommand};
+use crate::core::decide::{decide_with, ConnectionCommand, Effect};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
+use crate::core::sync::{may_call_provider, next_wakeup, SyncPolicy};
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
 };
@@ -50,15 +52,31 @@ pub enum ConnectionMsg {
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     },
+    /// A command from inside the actor system (the sync task): bypasses
+    /// admission control, which bounds outside callers only.
+    Internal {
+        command: ConnectionCommand,
+        correlation_id: Uuid,
+        reply: RpcReplyPort<Result<Ack, SendError>>,
+    },
+    /// The sync task finished (successfully or not).
+    SyncFinished,
+    /// A timer fired: backoff ended or a periodic poll is due.
+    Tick,
     /// The actor's current state (for status and tests).
     Inspect(RpcReplyPort<ConnectionState>),
     /// Drill: panic inside the handler, as a bug would.
     DrillPanic,
 }
 
+type TimerHandle = ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<ConnectionMsg>>>;
+
 pub struct ConnectionActor {
     pub store: PgEventStore,
     pub settings: Arc<ActorSettings>,
+    /// Provider access; `None` runs the actor without syncing (tests of the
+    /// actor machinery alone).
+    pub sync: Option<Arc<SyncRuntime>>,
 }
 
 pub struct ConnectionArgs {
@@ -74,6 +92,11 @@ pub struct ConnectionActorState {
     incarnation: u64,
     events_since_snapshot: u64,
     mailbox: Arc<Mailbox>,
+    /// Runtime only (not folded): a sync task is running / another sync
+    /// was asked for while it ran.
+    sync_running: bool,
+    sync_pending: bool,
+    timer: Option<(chrono::DateTime<Utc>, TimerHandle)>,
 }
 
 impl Actor for ConnectionActor {
@@ -103,7 +126,19 @@ impl Actor for ConnectionActor {
             incarnation: args.incarnation,
             events_since_snapshot: folded,
             mailbox: args.mailbox,
+            sync_running: false,
+            sync_pending: false,
+            timer: None,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        self.reschedule(&myself, st);
+        Ok(())
     }
 
     async fn handle(
@@ -120,14 +155,34 @@ impl Actor for ConnectionActor {
             } => {
                 st.mailbox.queued.fetch_sub(1, Ordering::AcqRel);
                 st.mailbox.touch();
-                let result = self.apply(st, &command, correlation_id).await;
-                let fenced = matches!(result, Err(SendError::Fenced));
-                let _ = reply.send(result);
-                if fenced {
-                    tracing::warn!(connection_id = %st.id, incarnation = st.incarnation,
-                        "stream moved under this actor: fenced, stopping");
-                    myself.stop(Some("fenced".into()));
+                self.handle_command(&myself, st, command, correlation_id, reply)
+                    .await;
+            }
+            ConnectionMsg::Internal {
+                command,
+                correlation_id,
+                reply,
+            } => {
+                st.mailbox.touch();
+                self.handle_command(&myself, st, command, correlation_id, reply)
+                    .await;
+            }
+            ConnectionMsg::SyncFinished => {
+                st.sync_running = false;
+                if std::mem::take(&mut st.sync_pending) {
+                    self.request_sync(&myself, st);
                 }
+                self.reschedule(&myself, st);
+            }
+            ConnectionMsg::Tick => {
+                st.timer = None;
+                let backoff_over = st.state.consecutive_failures > 0
+                    && st.state.backoff_until.is_none_or(|t| t <= Utc::now());
+                let jobs = self.sync.as_ref().is_some_and(|s| s.gates.jobs_enabled());
+                if backoff_over || jobs {
+                    self.request_sync(&myself, st);
+                }
+                self.reschedule(&myself, st);
             }
             ConnectionMsg::Inspect(reply) => {
                 let _ = reply.send(st.state.clone());
@@ -141,6 +196,96 @@ impl Actor for ConnectionActor {
 }
 
 impl ConnectionActor {
+    async fn handle_command(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+        command: ConnectionCommand,
+        correlation_id: Uuid,
+        reply: RpcReplyPort<Result<Ack, SendError>>,
+    ) {
+        let result = self.apply(st, &command, correlation_id).await;
+        let (result, effects) = match result {
+            Ok((ack, effects)) => (Ok(ack), effects),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let fenced = matches!(result, Err(SendError::Fenced));
+        // Answer first: the caller (a webhook waiting on its 2xx) needs only
+        // the commit, not the effects.
+        let _ = reply.send(result);
+        if fenced {
+            tracing::warn!(connection_id = %st.id, incarnation = st.incarnation,
+                "stream moved under this actor: fenced, stopping");
+            myself.stop(Some("fenced".into()));
+            return;
+        }
+        for effect in effects {
+            match effect {
+                Effect::Sync => self.request_sync(myself, st),
+            }
+        }
+        self.reschedule(myself, st);
+    }
+
+    /// Starts a sync unless one is running (then one follow-up is queued),
+    /// the sync flag is off, or the connection may not call its provider
+    /// now (backoff, paused, needs re-authorisation) — the timer brings it
+    /// back when the backoff ends.
+    fn request_sync(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
+        let Some(runtime) = &self.sync else { return };
+        if !runtime.gates.sync_enabled() || !may_call_provider(&st.state, Utc::now()) {
+            return;
+        }
+        if st.sync_running {
+            st.sync_pending = true;
+            return;
+        }
+        let Some(profile) = &st.state.profile else {
+            return;
+        };
+        st.sync_running = true;
+        let plans = st
+            .state
+            .calendars
+            .iter()
+            .map(|(calendar, sync)| CalendarPlan {
+                calendar: calendar.clone(),
+                cursor: sync.cursor.clone(),
+            })
+            .collect();
+        tokio::spawn(sync_task::run(
+            myself.clone(),
+            runtime.clone(),
+            st.id,
+            profile.provider,
+            plans,
+        ));
+    }
+
+    /// Keeps one timer, at the state's next wake-up (end of backoff or next
+    /// periodic poll). Times come from the folded state, so they survive
+    /// restarts.
+    fn reschedule(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
+        let Some(runtime) = &self.sync else { return };
+        let now = Utc::now();
+        let wanted = if st.sync_running || !runtime.gates.sync_enabled() {
+            None
+        } else {
+            next_wakeup(&st.state, runtime.poll_every, now)
+                .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
+        };
+        if st.timer.as_ref().map(|(at, _)| *at) == wanted {
+            return;
+        }
+        if let Some((_, handle)) = st.timer.take() {
+            handle.abort();
+        }
+        if let Some(at) = wanted {
+            let delay = (at - now).to_std().unwrap_or_default();
+            st.timer = Some((at, myself.send_after(delay, || ConnectionMsg::Tick)));
+        }
+    }
+
     /// Decide, append with the expected version, fold. Nothing is
     /// acknowledged unless it is committed.
     async fn apply(
@@ -148,13 +293,23 @@ impl ConnectionActor {
         st: &mut ConnectionActorState,
         command: &ConnectionCommand,
         correlation_id: Uuid,
-    ) -> Result<Ack, SendError> {
-        let decision = decide(&st.state, command, Utc::now()).map_err(SendError::Rejected)?;
+    ) -> Result<(Ack, Vec<Effect>), SendError> {
+        let policy = self
+            .sync
+            .as_ref()
+            .map(|s| s.policy.clone())
+            .unwrap_or_else(SyncPolicy::default);
+        let decision =
+            decide_with(&st.state, command, Utc::now(), &policy).map_err(SendError::Rejected)?;
         if decision.events.is_empty() {
-            return Ok(Ack {
-                version: st.state.version,
-                appended: 0,
-            });
+            return Ok((
+                Ack {
+                    version: st.state.version,
+                    appended: 0,
+                    duplicate: decision.duplicate,
+                },
+                decision.effects,
+            ));
         }
         let next = st.state.clone().fold(&decision.events);
         let metadata = EventMetadata {
@@ -182,10 +337,14 @@ impl ConnectionActor {
                 if st.events_since_snapshot >= self.settings.snapshot_every {
                     self.snapshot(st).await;
                 }
-                Ok(Ack {
-                    version: st.state.version,
-                    appended: recorded.len(),
-                })
+                Ok((
+                    Ack {
+                        version: st.state.version,
+                        appended: recorded.len(),
+                        duplicate: false,
+                    },
+                    decision.effects,
+                ))
             }
             Err(StoreError::Conflict { .. }) => Err(SendError::Fenced),
             Err(StoreError::Unavailable(e)) => Err(SendError::Unavailable(e)),

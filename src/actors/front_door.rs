@@ -7,6 +7,7 @@
 
 use super::connection::{ConnectionMsg, Mailbox};
 use super::supervisor::{Supervisor, SupervisorMsg};
+use super::sync_task::SyncRuntime;
 use super::ActorSettings;
 use crate::core::decide::{ConnectionCommand, Rejection};
 use crate::core::ids::ConnectionId;
@@ -26,6 +27,8 @@ use uuid::Uuid;
 pub struct Ack {
     pub version: u64,
     pub appended: usize,
+    /// The input repeated one already accepted (nothing was appended).
+    pub duplicate: bool,
 }
 
 /// Why an input was not applied. Each variant says what the caller does.
@@ -186,6 +189,15 @@ impl Connections {
     /// Starts the supervisor. Connections quarantined earlier (per the
     /// `connections` read model) stay quarantined.
     pub async fn start(store: PgEventStore, settings: ActorSettings) -> anyhow::Result<Self> {
+        Self::start_with_sync(store, settings, None).await
+    }
+
+    /// Like [`Connections::start`], with provider access for syncing.
+    pub async fn start_with_sync(
+        store: PgEventStore,
+        settings: ActorSettings,
+        sync: Option<Arc<SyncRuntime>>,
+    ) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let registry = Arc::new(Registry::default());
         let client = store.pool().get().await?;
@@ -203,6 +215,7 @@ impl Connections {
             store,
             settings: settings.clone(),
             registry: registry.clone(),
+            sync,
         };
         let (supervisor, _join) = Actor::spawn(None, supervisor, ()).await?;
         Ok(Connections {

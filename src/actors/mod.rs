@@ -11,6 +11,7 @@
 pub mod connection;
 pub mod front_door;
 pub mod supervisor;
+pub mod sync_task;
 
 pub use front_door::{Ack, Connections, SendError};
 

@@ -8,6 +8,7 @@
 
 use super::connection::{recover_prefix, ConnectionActor, ConnectionArgs, ConnectionMsg, Mailbox};
 use super::front_door::Registry;
+use super::sync_task::SyncRuntime;
 use super::ActorSettings;
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::ConnectionId;
@@ -41,6 +42,7 @@ pub struct Supervisor {
     pub store: PgEventStore,
     pub settings: Arc<ActorSettings>,
     pub registry: Arc<Registry>,
+    pub sync: Option<Arc<SyncRuntime>>,
 }
 
 pub struct SupervisorState {
@@ -162,6 +164,7 @@ impl Supervisor {
         let actor = ConnectionActor {
             store: self.store.clone(),
             settings: self.settings.clone(),
+            sync: self.sync.clone(),
         };
         let args = ConnectionArgs {
             id,

@@ -68,7 +68,10 @@ impl std::fmt::Debug for AuthSession {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("refresh_token", &"<redacted>")
-            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("access_expires_at", &self.access_expires_at)
             .field("refresh_token_rotated", &self.refresh_token_rotated)
             .finish()
@@ -333,7 +336,7 @@ pub trait CalendarApi {
 
 // ------------------------------------------------------ concrete clients --
 
-mod transport;
+pub mod transport;
 
 pub use transport::{http_client, parse_retry_after, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 

@@ -1,0 +1,232 @@
+//! Running a sync for one connection, outside its actor.
+//!
+//! The actor owns the decision to sync (at most one sync in flight; triggers
+//! that arrive meanwhile coalesce into one follow-up). The provider calls
+//! run in a task so the actor keeps answering webhooks within their
+//! deadline; every fetched page goes back through the actor, which decides
+//! and appends it like any other input.
+
+use super::connection::ConnectionMsg;
+use crate::core::decide::ConnectionCommand;
+use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
+use crate::core::sync::{FailureClass, FetchedPage, SyncPolicy};
+use crate::providers::{
+    CalendarApi, PageNext, ProviderClient, ProviderEndpoints, ProviderError, SyncCursor,
+    SyncPosition, SyncWindow,
+};
+use crate::store::credentials::CredentialVault;
+use crate::store::PgEventStore;
+use chrono::Utc;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Feature gates the actors consult (backed by the settings stream in
+/// `serve`; fixed in some tests).
+pub trait Gates: Send + Sync {
+    /// Provider calls for sync are allowed.
+    fn sync_enabled(&self) -> bool;
+    /// Periodic background work (polls) is allowed.
+    fn jobs_enabled(&self) -> bool;
+}
+
+/// Gates that are always open (tests, drills that do not test flags).
+pub struct AllOpen;
+
+impl Gates for AllOpen {
+    fn sync_enabled(&self) -> bool {
+        true
+    }
+    fn jobs_enabled(&self) -> bool {
+        true
+    }
+}
+
+/// Everything a connection actor needs to sync.
+pub struct SyncRuntime {
+    pub google: ProviderClient,
+    pub graph: ProviderClient,
+    pub vault: CredentialVault,
+    pub store: PgEventStore,
+    pub policy: SyncPolicy,
+    pub gates: Arc<dyn Gates>,
+    /// Periodic poll interval (the backstop for dropped notifications).
+    pub poll_every: chrono::Duration,
+}
+
+impl SyncRuntime {
+    pub fn new(
+        endpoints: ProviderEndpoints,
+        vault: CredentialVault,
+        store: PgEventStore,
+        gates: Arc<dyn Gates>,
+    ) -> anyhow::Result<Self> {
+        let http = crate::providers::transport::http_client()?;
+        Ok(SyncRuntime {
+            google: ProviderClient::for_provider(
+                CalendarProvider::Google,
+                http.clone(),
+                endpoints.clone(),
+            ),
+            graph: ProviderClient::for_provider(CalendarProvider::Microsoft, http, endpoints),
+            vault,
+            store,
+            policy: SyncPolicy::default(),
+            gates,
+            poll_every: chrono::Duration::minutes(15),
+        })
+    }
+
+    pub fn client(&self, provider: CalendarProvider) -> &ProviderClient {
+        match provider {
+            CalendarProvider::Google => &self.google,
+            CalendarProvider::Microsoft => &self.graph,
+        }
+    }
+}
+
+/// What one calendar's round starts from.
+pub struct CalendarPlan {
+    pub calendar: CalendarId,
+    pub cursor: Option<String>,
+}
+
+/// Runs one sync of `calendars` and reports back to the actor. Returns when
+/// done; the actor learns it through `SyncFinished`.
+pub async fn run(
+    actor: ActorRef<ConnectionMsg>,
+    runtime: Arc<SyncRuntime>,
+    id: ConnectionId,
+    provider: CalendarProvider,
+    calendars: Vec<CalendarPlan>,
+) {
+    let outcome = sync_calendars(&actor, &runtime, id, provider, calendars).await;
+    if let Err((class, kind, message)) = outcome {
+        let command = ConnectionCommand::RecordFailure {
+            class,
+            kind,
+            message,
+            unit_random: rand::random::<f64>(),
+        };
+        let _ = record(&actor, command).await;
+    }
+    let _ = actor.send_message(ConnectionMsg::SyncFinished);
+}
+
+type Failure = (FailureClass, String, String);
+
+async fn sync_calendars(
+    actor: &ActorRef<ConnectionMsg>,
+    runtime: &SyncRuntime,
+    id: ConnectionId,
+    provider: CalendarProvider,
+    calendars: Vec<CalendarPlan>,
+) -> Result<(), Failure> {
+    let mut session = match runtime.vault.load(&runtime.store, id).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            return Err((
+                FailureClass::Reauthorize,
+                "reauthorize".into(),
+                "no credentials stored for this connection".into(),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                FailureClass::Transient {
+                    retry_after_ms: None,
+                },
+                "credentials".into(),
+                e.to_string(),
+            ))
+        }
+    };
+    let client = runtime.client(provider);
+    let window = SyncWindow::around(Utc::now());
+    for plan in calendars {
+        let full_round = plan.cursor.is_none();
+        let mut position = match plan.cursor {
+            Some(c) => SyncPosition::Cursor(SyncCursor(c)),
+            None => SyncPosition::Start,
+        };
+        loop {
+            let result = client
+                .list_changes(&mut session, &plan.calendar, &position, window)
+                .await;
+            if session.refresh_token_rotated {
+                // Microsoft rotates refresh tokens: keep the newest before
+                // anything else can fail.
+                if let Err(e) = runtime.vault.save(&runtime.store, id, &session).await {
+                    tracing::warn!(connection_id = %id, error = %e, "rotated refresh token not saved");
+                }
+                session.refresh_token_rotated = false;
+            }
+            let page = result.map_err(|e| classify(&plan.calendar, e))?;
+            let (completed_with, next) = match page.next {
+                PageNext::More(token) => (None, Some(SyncPosition::Page(token))),
+                PageNext::Complete(cursor) => (Some(cursor.0), None),
+            };
+            let fetched = FetchedPage {
+                calendar: plan.calendar.clone(),
+                full_round,
+                changes: page.changes,
+                calendar_zone: page.calendar_zone,
+                completed_with,
+            };
+            record(actor, ConnectionCommand::RecordPage(fetched))
+                .await
+                .map_err(|e| {
+                    (
+                        FailureClass::Transient {
+                            retry_after_ms: None,
+                        },
+                        "record".to_string(),
+                        e,
+                    )
+                })?;
+            match next {
+                Some(p) => position = p,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn classify(calendar: &CalendarId, error: ProviderError) -> Failure {
+    let kind = error.kind().to_string();
+    let message = error.to_string();
+    let class = match &error {
+        ProviderError::Reauthorize(_) => FailureClass::Reauthorize,
+        ProviderError::ResyncRequired(_) => FailureClass::ResyncRequired {
+            calendar: calendar.clone(),
+        },
+        other => FailureClass::Transient {
+            retry_after_ms: other
+                .retry_after()
+                .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
+        },
+    };
+    (class, kind, message)
+}
+
+/// Sends a command to the actor and waits until it is committed.
+async fn record(actor: &ActorRef<ConnectionMsg>, command: ConnectionCommand) -> Result<(), String> {
+    let sent = actor
+        .call(
+            |reply| ConnectionMsg::Internal {
+                command,
+                correlation_id: Uuid::new_v4(),
+                reply,
+            },
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+    match sent {
+        Ok(CallResult::Success(Ok(_))) => Ok(()),
+        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
+        _ => Err("connection actor not answering".into()),
+    }
+}

@@ -1,0 +1,485 @@
+//! Inbound sync end to end: simulated providers over real HTTP, real
+//! PostgreSQL, connection actors syncing into the busy_intervals projection.
+
+use calsim::{FaultKind, FaultRule, Provider, SimConfig, SimHandle, Simulators};
+use calsync::actors::sync_task::{AllOpen, SyncRuntime};
+use calsync::actors::{ActorSettings, Connections};
+use calsync::core::backoff::BackoffPolicy;
+use calsync::core::decide::ConnectionCommand;
+use calsync::core::ids::{
+    CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
+};
+use calsync::providers::{AuthSession, ProviderEndpoints};
+use calsync::store::credentials::CredentialVault;
+use calsync::testkit::TestDb;
+use chrono::{DateTime, Duration as TimeDelta, Utc};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+struct World {
+    db: TestDb,
+    sim: SimHandle,
+    connections: Connections,
+    vault: CredentialVault,
+}
+
+impl World {
+    async fn new() -> World {
+        let db = TestDb::new().await;
+        let sim = Simulators::start(SimConfig::default()).await.unwrap();
+        let endpoints = ProviderEndpoints {
+            google_api: sim.google_base_url(),
+            google_token: sim.google_token_url(),
+            graph_api: sim.graph_base_url(),
+            graph_token: sim.graph_token_url("common"),
+        };
+        let vault = CredentialVault::random();
+        let mut runtime =
+            SyncRuntime::new(endpoints, vault.clone(), db.store(), Arc::new(AllOpen)).unwrap();
+        // Short backoff so the tests run in seconds; same policy code.
+        runtime.policy.backoff = BackoffPolicy {
+            base: Duration::from_millis(300),
+            cap: Duration::from_secs(2),
+            ..BackoffPolicy::default()
+        };
+        let connections = Connections::start_with_sync(
+            db.store(),
+            ActorSettings::default(),
+            Some(Arc::new(runtime)),
+        )
+        .await
+        .unwrap();
+        World {
+            db,
+            sim,
+            connections,
+            vault,
+        }
+    }
+
+    async fn google_connection(&self, email: &str) -> ConnectionId {
+        let account = self.sim.google().create_account(email);
+        let session = AuthSession {
+            client_id: account.client_id,
+            client_secret: account.client_secret,
+            refresh_token: account.refresh_token,
+            access_token: None,
+            access_expires_at: None,
+            refresh_token_rotated: false,
+        };
+        self.connect(CalendarProvider::Google, email, "primary", session)
+            .await
+    }
+
+    async fn graph_connection(&self, upn: &str) -> ConnectionId {
+        let account = self.sim.graph().create_account(upn);
+        let session = AuthSession {
+            client_id: account.client_id,
+            client_secret: account.client_secret,
+            refresh_token: account.refresh_token,
+            access_token: None,
+            access_expires_at: None,
+            refresh_token_rotated: false,
+        };
+        self.connect(CalendarProvider::Microsoft, upn, "primary", session)
+            .await
+    }
+
+    async fn connect(
+        &self,
+        provider: CalendarProvider,
+        account: &str,
+        calendar: &str,
+        session: AuthSession,
+    ) -> ConnectionId {
+        let id = ConnectionId::new_random();
+        self.vault
+            .save(&self.db.store(), id, &session)
+            .await
+            .unwrap();
+        self.connections
+            .command(
+                id,
+                ConnectionCommand::Create {
+                    platform_provider_id: PlatformProviderId::parse(format!("pp-{account}"))
+                        .unwrap(),
+                    provider,
+                    account: ExternalAccount::parse(account).unwrap(),
+                    calendars: vec![CalendarId::parse(calendar).unwrap()],
+                    destination_calendar: None,
+                },
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn notify(&self, id: ConnectionId, key: &str) -> bool {
+        let ack = self
+            .connections
+            .command(
+                id,
+                ConnectionCommand::AcceptNotification {
+                    key: key.into(),
+                    channel_id: "test-channel".into(),
+                },
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        ack.duplicate
+    }
+
+    async fn busy(&self, id: ConnectionId) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
+        let client = self.db.client().await;
+        client
+            .query(
+                "SELECT external_event_id, starts_at, ends_at FROM busy_intervals \
+                 WHERE connection_id = $1 ORDER BY starts_at",
+                &[&id.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    async fn status(&self, id: ConnectionId) -> (String, i32, Option<DateTime<Utc>>) {
+        let client = self.db.client().await;
+        let row = client
+            .query_one(
+                "SELECT status, error_count, backoff_until FROM connections WHERE connection_id = $1",
+                &[&id.as_uuid()],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    /// Polls `check` until it holds or `within` passes.
+    async fn eventually<F, Fut>(&self, within: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if check().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+fn hour(h: i64) -> (String, String) {
+    let base = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        + TimeDelta::days(2);
+    let s = base + TimeDelta::hours(h);
+    let e = s + TimeDelta::minutes(30);
+    (s.to_rfc3339(), e.to_rfc3339())
+}
+
+fn google_event(id: &str, h: i64) -> serde_json::Value {
+    let (s, e) = hour(h);
+    json!({ "id": id, "summary": "dentist", "start": {"dateTime": s}, "end": {"dateTime": e} })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_changes_become_and_stop_being_busy_time() {
+    let w = World::new().await;
+    let google = w.sim.google();
+    google
+        .upsert_event("ana@example.com", "primary", google_event("evt00001", 9))
+        .ok();
+    let id = w.google_connection("ana@example.com").await;
+    google
+        .upsert_event("ana@example.com", "primary", google_event("evt00001", 9))
+        .unwrap();
+    // Transparent ("free") time never blocks.
+    let (s, e) = hour(13);
+    google
+        .upsert_event(
+            "ana@example.com",
+            "primary",
+            json!({"id": "evtfree1", "transparency": "transparent",
+                   "start": {"dateTime": s}, "end": {"dateTime": e}}),
+        )
+        .unwrap();
+
+    assert!(!w.notify(id, "google:c1:1").await);
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.busy(id).await.len() == 1
+        })
+        .await,
+        "the first sync did not produce the busy interval: {:?}",
+        w.busy(id).await
+    );
+    assert_eq!(w.busy(id).await[0].0, "evt00001");
+
+    // A new event, then a notification: it becomes busy time.
+    google
+        .upsert_event("ana@example.com", "primary", google_event("evt00002", 11))
+        .unwrap();
+    w.notify(id, "google:c1:2").await;
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.busy(id).await.len() == 2
+        })
+        .await
+    );
+
+    // Moved: the interval moves. Deleted: it stops blocking.
+    google
+        .upsert_event("ana@example.com", "primary", google_event("evt00002", 15))
+        .unwrap();
+    google
+        .delete_event("ana@example.com", "primary", "evt00001")
+        .unwrap();
+    w.notify(id, "google:c1:3").await;
+    let moved = hour(15).0;
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            let busy = w.busy(id).await;
+            busy.len() == 1 && busy[0].0 == "evt00002" && busy[0].1.to_rfc3339() == moved
+        })
+        .await,
+        "{:?}",
+        w.busy(id).await
+    );
+    let (status, errors, _) = w.status(id).await;
+    assert_eq!((status.as_str(), errors), ("active", 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_notification_is_acknowledged_without_extra_sync() {
+    let w = World::new().await;
+    let id = w.google_connection("dup@example.com").await;
+    assert!(!w.notify(id, "google:c9:5").await);
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.status(id).await.0 == "active"
+                && w.sim.requests().iter().any(|r| r.endpoint == "events.list")
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lists_before = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "events.list")
+        .count();
+    for _ in 0..5 {
+        assert!(
+            w.notify(id, "google:c9:5").await,
+            "a repeat must be a duplicate"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lists_after = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "events.list")
+        .count();
+    assert_eq!(lists_before, lists_after, "duplicates triggered sync work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_delta_token_leads_to_a_full_resync_that_sweeps_deleted_events() {
+    let w = World::new().await;
+    let graph = w.sim.graph();
+    let id = w.graph_connection("bo@contoso.com").await;
+    let (s1, e1) = hour(9);
+    let (s2, e2) = hour(10);
+    let keep = graph
+        .create_event("bo@contoso.com", json!({"subject": "keep", "showAs": "busy",
+            "start": {"dateTime": s1[..19], "timeZone": "UTC"}, "end": {"dateTime": e1[..19], "timeZone": "UTC"}}))
+        .unwrap();
+    let gone = graph
+        .create_event("bo@contoso.com", json!({"subject": "gone", "showAs": "busy",
+            "start": {"dateTime": s2[..19], "timeZone": "UTC"}, "end": {"dateTime": e2[..19], "timeZone": "UTC"}}))
+        .unwrap();
+    w.notify(id, "graph:k1").await;
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.busy(id).await.len() == 2
+        })
+        .await,
+        "{:?}",
+        w.busy(id).await
+    );
+    // The provider forgets our delta state, and an event is deleted while
+    // nothing tells us: only the full resync's sweep can notice.
+    graph.invalidate_delta_tokens("bo@contoso.com");
+    graph
+        .delete_event("bo@contoso.com", gone["id"].as_str().unwrap())
+        .unwrap();
+    w.notify(id, "graph:k2").await;
+    let keep_id = keep["id"].as_str().unwrap().to_string();
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            let busy = w.busy(id).await;
+            busy.len() == 1 && busy[0].0 == keep_id
+        })
+        .await,
+        "{:?}",
+        w.busy(id).await
+    );
+    let client = w.db.client().await;
+    let generation: i64 = client
+        .query_one(
+            "SELECT generation FROM connection_calendars WHERE connection_id = $1",
+            &[&id.as_uuid()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(generation, 2, "the resync opened a second generation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_marks_the_connection_and_stops_calls() {
+    let w = World::new().await;
+    let id = w.google_connection("gone@example.com").await;
+    w.sim.google().revoke_grant("gone@example.com");
+    w.notify(id, "google:r:1").await;
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.status(id).await.0 == "needs_reauthorization"
+        })
+        .await,
+        "{:?}",
+        w.status(id).await
+    );
+    let calls = w.sim.requests().len();
+    for n in 2..6 {
+        w.notify(id, &format!("google:r:{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        w.sim.requests().len(),
+        calls,
+        "provider called after invalid_grant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
+    let w = World::new().await;
+    let google = w.sim.google();
+    let id = w.google_connection("busy@example.com").await;
+    google
+        .upsert_event("busy@example.com", "primary", google_event("evtslo01", 9))
+        .unwrap();
+    let throttle = w.sim.add_fault(FaultRule {
+        provider: Provider::Google,
+        endpoint: Some("events.list".into()),
+        account: None,
+        kind: FaultKind::Status {
+            code: 429,
+            retry_after: Some(1.5),
+            reason: Some("rateLimitExceeded".into()),
+        },
+        remaining: None,
+    });
+    w.notify(id, "google:o:1").await;
+    assert!(
+        w.eventually(Duration::from_secs(10), || async {
+            w.status(id).await.0 == "backoff"
+        })
+        .await
+    );
+    let (_, errors, until) = w.status(id).await;
+    assert!(errors >= 1);
+    let until = until.unwrap();
+    // Retry-After: 1.5 s is honoured as a floor.
+    let failed_at = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "events.list")
+        .map(|r| r.at)
+        .max()
+        .unwrap();
+    assert!(
+        until >= failed_at + TimeDelta::milliseconds(1400),
+        "{until} vs {failed_at}"
+    );
+
+    // Notifications during backoff are recorded but cause no provider call.
+    for n in 2..8 {
+        w.notify(id, &format!("google:o:{n}")).await;
+    }
+    let early: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "events.list" && r.at > failed_at && r.at < until)
+        .collect();
+    assert!(early.is_empty(), "calls during backoff: {early:?}");
+
+    // Then an outage (503) instead of throttling; still backing off.
+    w.sim.remove_fault(throttle);
+    let outage = w.sim.add_fault(FaultRule {
+        provider: Provider::Google,
+        endpoint: Some("events.list".into()),
+        account: None,
+        kind: FaultKind::Status {
+            code: 503,
+            retry_after: None,
+            reason: Some("backendError".into()),
+        },
+        remaining: Some(2),
+    });
+    // The provider recovers after two more failures; the backoff timer (no
+    // further notifications needed) brings the connection back.
+    assert!(
+        w.eventually(Duration::from_secs(20), || async {
+            w.status(id).await.0 == "active" && w.busy(id).await.len() == 1
+        })
+        .await,
+        "never converged: {:?}",
+        w.status(id).await
+    );
+    w.sim.remove_fault(outage);
+    // No call was ever made before the backoff_until in force at the time.
+    let client = w.db.client().await;
+    let failures = client
+        .query(
+            "SELECT (payload::jsonb->>'backoff_until')::timestamptz, committed_at FROM events \
+             WHERE stream = $1 AND event_type = 'sync_failed' ORDER BY version",
+            &[&id.stream().as_str()],
+        )
+        .await
+        .unwrap();
+    assert!(failures.len() >= 2);
+    let calls: Vec<DateTime<Utc>> = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "events.list")
+        .map(|r| r.at)
+        .collect();
+    for f in &failures {
+        let until: DateTime<Utc> = f.get(0);
+        let at: DateTime<Utc> = f.get(1);
+        assert!(
+            !calls
+                .iter()
+                .any(|c| *c > at + TimeDelta::milliseconds(50) && *c < until),
+            "a provider call inside the backoff window {at}..{until}"
+        );
+    }
+}
