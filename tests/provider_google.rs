@@ -5,11 +5,11 @@
 
 use calsim::{FaultKind, FaultRule, Provider, SimConfig, SimHandle, Simulators};
 use calsync::core::busy::{booking_tag, GOOGLE_BOOKING_PROPERTY};
-use calsync::core::ids::CalendarId;
+use calsync::core::ids::{CalendarId, CalendarProvider};
 use calsync::providers::google::GoogleClient;
 use calsync::providers::{
     http_client, AuthSession, CalendarApi, ChannelRequest, ExternalChange, OutboundEvent, PageNext,
-    ProviderEndpoints, ProviderError, SyncCursor, SyncPosition, SyncWindow,
+    ProviderClient, ProviderEndpoints, ProviderError, SyncCursor, SyncPosition, SyncWindow,
 };
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde_json::{json, Value};
@@ -661,4 +661,83 @@ async fn channels_open_cannot_renew_in_place_and_close_idempotently() {
         .collect();
     assert_eq!(stops[0], 204);
     assert_eq!(stops[1], 404);
+}
+
+#[tokio::test]
+async fn a_garbled_event_does_not_fail_its_page() {
+    let (h, client, mut session) = setup().await;
+    let base = now() + Duration::days(1);
+    let good = h
+        .google()
+        .upsert_event(EMAIL, "primary", timed("good", base, 30))
+        .unwrap();
+    let mut garbled = timed("garbled", base + Duration::hours(1), 30);
+    garbled["attendees"] = json!("not a list");
+    let garbled = h.google().upsert_event(EMAIL, "primary", garbled).unwrap();
+    let (pages, _, _) = round(&client, &mut session, SyncPosition::Start).await;
+    let ids: Vec<String> = google_events(&pages.concat())
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [good["id"].as_str().unwrap().to_owned()]);
+    assert_ne!(garbled["id"], good["id"]);
+}
+
+#[tokio::test]
+async fn provider_client_delegates_to_the_provider_of_the_connection() {
+    let (h, _, mut google_session) = setup().await;
+    let graph_account = h.graph().create_account("bob@contoso.com");
+    let mut graph_session = AuthSession {
+        client_id: graph_account.client_id,
+        client_secret: graph_account.client_secret,
+        refresh_token: graph_account.refresh_token,
+        access_token: None,
+        access_expires_at: None,
+        refresh_token_rotated: false,
+    };
+    let google = ProviderClient::for_provider(
+        CalendarProvider::Google,
+        http_client().unwrap(),
+        endpoints(&h),
+    );
+    let graph = ProviderClient::for_provider(
+        CalendarProvider::Microsoft,
+        http_client().unwrap(),
+        endpoints(&h),
+    );
+    assert_eq!(google.provider(), CalendarProvider::Google);
+    assert_eq!(graph.provider(), CalendarProvider::Microsoft);
+    let page = google
+        .list_changes(
+            &mut google_session,
+            &primary(),
+            &SyncPosition::Start,
+            window(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(page.next, PageNext::Complete(_)));
+    let page = graph
+        .list_changes(
+            &mut graph_session,
+            &primary(),
+            &SyncPosition::Start,
+            window(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&page.next, PageNext::Complete(c) if c.0.contains("$deltatoken")));
+    let endpoints: Vec<(Provider, String)> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint != "token")
+        .map(|r| (r.provider, r.endpoint))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            (Provider::Google, "events.list".to_string()),
+            (Provider::Graph, "delta".to_string())
+        ]
+    );
 }

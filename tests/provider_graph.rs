@@ -617,3 +617,23 @@ async fn subscriptions_open_renew_and_close() {
         .unwrap_err();
     assert!(matches!(err, ProviderError::NotFound(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_garbled_event_does_not_fail_its_page() {
+    let (h, client, mut session) = setup().await;
+    let base = now() + Duration::days(1);
+    let good = h
+        .graph()
+        .create_event(UPN, timed("good", base, 30))
+        .unwrap();
+    let mut garbled = timed("garbled", base + Duration::hours(1), 30);
+    garbled["isCancelled"] = json!("maybe");
+    let garbled = h.graph().create_event(UPN, garbled).unwrap();
+    let (pages, _) = round(&client, &mut session, SyncPosition::Start).await;
+    let ids: Vec<String> = graph_events(&pages.concat())
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [good["id"].as_str().unwrap().to_owned()]);
+    assert_ne!(garbled["id"], good["id"]);
+}

@@ -558,6 +558,12 @@ impl CalendarApi for GoogleClient {
             Err(ProviderError::Duplicate(message)) => {
                 // Our deterministic id exists: an earlier attempt went through.
                 let existing = self.get_event(session, calendar, &id).await?;
+                let owner = existing.private_property(GOOGLE_BOOKING_PROPERTY);
+                if owner.is_some_and(|b| b != event.booking_id) {
+                    return Err(ProviderError::Duplicate(format!(
+                        "event id {id} belongs to another booking ({message})"
+                    )));
+                }
                 if existing.status() == GoogleEventStatus::Cancelled {
                     // Deleted ids stay reserved: a new generation is needed.
                     return Err(ProviderError::Duplicate(format!(
