@@ -37,6 +37,17 @@ pub struct SimConfig {
     pub graph_delta_repeat_rate: f64,
     /// How far past `now` unbounded recurring series are expanded.
     pub recurrence_horizon_days: i64,
+    /// Google sync tokens older than this answer 410 (None = never expire).
+    pub google_sync_token_ttl_secs: Option<i64>,
+    /// Graph deltaLinks older than this answer 410 (None = never expire).
+    pub graph_delta_token_ttl_secs: Option<i64>,
+    /// Google per-user quota (requests per minute, sliding); over it → 403
+    /// `userRateLimitExceeded`. None = off (the real default is 600).
+    pub google_user_requests_per_minute: Option<u32>,
+    /// Outlook per-mailbox quota (requests per 10 minutes, sliding); over it
+    /// → 429 with `Retry-After`. Throttled requests count too. None = off
+    /// (the real limit is 10,000).
+    pub graph_mailbox_requests_per_10_min: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -57,6 +68,10 @@ impl Default for SimConfig {
             graph_page_size: 10,
             graph_delta_repeat_rate: 0.0,
             recurrence_horizon_days: 730,
+            google_sync_token_ttl_secs: None,
+            graph_delta_token_ttl_secs: None,
+            google_user_requests_per_minute: None,
+            graph_mailbox_requests_per_10_min: None,
         }
     }
 }

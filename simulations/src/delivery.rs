@@ -68,7 +68,27 @@ fn push(shared: &Arc<Shared>, out: Outgoing, fault: Option<String>) {
         let (tx, mut rx) = unbounded_channel::<QueueItem>();
         let weak = Arc::downgrade(shared);
         shared.runtime.spawn(async move {
-            while let Some((out, fault)) = rx.recv().await {
+            let mut held: Option<QueueItem> = None;
+            loop {
+                let (mut out, fault) = match held.take() {
+                    Some(item) => item,
+                    None => match rx.recv().await {
+                        Some(item) => item,
+                        None => break,
+                    },
+                };
+                // Graph batches change notifications that piled up (e.g. while
+                // an earlier one was being retried) into one POST.
+                if batchable(&out, &fault) {
+                    while let Ok(next) = rx.try_recv() {
+                        if batchable(&next.0, &next.1) {
+                            append_values(&mut out, &next.0);
+                        } else {
+                            held = Some(next);
+                            break;
+                        }
+                    }
+                }
                 deliver_with_retries(weak.clone(), out, fault).await;
             }
         });
@@ -76,6 +96,27 @@ fn push(shared: &Arc<Shared>, out: Outgoing, fault: Option<String>) {
     });
     // A closed worker only happens during shutdown; the notification is moot then.
     let _ = sender.send((out, fault));
+}
+
+fn batchable(out: &Outgoing, fault: &Option<String>) -> bool {
+    out.provider == Provider::Graph && out.kind == "change" && fault.is_none()
+}
+
+fn append_values(into: &mut Outgoing, from: &Outgoing) {
+    let extra = from
+        .body
+        .as_ref()
+        .and_then(|b| b["value"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    if let Some(values) = into
+        .body
+        .as_mut()
+        .and_then(|b| b.get_mut("value"))
+        .and_then(Value::as_array_mut)
+    {
+        values.extend(extra);
+    }
 }
 
 fn spawn_later(shared: &Arc<Shared>, out: Outgoing, delay_ms: u64, fault: Option<String>) {
@@ -103,7 +144,15 @@ async fn deliver_with_retries(weak: Weak<Shared>, out: Outgoing, fault: Option<S
         let Some(shared) = weak.upgrade() else { return };
         let (status, error) = send_once(&shared, &out).await;
         record(&shared, &out, attempt, status, error, fault.clone());
-        if !should_retry(out.provider, status) || attempt >= shared.config.push_max_attempts {
+        let retry = should_retry(out.provider, status);
+        if !retry {
+            return;
+        }
+        if attempt >= shared.config.push_max_attempts {
+            // Graph tells the subscriber it dropped notifications.
+            if out.provider == Provider::Graph && out.kind == "change" {
+                crate::graph::subscriptions::notify_missed(&shared, &out.subject);
+            }
             return;
         }
         let delay = shared

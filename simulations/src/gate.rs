@@ -97,6 +97,21 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
     } else {
         if let Some(a) = &account {
             req.extensions_mut().insert(Authed(a.clone()));
+            if let Err(e) = admit_quota(&sh, provider, a, started) {
+                let resp = render(provider, e);
+                return finish(
+                    &sh,
+                    provider,
+                    started,
+                    account.clone(),
+                    endpoint,
+                    &method,
+                    path,
+                    query,
+                    resp,
+                    Some("quota".into()),
+                );
+            }
         }
         let permit = if provider == Provider::Graph && needs_auth {
             let mailbox = graph::mailbox_of(&path)
@@ -178,6 +193,35 @@ fn finish(
         fault,
     });
     response
+}
+
+/// The optional per-account quotas (off unless configured).
+fn admit_quota(
+    sh: &Shared,
+    provider: Provider,
+    account: &str,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let (limit, window) = match provider {
+        Provider::Google => (
+            sh.config.google_user_requests_per_minute,
+            chrono::Duration::minutes(1),
+        ),
+        Provider::Graph => (
+            sh.config.graph_mailbox_requests_per_10_min,
+            chrono::Duration::minutes(10),
+        ),
+    };
+    let Some(limit) = limit else { return Ok(()) };
+    sh.quotas
+        .admit(provider, account, limit, window, now)
+        .map_err(|retry_after| match provider {
+            Provider::Google => {
+                ApiError::new(403, "userRateLimitExceeded", "User Rate Limit Exceeded")
+                    .domain("usageLimits")
+            }
+            Provider::Graph => graph::errors::injected(429, None, Some(retry_after)),
+        })
 }
 
 fn unauthorized(provider: Provider, check: &AccessCheck) -> ApiError {

@@ -26,6 +26,7 @@ pub mod gate;
 pub mod google;
 pub mod graph;
 pub mod opaque;
+pub mod quota;
 pub mod request_log;
 pub mod rng;
 pub mod rrule;
@@ -75,6 +76,7 @@ impl Simulators {
             graph: Default::default(),
             delivery: Default::default(),
             limiter: Default::default(),
+            quotas: Default::default(),
             runtime: tokio::runtime::Handle::try_current()?,
             http,
             scenario: Default::default(),

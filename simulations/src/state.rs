@@ -8,6 +8,7 @@ use crate::faults::FaultSet;
 use crate::google::model::GoogleState;
 use crate::graph::limiter::MailboxLimiter;
 use crate::graph::model::GraphState;
+use crate::quota::Quotas;
 use crate::request_log::RequestLog;
 use crate::rng::SimRng;
 use crate::scenario::Scenario;
@@ -23,6 +24,7 @@ pub struct Shared {
     pub graph: Mutex<GraphState>,
     pub delivery: DeliveryQueues,
     pub limiter: MailboxLimiter,
+    pub quotas: Quotas,
     /// Push tasks are spawned here, so sync control calls can trigger them.
     pub runtime: tokio::runtime::Handle,
     pub http: reqwest::Client,

@@ -404,3 +404,70 @@ async fn hook_with_reorder(h: &calsim::SimHandle) -> common::Hook {
     );
     hook(200).await
 }
+
+#[tokio::test]
+async fn optional_quotas_and_token_ttls() {
+    let config = calsim::SimConfig {
+        google_user_requests_per_minute: Some(3),
+        graph_mailbox_requests_per_10_min: Some(2),
+        google_sync_token_ttl_secs: Some(0),
+        graph_delta_token_ttl_secs: Some(0),
+        ..calsim::SimConfig::default()
+    };
+    let h = common::sim_with(config).await;
+    let acct = h.google().create_account("quota@example.com");
+    let api = Api::new(h.google_base_url(), google_access_token(&h, &acct).await);
+    let (_, v) = api.get("/calendars/primary/events").await;
+    let token = v["nextSyncToken"].as_str().expect("token").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (s, v) = api
+        .get(&format!("/calendars/primary/events?syncToken={token}"))
+        .await;
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (410, Some("fullSyncRequired")),
+        "token outlived its TTL"
+    );
+    let (s, _) = api.get("/calendars/primary/events").await;
+    assert_eq!(s, 200, "third request of the minute");
+    let (s, v) = api.get("/calendars/primary/events").await;
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (403, Some("userRateLimitExceeded"))
+    );
+    assert_eq!(v["error"]["errors"][0]["domain"], "usageLimits");
+
+    let mb = h.graph().create_account("quota@contoso.com");
+    let graph = Api::new(
+        h.graph_base_url(),
+        common::graph_access_token(&h, &mb).await,
+    );
+    let (_, v) = graph.get("/me/calendarView/delta?startDateTime=2026-10-01T00:00:00Z&endDateTime=2026-11-01T00:00:00Z").await;
+    let delta_link = v["@odata.deltaLink"]
+        .as_str()
+        .expect("deltaLink")
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (s, headers, v) = graph
+        .send(reqwest::Method::GET, &delta_link, None, &[])
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (410, Some("SyncStateNotFound")),
+        "deltaLink outlived its TTL"
+    );
+    assert!(headers.get("location").is_some());
+    let (s, headers, v) = graph
+        .send(reqwest::Method::GET, "/me/events", None, &[])
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("TooManyRequests"))
+    );
+    let retry: f64 = headers
+        .get("retry-after")
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.parse().ok())
+        .expect("Retry-After");
+    assert!(retry > 590.0 && retry <= 600.0, "{retry}");
+}

@@ -796,3 +796,62 @@ async fn mailbox_concurrency_limit_and_fractional_retry_after() {
     let (s, _) = api.get("/me/events").await;
     assert_eq!(s, 200, "fault consumed");
 }
+
+#[tokio::test]
+async fn piled_up_notifications_are_batched_and_give_up_sends_missed() {
+    let config = SimConfig {
+        push_retry_delay_ms: 20,
+        push_max_attempts: 2,
+        ..SimConfig::default()
+    };
+    let (h, api, acct) = setup_with(config, "rita@contoso.com").await;
+    let changes = hook(202).await;
+    let lifecycle = hook(202).await;
+    let exp = (Utc::now() + Duration::hours(1)).to_rfc3339();
+    let (s, _) = api.post("/subscriptions", &json!({ "changeType": "created", "notificationUrl": changes.url,
+        "lifecycleNotificationUrl": lifecycle.url, "resource": "me/events", "expirationDateTime": exp })).await;
+    assert_eq!(s, 201);
+    changes.set(|b| b.delay_ms = 300);
+    let g = h.graph();
+    for d in 1..=3 {
+        g.create_event(
+            &acct.upn,
+            event(
+                "x",
+                &format!("2026-10-0{d}T09:00:00"),
+                &format!("2026-10-0{d}T10:00:00"),
+            ),
+        )
+        .expect("create");
+        if d == 1 {
+            // The first POST is now in flight (the hook answers slowly).
+            changes.wait_for(1, 3000).await;
+        }
+    }
+    let got = changes.wait_for(2, 3000).await;
+    let sizes: Vec<usize> = got
+        .iter()
+        .map(|r| r.json()["value"].as_array().map(Vec::len).unwrap_or(0))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![1, 2],
+        "the two that piled up went out in one POST"
+    );
+
+    changes.set(|b| {
+        b.delay_ms = 0;
+        b.default_status = 500;
+    });
+    g.create_event(
+        &acct.upn,
+        event("y", "2026-10-05T09:00:00", "2026-10-05T10:00:00"),
+    )
+    .expect("create");
+    let got = lifecycle.wait_for(1, 3000).await;
+    assert_eq!(
+        got[0].json()["value"][0]["lifecycleEvent"],
+        "missed",
+        "dropped after retries → missed"
+    );
+}

@@ -21,6 +21,9 @@ struct SyncToken {
     c: String,
     s: u64,
     g: u64,
+    /// Issued at (unix ms), for the optional token TTL.
+    #[serde(default)]
+    t: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -227,7 +230,11 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         Some(t) => {
             let tok: SyncToken =
                 opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
-            if tok.c != cal.id || tok.g != cal.token_generation {
+            let expired = shared
+                .config
+                .google_sync_token_ttl_secs
+                .is_some_and(|ttl| now.timestamp_millis() - tok.t > ttl * 1000);
+            if tok.c != cal.id || tok.g != cal.token_generation || expired {
                 return Err(ApiError::new(
                     410,
                     "fullSyncRequired",
@@ -307,7 +314,8 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         out["nextSyncToken"] = json!(opaque::encode(&SyncToken {
             c: cal.id.clone(),
             s: snap,
-            g: cal.token_generation
+            g: cal.token_generation,
+            t: now.timestamp_millis(),
         }));
     }
     Ok(out)

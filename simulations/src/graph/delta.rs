@@ -141,6 +141,9 @@ struct DeltaState {
     snap: u64,
     after: Option<String>,
     g: u64,
+    /// When the deltaLink was issued (unix ms), for the optional token TTL.
+    #[serde(default)]
+    t: i64,
 }
 
 fn removed(id: &str) -> Value {
@@ -170,7 +173,12 @@ pub async fn delta_h(
         .filter(|t| !t.is_empty());
     let state = if let Some(tok) = token {
         let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
-        if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation {
+        let expired = q.get("$deltatoken").is_some()
+            && sh
+                .config
+                .graph_delta_token_ttl_secs
+                .is_some_and(|ttl| Utc::now().timestamp_millis() - s.t > ttl * 1000);
+        if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation || expired {
             // The Location header points at a fresh round over the same window.
             let restart = format!(
                 "{}/{}/calendarView/delta?startDateTime={}&endDateTime={}&$deltatoken=",
@@ -206,6 +214,7 @@ pub async fn delta_h(
             snap: st.seq,
             after: None,
             g: acct.delta_generation,
+            t: 0,
         }
     };
     let ws = Utc.timestamp_opt(state.ws, 0).single().unwrap_or_default();
@@ -262,6 +271,7 @@ pub async fn delta_h(
             since: state.snap,
             snap: 0,
             after: None,
+            t: Utc::now().timestamp_millis(),
             ..state
         };
         resp["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={}", opaque::encode(&next)));

@@ -189,6 +189,19 @@ pub fn lifecycle(
     Ok(())
 }
 
+/// Delivery gave up on a change notification: send `missed` if the
+/// subscription has a lifecycle URL (the subscriber must resync).
+pub fn notify_missed(shared: &Arc<Shared>, sub_id: &str) {
+    let mut st = lock(&shared.graph);
+    let has_lifecycle = st
+        .subscriptions
+        .get(sub_id)
+        .is_some_and(|s| s.lifecycle_url.is_some());
+    if has_lifecycle {
+        let _ = lifecycle(shared, &mut st, sub_id, LifecycleEvent::Missed);
+    }
+}
+
 fn sub_not_found() -> ApiError {
     ApiError::new(404, "ResourceNotFound", "The object was not found.")
 }
