@@ -9,9 +9,12 @@ use std::sync::Mutex;
 use crate::request_log::Provider;
 use crate::state::lock;
 
+/// Request times within the window, per (provider, account).
+type Windows = HashMap<(Provider, String), VecDeque<DateTime<Utc>>>;
+
 #[derive(Default)]
 pub struct Quotas {
-    windows: Mutex<HashMap<(Provider, String), VecDeque<DateTime<Utc>>>>,
+    windows: Mutex<Windows>,
 }
 
 impl Quotas {

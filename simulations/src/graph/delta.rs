@@ -173,7 +173,7 @@ pub async fn delta_h(
         .filter(|t| !t.is_empty());
     let state = if let Some(tok) = token {
         let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
-        let expired = q.get("$deltatoken").is_some()
+        let expired = q.contains_key("$deltatoken")
             && sh
                 .config
                 .graph_delta_token_ttl_secs
