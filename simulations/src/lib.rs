@@ -222,6 +222,23 @@ impl SimHandle {
         self.shared.log.deliveries()
     }
 
+    /// Poll the delivery log until `done` holds (or `timeout` passes); returns
+    /// the log either way. Push delivery is asynchronous, so tests wait here.
+    pub async fn wait_for_deliveries(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[DeliveryRecord]) -> bool,
+    ) -> Vec<DeliveryRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.deliveries();
+            if done(&log) || tokio::time::Instant::now() >= deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn clear_log(&self) {
         self.shared.log.clear()
     }

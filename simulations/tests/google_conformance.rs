@@ -326,6 +326,11 @@ async fn recurring_series_expand_with_exceptions_across_dst() {
         "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=4", "EXDATE;TZID=Europe/Berlin:20261026T090000"] });
     let (s, v) = api.post("/calendars/primary/events", &master).await;
     assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["start"]["dateTime"], "2026-10-19T09:00:00+02:00",
+        "answered with the zone's offset"
+    );
+    assert_eq!(v["start"]["timeZone"], "Europe/Berlin");
     let (_, full) = api
         .get("/calendars/primary/events?singleEvents=true&orderBy=startTime")
         .await;
@@ -606,6 +611,10 @@ async fn push_retries_only_on_500_502_503_504() {
         1,
         "404 is a failure, not retried"
     );
+    h.wait_for_deliveries(std::time::Duration::from_secs(3), |log| {
+        log.iter().any(|d| d.subject == "rejecting")
+    })
+    .await;
     let attempts: Vec<Option<u16>> = h
         .deliveries()
         .iter()

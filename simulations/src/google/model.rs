@@ -205,6 +205,15 @@ impl GCalendar {
         m.entry("iCalUID")
             .or_insert(json!(format!("{base_id}@google.com")));
         m.insert("sequence".into(), json!(ev.sequence));
+        // Google answers date-times as RFC 3339 with the offset of the event's
+        // zone (or the calendar's), whatever form the client wrote them in.
+        for key in ["start", "end", "originalStartTime"] {
+            if let Some(v) = m.get(key) {
+                if let Ok(t @ GTime::At { .. }) = parse_gtime(v, key, self.tz()) {
+                    m.insert(key.into(), t.to_json());
+                }
+            }
+        }
         m.entry("reminders")
             .or_insert(json!({ "useDefault": true }));
         m.entry("eventType").or_insert(json!("default"));
