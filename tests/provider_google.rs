@@ -741,3 +741,37 @@ async fn provider_client_delegates_to_the_provider_of_the_connection() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_secondary_calendar_is_synced_and_written_by_its_id() {
+    let (h, client, mut session) = setup().await;
+    let id = h
+        .google()
+        .create_calendar(EMAIL, "Work", "America/New_York")
+        .unwrap();
+    assert!(id.contains('@'));
+    let calendar = CalendarId::parse(id.clone()).unwrap();
+    h.google()
+        .upsert_event(EMAIL, &id, timed("standup", now() + Duration::days(1), 15))
+        .unwrap();
+    let page = client
+        .list_changes(&mut session, &calendar, &SyncPosition::Start, window())
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone.as_deref(), Some("America/New_York"));
+    assert_eq!(google_events(&page.changes).len(), 1);
+    let written = client
+        .create_event(&mut session, &calendar, &booking(now() + Duration::days(3)))
+        .await
+        .unwrap();
+    assert_eq!(h.google().stored_events(EMAIL, &id).unwrap().len(), 2);
+    assert!(h
+        .google()
+        .stored_events(EMAIL, "primary")
+        .unwrap()
+        .is_empty());
+    client
+        .delete_event(&mut session, &calendar, &written.external_event_id)
+        .await
+        .unwrap();
+}

@@ -637,3 +637,49 @@ async fn a_garbled_event_does_not_fail_its_page() {
     assert_eq!(ids, [good["id"].as_str().unwrap().to_owned()]);
     assert_ne!(garbled["id"], good["id"]);
 }
+
+#[tokio::test]
+async fn writes_to_a_secondary_calendar_stay_there_and_are_found_there() {
+    let (h, client, mut session) = setup().await;
+    let id = h.graph().create_calendar(UPN, "Bookings").unwrap();
+    let calendar = CalendarId::parse(id.clone()).unwrap();
+    let event = booking(now() + Duration::days(2));
+    let written = client
+        .create_event(&mut session, &calendar, &event)
+        .await
+        .unwrap();
+    let again = client
+        .create_event(&mut session, &calendar, &event)
+        .await
+        .unwrap();
+    assert_eq!(again.external_event_id, written.external_event_id);
+    assert_eq!(h.graph().event_count(UPN), 1);
+    assert_eq!(endpoint_log(&h, "events.create").len(), 1);
+    let creates: Vec<String> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "events.create")
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        creates[0].ends_with(&format!("/me/calendars/{id}/events")),
+        "{creates:?}"
+    );
+    let found = client
+        .find_booking_event(&mut session, &calendar, "bk_42", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.map(|w| w.external_event_id),
+        Some(written.external_event_id)
+    );
+    let searches: Vec<String> = h
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == "events.list")
+        .map(|r| r.path)
+        .collect();
+    assert!(searches
+        .iter()
+        .all(|p| p.ends_with(&format!("/me/calendars/{id}/events"))));
+}
