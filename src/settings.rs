@@ -293,3 +293,19 @@ fn node_name() -> String {
         .unwrap_or_else(|| "node".into());
     format!("{host}:{}", std::process::id())
 }
+
+/// The actors' feature gates follow the settings stream.
+impl crate::actors::sync_task::Gates for SettingsHandle {
+    fn sync_enabled(&self) -> bool {
+        self.current()
+            .enabled(crate::core::settings::Flag::SyncEnabled)
+    }
+    fn jobs_enabled(&self) -> bool {
+        self.current()
+            .enabled(crate::core::settings::Flag::JobsEnabled)
+    }
+    fn webhooks_enabled(&self) -> bool {
+        self.current()
+            .enabled(crate::core::settings::Flag::WebhooksEnabled)
+    }
+}

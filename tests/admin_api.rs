@@ -31,6 +31,7 @@ async fn spawn_app(db: &TestDb, admin_token: Option<&str>, drills: bool) -> App 
         settings: calsync::settings::SettingsHandle::start(db.store(), Duration::from_millis(250))
             .await
             .unwrap(),
+        webhooks: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

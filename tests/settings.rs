@@ -258,6 +258,7 @@ async fn spawn_app(db: &TestDb, settings: SettingsHandle) -> App {
         admin_token: Some("t".into()),
         drills_enabled: false,
         settings,
+        webhooks: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

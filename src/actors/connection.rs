@@ -10,6 +10,7 @@
 use super::front_door::{Ack, SendError};
 use super::sync_task::{self, CalendarPlan, SyncRuntime};
 use super::ActorSettings;
+use crate::core::channels::next_renewal;
 use crate::core::decide::{decide_with, ConnectionCommand, Effect};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
@@ -23,6 +24,7 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Bumped whenever `ConnectionState`'s shape changes: older snapshots are
@@ -61,6 +63,10 @@ pub enum ConnectionMsg {
     },
     /// The sync task finished (successfully or not).
     SyncFinished,
+    /// The channel task finished.
+    ChannelsFinished,
+    /// Run channel upkeep now (start-up, renewal time).
+    Maintain,
     /// A timer fired: backoff ended or a periodic poll is due.
     Tick,
     /// The actor's current state (for status and tests).
@@ -96,6 +102,11 @@ pub struct ConnectionActorState {
     /// was asked for while it ran.
     sync_running: bool,
     sync_pending: bool,
+    /// When the oldest notification not yet followed by a sync arrived
+    /// (the webhook → busy latency metric).
+    notified_at: Option<std::time::Instant>,
+    channels_running: bool,
+    channels_pending: bool,
     timer: Option<(chrono::DateTime<Utc>, TimerHandle)>,
 }
 
@@ -128,6 +139,9 @@ impl Actor for ConnectionActor {
             mailbox: args.mailbox,
             sync_running: false,
             sync_pending: false,
+            notified_at: None,
+            channels_running: false,
+            channels_pending: false,
             timer: None,
         })
     }
@@ -137,6 +151,7 @@ impl Actor for ConnectionActor {
         myself: ActorRef<Self::Msg>,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let _ = myself.send_message(ConnectionMsg::Maintain);
         self.reschedule(&myself, st);
         Ok(())
     }
@@ -146,6 +161,29 @@ impl Actor for ConnectionActor {
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Every line logged while handling this message (and by the sync
+        // task it starts) carries the connection id and, for inputs, the
+        // caller's correlation id. An error-level span is enabled whenever
+        // any event is, so the fields are never filtered away.
+        let span = tracing::error_span!("connection", connection_id = %st.id,
+            incarnation = st.incarnation, correlation_id = tracing::field::Empty);
+        if let ConnectionMsg::Command { correlation_id, .. }
+        | ConnectionMsg::Internal { correlation_id, .. } = &message
+        {
+            span.record("correlation_id", tracing::field::display(correlation_id));
+        }
+        self.dispatch(myself, message, st).instrument(span).await
+    }
+}
+
+impl ConnectionActor {
+    /// Handles one message, inside the span `handle` opened.
+    async fn dispatch(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+        st: &mut ConnectionActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ConnectionMsg::Command {
@@ -174,8 +212,26 @@ impl Actor for ConnectionActor {
                 }
                 self.reschedule(&myself, st);
             }
+            ConnectionMsg::ChannelsFinished => {
+                st.channels_running = false;
+                if std::mem::take(&mut st.channels_pending) {
+                    let _ = myself.send_message(ConnectionMsg::Maintain);
+                }
+                self.reschedule(&myself, st);
+            }
+            ConnectionMsg::Maintain => {
+                if let Ok((_, effects)) = self
+                    .apply(st, &ConnectionCommand::MaintainChannels, Uuid::new_v4())
+                    .await
+                {
+                    self.run_effects(&myself, st, effects);
+                }
+            }
             ConnectionMsg::Tick => {
                 st.timer = None;
+                if next_renewal(&st.state).is_some_and(|at| at <= Utc::now()) {
+                    let _ = myself.send_message(ConnectionMsg::Maintain);
+                }
                 let backoff_over = st.state.consecutive_failures > 0
                     && st.state.backoff_until.is_none_or(|t| t <= Utc::now());
                 let jobs = self.sync.as_ref().is_some_and(|s| s.gates.jobs_enabled());
@@ -205,6 +261,14 @@ impl ConnectionActor {
         reply: RpcReplyPort<Result<Ack, SendError>>,
     ) {
         let result = self.apply(st, &command, correlation_id).await;
+        if let (ConnectionCommand::AcceptNotification { .. }, Ok((ack, _)), Some(profile)) =
+            (&command, &result, &st.state.profile)
+        {
+            crate::metrics::notification(profile.provider.as_str(), ack.duplicate);
+            if !ack.duplicate {
+                st.notified_at.get_or_insert_with(std::time::Instant::now);
+            }
+        }
         let (result, effects) = match result {
             Ok((ack, effects)) => (Ok(ack), effects),
             Err(e) => (Err(e), Vec::new()),
@@ -219,12 +283,52 @@ impl ConnectionActor {
             myself.stop(Some("fenced".into()));
             return;
         }
+        self.run_effects(myself, st, effects);
+        self.reschedule(myself, st);
+    }
+
+    fn run_effects(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+        effects: Vec<Effect>,
+    ) {
         for effect in effects {
             match effect {
                 Effect::Sync => self.request_sync(myself, st),
+                Effect::Channels(steps) => self.request_channels(myself, st, steps),
             }
         }
-        self.reschedule(myself, st);
+    }
+
+    /// Starts channel upkeep unless webhooks are off, no public URL is
+    /// configured, or upkeep is already running (then it re-plans after).
+    fn request_channels(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+        steps: Vec<crate::core::channels::ChannelStep>,
+    ) {
+        let Some(runtime) = &self.sync else { return };
+        if runtime.webhook_base.is_none() || !runtime.gates.webhooks_enabled() || steps.is_empty() {
+            return;
+        }
+        if st.channels_running {
+            st.channels_pending = true;
+            return;
+        }
+        let Some(profile) = &st.state.profile else {
+            return;
+        };
+        st.channels_running = true;
+        tokio::spawn(super::channel_task::run(
+            myself.clone(),
+            runtime.clone(),
+            st.id,
+            profile.provider,
+            st.state.channels.clone(),
+            steps,
+        ));
     }
 
     /// Starts a sync unless one is running (then one follow-up is queued),
@@ -253,13 +357,18 @@ impl ConnectionActor {
                 cursor: sync.cursor.clone(),
             })
             .collect();
-        tokio::spawn(sync_task::run(
+        let sync = sync_task::run(
             myself.clone(),
             runtime.clone(),
             st.id,
             profile.provider,
             plans,
-        ));
+            st.notified_at.take(),
+        );
+        // The task's span is a child of the message's: it keeps the
+        // correlation id of the input that asked for this sync.
+        let span = tracing::error_span!("sync", provider = profile.provider.as_str());
+        tokio::spawn(sync.instrument(span));
     }
 
     /// Keeps one timer, at the state's next wake-up (end of backoff or next
@@ -271,7 +380,14 @@ impl ConnectionActor {
         let wanted = if st.sync_running || !runtime.gates.sync_enabled() {
             None
         } else {
-            next_wakeup(&st.state, runtime.poll_every, now)
+            let renewal = runtime
+                .webhook_base
+                .as_ref()
+                .and_then(|_| next_renewal(&st.state));
+            [next_wakeup(&st.state, runtime.poll_every, now), renewal]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
         };
         if st.timer.as_ref().map(|(at, _)| *at) == wanted {

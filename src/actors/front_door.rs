@@ -73,6 +73,8 @@ pub struct Registry {
     entries: Mutex<HashMap<ConnectionId, Entry>>,
     quarantined: Mutex<HashSet<ConnectionId>>,
     pub restarts: AtomicU64,
+    /// Actor failures per connection since this node started (status).
+    failures: Mutex<HashMap<ConnectionId, u64>>,
 }
 
 impl Registry {
@@ -162,6 +164,18 @@ impl Registry {
 
     pub fn active(&self) -> usize {
         self.entries().len()
+    }
+
+    /// Counts one actor failure of `id` (each is followed by a restart or
+    /// a quarantine).
+    pub fn note_failure(&self, id: ConnectionId) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        *failures.entry(id).or_insert(0) += 1;
+    }
+
+    pub fn failures_of(&self, id: ConnectionId) -> u64 {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(&id).copied().unwrap_or(0)
     }
 
     pub fn ids(&self) -> Vec<ConnectionId> {
@@ -382,6 +396,11 @@ impl Connections {
 
     pub fn incarnation(&self, id: ConnectionId) -> Option<u64> {
         self.registry.get(id).map(|e| e.incarnation)
+    }
+
+    /// Actor failures (restarts and quarantines) of `id` on this node.
+    pub fn restarts_of(&self, id: ConnectionId) -> u64 {
+        self.registry.failures_of(id)
     }
 
     pub fn stats(&self) -> ActorStats {

@@ -8,6 +8,7 @@
 //! - [`front_door`]: what HTTP handlers and the CLI call: bounded admission
 //!   (a typed `Busy` instead of unbounded mailboxes), activation on demand.
 
+pub mod channel_task;
 pub mod connection;
 pub mod front_door;
 pub mod supervisor;

@@ -197,6 +197,7 @@ impl Supervisor {
         error: String,
     ) {
         self.registry.restarts.fetch_add(1, Ordering::Relaxed);
+        self.registry.note_failure(id);
         let now = Instant::now();
         let window = self.settings.restart_window;
         let recent = st.failures.entry(id).or_default();
@@ -211,6 +212,7 @@ impl Supervisor {
         tracing::warn!(connection_id = %id, failures_in_window = count, error = %error,
             "connection actor failed");
         if count > self.settings.max_restarts {
+            crate::metrics::actor_quarantined();
             self.registry.set_quarantined(id, true);
             let command = ConnectionCommand::Quarantine {
                 restarts: count,
@@ -223,6 +225,7 @@ impl Supervisor {
                     "connection quarantined in memory; recording it failed"),
             }
         } else {
+            crate::metrics::actor_restarted();
             let delay = self.settings.restart_delay(count);
             myself.send_after(delay, move || SupervisorMsg::Restart { id });
         }

@@ -30,6 +30,8 @@ pub trait Gates: Send + Sync {
     fn sync_enabled(&self) -> bool;
     /// Periodic background work (polls) is allowed.
     fn jobs_enabled(&self) -> bool;
+    /// Push channels may be opened (webhooks are on).
+    fn webhooks_enabled(&self) -> bool;
 }
 
 /// Gates that are always open (tests, drills that do not test flags).
@@ -40,6 +42,9 @@ impl Gates for AllOpen {
         true
     }
     fn jobs_enabled(&self) -> bool {
+        true
+    }
+    fn webhooks_enabled(&self) -> bool {
         true
     }
 }
@@ -54,6 +59,12 @@ pub struct SyncRuntime {
     pub gates: Arc<dyn Gates>,
     /// Periodic poll interval (the backstop for dropped notifications).
     pub poll_every: chrono::Duration,
+    /// Public base URL of this deployment's webhook endpoints (e.g.
+    /// `https://hooks.example.com`); `None`: no push channels, polls only.
+    pub webhook_base: Option<String>,
+    /// Requested channel lifetimes (the provider may grant less).
+    pub google_channel_lifetime: chrono::Duration,
+    pub graph_channel_lifetime: chrono::Duration,
 }
 
 impl SyncRuntime {
@@ -76,6 +87,12 @@ impl SyncRuntime {
             policy: SyncPolicy::default(),
             gates,
             poll_every: chrono::Duration::minutes(15),
+            webhook_base: None,
+            // Google's default and (observed) maximum is 7 days; Graph's
+            // Outlook maximum is disputed (4,230 or 10,080 minutes), so ask
+            // a little under the lower one and trust the returned expiry.
+            google_channel_lifetime: chrono::Duration::days(7),
+            graph_channel_lifetime: chrono::Duration::minutes(4200),
         })
     }
 
@@ -101,9 +118,18 @@ pub async fn run(
     id: ConnectionId,
     provider: CalendarProvider,
     calendars: Vec<CalendarPlan>,
+    notified_at: Option<std::time::Instant>,
 ) {
+    let started = std::time::Instant::now();
+    crate::metrics::sync_started(provider.as_str());
     let outcome = sync_calendars(&actor, &runtime, id, provider, calendars).await;
+    let failure = outcome.as_ref().err().map(|(_, kind, _)| kind.as_str());
+    crate::metrics::sync_finished(provider.as_str(), failure, started.elapsed());
+    if let (Ok(()), Some(at)) = (&outcome, notified_at) {
+        crate::metrics::webhook_to_busy(provider.as_str(), at.elapsed());
+    }
     if let Err((class, kind, message)) = outcome {
+        tracing::warn!(kind = %kind, error = %message, "sync failed");
         let command = ConnectionCommand::RecordFailure {
             class,
             kind,

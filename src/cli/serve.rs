@@ -1,11 +1,15 @@
 //! `calsync serve`: the supervisor process.
 
+use crate::actors::sync_task::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
-use crate::config::{self, GlobalArgs};
+use crate::config::{self, DatabaseSource, GlobalArgs};
 use crate::database::Database;
 use crate::http::{self, AppState};
+use crate::providers::ProviderEndpoints;
+use crate::store::credentials::CredentialVault;
 use clap::Args;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Args)]
@@ -26,11 +30,64 @@ pub struct ServeArgs {
     /// Turn on drill hooks (killing actors through the admin API).
     #[arg(long, env = "CALSYNC_DRILLS_ENABLED")]
     pub enable_drills: bool,
+
+    /// Public base URL providers deliver webhooks to (e.g.
+    /// https://hooks.example.com). Unset: no push channels, polling only.
+    #[arg(long, env = "CALSYNC_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Base64 32-byte key sealing credentials at rest. Unset with a private
+    /// cluster: a key file beside the cluster is created and used.
+    #[arg(
+        long,
+        env = "CALSYNC_CREDENTIALS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub credentials_key: Option<String>,
+
+    /// Provider API base URLs (default: the real services; the demo and the
+    /// drills point them at the simulators).
+    #[arg(long, env = "CALSYNC_GOOGLE_API_URL", value_name = "URL")]
+    pub google_api_url: Option<String>,
+    #[arg(long, env = "CALSYNC_GOOGLE_TOKEN_URL", value_name = "URL")]
+    pub google_token_url: Option<String>,
+    #[arg(long, env = "CALSYNC_GRAPH_API_URL", value_name = "URL")]
+    pub graph_api_url: Option<String>,
+    #[arg(long, env = "CALSYNC_GRAPH_TOKEN_URL", value_name = "URL")]
+    pub graph_token_url: Option<String>,
+}
+
+impl ServeArgs {
+    fn endpoints(&self) -> ProviderEndpoints {
+        let d = ProviderEndpoints::default();
+        ProviderEndpoints {
+            google_api: self.google_api_url.clone().unwrap_or(d.google_api),
+            google_token: self.google_token_url.clone().unwrap_or(d.google_token),
+            graph_api: self.graph_api_url.clone().unwrap_or(d.graph_api),
+            graph_token: self.graph_token_url.clone().unwrap_or(d.graph_token),
+        }
+    }
+}
+
+/// The vault for credentials at rest: the configured key, or (private
+/// cluster only) a key file beside the cluster.
+fn vault(args: &ServeArgs, source: &DatabaseSource) -> anyhow::Result<CredentialVault> {
+    match (&args.credentials_key, source) {
+        (Some(key), _) => Ok(CredentialVault::from_base64("configured", key)?),
+        (None, DatabaseSource::Private(dir)) => Ok(CredentialVault::load_or_create(
+            &dir.join("credentials.key"),
+        )?),
+        (None, DatabaseSource::Url(_)) => anyhow::bail!(
+            "set CALSYNC_CREDENTIALS_KEY (base64 of 32 random bytes) to seal credentials at rest"
+        ),
+    }
 }
 
 pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let file = global.file()?;
     let settings = global.settings_with(&file)?;
+    let settings_source = settings.database.clone();
     let listen = config::listen_addr(args.listen, &file);
     let (db, report) = Database::open(&settings).await?;
     tracing::info!(
@@ -42,10 +99,25 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "calsync serve listening");
-    let connections = Connections::start(db.store(), ActorSettings::default()).await?;
     let settings =
         crate::settings::SettingsHandle::start(db.store(), crate::settings::DEFAULT_REFRESH)
             .await?;
+    let mut runtime = SyncRuntime::new(
+        args.endpoints(),
+        vault(&args, &settings_source)?,
+        db.store(),
+        Arc::new(settings.clone()),
+    )?;
+    runtime.webhook_base = args
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string());
+    let connections = Connections::start_with_sync(
+        db.store(),
+        ActorSettings::default(),
+        Some(Arc::new(runtime)),
+    )
+    .await?;
     let state = AppState {
         store: db.store(),
         connections: connections.clone(),
@@ -55,6 +127,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .filter(|t| !t.is_empty()),
         drills_enabled: args.enable_drills || file.drills_enabled.unwrap_or(false),
         settings,
+        webhooks: Default::default(),
     };
     http::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");

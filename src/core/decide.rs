@@ -8,6 +8,7 @@
 //! Commands that would change nothing (pausing a paused connection) decide
 //! to no events: repeating a command is always safe.
 
+use super::channels::{channel_plan, ChannelStep};
 use super::dedupe::DedupeKey;
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
@@ -65,6 +66,40 @@ pub enum ConnectionCommand {
     },
     /// Fresh credentials after a re-authorisation.
     RecordReauthorized,
+    /// Bring push channels in line with the selected calendars and expiries.
+    MaintainChannels,
+    RecordChannelOpened {
+        calendar: CalendarId,
+        channel_id: String,
+        resource_id: String,
+        secret_sha256: String,
+        expires_at: DateTime<Utc>,
+    },
+    RecordChannelRenewed {
+        channel_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    RecordChannelClosed {
+        channel_id: String,
+        reason: String,
+    },
+    /// A Graph lifecycle notification for one of our subscriptions.
+    ChannelLifecycle {
+        channel_id: String,
+        event: LifecycleEvent,
+    },
+}
+
+/// Graph lifecycle notifications (PROVIDERS.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LifecycleEvent {
+    /// Renew (or reauthorise) or delivery pauses.
+    ReauthorizationRequired,
+    /// The subscription is gone: recreate it, then resync.
+    SubscriptionRemoved,
+    /// Notifications were dropped: resync.
+    Missed,
 }
 
 /// What the shell must do after appending a decision's events.
@@ -73,6 +108,8 @@ pub enum Effect {
     /// Run a sync of the connection's calendars (coalesced by the shell:
     /// at most one in flight, one follow-up).
     Sync,
+    /// Open, renew or close push channels, in order.
+    Channels(Vec<ChannelStep>),
 }
 
 /// Why a command was refused. Each says what the caller should do.
@@ -129,6 +166,31 @@ pub fn decide(
 
 /// [`decide`] under explicit sync policies (busy rules, backoff).
 pub fn decide_with(
+    state: &ConnectionState,
+    command: &ConnectionCommand,
+    now: DateTime<Utc>,
+    policy: &SyncPolicy,
+) -> Result<Decision, Rejection> {
+    let mut decision = decide_inner(state, command, now, policy)?;
+    // Commands that change which calendars are live, or whether the grant
+    // may be used, also bring the push channels in line.
+    let replans = matches!(
+        command,
+        ConnectionCommand::Create { .. }
+            | ConnectionCommand::SelectCalendars { .. }
+            | ConnectionCommand::Resume
+            | ConnectionCommand::Remove { .. }
+            | ConnectionCommand::LiftQuarantine
+            | ConnectionCommand::RecordReauthorized
+    );
+    if replans && !decision.events.is_empty() {
+        let planned = channels_decision(state, decision.events.clone(), now);
+        decision.effects.extend(planned.effects);
+    }
+    Ok(decision)
+}
+
+fn decide_inner(
     state: &ConnectionState,
     command: &ConnectionCommand,
     now: DateTime<Utc>,
@@ -274,6 +336,97 @@ pub fn decide_with(
             }
             Ok(Decision::one(ConnectionEvent::Reauthorized { at: now }).with_effect(Effect::Sync))
         }
+        (_, C::MaintainChannels) => Ok(channels_decision(state, Vec::new(), now)),
+        (
+            _,
+            C::RecordChannelOpened {
+                calendar,
+                channel_id,
+                resource_id,
+                secret_sha256,
+                expires_at,
+            },
+        ) => {
+            if state.channels.contains_key(channel_id) {
+                return Ok(Decision::none());
+            }
+            let event = ConnectionEvent::ChannelOpened {
+                calendar: calendar.clone(),
+                channel_id: channel_id.clone(),
+                resource_id: resource_id.clone(),
+                secret_sha256: secret_sha256.clone(),
+                expires_at: *expires_at,
+            };
+            Ok(channels_decision(state, vec![event], now))
+        }
+        (
+            _,
+            C::RecordChannelRenewed {
+                channel_id,
+                expires_at,
+            },
+        ) => match state.channels.get(channel_id) {
+            Some(c) if c.expires_at != *expires_at => {
+                Ok(Decision::one(ConnectionEvent::ChannelRenewed {
+                    channel_id: channel_id.clone(),
+                    expires_at: *expires_at,
+                }))
+            }
+            _ => Ok(Decision::none()),
+        },
+        (_, C::RecordChannelClosed { channel_id, reason }) => {
+            if !state.channels.contains_key(channel_id) {
+                return Ok(Decision::none());
+            }
+            let event = ConnectionEvent::ChannelClosed {
+                channel_id: channel_id.clone(),
+                reason: reason.clone(),
+                at: now,
+            };
+            Ok(channels_decision(state, vec![event], now))
+        }
+        (_, C::ChannelLifecycle { channel_id, event }) => match event {
+            LifecycleEvent::Missed => Ok(Decision::none().with_effect(Effect::Sync)),
+            LifecycleEvent::ReauthorizationRequired => Ok(Decision::none().with_effect(
+                Effect::Channels(vec![ChannelStep::Renew {
+                    channel_id: channel_id.clone(),
+                }]),
+            )),
+            LifecycleEvent::SubscriptionRemoved => {
+                let mut events = Vec::new();
+                if state.channels.contains_key(channel_id) {
+                    events.push(ConnectionEvent::ChannelClosed {
+                        channel_id: channel_id.clone(),
+                        reason: "subscriptionRemoved".into(),
+                        at: now,
+                    });
+                }
+                Ok(channels_decision(state, events, now).with_effect(Effect::Sync))
+            }
+        },
+    }
+}
+
+/// `events` plus whatever channel upkeep the state after them needs.
+fn channels_decision(
+    state: &ConnectionState,
+    events: Vec<ConnectionEvent>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let after = state.clone().fold(&events);
+    let steps = after
+        .profile
+        .as_ref()
+        .map(|p| channel_plan(&after, p.provider, now))
+        .unwrap_or_default();
+    let decision = Decision {
+        events,
+        ..Decision::none()
+    };
+    if steps.is_empty() {
+        decision
+    } else {
+        decision.with_effect(Effect::Channels(steps))
     }
 }
 

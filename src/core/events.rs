@@ -108,6 +108,27 @@ pub enum ConnectionEvent {
     Reauthorized {
         at: DateTime<Utc>,
     },
+    /// A push channel (Google) or subscription (Graph) is live. Only a hash
+    /// of its secret is recorded; the secret itself went to the provider.
+    ChannelOpened {
+        calendar: CalendarId,
+        channel_id: String,
+        resource_id: String,
+        secret_sha256: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The channel's expiry moved (Graph renewal).
+    ChannelRenewed {
+        channel_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The channel is stopped or gone; late notifications on it are
+    /// accepted during a grace period, then refused.
+    ChannelClosed {
+        channel_id: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ConnectionEvent {
@@ -130,6 +151,9 @@ impl ConnectionEvent {
             ConnectionEvent::SyncFailed { .. } => "sync_failed",
             ConnectionEvent::ReauthorizationRequired { .. } => "reauthorization_required",
             ConnectionEvent::Reauthorized { .. } => "reauthorized",
+            ConnectionEvent::ChannelOpened { .. } => "channel_opened",
+            ConnectionEvent::ChannelRenewed { .. } => "channel_renewed",
+            ConnectionEvent::ChannelClosed { .. } => "channel_closed",
         }
     }
 

@@ -109,6 +109,28 @@ pub enum RowChange {
         connection_id: ConnectionId,
         calendars: Vec<String>,
     },
+    UpsertChannel(ChannelRow),
+    RenewChannel {
+        channel_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    CloseChannel {
+        channel_id: String,
+        closed_at: DateTime<Utc>,
+    },
+}
+
+/// One row of `channels`: how the webhook edge finds and authenticates a
+/// notification's connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelRow {
+    pub channel_id: String,
+    pub provider: String,
+    pub connection_id: ConnectionId,
+    pub calendar_id: String,
+    pub resource_id: String,
+    pub secret_sha256: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The read-model changes caused by `events`, given the state after them.

@@ -92,6 +92,18 @@ pub struct ConnectionState {
     /// Set when the grant is gone; cleared by new credentials.
     #[serde(default)]
     pub needs_reauthorization: Option<String>,
+    /// Live push channels / subscriptions by channel id.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelState>,
+}
+
+/// A live push channel (Google) or subscription (Graph).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub calendar: CalendarId,
+    /// Google `resourceId` / Graph subscription id.
+    pub resource_id: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Where the sync of one calendar stands.
@@ -233,6 +245,33 @@ impl ConnectionState {
                 self.needs_reauthorization = None;
                 self.consecutive_failures = 0;
                 self.backoff_until = None;
+            }
+            ConnectionEvent::ChannelOpened {
+                calendar,
+                channel_id,
+                resource_id,
+                expires_at,
+                ..
+            } => {
+                self.channels.insert(
+                    channel_id.clone(),
+                    ChannelState {
+                        calendar: calendar.clone(),
+                        resource_id: resource_id.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            ConnectionEvent::ChannelRenewed {
+                channel_id,
+                expires_at,
+            } => {
+                if let Some(c) = self.channels.get_mut(channel_id) {
+                    c.expires_at = *expires_at;
+                }
+            }
+            ConnectionEvent::ChannelClosed { channel_id, .. } => {
+                self.channels.remove(channel_id);
             }
         }
         self

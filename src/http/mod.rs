@@ -6,7 +6,9 @@
 mod admin;
 pub mod errors;
 mod health;
+mod metrics;
 pub mod settings;
+pub mod webhooks;
 
 pub use admin::CreateConnection;
 
@@ -27,13 +29,16 @@ pub struct AppState {
     pub drills_enabled: bool,
     /// Feature flags and allowlists in force on this node.
     pub settings: crate::settings::SettingsHandle,
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes())
         .merge(admin::routes(state.clone()))
         .merge(settings::routes(state.clone()))
+        .merge(webhooks::routes())
         .with_state(state)
 }
 

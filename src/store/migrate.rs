@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_busy_intervals",
         sql: include_str!("../../schema/0003_busy_intervals.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_channels",
+        sql: include_str!("../../schema/0004_channels.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

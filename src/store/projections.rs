@@ -3,7 +3,7 @@
 //! Every statement names its table through [`Tables`], so replay can write
 //! the same changes into shadow tables.
 
-use crate::core::projection::{BusyRow, ConnectionRow, RowChange};
+use crate::core::projection::{BusyRow, ChannelRow, ConnectionRow, RowChange};
 use tokio_postgres::GenericClient;
 
 /// Which set of read-model tables to write.
@@ -123,8 +123,63 @@ pub async fn apply(
                     )
                     .await?;
             }
+            RowChange::UpsertChannel(row) => upsert_channel(client, tables, row).await?,
+            RowChange::RenewChannel {
+                channel_id,
+                expires_at,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "UPDATE {} SET expires_at = $2 WHERE channel_id = $1",
+                            tables.name("channels")
+                        ),
+                        &[channel_id, expires_at],
+                    )
+                    .await?;
+            }
+            RowChange::CloseChannel {
+                channel_id,
+                closed_at,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "UPDATE {} SET closed_at = $2 WHERE channel_id = $1",
+                            tables.name("channels")
+                        ),
+                        &[channel_id, closed_at],
+                    )
+                    .await?;
+            }
         }
     }
+    Ok(())
+}
+
+async fn upsert_channel(
+    client: &impl GenericClient,
+    tables: Tables,
+    row: &ChannelRow,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (channel_id, provider, connection_id, calendar_id, resource_id,            secret_sha256, expires_at, closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)          ON CONFLICT (channel_id) DO UPDATE SET provider = EXCLUDED.provider,            connection_id = EXCLUDED.connection_id, calendar_id = EXCLUDED.calendar_id,            resource_id = EXCLUDED.resource_id, secret_sha256 = EXCLUDED.secret_sha256,            expires_at = EXCLUDED.expires_at, closed_at = NULL",
+        t = tables.name("channels")
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &row.channel_id,
+                &row.provider,
+                &row.connection_id.as_uuid(),
+                &row.calendar_id,
+                &row.resource_id,
+                &row.secret_sha256,
+                &row.expires_at,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

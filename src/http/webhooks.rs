@@ -1,0 +1,407 @@
+//! Provider webhooks: Google push notifications, Microsoft Graph change and
+//! lifecycle notifications.
+//!
+//! Every request is checked in this fixed order, and a failed check writes
+//! nothing: the Graph validation handshake (answered before anything else);
+//! the webhooks flag (403); the body size (413); headers and JSON shape
+//! (400); the channel or subscription (404, also for channels closed longer
+//! than the grace period); the channel secret (401, compared in constant
+//! time on SHA-256 digests); the allowlists in production mode (403). Then
+//! the connection actor commits the notification — 2xx only after that (or
+//! once it is recognised as a duplicate); 503 if the database is down.
+
+use super::errors::ApiError;
+use super::AppState;
+use crate::actors::SendError;
+use crate::core::channels::CLOSED_GRACE;
+use crate::core::decide::{ConnectionCommand, LifecycleEvent};
+use crate::core::dedupe::DedupeKey;
+use crate::core::ids::{CalendarProvider, ConnectionId};
+use crate::core::settings::{flag_gate, webhook_gate, Flag};
+use axum::body::{to_bytes, Body};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// Webhook settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Largest accepted body (413 above). Default 64 KiB.
+    pub body_limit: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/google", post(google))
+        .route("/webhooks/graph", post(graph))
+        .route("/webhooks/graph/lifecycle", post(graph_lifecycle))
+}
+
+/// What a notification resolved to.
+struct Channel {
+    connection_id: ConnectionId,
+    channel_id: String,
+}
+
+fn reject(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+fn check_flag(state: &AppState) -> Result<(), ApiError> {
+    flag_gate(&state.settings.current(), Flag::WebhooksEnabled).map_err(ApiError::from)
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, ApiError> {
+    to_bytes(body, state.webhooks.body_limit)
+        .await
+        .map_err(|_| {
+            reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body larger than {} bytes", state.webhooks.body_limit),
+            )
+        })
+}
+
+/// Finds the channel, checks it is live (or recently closed) and that the
+/// presented secret matches, then the allowlists.
+async fn authenticate(
+    state: &AppState,
+    provider: CalendarProvider,
+    lookup: Lookup<'_>,
+    secret: &str,
+) -> Result<Channel, ApiError> {
+    let client = state
+        .store
+        .pool()
+        .get()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let (sql, key) = match lookup {
+        Lookup::ChannelId(id) => (
+            "SELECT connection_id, channel_id, secret_sha256, closed_at FROM channels \
+             WHERE channel_id = $1 AND provider = $2",
+            id,
+        ),
+        Lookup::ResourceId(id) => (
+            "SELECT connection_id, channel_id, secret_sha256, closed_at FROM channels \
+             WHERE resource_id = $1 AND provider = $2 ORDER BY closed_at NULLS FIRST LIMIT 1",
+            id,
+        ),
+    };
+    let row = client
+        .query_opt(sql, &[&key, &provider.as_str()])
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let Some(row) = row else {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            "no such channel",
+        ));
+    };
+    let closed_at: Option<DateTime<Utc>> = row.get(3);
+    if closed_at.is_some_and(|at| at + CLOSED_GRACE < Utc::now()) {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            "the channel was stopped",
+        ));
+    }
+    let expected: String = row.get(2);
+    let presented = crate::actors::channel_task::secret_digest(secret);
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(reject(
+            StatusCode::UNAUTHORIZED,
+            "bad_channel_token",
+            "channel token mismatch",
+        ));
+    }
+    let connection_id = ConnectionId::from_uuid(row.get(0));
+    webhook_gate(&state.settings.current(), provider, connection_id).map_err(ApiError::from)?;
+    Ok(Channel {
+        connection_id,
+        channel_id: row.get(1),
+    })
+}
+
+enum Lookup<'a> {
+    ChannelId(&'a str),
+    ResourceId(&'a str),
+}
+
+/// Commits one notification through its connection's actor. `Ok(true)`:
+/// a duplicate of one already committed.
+async fn commit(state: &AppState, channel: &Channel, key: DedupeKey) -> Result<bool, ApiError> {
+    let command = ConnectionCommand::AcceptNotification {
+        key: key.as_str().to_string(),
+        channel_id: channel.channel_id.clone(),
+    };
+    match state
+        .connections
+        .command(channel.connection_id, command, Uuid::new_v4())
+        .await
+    {
+        Ok(ack) => Ok(ack.duplicate),
+        // A quarantined or removed connection must not make the provider
+        // retry for hours: the notification is acknowledged and dropped.
+        Err(SendError::Quarantined | SendError::Rejected(_)) => Ok(false),
+        Err(e) => Err(ApiError::from(e)),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| ApiError::bad_request(format!("missing header {name}")))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request(format!("header {name} is not visible ASCII")))?;
+    if value.is_empty() || value.len() > 1024 {
+        return Err(ApiError::bad_request(format!(
+            "header {name} must be 1..=1024 bytes"
+        )));
+    }
+    Ok(value)
+}
+
+fn accepted(status: StatusCode, duplicate: bool) -> Response {
+    if duplicate {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "duplicate", "reason": "duplicate"})),
+        )
+            .into_response()
+    } else {
+        (status, Json(json!({"status": "accepted"}))).into_response()
+    }
+}
+
+/// Google push: no body, everything in `X-Goog-*` headers.
+async fn google(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_flag(&state)?;
+    let body = read_body(&state, body).await?;
+    if !body.is_empty() {
+        return Err(ApiError::bad_request(
+            "Google calendar notifications carry no body",
+        ));
+    }
+    let channel_id = header_str(&headers, "x-goog-channel-id")?;
+    let number: u64 = header_str(&headers, "x-goog-message-number")?
+        .parse()
+        .map_err(|_| ApiError::bad_request("X-Goog-Message-Number is not a number"))?;
+    let resource_state = header_str(&headers, "x-goog-resource-state")?;
+    if !matches!(resource_state, "sync" | "exists" | "not_exists") {
+        return Err(ApiError::bad_request("unknown X-Goog-Resource-State"));
+    }
+    header_str(&headers, "x-goog-resource-id")?;
+    let token = headers
+        .get("x-goog-channel-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let channel = authenticate(
+        &state,
+        CalendarProvider::Google,
+        Lookup::ChannelId(channel_id),
+        token,
+    )
+    .await?;
+    let duplicate = commit(&state, &channel, DedupeKey::google(channel_id, number)).await?;
+    Ok(accepted(StatusCode::OK, duplicate))
+}
+
+/// The Graph validation handshake: echo the token as plain text, before
+/// any other check (Graph gives the endpoint 10 s and no credentials).
+fn handshake(query: &HashMap<String, String>) -> Option<Response> {
+    let token = query.get("validationToken")?;
+    Some(
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            token.clone(),
+        )
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphBatch {
+    value: Vec<GraphNotification>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphNotification {
+    subscription_id: String,
+    #[serde(default)]
+    client_state: Option<String>,
+    #[serde(default)]
+    change_type: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    resource_data: Option<GraphResourceData>,
+    #[serde(default)]
+    lifecycle_event: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GraphResourceData {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "@odata.etag")]
+    etag: Option<String>,
+}
+
+fn parse_batch(body: &[u8]) -> Result<GraphBatch, ApiError> {
+    let batch: GraphBatch = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid notification JSON: {e}")))?;
+    if batch.value.is_empty() || batch.value.len() > 1000 {
+        return Err(ApiError::bad_request(
+            "value must hold 1..=1000 notifications",
+        ));
+    }
+    for n in &batch.value {
+        if n.subscription_id.is_empty() || n.subscription_id.len() > 256 {
+            return Err(ApiError::bad_request(
+                "subscriptionId must be 1..=256 bytes",
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+async fn graph(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Some(response) = handshake(&query) {
+        return Ok(response);
+    }
+    check_flag(&state)?;
+    let body = read_body(&state, body).await?;
+    let batch = parse_batch(&body)?;
+    // Authenticate every notification before committing any.
+    let mut work = Vec::with_capacity(batch.value.len());
+    for n in &batch.value {
+        let change_type = n
+            .change_type
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("changeType missing"))?;
+        let resource = n.resource.as_deref().unwrap_or("");
+        let data = n.resource_data.as_ref();
+        let version = data
+            .and_then(|d| d.etag.as_deref().or(d.id.as_deref()))
+            .unwrap_or("");
+        let channel = authenticate(
+            &state,
+            CalendarProvider::Microsoft,
+            Lookup::ResourceId(&n.subscription_id),
+            n.client_state.as_deref().unwrap_or(""),
+        )
+        .await?;
+        let key = DedupeKey::graph(&n.subscription_id, change_type, resource, version);
+        work.push((channel, key));
+    }
+    let mut all_duplicates = true;
+    for (channel, key) in &work {
+        all_duplicates &= commit(&state, channel, key.clone()).await?;
+    }
+    Ok(accepted(StatusCode::ACCEPTED, all_duplicates))
+}
+
+async fn graph_lifecycle(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if let Some(response) = handshake(&query) {
+        return Ok(response);
+    }
+    check_flag(&state)?;
+    let body = read_body(&state, body).await?;
+    let batch = parse_batch(&body)?;
+    let mut work = Vec::new();
+    for n in &batch.value {
+        let event = match n.lifecycle_event.as_deref() {
+            Some("reauthorizationRequired") => LifecycleEvent::ReauthorizationRequired,
+            Some("subscriptionRemoved") => LifecycleEvent::SubscriptionRemoved,
+            Some("missed") => LifecycleEvent::Missed,
+            _ => return Err(ApiError::bad_request("unknown lifecycleEvent")),
+        };
+        let channel = authenticate(
+            &state,
+            CalendarProvider::Microsoft,
+            Lookup::ResourceId(&n.subscription_id),
+            n.client_state.as_deref().unwrap_or(""),
+        )
+        .await?;
+        work.push((channel, event));
+    }
+    for (channel, event) in work {
+        let command = ConnectionCommand::ChannelLifecycle {
+            channel_id: channel.channel_id.clone(),
+            event,
+        };
+        match state
+            .connections
+            .command(channel.connection_id, command, Uuid::new_v4())
+            .await
+        {
+            Ok(_) | Err(SendError::Quarantined | SendError::Rejected(_)) => {}
+            Err(e) => return Err(ApiError::from(e)),
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_echoes_the_decoded_token_as_plain_text() {
+        let mut q = HashMap::new();
+        q.insert("validationToken".to_string(), "a b<&>".to_string());
+        let r = handshake(&q).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert!(handshake(&HashMap::new()).is_none());
+    }
+
+    #[test]
+    fn graph_batches_must_be_well_formed() {
+        assert!(parse_batch(b"{").is_err());
+        assert!(parse_batch(br#"{"value": []}"#).is_err());
+        assert!(parse_batch(br#"{"value": [{"subscriptionId": ""}]}"#).is_err());
+        assert!(parse_batch(br#"{"value": [{"subscriptionId": 5}]}"#).is_err());
+        assert!(
+            parse_batch(br#"{"value": [{"subscriptionId": "s", "changeType": "updated"}]}"#)
+                .is_ok()
+        );
+    }
+}
