@@ -16,7 +16,7 @@ use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
-use crate::core::sync::{may_call_provider, next_wakeup, SyncPolicy};
+use crate::core::sync::{may_call_provider, next_wakeup};
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
 };
@@ -414,7 +414,7 @@ impl ConnectionActor {
             .sync
             .as_ref()
             .map(|s| s.policy.clone())
-            .unwrap_or_else(SyncPolicy::default);
+            .unwrap_or_default();
         let decision =
             decide_with(&st.state, command, Utc::now(), &policy).map_err(SendError::Rejected)?;
         if decision.events.is_empty() {

@@ -273,6 +273,16 @@ struct GraphResourceData {
     etag: Option<String>,
 }
 
+/// The secret part of Graph's `clientState` (`<channel id>:<secret>`, see
+/// `providers::graph::client_state`).
+fn graph_secret(n: &GraphNotification) -> &str {
+    n.client_state
+        .as_deref()
+        .and_then(crate::providers::graph::split_client_state)
+        .map(|(_, secret)| secret)
+        .unwrap_or("")
+}
+
 fn parse_batch(body: &[u8]) -> Result<GraphBatch, ApiError> {
     let batch: GraphBatch = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid notification JSON: {e}")))?;
@@ -318,7 +328,7 @@ async fn graph(
             &state,
             CalendarProvider::Microsoft,
             Lookup::ResourceId(&n.subscription_id),
-            n.client_state.as_deref().unwrap_or(""),
+            graph_secret(n),
         )
         .await?;
         let key = DedupeKey::graph(&n.subscription_id, change_type, resource, version);
@@ -354,7 +364,7 @@ async fn graph_lifecycle(
             &state,
             CalendarProvider::Microsoft,
             Lookup::ResourceId(&n.subscription_id),
-            n.client_state.as_deref().unwrap_or(""),
+            graph_secret(n),
         )
         .await?;
         work.push((channel, event));
