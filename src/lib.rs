@@ -14,6 +14,7 @@
 //!   an optional TOML file, then documented defaults.
 //! - [`http`] — the HTTP surface of `calsync serve`.
 //! - [`cli`] — the `calsync` command line.
+//! - [`metrics`] — Prometheus metric names and recording helpers.
 
 pub mod actors;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod core;
 pub mod database;
 pub mod http;
+pub mod metrics;
 pub mod pg;
 pub mod providers;
 pub mod settings;

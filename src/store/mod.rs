@@ -12,6 +12,7 @@ pub mod migrate;
 mod postgres;
 pub mod projections;
 pub mod read_models;
+pub mod status;
 mod types;
 
 pub use errors::StoreError;

@@ -103,6 +103,7 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return Err(StoreError::BadData("append of zero events".into()));
         }
+        let started = std::time::Instant::now();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let current = current_version(&*tx, stream).await?;
@@ -111,11 +112,12 @@ impl EventStore for PgEventStore {
             ExpectedVersion::NoStream if current == 0 => 1,
             ExpectedVersion::Exact(v) if v == current => v + 1,
             _ => {
+                crate::metrics::append_conflict(stream.as_str());
                 return Err(StoreError::Conflict {
                     stream: stream.clone(),
                     expected,
                     actual: current,
-                })
+                });
             }
         };
         let rows = match insert_events(&*tx, stream, first, &events).await {
@@ -125,6 +127,7 @@ impl EventStore for PgEventStore {
                 // unique index made us wait for it, so it is visible now.
                 drop(tx);
                 let actual = current_version(&**client, stream).await?;
+                crate::metrics::append_conflict(stream.as_str());
                 return Err(StoreError::Conflict {
                     stream: stream.clone(),
                     expected,
@@ -139,6 +142,7 @@ impl EventStore for PgEventStore {
             .collect::<Result<Vec<_>, _>>()?;
         projections::apply(&*tx, Tables::Live, changes).await?;
         tx.commit().await?;
+        crate::metrics::events_appended(stream.as_str(), recorded.len(), started.elapsed());
         Ok(recorded)
     }
 
