@@ -7,6 +7,7 @@ mod drill;
 mod flags;
 mod log;
 mod serve;
+mod status;
 
 use crate::config::{GlobalArgs, LogFormat};
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ pub enum Command {
     /// Provider and connection allowlists (enforced in production mode).
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
+    /// Per-connection health: status, errors, backoff, last sync per
+    /// calendar, channel expiry (`--json` for machines).
+    Status(status::StatusArgs),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -57,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
+        Command::Status(args) => status::run(args, &cli.global).await,
     }
 }
 

@@ -25,6 +25,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/admin/connections/{id}", get(show))
         .route("/admin/connections/{id}/{action}", post(act))
         .route("/admin/actors", get(actors))
+        .route("/admin/status", get(status))
         .route("/admin/drill/kill", post(drill_kill))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -175,6 +176,29 @@ async fn show(
 
 async fn actors(State(state): State<AppState>) -> Json<Value> {
     Json(json!(state.connections.stats()))
+}
+
+/// What `calsync status --json` prints, plus this node's actor view.
+async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = crate::store::status::load(&state.store, None).await?;
+    let connections: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let id = ConnectionId::from_uuid(row.connection_id);
+            let mut value = json!(row);
+            value["actor"] = json!({
+                "active": state.connections.is_active(id),
+                "incarnation": state.connections.incarnation(id),
+                "restarts": state.connections.restarts_of(id),
+            });
+            value
+        })
+        .collect();
+    Ok(Json(json!({
+        "generated_at": chrono::Utc::now(),
+        "actors": state.connections.stats(),
+        "connections": connections,
+    })))
 }
 
 #[derive(Debug, Deserialize)]
