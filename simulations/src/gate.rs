@@ -51,16 +51,70 @@ pub async fn graph_gate(State(sh): State<Arc<Shared>>, req: Request, next: Next)
     gate(sh, Provider::Graph, req, next).await
 }
 
-async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next) -> Response {
-    let started = Utc::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
+/// What the log keeps of a request, gathered before the handler runs.
+struct Seen {
+    provider: Provider,
+    at: chrono::DateTime<Utc>,
+    endpoint: &'static str,
+    method: Method,
+    path: String,
+    query: Option<String>,
+    headers: Vec<(String, String)>,
+    body: Option<serde_json::Value>,
+}
+
+/// Request headers worth asserting on; never `Authorization`.
+const LOGGED_HEADERS: &[&str] = &[
+    "if-match",
+    "if-none-match",
+    "prefer",
+    "content-type",
+    "user-agent",
+];
+
+/// Largest request body accepted (and logged); bigger bodies get 413.
+const MAX_BODY: usize = 1 << 20;
+
+async fn gate(sh: Arc<Shared>, provider: Provider, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
     let endpoint = match provider {
-        Provider::Google => google::classify(&method, &path),
-        Provider::Graph => graph::classify(&method, &path),
+        Provider::Google => google::classify(&parts.method, parts.uri.path()),
+        Provider::Graph => graph::classify(&parts.method, parts.uri.path()),
     };
-    let needs_auth = endpoint != "token" && endpoint != "revoke";
+    let mut seen = Seen {
+        provider,
+        at: Utc::now(),
+        endpoint,
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: LOGGED_HEADERS
+            .iter()
+            .filter_map(|h| {
+                parts
+                    .headers
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| (h.to_string(), v.to_string()))
+            })
+            .collect(),
+        body: None,
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        let e = ApiError::new(413, "payloadTooLarge", "Request payload too large.");
+        return finish(&sh, &seen, None, render(provider, e), None);
+    };
+    // Token requests carry secrets (refresh tokens, client secrets): not logged.
+    if endpoint != "token" {
+        seen.body = serde_json::from_slice(&bytes).ok();
+    }
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    serve(sh, seen, req, next).await
+}
+
+async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Response {
+    let provider = seen.provider;
+    let needs_auth = seen.endpoint != "token" && seen.endpoint != "revoke";
     let auth_header = req
         .headers()
         .get("authorization")
@@ -70,10 +124,10 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         match provider {
             Provider::Google => lock(&sh.google)
                 .tokens
-                .check_access(auth_header.as_deref(), started),
+                .check_access(auth_header.as_deref(), seen.at),
             Provider::Graph => lock(&sh.graph)
                 .tokens
-                .check_access(auth_header.as_deref(), started),
+                .check_access(auth_header.as_deref(), seen.at),
         }
     } else {
         AccessCheck::Missing
@@ -82,9 +136,13 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
         AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),
         _ => None,
     };
-    let decision = sh
-        .faults
-        .evaluate(provider, endpoint, account.as_deref(), started, &sh.rng);
+    let decision = sh.faults.evaluate(
+        provider,
+        seen.endpoint,
+        account.as_deref(),
+        seen.at,
+        &sh.rng,
+    );
     let latency = Duration::from_millis(decision.latency_ms);
     let mut response = if let Some(s) = &decision.respond {
         tokio::time::sleep(latency).await;
@@ -97,24 +155,18 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
     } else {
         if let Some(a) = &account {
             req.extensions_mut().insert(Authed(a.clone()));
-            if let Err(e) = admit_quota(&sh, provider, a, started) {
-                let resp = render(provider, e);
+            if let Err(e) = admit_quota(&sh, provider, a, seen.at) {
                 return finish(
                     &sh,
-                    provider,
-                    started,
+                    &seen,
                     account.clone(),
-                    endpoint,
-                    &method,
-                    path,
-                    query,
-                    resp,
+                    render(provider, e),
                     Some("quota".into()),
                 );
             }
         }
         let permit = if provider == Provider::Graph && needs_auth {
-            let mailbox = graph::mailbox_of(&path)
+            let mailbox = graph::mailbox_of(&seen.path)
                 .or_else(|| account.clone())
                 .unwrap_or_default();
             match sh
@@ -126,13 +178,8 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
                     let resp = render(provider, graph::errors::mailbox_concurrency());
                     return finish(
                         &sh,
-                        provider,
-                        started,
+                        &seen,
                         account,
-                        endpoint,
-                        &method,
-                        path,
-                        query,
                         resp,
                         Some("mailbox_concurrency".into()),
                     );
@@ -153,42 +200,27 @@ async fn gate(sh: Arc<Shared>, provider: Provider, mut req: Request, next: Next)
     if let Some(LoggedAccount(a)) = response.extensions_mut().remove::<LoggedAccount>() {
         account = Some(a);
     }
-    finish(
-        &sh,
-        provider,
-        started,
-        account,
-        endpoint,
-        &method,
-        path,
-        query,
-        response,
-        decision.label,
-    )
+    finish(&sh, &seen, account, response, decision.label)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     sh: &Shared,
-    provider: Provider,
-    at: chrono::DateTime<Utc>,
+    seen: &Seen,
     account: Option<String>,
-    endpoint: &str,
-    method: &Method,
-    path: String,
-    query: Option<String>,
     response: Response,
     fault: Option<String>,
 ) -> Response {
     sh.log.record(RequestRecord {
         seq: 0,
-        at,
-        provider,
+        at: seen.at,
+        provider: seen.provider,
         account,
-        endpoint: endpoint.to_string(),
-        method: method.to_string(),
-        path,
-        query,
+        endpoint: seen.endpoint.to_string(),
+        method: seen.method.to_string(),
+        path: seen.path.clone(),
+        query: seen.query.clone(),
+        headers: seen.headers.clone(),
+        body: seen.body.clone(),
         status: response.status().as_u16(),
         fault,
     });
@@ -263,18 +295,15 @@ pub async fn fallback(
         ),
         Provider::Google => ApiError::new(404, "notFound", "Not Found"),
     };
-    let resp = render(provider, error);
-    let query = uri.query().map(str::to_string);
-    finish(
-        &sh,
+    let seen = Seen {
         provider,
-        Utc::now(),
-        None,
-        "unknown",
-        &method,
+        at: Utc::now(),
+        endpoint: "unknown",
+        method,
+        query: uri.query().map(str::to_string),
         path,
-        query,
-        resp,
-        None,
-    )
+        headers: Vec::new(),
+        body: None,
+    };
+    finish(&sh, &seen, None, render(provider, error), None)
 }

@@ -26,6 +26,12 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
+    /// `If-Match`, `If-None-Match`, `Prefer`, `Content-Type`, `User-Agent` as sent.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// JSON request body, if any (token requests are never logged: secrets).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
     pub status: u16,
     /// Injected fault that shaped this response, if any.
     pub fault: Option<String>,

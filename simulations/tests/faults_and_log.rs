@@ -147,7 +147,7 @@ async fn request_log_records_every_call_and_proves_silence() {
     api.post("/calendars/primary/events", &json!({ "summary": "x" }))
         .await;
     let log = h.requests_since(t0);
-    assert_eq!(log.len(), 2);
+    assert!(log.len() >= 2);
     assert_eq!(log[0].endpoint, "events.list");
     assert_eq!(log[0].method, "GET");
     assert_eq!(log[0].path, "/google/calendar/v3/calendars/primary/events");
@@ -155,6 +155,37 @@ async fn request_log_records_every_call_and_proves_silence() {
     assert_eq!(log[0].status, 200);
     assert_eq!(log[0].account.as_deref(), Some(acct.email.as_str()));
     assert_eq!(log[1].status, 400);
+    assert_eq!(
+        log[1].body,
+        Some(json!({ "summary": "x" })),
+        "JSON bodies are logged"
+    );
+    let (_, ev) = api
+        .post("/calendars/primary/events", &json!({ "id": "logged001", "start": { "date": "2026-10-02" }, "end": { "date": "2026-10-03" } }))
+        .await;
+    api.send(
+        reqwest::Method::PATCH,
+        "/calendars/primary/events/logged001",
+        Some(&json!({ "summary": "y" })),
+        &[("If-Match", ev["etag"].as_str().unwrap_or_default())],
+    )
+    .await;
+    let patch = h
+        .requests()
+        .into_iter()
+        .find(|r| r.endpoint == "events.patch")
+        .expect("logged");
+    assert!(patch
+        .headers
+        .iter()
+        .any(|(k, v)| k == "if-match" && v == ev["etag"].as_str().unwrap_or_default()));
+    assert!(
+        h.requests()
+            .iter()
+            .filter(|r| r.endpoint == "token")
+            .all(|r| r.body.is_none()),
+        "secrets stay out of the log"
+    );
     let quiet = Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
