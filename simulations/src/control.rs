@@ -103,6 +103,7 @@ pub fn router() -> Router<Arc<Shared>> {
         )
         .route("/control/requests", get(requests))
         .route("/control/deliveries", get(deliveries))
+        .route("/control/deliveries/replay", post(replay))
         .route("/control/log", delete(clear_log))
         .route("/control/scenario", post(scenario))
         .route("/control/scenario/mutations", post(scenario_mutations))
@@ -296,6 +297,17 @@ async fn requests(State(sh): S, Query(q): Query<HashMap<String, String>>) -> R {
 
 async fn deliveries(State(sh): S) -> R {
     ok(to_json(&sh.log.deliveries()))
+}
+
+#[derive(Deserialize)]
+struct Replay {
+    subject: Option<String>,
+    count: usize,
+}
+
+async fn replay(State(sh): S, Json(b): Json<Replay>) -> R {
+    let queued = crate::delivery::replay(&sh, b.subject.as_deref(), b.count);
+    ok(json!({ "queued": queued }))
 }
 
 async fn clear_log(State(sh): S) -> R {

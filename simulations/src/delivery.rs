@@ -204,3 +204,35 @@ pub fn record(
         fault,
     });
 }
+
+/// Send again the last `count` notifications (optionally of one channel or
+/// subscription), as a provider replaying old messages would. Returns how
+/// many were queued. Validation handshakes are never replayed.
+pub fn replay(shared: &Arc<Shared>, subject: Option<&str>, count: usize) -> usize {
+    let log = shared.log.deliveries();
+    let picked: Vec<&crate::request_log::DeliveryRecord> = log
+        .iter()
+        .filter(|d| {
+            d.attempt <= 1 && d.kind != "validation" && d.fault.as_deref() != Some("replay")
+        })
+        .filter(|d| subject.is_none_or(|s| d.subject == s))
+        .collect();
+    let from = picked.len().saturating_sub(count);
+    for d in &picked[from..] {
+        let timeout_ms = match d.provider {
+            Provider::Google => shared.config.google_push_timeout_ms,
+            Provider::Graph => shared.config.graph_notification_timeout_ms,
+        };
+        let out = Outgoing {
+            provider: d.provider,
+            kind: d.kind.clone(),
+            subject: d.subject.clone(),
+            target: d.target.clone(),
+            headers: d.headers.clone(),
+            body: d.body.clone(),
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        push(shared, out, Some("replay".to_string()));
+    }
+    picked.len() - from
+}

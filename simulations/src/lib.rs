@@ -222,6 +222,12 @@ impl SimHandle {
         self.shared.log.deliveries()
     }
 
+    /// Re-send the last `count` notifications (of one channel/subscription id,
+    /// or all): a replay storm on demand. Returns how many were queued.
+    pub fn replay_notifications(&self, subject: Option<&str>, count: usize) -> usize {
+        delivery::replay(&self.shared, subject, count)
+    }
+
     /// Poll the delivery log until `done` holds (or `timeout` passes); returns
     /// the log either way. Push delivery is asynchronous, so tests wait here.
     pub async fn wait_for_deliveries(

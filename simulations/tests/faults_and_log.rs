@@ -502,3 +502,43 @@ async fn optional_quotas_and_token_ttls() {
         .expect("Retry-After");
     assert!(retry > 590.0 && retry <= 600.0, "{retry}");
 }
+
+#[tokio::test]
+async fn replay_storm_on_demand() {
+    let (h, api, acct) = google_setup().await;
+    let hook = hook(200).await;
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "storm", "type": "web_hook", "address": hook.url, "token": "t" }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    h.google()
+        .upsert_event(
+            &acct.email,
+            "primary",
+            json!({ "start": { "date": "2026-10-02" }, "end": { "date": "2026-10-03" } }),
+        )
+        .expect("insert");
+    let first = hook.wait_for(2, 3000).await;
+    let c = client();
+    let v: Value = c
+        .post(format!("{}/deliveries/replay", h.control_url()))
+        .json(&json!({ "subject": "storm", "count": 2 }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["queued"], 2);
+    let got = hook.wait_for(4, 3000).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(
+        got[2].header("x-goog-message-number"),
+        first[0].header("x-goog-message-number"),
+        "old messages, same numbers"
+    );
+    assert_eq!(got[3].header("x-goog-channel-token"), Some("t"));
+}
