@@ -745,7 +745,7 @@ async fn mailbox_concurrency_limit_and_fractional_retry_after() {
         provider: Provider::Graph,
         endpoint: Some("events.list".into()),
         account: None,
-        kind: FaultKind::Latency { ms: 300 },
+        kind: FaultKind::Latency { ms: 600 },
         remaining: None,
     });
     let calls = (0..6)

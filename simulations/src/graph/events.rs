@@ -34,7 +34,6 @@ const SERVER_FIELDS: &[&str] = &[
     "type",
     "seriesMasterId",
     "iCalUId",
-    "isAllDay_",
     "originalStartTimeZone",
     "originalEndTimeZone",
 ];
