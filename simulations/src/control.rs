@@ -64,6 +64,8 @@ fn graph(sh: &Arc<Shared>) -> GraphSim {
 pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/control/health", get(health))
+        .route("/control/clock", get(clock))
+        .route("/control/clock/advance", post(advance_clock))
         .route("/control/google/accounts", post(g_account))
         .route(
             "/control/google/accounts/{email}/calendars",
@@ -118,6 +120,20 @@ async fn health(State(sh): S) -> R {
         "graph_token_url": format!("{}/graph/{{tenant}}/oauth2/v2.0/token", sh.origin),
         "control_url": format!("{}/control", sh.origin),
     }))
+}
+
+async fn clock(State(sh): S) -> R {
+    ok(json!({ "now": sh.now().to_rfc3339() }))
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    seconds: f64,
+}
+
+async fn advance_clock(State(sh): S, Json(b): Json<Advance>) -> R {
+    sh.advance_clock(chrono::Duration::milliseconds((b.seconds * 1000.0) as i64));
+    ok(json!({ "now": sh.now().to_rfc3339() }))
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,6 @@
 //! subscription and target URL — ordered per channel, concurrent across them — retries
 //! per provider rules, notification faults, and a record of every attempt.
 
-use chrono::Utc;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -191,7 +190,7 @@ pub fn record(
 ) {
     shared.log.record_delivery(DeliveryRecord {
         seq: 0,
-        at: Utc::now(),
+        at: shared.now(),
         provider: out.provider,
         kind: out.kind.clone(),
         subject: out.subject.clone(),

@@ -83,7 +83,7 @@ async fn gate(sh: Arc<Shared>, provider: Provider, req: Request, next: Next) -> 
     };
     let mut seen = Seen {
         provider,
-        at: Utc::now(),
+        at: sh.now(),
         endpoint,
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
@@ -297,7 +297,7 @@ pub async fn fallback(
     };
     let seen = Seen {
         provider,
-        at: Utc::now(),
+        at: sh.now(),
         endpoint: "unknown",
         method,
         query: uri.query().map(str::to_string),

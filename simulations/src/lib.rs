@@ -80,6 +80,7 @@ impl Simulators {
             runtime: tokio::runtime::Handle::try_current()?,
             http,
             scenario: Default::default(),
+            clock_offset_ms: Default::default(),
         });
         let app: Router = Router::new()
             .merge(google::router(shared.clone()))
@@ -163,6 +164,18 @@ impl SimHandle {
         GraphSim {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Simulator time: the wall clock plus every `advance_clock`.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.shared.now()
+    }
+
+    /// Move simulator time forward: access tokens, sync-token TTLs, channel
+    /// and subscription expirations, quota windows and outages all follow.
+    /// Timers of push delivery (retry delays, deadlines) stay in real time.
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.shared.advance_clock(by)
     }
 
     pub fn config(&self) -> &SimConfig {

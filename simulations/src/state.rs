@@ -1,6 +1,9 @@
 //! The state every handler and control call shares.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Duration, Utc};
 
 use crate::config::SimConfig;
 use crate::delivery::DeliveryQueues;
@@ -30,6 +33,9 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Scenario populated through the control API, kept for later mutations.
     pub scenario: Mutex<Option<Arc<Scenario>>>,
+    /// Milliseconds added to the wall clock (`advance_clock`), so tests can
+    /// expire tokens, channels and subscriptions without waiting.
+    pub clock_offset_ms: AtomicI64,
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -41,6 +47,16 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Simulator time: the wall clock plus the advanced offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
+    }
+
     pub fn google_base(&self) -> String {
         format!("{}/google/calendar/v3", self.origin)
     }

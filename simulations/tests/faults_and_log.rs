@@ -542,3 +542,57 @@ async fn replay_storm_on_demand() {
     );
     assert_eq!(got[3].header("x-goog-channel-token"), Some("t"));
 }
+
+#[tokio::test]
+async fn advancing_the_clock_expires_tokens_channels_and_subscriptions() {
+    let (h, api, acct) = google_setup().await;
+    let hook = hook(202).await;
+    let (s, _) = api
+        .post(
+            "/calendars/primary/events/watch",
+            &json!({ "id": "week", "type": "web_hook", "address": hook.url }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    hook.wait_for(1, 3000).await;
+    let mb = h.graph().create_account("clock@contoso.com");
+    let graph = Api::new(
+        h.graph_base_url(),
+        common::graph_access_token(&h, &mb).await,
+    );
+    let exp = (h.now() + Duration::days(2)).to_rfc3339();
+    let (s, _) = graph.post("/subscriptions", &json!({ "changeType": "created", "notificationUrl": hook.url, "resource": "me/events", "expirationDateTime": exp })).await;
+    assert_eq!(s, 201);
+
+    let before = h.now();
+    let v: Value = client()
+        .post(format!("{}/clock/advance", h.control_url()))
+        .json(&json!({ "seconds": 3601 }))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(v["now"].is_string());
+    assert!(h.now() - before >= Duration::seconds(3600));
+    let (s, _) = api.get("/calendars/primary/events").await;
+    assert_eq!(s, 401, "the one-hour access token expired");
+
+    h.advance_clock(Duration::days(8));
+    h.google()
+        .upsert_event(
+            &acct.email,
+            "primary",
+            json!({ "start": { "date": "2026-10-02" }, "end": { "date": "2026-10-03" } }),
+        )
+        .expect("insert");
+    h.graph().create_event(&mb.upn, json!({ "subject": "x", "start": { "dateTime": "2026-10-02T09:00:00", "timeZone": "UTC" },
+        "end": { "dateTime": "2026-10-02T10:00:00", "timeZone": "UTC" } })).expect("create");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        hook.notifications().len(),
+        1,
+        "a 7-day channel and a 2-day subscription are both expired"
+    );
+}

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::Utc;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,7 +71,7 @@ pub async fn token_h(
     let lifetime = sh.config.access_token_lifetime_secs;
     let access = st
         .tokens
-        .issue_access(&account.email, "ya29.", lifetime, Utc::now(), &sh.rng);
+        .issue_access(&account.email, "ya29.", lifetime, sh.now(), &sh.rng);
     let mut resp = Json(json!({
         "access_token": access,
         "expires_in": lifetime - 1,

@@ -94,7 +94,7 @@ pub fn insert(
     cal_id: &str,
     mut body: Value,
 ) -> ApiResult<Value> {
-    let now = Utc::now();
+    let now = shared.now();
     let requested = body.get("id").and_then(Value::as_str).map(str::to_string);
     let cal = st.calendar(cal_id)?;
     let id = match requested {
@@ -142,7 +142,7 @@ pub fn get(shared: &Shared, st: &GoogleState, cal_id: &str, event_id: &str) -> A
     }
     cal.find_instance(
         event_id,
-        horizon(Utc::now(), shared.config.recurrence_horizon_days),
+        horizon(shared.now(), shared.config.recurrence_horizon_days),
     )
     .map(|ev| cal.render(&ev))
     .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
@@ -155,7 +155,7 @@ fn stored_or_instance(shared: &Shared, cal: &mut GCalendar, event_id: &str) -> A
     }
     cal.find_instance(
         event_id,
-        horizon(Utc::now(), shared.config.recurrence_horizon_days),
+        horizon(shared.now(), shared.config.recurrence_horizon_days),
     )
     .ok_or_else(|| ApiError::new(404, "notFound", "Not Found"))
 }
@@ -174,7 +174,7 @@ pub fn modify(
     if_match: Option<&str>,
     replace: bool,
 ) -> ApiResult<Value> {
-    let now = Utc::now();
+    let now = shared.now();
     if !change.is_object() {
         return Err(ApiError::new(400, "parseError", "Parse Error"));
     }
@@ -240,7 +240,7 @@ pub fn delete(
     event_id: &str,
     if_match: Option<&str>,
 ) -> ApiResult<()> {
-    let now = Utc::now();
+    let now = shared.now();
     let seq = st.next_seq();
     let cal = st.calendar_mut(cal_id)?;
     let current = stored_or_instance(shared, cal, event_id)?;

@@ -259,7 +259,7 @@ impl GoogleSim {
     pub fn expire_access_tokens(&self, email: &str) {
         lock(&self.shared.google)
             .tokens
-            .expire_access(email, Utc::now());
+            .expire_access(email, self.shared.now());
     }
 
     pub fn channels(&self) -> Vec<Channel> {
@@ -293,6 +293,6 @@ fn new_calendar(sh: &Shared, id: &str, owner: &str, summary: &str, time_zone: &s
         events: BTreeMap::new(),
         token_generation: 0,
         resource_id: sh.rng.alnum(27),
-        updated: Utc::now(),
+        updated: sh.now(),
     }
 }

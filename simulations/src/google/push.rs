@@ -87,7 +87,7 @@ fn message(shared: &Shared, ch: &Channel, state: &str) -> Outgoing {
 
 /// Something in the calendar changed: one `exists` per live channel.
 pub fn notify_change(shared: &Arc<Shared>, st: &mut GoogleState, cal_id: &str) {
-    let now = Utc::now();
+    let now = shared.now();
     let mut ids: Vec<String> = st
         .channels
         .values()
@@ -129,7 +129,7 @@ pub fn watch(
     body: &Value,
 ) -> ApiResult<Value> {
     let cal_id = st.calendar_id(account, cal_param)?;
-    let now = Utc::now();
+    let now = shared.now();
     let id = body["id"].as_str().unwrap_or_default().to_string();
     if id.is_empty() {
         return Err(ApiError::new(400, "required", "Required channel id.").at("parameter", "id"));

@@ -223,7 +223,7 @@ fn sort_key(p: &ListParams, r: &Row) -> String {
 }
 
 pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> ApiResult<Value> {
-    let now = Utc::now();
+    let now = shared.now();
     let cal = st.calendar(cal_id)?;
     let since = match &p.sync_token {
         None => None,

@@ -114,7 +114,7 @@ pub async fn token_h(
             "The refresh token has expired due to inactivity. The token was issued on 2026-01-01T00:00:00Z and was inactive for 90.00:00:00."),
         GrantState::Valid => {
             let lifetime = sh.config.access_token_lifetime_secs;
-            let access = st.tokens.issue_access(&upn, "eyJ0eXAiOiJKV1QiLCJub25jZSI6.", lifetime, Utc::now(), &sh.rng);
+            let access = st.tokens.issue_access(&upn, "eyJ0eXAiOiJKV1QiLCJub25jZSI6.", lifetime, sh.now(), &sh.rng);
             // A new refresh token every time; the old one keeps working.
             let new_refresh = st.tokens.issue_refresh(&upn, &client_id, "0.AXEA", &sh.rng);
             let scope = if scope.is_empty() { "Calendars.ReadWrite User.Read".to_string() } else { scope };

@@ -177,7 +177,7 @@ pub async fn delta_h(
             && sh
                 .config
                 .graph_delta_token_ttl_secs
-                .is_some_and(|ttl| Utc::now().timestamp_millis() - s.t > ttl * 1000);
+                .is_some_and(|ttl| sh.now().timestamp_millis() - s.t > ttl * 1000);
         if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation || expired {
             // The Location header points at a fresh round over the same window.
             let restart = format!(
@@ -271,7 +271,7 @@ pub async fn delta_h(
             since: state.snap,
             snap: 0,
             after: None,
-            t: Utc::now().timestamp_millis(),
+            t: sh.now().timestamp_millis(),
             ..state
         };
         resp["@odata.deltaLink"] = json!(format!("{base}?$deltatoken={}", opaque::encode(&next)));

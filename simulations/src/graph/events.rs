@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use chrono::Utc;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,7 +128,7 @@ pub fn create(
         ));
     }
     strip(&mut body);
-    let now = Utc::now();
+    let now = shared.now();
     let seq = st.seq + 1;
     let acct = account_mut(st, upn)?;
     if let Some(tid) = body.get("transactionId").and_then(Value::as_str) {
@@ -214,7 +213,7 @@ pub fn update(
         // transactionId cannot be changed after creation.
         m.remove("transactionId");
     }
-    let now = Utc::now();
+    let now = shared.now();
     let seq = st.seq + 1;
     let hz = horizon(shared);
     let change_key = new_change_key(shared);
@@ -253,7 +252,7 @@ pub fn delete(
     id: &str,
     if_match: Option<&str>,
 ) -> ApiResult<()> {
-    let now = Utc::now();
+    let now = shared.now();
     let seq = st.seq + 1;
     let hz = horizon(shared);
     let acct = account_mut(st, upn)?;

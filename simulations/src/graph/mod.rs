@@ -118,7 +118,7 @@ pub fn prefer_headers(h: &HeaderMap) -> Vec<String> {
 }
 
 pub fn horizon(sh: &Shared) -> DateTime<Utc> {
-    Utc::now() + Duration::days(sh.config.recurrence_horizon_days)
+    sh.now() + Duration::days(sh.config.recurrence_horizon_days)
 }
 
 pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
@@ -364,7 +364,7 @@ impl GraphSim {
     pub fn expire_access_tokens(&self, upn: &str) {
         lock(&self.shared.graph)
             .tokens
-            .expire_access(upn, Utc::now());
+            .expire_access(upn, self.shared.now());
     }
 
     pub fn subscriptions(&self) -> Vec<Subscription> {

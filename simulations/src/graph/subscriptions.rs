@@ -115,7 +115,7 @@ pub fn notify_change(
     ev: &MEvent,
     ct: ChangeType,
 ) {
-    let now = Utc::now();
+    let now = shared.now();
     let mut subs: Vec<&Subscription> = st
         .subscriptions
         .values()
@@ -266,7 +266,7 @@ async fn handshake(shared: &Shared, sub_id: &str, url: &str) -> ApiResult<()> {
 }
 
 fn clamp_expiry(shared: &Shared, v: &Value) -> ApiResult<DateTime<Utc>> {
-    let now = Utc::now();
+    let now = shared.now();
     let requested = v
         .as_str()
         .and_then(parse_rfc3339)
@@ -379,8 +379,12 @@ pub async fn create_h(
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
-fn own_live<'a>(st: &'a mut GraphState, caller: &str, id: &str) -> ApiResult<&'a mut Subscription> {
-    let now = Utc::now();
+fn own_live<'a>(
+    st: &'a mut GraphState,
+    caller: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<&'a mut Subscription> {
     st.subscriptions
         .get_mut(id)
         .filter(|s| s.mailbox.eq_ignore_ascii_case(caller) && s.live(now))
@@ -394,7 +398,7 @@ pub async fn get_h(
 ) -> Result<Json<Value>, MErr> {
     let mut st = lock(&sh.graph);
     Ok(Json(
-        own_live(&mut st, &caller, &id)?.render(&sh.graph_base()),
+        own_live(&mut st, &caller, &id, sh.now())?.render(&sh.graph_base()),
     ))
 }
 
@@ -403,7 +407,7 @@ pub async fn list_h(
     Extension(Authed(caller)): Extension<Authed>,
 ) -> Json<Value> {
     let st = lock(&sh.graph);
-    let now = Utc::now();
+    let now = sh.now();
     let mut subs: Vec<&Subscription> = st
         .subscriptions
         .values()
@@ -426,7 +430,7 @@ pub async fn renew_h(
         .map_err(|_| invalid("Cannot read the request body."))?;
     let expiration = clamp_expiry(&sh, &b["expirationDateTime"])?;
     let mut st = lock(&sh.graph);
-    let s = own_live(&mut st, &caller, &id)?;
+    let s = own_live(&mut st, &caller, &id, sh.now())?;
     s.expiration = expiration;
     s.paused = false;
     Ok(Json(s.render(&sh.graph_base())))
@@ -438,7 +442,7 @@ pub async fn delete_h(
     Path(id): Path<String>,
 ) -> Result<Response, MErr> {
     let mut st = lock(&sh.graph);
-    own_live(&mut st, &caller, &id)?;
+    own_live(&mut st, &caller, &id, sh.now())?;
     st.subscriptions.remove(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -449,6 +453,6 @@ pub async fn reauthorize_h(
     Path(id): Path<String>,
 ) -> Result<Response, MErr> {
     let mut st = lock(&sh.graph);
-    own_live(&mut st, &caller, &id)?.paused = false;
+    own_live(&mut st, &caller, &id, sh.now())?.paused = false;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
