@@ -48,6 +48,11 @@ pub struct SimConfig {
     /// → 429 with `Retry-After`. Throttled requests count too. None = off
     /// (the real limit is 10,000).
     pub graph_mailbox_requests_per_10_min: Option<u32>,
+    /// Google: `updatedMin` further back than this → 410
+    /// `updatedMinTooLongAgo` (None = any age; the real limit is undocumented).
+    pub google_updated_min_max_days: Option<i64>,
+    /// Records kept in each of the request and delivery logs (oldest dropped).
+    pub log_capacity: usize,
 }
 
 impl Default for SimConfig {
@@ -72,6 +77,8 @@ impl Default for SimConfig {
             graph_delta_token_ttl_secs: None,
             google_user_requests_per_minute: None,
             graph_mailbox_requests_per_10_min: None,
+            google_updated_min_max_days: None,
+            log_capacity: 100_000,
         }
     }
 }

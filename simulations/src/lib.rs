@@ -68,9 +68,9 @@ impl Simulators {
         let http = reqwest::Client::builder().no_proxy().build()?;
         let shared = Arc::new(Shared {
             rng: rng::SimRng::new(config.seed),
+            log: request_log::RequestLog::new(config.log_capacity),
             config,
             origin: origin.clone(),
-            log: Default::default(),
             faults: Default::default(),
             google: Default::default(),
             graph: Default::default(),

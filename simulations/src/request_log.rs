@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::state::lock;
@@ -57,31 +58,50 @@ pub struct DeliveryRecord {
     pub fault: Option<String>,
 }
 
-#[derive(Default)]
+/// Bounded so a long-running `calsim` under load keeps constant memory:
+/// past `capacity` records the oldest are dropped (`seq` keeps counting).
 pub struct RequestLog {
-    requests: Mutex<Vec<RequestRecord>>,
-    deliveries: Mutex<Vec<DeliveryRecord>>,
+    capacity: usize,
+    requests: Mutex<(u64, VecDeque<RequestRecord>)>,
+    deliveries: Mutex<(u64, VecDeque<DeliveryRecord>)>,
 }
 
 impl RequestLog {
+    pub fn new(capacity: usize) -> Self {
+        RequestLog {
+            capacity: capacity.max(1),
+            requests: Mutex::default(),
+            deliveries: Mutex::default(),
+        }
+    }
+
     pub fn record(&self, mut r: RequestRecord) {
-        let mut v = lock(&self.requests);
-        r.seq = v.len() as u64 + 1;
-        v.push(r);
+        let mut g = lock(&self.requests);
+        g.0 += 1;
+        r.seq = g.0;
+        if g.1.len() >= self.capacity {
+            g.1.pop_front();
+        }
+        g.1.push_back(r);
     }
 
     pub fn record_delivery(&self, mut d: DeliveryRecord) {
-        let mut v = lock(&self.deliveries);
-        d.seq = v.len() as u64 + 1;
-        v.push(d);
+        let mut g = lock(&self.deliveries);
+        g.0 += 1;
+        d.seq = g.0;
+        if g.1.len() >= self.capacity {
+            g.1.pop_front();
+        }
+        g.1.push_back(d);
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.requests).clone()
+        lock(&self.requests).1.iter().cloned().collect()
     }
 
     pub fn requests_since(&self, t: DateTime<Utc>) -> Vec<RequestRecord> {
         lock(&self.requests)
+            .1
             .iter()
             .filter(|r| r.at >= t)
             .cloned()
@@ -89,11 +109,11 @@ impl RequestLog {
     }
 
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
-        lock(&self.deliveries).clone()
+        lock(&self.deliveries).1.iter().cloned().collect()
     }
 
     pub fn clear(&self) {
-        lock(&self.requests).clear();
-        lock(&self.deliveries).clear();
+        lock(&self.requests).1.clear();
+        lock(&self.deliveries).1.clear();
     }
 }

@@ -596,3 +596,32 @@ async fn advancing_the_clock_expires_tokens_channels_and_subscriptions() {
         "a 7-day channel and a 2-day subscription are both expired"
     );
 }
+
+#[tokio::test]
+async fn logs_are_bounded_and_updated_min_can_be_too_old() {
+    let config = calsim::SimConfig {
+        log_capacity: 3,
+        google_updated_min_max_days: Some(28),
+        ..calsim::SimConfig::default()
+    };
+    let h = common::sim_with(config).await;
+    let acct = h.google().create_account("small@example.com");
+    let api = Api::new(h.google_base_url(), google_access_token(&h, &acct).await);
+    let old = (Utc::now() - Duration::days(40)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, v) = api
+        .get(&format!("/calendars/primary/events?updatedMin={old}"))
+        .await;
+    assert_eq!(
+        (s, v["error"]["errors"][0]["reason"].as_str()),
+        (410, Some("updatedMinTooLongAgo"))
+    );
+    for _ in 0..4 {
+        api.get("/calendars/primary/events").await;
+    }
+    let log = h.requests();
+    assert_eq!(log.len(), 3, "oldest records dropped");
+    assert_eq!(
+        log[2].seq, 6,
+        "sequence numbers keep counting: token, updatedMin, 4 lists"
+    );
+}

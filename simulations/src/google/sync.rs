@@ -245,6 +245,16 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
             Some(tok.s)
         }
     };
+    if let (Some(u), Some(days)) = (p.updated_min, shared.config.google_updated_min_max_days) {
+        if u < now - chrono::Duration::days(days) {
+            return Err(ApiError::new(
+                410,
+                "updatedMinTooLongAgo",
+                "The requested minimum modification time lies too far in the past.",
+            )
+            .domain("calendar"));
+        }
+    }
     let page: Option<PageToken> = match &p.page_token {
         None => None,
         Some(t) => {
