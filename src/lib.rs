@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod pg;
 pub mod providers;
+pub mod replay;
 pub mod settings;
 pub mod store;
 pub mod testkit;

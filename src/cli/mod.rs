@@ -6,6 +6,7 @@ mod connections;
 mod drill;
 mod flags;
 mod log;
+mod replay;
 mod serve;
 mod status;
 
@@ -49,6 +50,8 @@ pub enum Command {
     /// Per-connection health: status, errors, backoff, last sync per
     /// calendar, channel expiry (`--json` for machines).
     Status(status::StatusArgs),
+    /// Rebuild projections from the log; verify them or swap them in.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -61,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
+        Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
     }
 }

@@ -1,0 +1,253 @@
+//! The read models in memory: [`RowChange`]s applied to maps keyed by
+//! primary key, with exactly the semantics of the SQL in
+//! `store::projections` (upsert by key, delete only the owner's row, sweep
+//! and keep-only by connection and calendar). Replay folds the whole log
+//! into this, then writes each table with one `COPY`.
+
+use super::ReplayError;
+use crate::core::ids::ConnectionId;
+use crate::core::projection::{BusyRow, CalendarRow, ConnectionRow, RowChange};
+use std::collections::{HashMap, HashSet};
+
+/// `busy_intervals`' primary key: platform provider, calendar provider,
+/// external event id.
+pub type BusyKey = (String, String, String);
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub connections: HashMap<ConnectionId, ConnectionRow>,
+    pub calendars: HashMap<ConnectionId, Vec<CalendarRow>>,
+    pub busy: HashMap<BusyKey, BusyRow>,
+    /// The busy keys each connection currently owns (for sweeps).
+    busy_by_connection: HashMap<ConnectionId, HashSet<BusyKey>>,
+    /// Keys touched since tracking began (the swap's catch-up rewrites
+    /// only these in the shadow tables).
+    dirty: Option<Dirty>,
+}
+
+/// Rows changed since tracking began.
+#[derive(Debug, Default, Clone)]
+pub struct Dirty {
+    pub connections: HashSet<ConnectionId>,
+    pub busy: HashSet<BusyKey>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty() && self.busy.is_empty()
+    }
+}
+
+impl Model {
+    /// Starts recording which rows change.
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(Dirty::default);
+    }
+
+    /// The rows changed since the last call (or since tracking began).
+    pub fn take_dirty(&mut self) -> Dirty {
+        self.dirty.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub fn busy_rows(&self) -> usize {
+        self.busy.len()
+    }
+
+    /// Variants added to `RowChange` by new projections land in the last
+    /// arm until replay learns them: refusing beats a silently wrong rebuild.
+    #[allow(unreachable_patterns)]
+    pub fn apply(&mut self, changes: &[RowChange]) -> Result<(), ReplayError> {
+        for change in changes {
+            match change {
+                RowChange::UpsertConnection(row) => {
+                    self.touch_connection(row.connection_id);
+                    self.connections.insert(row.connection_id, row.clone());
+                }
+                RowChange::ReplaceCalendars {
+                    connection_id,
+                    rows,
+                } => {
+                    self.touch_connection(*connection_id);
+                    self.calendars.insert(*connection_id, rows.clone());
+                }
+                RowChange::UpsertBusy(row) => self.upsert_busy(row),
+                RowChange::DeleteBusy {
+                    connection_id,
+                    platform_provider_id,
+                    provider,
+                    external_event_id,
+                } => {
+                    let key = (
+                        platform_provider_id.clone(),
+                        provider.clone(),
+                        external_event_id.clone(),
+                    );
+                    // Only the owner's row: another connection may have
+                    // taken the key over (the SQL checks connection_id).
+                    if self
+                        .busy
+                        .get(&key)
+                        .is_some_and(|r| r.connection_id == *connection_id)
+                    {
+                        self.remove_busy(&key);
+                    }
+                }
+                RowChange::SweepBusy {
+                    connection_id,
+                    calendar_id,
+                    below_generation,
+                } => self.remove_busy_where(*connection_id, |r| {
+                    r.calendar_id == *calendar_id && r.generation < *below_generation
+                }),
+                RowChange::KeepOnlyCalendars {
+                    connection_id,
+                    calendars,
+                } => {
+                    self.remove_busy_where(*connection_id, |r| !calendars.contains(&r.calendar_id))
+                }
+                other => return Err(ReplayError::Unsupported(variant_name(other))),
+            }
+        }
+        Ok(())
+    }
+
+    fn touch_connection(&mut self, id: ConnectionId) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.connections.insert(id);
+        }
+    }
+
+    fn touch_busy(&mut self, key: &BusyKey) {
+        if let Some(d) = self.dirty.as_mut() {
+            if !d.busy.contains(key) {
+                d.busy.insert(key.clone());
+            }
+        }
+    }
+
+    fn upsert_busy(&mut self, row: &BusyRow) {
+        let key = (
+            row.platform_provider_id.clone(),
+            row.provider.clone(),
+            row.external_event_id.clone(),
+        );
+        self.touch_busy(&key);
+        if let Some(old) = self.busy.insert(key.clone(), row.clone()) {
+            if old.connection_id != row.connection_id {
+                if let Some(keys) = self.busy_by_connection.get_mut(&old.connection_id) {
+                    keys.remove(&key);
+                }
+            }
+        }
+        self.busy_by_connection
+            .entry(row.connection_id)
+            .or_default()
+            .insert(key);
+    }
+
+    fn remove_busy(&mut self, key: &BusyKey) {
+        self.touch_busy(key);
+        if let Some(old) = self.busy.remove(key) {
+            if let Some(keys) = self.busy_by_connection.get_mut(&old.connection_id) {
+                keys.remove(key);
+            }
+        }
+    }
+
+    fn remove_busy_where(&mut self, id: ConnectionId, doomed: impl Fn(&BusyRow) -> bool) {
+        let Some(keys) = self.busy_by_connection.get(&id) else {
+            return;
+        };
+        let gone: Vec<BusyKey> = keys
+            .iter()
+            .filter(|k| self.busy.get(*k).is_some_and(&doomed))
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.remove_busy(key);
+        }
+    }
+}
+
+/// `UpsertChannel(…)` → `UpsertChannel`.
+fn variant_name(change: &RowChange) -> String {
+    let debug = format!("{change:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::interval::Interval;
+    use chrono::{TimeZone, Utc};
+
+    fn busy(conn: ConnectionId, id: &str, cal: &str, generation: u64) -> RowChange {
+        let start = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        RowChange::UpsertBusy(BusyRow {
+            platform_provider_id: "pp".into(),
+            provider: "google".into(),
+            external_event_id: id.into(),
+            connection_id: conn,
+            calendar_id: cal.into(),
+            interval: Interval::new(start, start + chrono::Duration::hours(1)).unwrap(),
+            generation,
+        })
+    }
+
+    #[test]
+    fn a_key_taken_over_by_another_connection_is_not_deleted_by_the_first() {
+        let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
+        let mut m = Model::default();
+        m.apply(&[busy(a, "e1", "c", 1), busy(b, "e1", "c", 1)])
+            .unwrap();
+        m.apply(&[RowChange::DeleteBusy {
+            connection_id: a,
+            platform_provider_id: "pp".into(),
+            provider: "google".into(),
+            external_event_id: "e1".into(),
+        }])
+        .unwrap();
+        assert_eq!(m.busy_rows(), 1);
+        m.apply(&[RowChange::SweepBusy {
+            connection_id: a,
+            calendar_id: "c".into(),
+            below_generation: 5,
+        }])
+        .unwrap();
+        assert_eq!(m.busy_rows(), 1, "a's sweep must not touch b's row");
+        m.apply(&[RowChange::KeepOnlyCalendars {
+            connection_id: b,
+            calendars: vec![],
+        }])
+        .unwrap();
+        assert_eq!(m.busy_rows(), 0);
+    }
+
+    #[test]
+    fn sweeps_remove_only_older_generations_of_the_calendar() {
+        let a = ConnectionId::new_random();
+        let mut m = Model::default();
+        m.track_changes();
+        m.apply(&[
+            busy(a, "e1", "c", 1),
+            busy(a, "e2", "c", 2),
+            busy(a, "e3", "d", 1),
+        ])
+        .unwrap();
+        m.apply(&[RowChange::SweepBusy {
+            connection_id: a,
+            calendar_id: "c".into(),
+            below_generation: 2,
+        }])
+        .unwrap();
+        let mut left: Vec<_> = m.busy.keys().map(|k| k.2.clone()).collect();
+        left.sort();
+        assert_eq!(left, ["e2", "e3"]);
+        assert_eq!(m.take_dirty().busy.len(), 3);
+        assert!(m.take_dirty().is_empty());
+    }
+}

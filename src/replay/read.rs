@@ -1,0 +1,164 @@
+//! Reading the log fast: one `COPY (SELECT … ORDER BY txid, position) TO
+//! STDOUT (FORMAT binary)` stream, rows handed in batches to a blocking
+//! thread that decodes and folds while the next batch is read.
+
+use super::fold::{Folder, LogEvent};
+use super::progress::Progress;
+use super::ReplayError;
+use crate::core::ids::ConnectionId;
+use crate::store::RecordedEvent;
+use futures::{pin_mut, StreamExt};
+use postgres_types::{FromSql, Type};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::Client;
+
+/// Rows handed to the folding thread at a time.
+const BATCH: usize = 4096;
+
+/// The columns read, in the order [`row_event`] expects them.
+const COLUMNS: &str = "stream, version, txid, position, event_type, schema_version, payload";
+const TYPES: [Type; 7] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::XID8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::JSON,
+];
+
+/// Which events a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Range {
+    /// Everything visible to the current transaction's snapshot.
+    Visible,
+    /// Visible events after a point of the global order `(txid, position)`.
+    After { txid: i64, position: i64 },
+}
+
+/// The `COPY` statement for `range`, optionally one connection's stream.
+/// COPY takes no parameters; every value inlined is a number or a UUID
+/// formatted here, never outside text.
+pub fn copy_sql(range: Range, only: Option<ConnectionId>) -> String {
+    let mut filters = vec!["TRUE".to_string()];
+    if let Range::After { txid, position } = range {
+        filters.push(format!("(txid, position) > ('{txid}'::xid8, {position})"));
+    }
+    if let Some(id) = only {
+        filters.push(format!("stream = '{}'", id.stream().as_str()));
+    }
+    format!(
+        "COPY (SELECT {COLUMNS} FROM events WHERE {} ORDER BY txid, position) \
+         TO STDOUT (FORMAT binary)",
+        filters.join(" AND ")
+    )
+}
+
+/// Streams `range` into `folder` (moved to a blocking thread and back).
+/// Returns the folder and the global cursor of the last event read.
+pub async fn read_into(
+    client: &Client,
+    range: Range,
+    only: Option<ConnectionId>,
+    mut folder: Folder,
+    progress: &mut Progress,
+) -> Result<(Folder, Option<(i64, i64)>), ReplayError> {
+    let copy = client.copy_out(&copy_sql(range, only)).await?;
+    let rows = BinaryCopyOutStream::new(copy, &TYPES);
+    pin_mut!(rows);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BinaryCopyOutRow>>(8);
+    let worker = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = rx.blocking_recv() {
+            for row in &batch {
+                folder.push(row_event(row)?)?;
+            }
+        }
+        folder.flush()?;
+        Ok::<Folder, ReplayError>(folder)
+    });
+    let mut last = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut sent_ok = true;
+    while let Some(row) = rows.next().await {
+        batch.push(row?);
+        if batch.len() == BATCH {
+            last = cursor_of(batch.last()).or(last);
+            progress.inc(BATCH as u64);
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.send(full).await.is_err() {
+                // The worker stopped on an error: it is reported below.
+                sent_ok = false;
+                break;
+            }
+        }
+    }
+    if sent_ok && !batch.is_empty() {
+        last = cursor_of(batch.last()).or(last);
+        progress.inc(batch.len() as u64);
+        let _ = tx.send(batch).await;
+    }
+    drop(tx);
+    let folder = worker
+        .await
+        .map_err(|e| ReplayError::Worker(e.to_string()))??;
+    Ok((folder, last))
+}
+
+/// Folds events already read through the store (the catch-up).
+pub fn fold_recorded(folder: &mut Folder, events: &[RecordedEvent]) -> Result<(), ReplayError> {
+    for e in events {
+        folder.push(LogEvent {
+            stream: e.stream.as_str(),
+            version: e.version,
+            txid: e.txid,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            payload: e.payload.as_bytes(),
+        })?;
+    }
+    folder.flush()
+}
+
+fn cursor_of(row: Option<&BinaryCopyOutRow>) -> Option<(i64, i64)> {
+    let row = row?;
+    let txid = row.try_get::<Raw>(2).ok()?;
+    let position = row.try_get::<i64>(3).ok()?;
+    Some((xid8(txid.0).ok()?, position))
+}
+
+fn row_event(row: &BinaryCopyOutRow) -> Result<LogEvent<'_>, ReplayError> {
+    let version: i64 = row.try_get(1)?;
+    Ok(LogEvent {
+        stream: row.try_get(0)?,
+        version: u64::try_from(version)
+            .map_err(|_| ReplayError::BadData(format!("negative version {version}")))?,
+        txid: xid8(row.try_get::<Raw>(2)?.0)?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        payload: row.try_get::<Raw>(6)?.0,
+    })
+}
+
+/// `xid8` is sent as 8 big-endian bytes; it fits in `i64` for the first
+/// 2^63 transactions, as the store's `txid::text::bigint` assumes too.
+fn xid8(raw: &[u8]) -> Result<i64, ReplayError> {
+    let bytes: [u8; 8] = raw
+        .try_into()
+        .map_err(|_| ReplayError::BadData("xid8 is not 8 bytes".into()))?;
+    i64::try_from(u64::from_be_bytes(bytes))
+        .map_err(|_| ReplayError::BadData("xid8 beyond i64".into()))
+}
+
+/// A column's bytes as sent (binary format). The `json` send format is its
+/// text, so payloads reach `serde_json` without a copy.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::XID8 || *ty == Type::JSON
+    }
+}
