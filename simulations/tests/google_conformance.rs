@@ -397,6 +397,38 @@ async fn recurring_series_expand_with_exceptions_across_dst() {
         &json!({ "start": { "dateTime": "2026-11-09T10:00:00+01:00" }, "end": { "dateTime": "2026-11-09T10:30:00+01:00" } })).await;
     assert_eq!(s, 200, "{moved}");
     assert_eq!(moved["recurringEventId"], "series0001");
+    let (_, tokyo) = api
+        .get("/calendars/primary/events?singleEvents=true&timeZone=Asia/Tokyo")
+        .await;
+    assert_eq!(tokyo["timeZone"], "Asia/Tokyo");
+    assert_eq!(
+        tokyo["items"][0]["start"]["dateTime"], "2026-10-19T16:00:00+09:00",
+        "timeZone shapes the answer"
+    );
+    let (s, inst) = api
+        .get("/calendars/primary/events/series0001/instances")
+        .await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = inst["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["series0001_20261019T070000Z", "series0001_20261109T080000Z"],
+        "instances: the moved exception included, the cancelled one gone"
+    );
+    assert_eq!(
+        inst["items"][1]["start"]["dateTime"],
+        "2026-11-09T10:00:00+01:00"
+    );
+    assert!(inst.get("nextSyncToken").is_none());
+    let (s, _) = api
+        .get("/calendars/primary/events/nosuchseries/instances")
+        .await;
+    assert_eq!(s, 404);
     let (_, all_day) = api
         .post(
             "/calendars/primary/events",

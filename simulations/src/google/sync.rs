@@ -52,6 +52,8 @@ pub struct ListParams {
     event_types: Vec<String>,
     /// Set by `events.instances`: only instances of this series.
     series: Option<String>,
+    /// `timeZone`: the zone date-times are answered in.
+    time_zone: Option<chrono_tz::Tz>,
 }
 
 fn bad(param: &str, msg: &str) -> ApiError {
@@ -122,6 +124,12 @@ pub fn parse_params(raw: &[(String, String)]) -> ApiResult<ListParams> {
             "privateExtendedProperty" => p.private_props.push(parse_prop(k, v)?),
             "sharedExtendedProperty" => p.shared_props.push(parse_prop(k, v)?),
             "eventTypes" => p.event_types.push(v.clone()),
+            "timeZone" => {
+                p.time_zone = Some(
+                    crate::timefmt::resolve_zone(v)
+                        .ok_or_else(|| bad(k, &format!("Invalid time zone: {v}")))?,
+                )
+            }
             _ => {}
         }
     }
@@ -295,17 +303,21 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
             if r.deleted && (since.is_some() || r.item["recurringEventId"].is_null()) {
                 r.tombstone.clone()
             } else {
-                r.item.clone()
+                in_zone(r.item.clone(), p.time_zone)
             }
         })
         .collect();
+    let zone_name = p
+        .time_zone
+        .map(|z| z.name().to_string())
+        .unwrap_or_else(|| cal.time_zone.clone());
     let mut out = json!({
         "kind": "calendar#events",
         "etag": format!("\"{snap}\""),
         "summary": cal.summary,
         "description": "",
         "updated": google_instant(cal.updated),
-        "timeZone": cal.time_zone,
+        "timeZone": zone_name,
         "accessRole": "owner",
         "defaultReminders": [],
         "items": items,
@@ -341,6 +353,18 @@ pub async fn list_h(
     let st = lock(&sh.google);
     let cal_id = st.calendar_id(&acct, &cal)?;
     Ok(Json(list(&sh, &st, &cal_id, &p)?))
+}
+
+/// Re-express an item's date-times in the `timeZone` the list asked for.
+fn in_zone(mut item: Value, tz: Option<chrono_tz::Tz>) -> Value {
+    let Some(tz) = tz else { return item };
+    for key in ["start", "end", "originalStartTime"] {
+        let at = item[key]["dateTime"].as_str().and_then(parse_rfc3339);
+        if let Some(at) = at {
+            item[key]["dateTime"] = json!(crate::timefmt::google_datetime_in(tz, at));
+        }
+    }
+    item
 }
 
 /// `GET /calendars/{cal}/events/{id}/instances`: the series' instances
