@@ -6,7 +6,8 @@
 
 use super::ReplayError;
 use crate::core::ids::ConnectionId;
-use crate::core::projection::{BusyRow, CalendarRow, ConnectionRow, RowChange};
+use crate::core::projection::{BusyRow, CalendarRow, ChannelRow, ConnectionRow, RowChange};
+use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
 /// `busy_intervals`' primary key: platform provider, calendar provider,
@@ -18,6 +19,8 @@ pub struct Model {
     pub connections: HashMap<ConnectionId, ConnectionRow>,
     pub calendars: HashMap<ConnectionId, Vec<CalendarRow>>,
     pub busy: HashMap<BusyKey, BusyRow>,
+    /// `channels` by channel id, with the row's `closed_at`.
+    pub channels: HashMap<String, (ChannelRow, Option<DateTime<Utc>>)>,
     /// The busy keys each connection currently owns (for sweeps).
     busy_by_connection: HashMap<ConnectionId, HashSet<BusyKey>>,
     /// Keys touched since tracking began (the swap's catch-up rewrites
@@ -30,11 +33,12 @@ pub struct Model {
 pub struct Dirty {
     pub connections: HashSet<ConnectionId>,
     pub busy: HashSet<BusyKey>,
+    pub channels: HashSet<String>,
 }
 
 impl Dirty {
     pub fn is_empty(&self) -> bool {
-        self.connections.is_empty() && self.busy.is_empty()
+        self.connections.is_empty() && self.busy.is_empty() && self.channels.is_empty()
     }
 }
 
@@ -105,6 +109,30 @@ impl Model {
                 } => {
                     self.remove_busy_where(*connection_id, |r| !calendars.contains(&r.calendar_id))
                 }
+                RowChange::UpsertChannel(row) => {
+                    self.touch_channel(&row.channel_id);
+                    self.channels
+                        .insert(row.channel_id.clone(), (row.clone(), None));
+                }
+                // Both are UPDATEs: a channel the table lacks stays absent.
+                RowChange::RenewChannel {
+                    channel_id,
+                    expires_at,
+                } => {
+                    self.touch_channel(channel_id);
+                    if let Some((row, _)) = self.channels.get_mut(channel_id) {
+                        row.expires_at = *expires_at;
+                    }
+                }
+                RowChange::CloseChannel {
+                    channel_id,
+                    closed_at,
+                } => {
+                    self.touch_channel(channel_id);
+                    if let Some((_, closed)) = self.channels.get_mut(channel_id) {
+                        *closed = Some(*closed_at);
+                    }
+                }
                 other => return Err(ReplayError::Unsupported(variant_name(other))),
             }
         }
@@ -114,6 +142,12 @@ impl Model {
     fn touch_connection(&mut self, id: ConnectionId) {
         if let Some(d) = self.dirty.as_mut() {
             d.connections.insert(id);
+        }
+    }
+
+    fn touch_channel(&mut self, id: &str) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.channels.insert(id.to_string());
         }
     }
 
@@ -249,5 +283,43 @@ mod tests {
         assert_eq!(left, ["e2", "e3"]);
         assert_eq!(m.take_dirty().busy.len(), 3);
         assert!(m.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn channel_updates_touch_only_existing_channels() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        let row = ChannelRow {
+            channel_id: "ch1".into(),
+            provider: "google".into(),
+            connection_id: ConnectionId::new_random(),
+            calendar_id: "primary".into(),
+            resource_id: "r1".into(),
+            secret_sha256: "00".into(),
+            expires_at: at,
+        };
+        let mut m = Model::default();
+        m.apply(&[
+            RowChange::UpsertChannel(row.clone()),
+            RowChange::RenewChannel {
+                channel_id: "ch1".into(),
+                expires_at: at + chrono::Duration::days(1),
+            },
+            RowChange::CloseChannel {
+                channel_id: "ch1".into(),
+                closed_at: at,
+            },
+            RowChange::RenewChannel {
+                channel_id: "nope".into(),
+                expires_at: at,
+            },
+        ])
+        .unwrap();
+        assert_eq!(m.channels.len(), 1);
+        let (stored, closed) = &m.channels["ch1"];
+        assert_eq!(stored.expires_at, at + chrono::Duration::days(1));
+        assert_eq!(*closed, Some(at));
+        // A new upsert reopens it, as the SQL's `closed_at = NULL` does.
+        m.apply(&[RowChange::UpsertChannel(row)]).unwrap();
+        assert_eq!(m.channels["ch1"].1, None);
     }
 }

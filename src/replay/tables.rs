@@ -35,6 +35,12 @@ pub const PROJECTION_TABLES: &[ProjectionTable] = &[
         wall_clock: &[],
     },
     ProjectionTable {
+        name: "channels",
+        key: &["channel_id"],
+        connection_column: "connection_id",
+        wall_clock: &[],
+    },
+    ProjectionTable {
         name: "connections",
         key: &["connection_id"],
         connection_column: "connection_id",

@@ -7,7 +7,8 @@ use super::tables::{ident, ProjectionTable};
 use super::ReplayError;
 use crate::actors::connection::SNAPSHOT_SCHEMA_VERSION;
 use crate::core::ids::ConnectionId;
-use crate::core::projection::{BusyRow, CalendarRow, ConnectionRow};
+use crate::core::projection::{BusyRow, CalendarRow, ChannelRow, ConnectionRow};
+use chrono::{DateTime, Utc};
 use futures::pin_mut;
 use postgres_types::{Json, Type};
 use std::collections::BTreeMap;
@@ -62,6 +63,15 @@ async fn delete_dirty(
                          IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
                     ),
                     &[&pp, &provider, &event],
+                )
+                .await?;
+        }
+        "channels" => {
+            let ids: Vec<&str> = dirty.channels.iter().map(String::as_str).collect();
+            client
+                .execute(
+                    &format!("DELETE FROM {shadow} WHERE channel_id = ANY($1)"),
+                    &[&ids],
                 )
                 .await?;
         }
@@ -120,6 +130,17 @@ async fn copy_table(
                     .collect(),
             };
             copy_connections(client, table, &selected).await
+        }
+        "channels" => {
+            let selected: Vec<&(ChannelRow, Option<DateTime<Utc>>)> = match rows {
+                Rows::All => model.channels.values().collect(),
+                Rows::Only(d) => d
+                    .channels
+                    .iter()
+                    .filter_map(|id| model.channels.get(id))
+                    .collect(),
+            };
+            copy_channels(client, table, &selected).await
         }
         other => Err(ReplayError::Unsupported(format!(
             "projection table {other}"
@@ -216,6 +237,52 @@ async fn copy_calendars(
                 &(r.generation as i64),
                 &r.full_sync_in_progress,
                 &r.last_success_at,
+            ])
+            .await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn copy_channels(
+    client: &Client,
+    table: &ProjectionTable,
+    rows: &[&(ChannelRow, Option<DateTime<Utc>>)],
+) -> Result<u64, ReplayError> {
+    let columns = [
+        "channel_id",
+        "provider",
+        "connection_id",
+        "calendar_id",
+        "resource_id",
+        "secret_sha256",
+        "expires_at",
+        "closed_at",
+    ];
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+    ];
+    let sink = client.copy_in(&copy_sql(table, &columns)).await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for (r, closed_at) in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.channel_id,
+                &r.provider,
+                &r.connection_id.as_uuid(),
+                &r.calendar_id,
+                &r.resource_id,
+                &r.secret_sha256,
+                &r.expires_at,
+                closed_at,
             ])
             .await?;
     }
