@@ -51,6 +51,11 @@ pub struct SimConfig {
     /// Google: `updatedMin` further back than this → 410
     /// `updatedMinTooLongAgo` (None = any age; the real limit is undocumented).
     pub google_updated_min_max_days: Option<i64>,
+    /// Google events.list: probability that a page holds fewer than
+    /// `maxResults` items (possibly none) although more pages follow.
+    pub google_short_page_rate: f64,
+    /// Graph delta: probability of an empty page with a nextLink (capped at 0.9).
+    pub graph_delta_empty_page_rate: f64,
     /// Records kept in each of the request and delivery logs (oldest dropped).
     pub log_capacity: usize,
 }
@@ -78,6 +83,8 @@ impl Default for SimConfig {
             google_user_requests_per_minute: None,
             graph_mailbox_requests_per_10_min: None,
             google_updated_min_max_days: None,
+            google_short_page_rate: 0.0,
+            graph_delta_empty_page_rate: 0.0,
             log_capacity: 100_000,
         }
     }

@@ -712,3 +712,56 @@ async fn channels_expire_and_conditional_get_and_unknown_paths() {
         "unknown paths are logged too"
     );
 }
+
+#[tokio::test]
+async fn short_and_empty_pages_do_not_end_a_listing() {
+    let h = common::sim_with(calsim::SimConfig {
+        google_short_page_rate: 0.6,
+        ..calsim::SimConfig::default()
+    })
+    .await;
+    let acct = h.google().create_account("short@example.com");
+    let api = Api::new(h.google_base_url(), google_access_token(&h, &acct).await);
+    for i in 0..10 {
+        h.google()
+            .upsert_event(
+                &acct.email,
+                "primary",
+                timed(
+                    Some(&format!("short{i:04}")),
+                    "2026-10-02T09:00:00Z",
+                    "2026-10-02T10:00:00Z",
+                ),
+            )
+            .expect("insert");
+    }
+    let (mut ids, mut short_pages, mut token) = (Vec::new(), 0, None::<String>);
+    loop {
+        let path = match &token {
+            Some(t) => format!("/calendars/primary/events?maxResults=3&pageToken={t}"),
+            None => "/calendars/primary/events?maxResults=3".to_string(),
+        };
+        let (s, v) = api.get(&path).await;
+        assert_eq!(s, 200);
+        let items = v["items"].as_array().expect("items");
+        ids.extend(
+            items
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string)),
+        );
+        match v["nextPageToken"].as_str() {
+            Some(t) => {
+                short_pages += usize::from(items.len() < 3);
+                token = Some(t.to_string());
+            }
+            None => {
+                assert!(v["nextSyncToken"].is_string());
+                break;
+            }
+        }
+    }
+    assert!(short_pages >= 1, "some pages were short");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+}

@@ -855,3 +855,52 @@ async fn piled_up_notifications_are_batched_and_give_up_sends_missed() {
         "dropped after retries → missed"
     );
 }
+
+#[tokio::test]
+async fn delta_clients_must_follow_empty_pages() {
+    let config = SimConfig {
+        graph_delta_empty_page_rate: 0.5,
+        ..SimConfig::default()
+    };
+    let (_h, api, _) = setup_with(config, "sam@contoso.com").await;
+    for d in 1..=6 {
+        api.post(
+            "/me/events",
+            &event(
+                "e",
+                &format!("2026-10-0{d}T09:00:00"),
+                &format!("2026-10-0{d}T10:00:00"),
+            ),
+        )
+        .await;
+    }
+    let mut url = "/me/calendarView/delta?startDateTime=2026-10-01T00:00:00Z&endDateTime=2026-11-01T00:00:00Z".to_string();
+    let (mut seen, mut empty_with_next) = (Vec::new(), 0);
+    loop {
+        let (s, _, v) = api
+            .send(
+                reqwest::Method::GET,
+                &url,
+                None,
+                &[("Prefer", "odata.maxpagesize=2")],
+            )
+            .await;
+        assert_eq!(s, 200);
+        let items = v["value"].as_array().expect("value").clone();
+        match v["@odata.nextLink"].as_str() {
+            Some(next) => {
+                if items.is_empty() {
+                    empty_with_next += 1;
+                }
+                url = next.to_string();
+            }
+            None => {
+                seen.extend(items);
+                break;
+            }
+        }
+        seen.extend(items);
+    }
+    assert!(empty_with_next >= 1, "an empty page that is not the end");
+    assert_eq!(seen.len(), 6);
+}

@@ -295,8 +295,13 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
     if let Some(pt) = &page {
         rows.retain(|(k, _)| k.as_str() > pt.a.as_str());
     }
-    let more = rows.len() > p.max_results;
-    rows.truncate(p.max_results);
+    // Real pages may hold fewer items than maxResults (even none) while more follow.
+    let mut page_size = p.max_results;
+    if shared.rng.chance(shared.config.google_short_page_rate) {
+        page_size = shared.rng.range(0, p.max_results.saturating_sub(1) as u64) as usize;
+    }
+    let more = rows.len() > page_size;
+    rows.truncate(page_size);
     let items: Vec<Value> = rows
         .iter()
         .map(|(_, r)| {
@@ -323,7 +328,11 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         "items": items,
     });
     if more {
-        let last = rows.last().map(|(k, _)| k.clone()).unwrap_or_default();
+        let last = rows
+            .last()
+            .map(|(k, _)| k.clone())
+            .or_else(|| page.as_ref().map(|pt| pt.a.clone()))
+            .unwrap_or_default();
         out["nextPageToken"] = json!(opaque::encode(&PageToken { a: last, s: snap }));
     } else if p.series.is_none()
         && p.q.is_none()

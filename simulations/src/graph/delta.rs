@@ -217,6 +217,16 @@ pub async fn delta_h(
             t: 0,
         }
     };
+    let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
+    // Real delta pages can be empty while more follow: clients must keep going.
+    if sh
+        .rng
+        .chance(sh.config.graph_delta_empty_page_rate.min(0.9))
+    {
+        let resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": [],
+            "@odata.nextLink": format!("{base}?$skiptoken={}", opaque::encode(&state)) });
+        return Ok(Json(resp).into_response());
+    }
     let ws = Utc.timestamp_opt(state.ws, 0).single().unwrap_or_default();
     let we = Utc.timestamp_opt(state.we, 0).single().unwrap_or_default();
     let cal = acct.default_calendar();
@@ -258,7 +268,6 @@ pub async fn delta_h(
         served += 1;
         last_id = Some(ev.id.clone());
     }
-    let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
     let mut resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": value });
     if more {
         let next = DeltaState {
