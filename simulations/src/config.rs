@@ -89,3 +89,16 @@ impl Default for SimConfig {
         }
     }
 }
+
+impl SimConfig {
+    /// Defaults with fast push retries (20 ms) and short push deadlines
+    /// (Google 2 s, Graph validation 2 s), for test suites.
+    pub fn for_tests() -> Self {
+        SimConfig {
+            push_retry_delay_ms: 20,
+            google_push_timeout_ms: 2_000,
+            graph_validation_timeout_ms: 2_000,
+            ..SimConfig::default()
+        }
+    }
+}

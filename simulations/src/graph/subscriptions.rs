@@ -124,7 +124,7 @@ pub fn notify_change(
         .filter(|s| !s.resource.contains("/calendars/") || s.resource.contains(&ev.calendar_id))
         .collect();
     subs.sort_by(|a, b| a.id.cmp(&b.id));
-    // Occurrence changes are reported on the series (Graph notifies for stored items).
+    // The changed item itself is named: a single event, a master, or an occurrence turned exception.
     let id = ev.id.clone();
     for s in subs {
         let resource = format!("Users/{}/Events/{id}", s.user_id);
