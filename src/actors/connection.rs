@@ -321,14 +321,17 @@ impl ConnectionActor {
             return;
         };
         st.channels_running = true;
-        tokio::spawn(super::channel_task::run(
+        let task = super::channel_task::run(
             myself.clone(),
             runtime.clone(),
             st.id,
             profile.provider,
             st.state.channels.clone(),
             steps,
-        ));
+        );
+        // Like the sync task: a child of the message's span.
+        let span = tracing::error_span!("channels", provider = profile.provider.as_str());
+        tokio::spawn(task.instrument(span));
     }
 
     /// Starts a sync unless one is running (then one follow-up is queued),
