@@ -807,3 +807,124 @@ async fn the_cli_prints_a_json_summary_and_fails_on_differences() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["differences"], 3);
 }
+
+// ---------------------------------------------------------------------
+// Rate, beside a bare COPY of the log (a benchmark run with a large log:
+// CALSYNC_REPLAY_BENCH_EVENTS=1000000 cargo test --release --test replay
+// rate -- --nocapture; the default log is small and only checked).
+
+/// Appends `streams` connection streams of about `per_stream` events,
+/// eight events per append (one statement, one transaction each), rounds
+/// in order so every stream's versions follow its transaction ids.
+async fn generate_log(db: &TestDb, streams: usize, per_stream: usize) {
+    use calsync::core::events::ConnectionEvent;
+    use calsync::core::interval::Interval;
+    use futures::StreamExt;
+    let ids: Vec<ConnectionId> = (0..streams).map(|_| ConnectionId::new_random()).collect();
+    let appends = per_stream.div_ceil(8);
+    let pool = db.pool.clone();
+    for round in 0..appends {
+        let jobs = ids.iter().enumerate().map(|(s, id)| {
+            let pool = pool.clone();
+            let id = *id;
+            async move {
+                let mut events = Vec::with_capacity(8);
+                for k in 0..8 {
+                    let v = round * 8 + k + 1;
+                    let start = base() + TimeDelta::minutes((v % 500) as i64 * 30);
+                    let event = match (v, v % 11) {
+                        (1, _) => ConnectionEvent::ConnectionCreated {
+                            platform_provider_id: PlatformProviderId::parse(format!("pp{s}"))
+                                .unwrap(),
+                            provider: CalendarProvider::Google,
+                            account: ExternalAccount::parse(format!("u{s}@example.com")).unwrap(),
+                            calendars: vec![cal("primary")],
+                            destination_calendar: None,
+                        },
+                        (_, 0) => ConnectionEvent::NotificationAccepted {
+                            key: format!("k{v}"),
+                            channel_id: "ch".into(),
+                            received_at: start,
+                        },
+                        (_, 5) => ConnectionEvent::ExternalEventRemoved {
+                            calendar: cal("primary"),
+                            event_id: format!("e{}", v % 97),
+                        },
+                        (_, 7) => ConnectionEvent::SyncRoundCompleted {
+                            calendar: cal("primary"),
+                            cursor: format!("c{v}"),
+                            swept_generation: None,
+                            at: start,
+                        },
+                        _ => ConnectionEvent::ExternalEventSeen {
+                            calendar: cal("primary"),
+                            event_id: format!("e{}", v % 97),
+                            blocks: Some(
+                                Interval::new(start, start + TimeDelta::minutes(30)).unwrap(),
+                            ),
+                            ours: None,
+                        },
+                    };
+                    events.push((v as i64, event));
+                }
+                let (mut vs, mut types, mut payloads) = (vec![], vec![], vec![]);
+                for (v, e) in &events {
+                    let (t, p) = e.to_parts().unwrap();
+                    vs.push(*v);
+                    types.push(t.to_string());
+                    payloads.push(p.to_string());
+                }
+                let client = pool.get().await.unwrap();
+                client
+                    .execute(
+                        "INSERT INTO events (stream, version, event_type, schema_version, payload, metadata) \
+                         SELECT $1, v, t, 1, p::json, '{}' FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(v, t, p) ORDER BY v",
+                        &[&id.stream().as_str(), &vs, &types, &payloads],
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        futures::stream::iter(jobs)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rate_beside_a_bare_copy_of_the_log() {
+    use futures::StreamExt;
+    let events: usize = std::env::var("CALSYNC_REPLAY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16_000);
+    let db = TestDb::new().await;
+    let streams = (events / 500).max(4);
+    generate_log(&db, streams, events / streams).await;
+    // The generated log was appended without projections: the first swap
+    // builds the live tables, then verify must find them equal.
+    let built = replay::swap(&db.store(), &quiet()).await.unwrap();
+    assert!(built.differences > 0);
+    let report = verify(&db, &quiet()).await;
+    assert_clean(&report);
+
+    let client = db.client().await;
+    let started = std::time::Instant::now();
+    let copy = client.copy_out("COPY events TO STDOUT").await.unwrap();
+    futures::pin_mut!(copy);
+    let mut rows = 0u64;
+    while let Some(chunk) = copy.next().await {
+        rows += chunk.unwrap().iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let copy_rate = rows as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(rows, report.events_read);
+    eprintln!(
+        "replay: {} events, rebuild {:.0} events/s ({:.2}s), bare COPY {:.0} rows/s: {:.0}%",
+        report.events_read,
+        report.events_per_second,
+        report.rebuild_seconds,
+        copy_rate,
+        100.0 * report.events_per_second / copy_rate
+    );
+}
