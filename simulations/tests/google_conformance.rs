@@ -765,3 +765,79 @@ async fn short_and_empty_pages_do_not_end_a_listing() {
     ids.dedup();
     assert_eq!(ids.len(), 10);
 }
+
+#[tokio::test]
+async fn moving_a_series_cancels_the_old_instances_and_moving_back_restores_them() {
+    let (h, api, acct) = setup("moe@example.com").await;
+    let series = json!({ "id": "moving0001", "summary": "Weekly",
+        "start": { "dateTime": "2026-10-05T09:00:00Z" }, "end": { "dateTime": "2026-10-05T09:30:00Z" },
+        "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"] });
+    h.google()
+        .upsert_event(&acct.email, "primary", series)
+        .expect("series");
+    let (_, full) = api.get("/calendars/primary/events?singleEvents=true").await;
+    let token = full["nextSyncToken"].as_str().expect("token").to_string();
+    let at = |hh: u32| json!({ "start": { "dateTime": format!("2026-10-05T{hh:02}:00:00Z") }, "end": { "dateTime": format!("2026-10-05T{hh:02}:30:00Z") } });
+    h.google()
+        .patch_event(&acct.email, "primary", "moving0001", at(10))
+        .expect("move");
+    let (_, inc) = api
+        .get(&format!(
+            "/calendars/primary/events?singleEvents=true&syncToken={token}"
+        ))
+        .await;
+    let items = inc["items"].as_array().expect("items");
+    let cancelled: Vec<&str> = items
+        .iter()
+        .filter(|i| i["status"] == "cancelled")
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    let live: Vec<&str> = items
+        .iter()
+        .filter(|i| i["status"] == "confirmed")
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        cancelled,
+        vec![
+            "moving0001_20261005T090000Z",
+            "moving0001_20261012T090000Z",
+            "moving0001_20261019T090000Z"
+        ]
+    );
+    assert_eq!(
+        live,
+        vec![
+            "moving0001_20261005T100000Z",
+            "moving0001_20261012T100000Z",
+            "moving0001_20261019T100000Z"
+        ]
+    );
+    let token = inc["nextSyncToken"].as_str().expect("token").to_string();
+    h.google()
+        .patch_event(&acct.email, "primary", "moving0001", at(9))
+        .expect("move back");
+    let (_, inc) = api
+        .get(&format!(
+            "/calendars/primary/events?singleEvents=true&syncToken={token}"
+        ))
+        .await;
+    let live: Vec<&str> = inc["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["status"] == "confirmed")
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        live,
+        vec![
+            "moving0001_20261005T090000Z",
+            "moving0001_20261012T090000Z",
+            "moving0001_20261019T090000Z"
+        ],
+        "restored"
+    );
+    let (_, now_full) = api.get("/calendars/primary/events?singleEvents=true").await;
+    assert_eq!(now_full["items"].as_array().map(Vec::len), Some(3));
+}

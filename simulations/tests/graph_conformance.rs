@@ -904,3 +904,54 @@ async fn delta_clients_must_follow_empty_pages() {
     assert!(empty_with_next >= 1, "an empty page that is not the end");
     assert_eq!(seen.len(), 6);
 }
+
+#[tokio::test]
+async fn moving_a_series_removes_the_old_occurrences_in_delta() {
+    let (h, api, acct) = setup("nora@contoso.com").await;
+    let master = weekly_series(&api).await;
+    let id = master["id"].as_str().expect("id").to_string();
+    let first = "/me/calendarView/delta?startDateTime=2026-10-01T00:00:00Z&endDateTime=2026-11-01T00:00:00Z";
+    let (items, link, _) = delta_round(&api, first).await;
+    assert_eq!(items.len(), 4);
+    let old_ids: Vec<Value> = items.iter().map(|i| i["id"].clone()).collect();
+    let at = |hh: u32| {
+        json!({ "start": { "dateTime": format!("2026-10-06T{hh:02}:00:00"), "timeZone": "UTC" },
+        "end": { "dateTime": format!("2026-10-06T{hh:02}:30:00"), "timeZone": "UTC" } })
+    };
+    h.graph()
+        .update_event(&acct.upn, &id, at(11))
+        .expect("move");
+    let (items, link, _) = delta_round(&api, &link).await;
+    let removed: Vec<Value> = items
+        .iter()
+        .filter(|i| i.get("@removed").is_some())
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(removed.len(), 4);
+    assert!(
+        old_ids.iter().all(|o| removed.contains(o)),
+        "every old occurrence removed"
+    );
+    assert_eq!(
+        items.iter().filter(|i| i["type"] == "occurrence").count(),
+        4,
+        "and the new ones listed"
+    );
+    h.graph()
+        .update_event(&acct.upn, &id, at(10))
+        .expect("move back");
+    let (items, _, _) = delta_round(&api, &link).await;
+    let live: Vec<Value> = items
+        .iter()
+        .filter(|i| i["type"] == "occurrence")
+        .map(|i| i["id"].clone())
+        .collect();
+    assert!(
+        old_ids.iter().all(|o| live.contains(o)),
+        "moved back: the original occurrences are live again"
+    );
+    let (_, view) = api
+        .get("/me/calendarView?startDateTime=2026-10-01T00:00:00Z&endDateTime=2026-11-01T00:00:00Z")
+        .await;
+    assert_eq!(view["value"].as_array().map(Vec::len), Some(4));
+}

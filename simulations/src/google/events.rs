@@ -72,6 +72,7 @@ fn validate(cal: &GCalendar, body: &Value, now: DateTime<Utc>, horizon_days: i64
             created: now,
             updated: now,
             sequence: 0,
+            vanished: false,
         };
         cal.instances(&probe, horizon(now, horizon_days))?;
     }
@@ -127,6 +128,7 @@ pub fn insert(
         created: now,
         updated: now,
         sequence: 0,
+        vanished: false,
     };
     let rendered = cal.render(&ev);
     cal.events.insert(id, ev);
@@ -225,12 +227,61 @@ pub fn modify(
         created: current.created,
         updated: now,
         sequence,
+        vanished: false,
     };
+    let hz = horizon(now, shared.config.recurrence_horizon_days);
+    cancel_vanished_instances(cal, &current, &ev, seq, now, hz);
     let rendered = cal.render(&ev);
     cal.events.insert(ev.id.clone(), ev);
     cal.updated = now;
     push::notify_change(shared, st, cal_id);
     Ok(rendered)
+}
+
+/// When a series is edited (moved, shortened, made single), instances that
+/// no longer exist get cancelled tombstones, so incremental sync tells
+/// clients to drop them — as Google does.
+fn cancel_vanished_instances(
+    cal: &mut GCalendar,
+    before: &GEvent,
+    after: &GEvent,
+    seq: u64,
+    now: DateTime<Utc>,
+    hz: DateTime<Utc>,
+) {
+    if !GCalendar::is_master(before) {
+        return;
+    }
+    let old = cal.instances(before, hz).unwrap_or_default();
+    let new: Vec<String> = if GCalendar::is_master(after) {
+        cal.instances(after, hz)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, ..)| id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Instances that come back (series moved back) lose their tombstone.
+    for id in &new {
+        if cal.events.get(id).is_some_and(|e| e.vanished) {
+            cal.events.remove(id);
+        }
+    }
+    for (id, orig, start, end) in old {
+        if new.contains(&id) || cal.events.contains_key(&id) {
+            continue;
+        }
+        let mut tomb = cal.instance_event(before, &id, &orig, &start, &end);
+        tomb.vanished = true;
+        tomb.deleted = true;
+        tomb.seq = seq;
+        tomb.updated = now;
+        if let Value::Object(m) = &mut tomb.body {
+            m.insert("status".into(), json!("cancelled"));
+        }
+        cal.events.insert(id, tomb);
+    }
 }
 
 pub fn delete(

@@ -56,6 +56,9 @@ pub struct GEvent {
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
     pub sequence: i64,
+    /// A tombstone made because a series edit removed this instance; it is
+    /// dropped again if a later edit brings the instance back.
+    pub vanished: bool,
 }
 
 /// A start or end: all-day date, or an instant with the zone to render it in.
@@ -334,6 +337,7 @@ impl GCalendar {
             created: master.created,
             updated: master.updated,
             sequence: master.sequence,
+            vanished: false,
         }
     }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -169,6 +170,7 @@ pub fn create(
             "040000008200E00074C5B7101A82E008{}",
             hex_upper(&shared.rng.bytes(24))
         ),
+        vanished: false,
     };
     apply_times(&mut ev, &body)?;
     ev.body = body;
@@ -223,11 +225,12 @@ pub fn update(
         .filter(|e| !e.deleted)
         .ok_or_else(not_found)?;
     check_if_match(&ev, if_match)?;
+    let before = ev.clone();
     if ev.kind == Kind::Occurrence {
         ev.kind = Kind::Exception;
     }
     let mut body = ev.body.clone();
-    // Graph answers times in the event's own zone when they are not patched.
+    // Merge onto the current times, so a patch without start/end keeps them.
     if let Value::Object(m) = &mut body {
         m.insert("start".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.start_wall), "timeZone": ev.zone_name }));
         m.insert("end".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.end_wall), "timeZone": ev.zone_name }));
@@ -239,10 +242,51 @@ pub fn update(
     ev.seq = seq;
     ev.modified = now;
     ev.change_key = change_key;
+    remove_vanished_occurrences(acct, &before, &ev, seq, now, hz);
     acct.events.insert(ev.id.clone(), ev.clone());
     st.seq = seq;
     notify_change(shared, st, upn, &ev, ChangeType::Updated);
     Ok(ev)
+}
+
+/// When a series is edited (moved, shortened, made single), occurrences that
+/// no longer exist become deleted exceptions, so delta reports them removed.
+fn remove_vanished_occurrences(
+    acct: &mut MAccount,
+    before: &MEvent,
+    after: &MEvent,
+    seq: u64,
+    now: DateTime<Utc>,
+    hz: DateTime<Utc>,
+) {
+    if before.kind != Kind::SeriesMaster {
+        return;
+    }
+    let new: Vec<String> = if after.kind == Kind::SeriesMaster {
+        acct.occurrences(after, hz)
+            .into_iter()
+            .map(|o| o.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Occurrences that come back (series moved back) lose their tombstone.
+    for id in &new {
+        if acct.events.get(id).is_some_and(|e| e.vanished) {
+            acct.events.remove(id);
+        }
+    }
+    for mut occ in acct.occurrences(before, hz) {
+        if new.contains(&occ.id) || acct.events.contains_key(&occ.id) {
+            continue;
+        }
+        occ.vanished = true;
+        occ.kind = Kind::Exception;
+        occ.deleted = true;
+        occ.seq = seq;
+        occ.modified = now;
+        acct.events.insert(occ.id.clone(), occ);
+    }
 }
 
 pub fn delete(

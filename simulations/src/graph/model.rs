@@ -83,6 +83,9 @@ pub struct MEvent {
     pub modified: DateTime<Utc>,
     pub change_key: String,
     pub ical_uid: String,
+    /// A deleted occurrence made because a series edit removed it; dropped
+    /// again if a later edit brings the occurrence back.
+    pub vanished: bool,
 }
 
 /// Zone the response renders times in (`Prefer: outlook.timezone`).
