@@ -1,181 +1,13 @@
 //! Inbound sync end to end: simulated providers over real HTTP, real
 //! PostgreSQL, connection actors syncing into the busy_intervals projection.
 
-use calsim::{FaultKind, FaultRule, Provider, SimConfig, SimHandle, Simulators};
-use calsync::actors::sync_task::{AllOpen, SyncRuntime};
-use calsync::actors::{ActorSettings, Connections};
-use calsync::core::backoff::BackoffPolicy;
-use calsync::core::decide::ConnectionCommand;
-use calsync::core::ids::{
-    CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
-};
-use calsync::providers::{AuthSession, ProviderEndpoints};
-use calsync::store::credentials::CredentialVault;
-use calsync::testkit::TestDb;
+mod support;
+
+use calsim::{FaultKind, FaultRule, Provider};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
-
-struct World {
-    db: TestDb,
-    sim: SimHandle,
-    connections: Connections,
-    vault: CredentialVault,
-}
-
-impl World {
-    async fn new() -> World {
-        let db = TestDb::new().await;
-        let sim = Simulators::start(SimConfig::default()).await.unwrap();
-        let endpoints = ProviderEndpoints {
-            google_api: sim.google_base_url(),
-            google_token: sim.google_token_url(),
-            graph_api: sim.graph_base_url(),
-            graph_token: sim.graph_token_url("common"),
-        };
-        let vault = CredentialVault::random();
-        let mut runtime =
-            SyncRuntime::new(endpoints, vault.clone(), db.store(), Arc::new(AllOpen)).unwrap();
-        // Short backoff so the tests run in seconds; same policy code.
-        runtime.policy.backoff = BackoffPolicy {
-            base: Duration::from_millis(300),
-            cap: Duration::from_secs(2),
-            ..BackoffPolicy::default()
-        };
-        let connections = Connections::start_with_sync(
-            db.store(),
-            ActorSettings::default(),
-            Some(Arc::new(runtime)),
-        )
-        .await
-        .unwrap();
-        World {
-            db,
-            sim,
-            connections,
-            vault,
-        }
-    }
-
-    async fn google_connection(&self, email: &str) -> ConnectionId {
-        let account = self.sim.google().create_account(email);
-        let session = AuthSession {
-            client_id: account.client_id,
-            client_secret: account.client_secret,
-            refresh_token: account.refresh_token,
-            access_token: None,
-            access_expires_at: None,
-            refresh_token_rotated: false,
-        };
-        self.connect(CalendarProvider::Google, email, "primary", session)
-            .await
-    }
-
-    async fn graph_connection(&self, upn: &str) -> ConnectionId {
-        let account = self.sim.graph().create_account(upn);
-        let session = AuthSession {
-            client_id: account.client_id,
-            client_secret: account.client_secret,
-            refresh_token: account.refresh_token,
-            access_token: None,
-            access_expires_at: None,
-            refresh_token_rotated: false,
-        };
-        self.connect(CalendarProvider::Microsoft, upn, "primary", session)
-            .await
-    }
-
-    async fn connect(
-        &self,
-        provider: CalendarProvider,
-        account: &str,
-        calendar: &str,
-        session: AuthSession,
-    ) -> ConnectionId {
-        let id = ConnectionId::new_random();
-        self.vault
-            .save(&self.db.store(), id, &session)
-            .await
-            .unwrap();
-        self.connections
-            .command(
-                id,
-                ConnectionCommand::Create {
-                    platform_provider_id: PlatformProviderId::parse(format!("pp-{account}"))
-                        .unwrap(),
-                    provider,
-                    account: ExternalAccount::parse(account).unwrap(),
-                    calendars: vec![CalendarId::parse(calendar).unwrap()],
-                    destination_calendar: None,
-                },
-                Uuid::new_v4(),
-            )
-            .await
-            .unwrap();
-        id
-    }
-
-    async fn notify(&self, id: ConnectionId, key: &str) -> bool {
-        let ack = self
-            .connections
-            .command(
-                id,
-                ConnectionCommand::AcceptNotification {
-                    key: key.into(),
-                    channel_id: "test-channel".into(),
-                },
-                Uuid::new_v4(),
-            )
-            .await
-            .unwrap();
-        ack.duplicate
-    }
-
-    async fn busy(&self, id: ConnectionId) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
-        let client = self.db.client().await;
-        client
-            .query(
-                "SELECT external_event_id, starts_at, ends_at FROM busy_intervals \
-                 WHERE connection_id = $1 ORDER BY starts_at",
-                &[&id.as_uuid()],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
-    }
-
-    async fn status(&self, id: ConnectionId) -> (String, i32, Option<DateTime<Utc>>) {
-        let client = self.db.client().await;
-        let row = client
-            .query_one(
-                "SELECT status, error_count, backoff_until FROM connections WHERE connection_id = $1",
-                &[&id.as_uuid()],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1), row.get(2))
-    }
-
-    /// Polls `check` until it holds or `within` passes.
-    async fn eventually<F, Fut>(&self, within: Duration, mut check: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if check().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
-}
+use support::{eventually, World};
 
 fn hour(h: i64) -> (String, String) {
     let base = Utc::now()
@@ -218,7 +50,7 @@ async fn external_changes_become_and_stop_being_busy_time() {
 
     assert!(!w.notify(id, "google:c1:1").await);
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.busy(id).await.len() == 1
         })
         .await,
@@ -233,7 +65,7 @@ async fn external_changes_become_and_stop_being_busy_time() {
         .unwrap();
     w.notify(id, "google:c1:2").await;
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.busy(id).await.len() == 2
         })
         .await
@@ -249,7 +81,7 @@ async fn external_changes_become_and_stop_being_busy_time() {
     w.notify(id, "google:c1:3").await;
     let moved = hour(15).0;
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             let busy = w.busy(id).await;
             busy.len() == 1 && busy[0].0 == "evt00002" && busy[0].1.to_rfc3339() == moved
         })
@@ -267,7 +99,7 @@ async fn a_duplicate_notification_is_acknowledged_without_extra_sync() {
     let id = w.google_connection("dup@example.com").await;
     assert!(!w.notify(id, "google:c9:5").await);
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.status(id).await.0 == "active"
                 && w.sim.requests().iter().any(|r| r.endpoint == "events.list")
         })
@@ -313,7 +145,7 @@ async fn an_invalid_delta_token_leads_to_a_full_resync_that_sweeps_deleted_event
         .unwrap();
     w.notify(id, "graph:k1").await;
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.busy(id).await.len() == 2
         })
         .await,
@@ -329,7 +161,7 @@ async fn an_invalid_delta_token_leads_to_a_full_resync_that_sweeps_deleted_event
     w.notify(id, "graph:k2").await;
     let keep_id = keep["id"].as_str().unwrap().to_string();
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             let busy = w.busy(id).await;
             busy.len() == 1 && busy[0].0 == keep_id
         })
@@ -356,7 +188,7 @@ async fn a_revoked_grant_marks_the_connection_and_stops_calls() {
     w.sim.google().revoke_grant("gone@example.com");
     w.notify(id, "google:r:1").await;
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.status(id).await.0 == "needs_reauthorization"
         })
         .await,
@@ -396,7 +228,7 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
     });
     w.notify(id, "google:o:1").await;
     assert!(
-        w.eventually(Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), || async {
             w.status(id).await.0 == "backoff"
         })
         .await
@@ -446,7 +278,7 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
     // The provider recovers after two more failures; the backoff timer (no
     // further notifications needed) brings the connection back.
     assert!(
-        w.eventually(Duration::from_secs(20), || async {
+        eventually(Duration::from_secs(20), || async {
             w.status(id).await.0 == "active" && w.busy(id).await.len() == 1
         })
         .await,

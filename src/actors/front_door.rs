@@ -191,12 +191,19 @@ pub struct ActorStats {
     pub restarts: u64,
 }
 
+type SharedAck =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Ack, SendError>>>;
+
 /// The handle the rest of calsync uses to reach connections.
 #[derive(Clone)]
 pub struct Connections {
     registry: Arc<Registry>,
     supervisor: ActorRef<SupervisorMsg>,
     settings: Arc<ActorSettings>,
+    /// Notifications being committed right now, by (connection, key):
+    /// identical copies wait for the first instead of queueing (a replay
+    /// storm costs one actor call, not one mailbox slot per copy).
+    in_flight: Arc<Mutex<HashMap<(ConnectionId, String), SharedAck>>>,
 }
 
 impl Connections {
@@ -236,7 +243,49 @@ impl Connections {
             registry,
             supervisor,
             settings,
+            in_flight: Arc::default(),
         })
+    }
+
+    /// Commits a push notification. Copies of a notification already on its
+    /// way share its outcome and count as duplicates.
+    pub async fn notify(
+        &self,
+        id: ConnectionId,
+        key: String,
+        channel_id: String,
+    ) -> Result<Ack, SendError> {
+        use futures::FutureExt;
+        let slot = (id, key.clone());
+        let (shared, leader) = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            match in_flight.get(&slot) {
+                Some(existing) => (existing.clone(), false),
+                None => {
+                    let this = self.clone();
+                    let command = ConnectionCommand::AcceptNotification { key, channel_id };
+                    let fut = async move { this.command(id, command, Uuid::new_v4()).await }
+                        .boxed()
+                        .shared();
+                    in_flight.insert(slot.clone(), fut.clone());
+                    (fut, true)
+                }
+            }
+        };
+        let result = shared.await;
+        if leader {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&slot);
+            result
+        } else {
+            result.map(|ack| Ack {
+                duplicate: true,
+                appended: 0,
+                ..ack
+            })
+        }
     }
 
     /// Sends a command to a connection's actor (activating it if needed)

@@ -45,7 +45,7 @@ impl Default for ActorSettings {
         ActorSettings {
             snapshot_every: 100,
             idle_timeout: Duration::from_secs(600),
-            mailbox_bound: 256,
+            mailbox_bound: 1024,
             max_restarts: 5,
             restart_window: Duration::from_secs(60),
             restart_base_delay: Duration::from_millis(50),

@@ -202,6 +202,34 @@ pub fn connection_changes(
             | ConnectionEvent::SyncRoundCompleted { .. } => {
                 calendars_changed = true;
             }
+            ConnectionEvent::ChannelOpened {
+                calendar,
+                channel_id,
+                resource_id,
+                secret_sha256,
+                expires_at,
+            } => changes.push(RowChange::UpsertChannel(ChannelRow {
+                channel_id: channel_id.clone(),
+                provider: row.provider.clone(),
+                connection_id: id,
+                calendar_id: calendar.to_string(),
+                resource_id: resource_id.clone(),
+                secret_sha256: secret_sha256.clone(),
+                expires_at: *expires_at,
+            })),
+            ConnectionEvent::ChannelRenewed {
+                channel_id,
+                expires_at,
+            } => changes.push(RowChange::RenewChannel {
+                channel_id: channel_id.clone(),
+                expires_at: *expires_at,
+            }),
+            ConnectionEvent::ChannelClosed { channel_id, at, .. } => {
+                changes.push(RowChange::CloseChannel {
+                    channel_id: channel_id.clone(),
+                    closed_at: *at,
+                })
+            }
             _ => {}
         }
     }

@@ -149,13 +149,13 @@ enum Lookup<'a> {
 /// Commits one notification through its connection's actor. `Ok(true)`:
 /// a duplicate of one already committed.
 async fn commit(state: &AppState, channel: &Channel, key: DedupeKey) -> Result<bool, ApiError> {
-    let command = ConnectionCommand::AcceptNotification {
-        key: key.as_str().to_string(),
-        channel_id: channel.channel_id.clone(),
-    };
     match state
         .connections
-        .command(channel.connection_id, command, Uuid::new_v4())
+        .notify(
+            channel.connection_id,
+            key.as_str().to_string(),
+            channel.channel_id.clone(),
+        )
         .await
     {
         Ok(ack) => Ok(ack.duplicate),
@@ -297,6 +297,23 @@ fn parse_batch(body: &[u8]) -> Result<GraphBatch, ApiError> {
                 "subscriptionId must be 1..=256 bytes",
             ));
         }
+        // Control characters (NUL above all) are never in a real id, and
+        // PostgreSQL text cannot hold NUL: refuse them here, as bad input.
+        let fields = [
+            Some(n.subscription_id.as_str()),
+            n.client_state.as_deref(),
+            n.change_type.as_deref(),
+            n.resource.as_deref(),
+        ];
+        if fields
+            .into_iter()
+            .flatten()
+            .any(|f| f.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "control characters in a notification field",
+            ));
+        }
     }
     Ok(batch)
 }
@@ -409,6 +426,7 @@ mod tests {
         assert!(parse_batch(br#"{"value": []}"#).is_err());
         assert!(parse_batch(br#"{"value": [{"subscriptionId": ""}]}"#).is_err());
         assert!(parse_batch(br#"{"value": [{"subscriptionId": 5}]}"#).is_err());
+        assert!(parse_batch(br#"{"value": [{"subscriptionId": "a\u0000b"}]}"#).is_err());
         assert!(
             parse_batch(br#"{"value": [{"subscriptionId": "s", "changeType": "updated"}]}"#)
                 .is_ok()

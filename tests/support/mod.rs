@@ -1,0 +1,321 @@
+//! One harness for end-to-end tests: a fresh database, the provider
+//! simulators on loopback, connection actors that sync against them, and
+//! (optionally) calsync's HTTP server so the simulators deliver webhooks to
+//! it for real.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use calsim::{SimConfig, SimHandle, Simulators};
+use calsync::actors::sync_task::{AllOpen, Gates, SyncRuntime};
+use calsync::actors::{ActorSettings, Connections};
+use calsync::core::backoff::BackoffPolicy;
+use calsync::core::decide::ConnectionCommand;
+use calsync::core::ids::{
+    CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
+};
+use calsync::core::settings::{Actor, Flag, SettingsCommand};
+use calsync::http::{self, AppState};
+use calsync::providers::{AuthSession, ProviderEndpoints};
+use calsync::settings::SettingsHandle;
+use calsync::store::credentials::CredentialVault;
+use calsync::testkit::TestDb;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct World {
+    pub db: TestDb,
+    pub sim: SimHandle,
+    pub connections: Connections,
+    pub vault: CredentialVault,
+    pub settings: SettingsHandle,
+    /// calsync's own base URL when served.
+    pub base: Option<String>,
+    _shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct Options {
+    /// Run calsync's HTTP server (webhooks) and open push channels.
+    pub serve: bool,
+    /// Gates from the settings stream (flags start ON) instead of all-open.
+    pub flag_gates: bool,
+    pub sim: SimConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            serve: false,
+            flag_gates: false,
+            sim: SimConfig::default(),
+        }
+    }
+}
+
+impl World {
+    pub async fn new() -> World {
+        World::start(Options::default()).await
+    }
+
+    pub async fn start(options: Options) -> World {
+        // RUST_LOG=calsync=debug shows the system's logs under test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+            )
+            .with_test_writer()
+            .try_init();
+        let db = TestDb::new().await;
+        let sim = Simulators::start(options.sim).await.unwrap();
+        let settings = SettingsHandle::start(db.store(), Duration::from_millis(100))
+            .await
+            .unwrap();
+        if options.flag_gates {
+            for flag in [Flag::SyncEnabled, Flag::JobsEnabled, Flag::WebhooksEnabled] {
+                set_flag(&settings, flag, true).await;
+            }
+        }
+        let endpoints = ProviderEndpoints {
+            google_api: sim.google_base_url(),
+            google_token: sim.google_token_url(),
+            graph_api: sim.graph_base_url(),
+            graph_token: sim.graph_token_url("common"),
+        };
+        let vault = CredentialVault::random();
+        let gates: Arc<dyn Gates> = if options.flag_gates {
+            Arc::new(settings.clone())
+        } else {
+            Arc::new(AllOpen)
+        };
+        let mut runtime = SyncRuntime::new(endpoints, vault.clone(), db.store(), gates).unwrap();
+        // Short backoff so tests run in seconds; the same policy code.
+        runtime.policy.backoff = BackoffPolicy {
+            base: Duration::from_millis(300),
+            cap: Duration::from_secs(2),
+            ..BackoffPolicy::default()
+        };
+        let listener = if options.serve {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            runtime.webhook_base = Some(format!("http://{}", l.local_addr().unwrap()));
+            Some(l)
+        } else {
+            None
+        };
+        let base = runtime.webhook_base.clone();
+        let connections = Connections::start_with_sync(
+            db.store(),
+            ActorSettings::default(),
+            Some(Arc::new(runtime)),
+        )
+        .await
+        .unwrap();
+        let shutdown = listener.map(|listener| {
+            let state = AppState {
+                store: db.store(),
+                connections: connections.clone(),
+                admin_token: Some("admin".into()),
+                drills_enabled: true,
+                settings: settings.clone(),
+                webhooks: Default::default(),
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(http::serve(listener, state, async {
+                let _ = rx.await;
+            }));
+            tx
+        });
+        World {
+            db,
+            sim,
+            connections,
+            vault,
+            settings,
+            base,
+            _shutdown: shutdown,
+        }
+    }
+
+    pub async fn google_connection(&self, email: &str) -> ConnectionId {
+        let account = self.sim.google().create_account(email);
+        let session = session(
+            account.client_id,
+            account.client_secret,
+            account.refresh_token,
+        );
+        self.connect(CalendarProvider::Google, email, session).await
+    }
+
+    pub async fn graph_connection(&self, upn: &str) -> ConnectionId {
+        let account = self.sim.graph().create_account(upn);
+        let session = session(
+            account.client_id,
+            account.client_secret,
+            account.refresh_token,
+        );
+        self.connect(CalendarProvider::Microsoft, upn, session)
+            .await
+    }
+
+    async fn connect(
+        &self,
+        provider: CalendarProvider,
+        account: &str,
+        session: AuthSession,
+    ) -> ConnectionId {
+        let id = ConnectionId::new_random();
+        self.vault
+            .save(&self.db.store(), id, &session)
+            .await
+            .unwrap();
+        self.connections
+            .command(
+                id,
+                ConnectionCommand::Create {
+                    platform_provider_id: PlatformProviderId::parse(format!("pp-{account}"))
+                        .unwrap(),
+                    provider,
+                    account: ExternalAccount::parse(account).unwrap(),
+                    calendars: vec![CalendarId::parse("primary").unwrap()],
+                    destination_calendar: Some(CalendarId::parse("primary").unwrap()),
+                },
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Delivers a notification straight to the actor (as the edge would
+    /// after authenticating it); true if it was a duplicate.
+    pub async fn notify(&self, id: ConnectionId, key: &str) -> bool {
+        self.connections
+            .command(
+                id,
+                ConnectionCommand::AcceptNotification {
+                    key: key.into(),
+                    channel_id: "test-channel".into(),
+                },
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap()
+            .duplicate
+    }
+
+    pub async fn busy(&self, id: ConnectionId) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
+        let client = self.db.client().await;
+        client
+            .query(
+                "SELECT external_event_id, starts_at, ends_at FROM busy_intervals \
+                 WHERE connection_id = $1 ORDER BY starts_at",
+                &[&id.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    pub async fn status(&self, id: ConnectionId) -> (String, i32, Option<DateTime<Utc>>) {
+        let client = self.db.client().await;
+        let row = client
+            .query_one(
+                "SELECT status, error_count, backoff_until FROM connections WHERE connection_id = $1",
+                &[&id.as_uuid()],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    /// How many events of `event_type` a connection's stream holds.
+    pub async fn count_events(&self, id: ConnectionId, event_type: &str) -> i64 {
+        let client = self.db.client().await;
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE stream = $1 AND event_type = $2",
+                &[&id.stream().as_str(), &event_type],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    pub async fn total_events(&self) -> i64 {
+        let client = self.db.client().await;
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Notifications accepted on any stream (what a webhook request writes).
+    pub async fn notifications_logged(&self) -> i64 {
+        let client = self.db.client().await;
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE event_type = 'notification_accepted'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    pub fn provider_calls(&self, endpoint: &str) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    }
+
+    pub async fn set_flag(&self, flag: Flag, on: bool) {
+        set_flag(&self.settings, flag, on).await;
+    }
+}
+
+async fn set_flag(settings: &SettingsHandle, flag: Flag, enabled: bool) {
+    settings
+        .apply(
+            SettingsCommand::SetFlag {
+                flag,
+                enabled,
+                reason: "test".into(),
+            },
+            Actor::parse("test").unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+fn session(client_id: String, client_secret: String, refresh_token: String) -> AuthSession {
+    AuthSession {
+        client_id,
+        client_secret,
+        refresh_token,
+        access_token: None,
+        access_expires_at: None,
+        refresh_token_rotated: false,
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
