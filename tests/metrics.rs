@@ -435,3 +435,69 @@ fn promtool_check_metrics(text: &str) {
     );
     eprintln!("promtool check metrics ran: {}", report.trim());
 }
+
+/// The real binary: `/metrics` answers without the admin token, with the
+/// recorder installed at start-up and the state gauges read from the
+/// database. (A separate process: this binary's recorder is untouched.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exposes_metrics_without_a_token() {
+    let db = TestDb::new().await;
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", db.url())
+        .env("CALSYNC_ADMIN_TOKEN", "closed-to-scrapers")
+        // 32 zero bytes: an external database needs a configured key.
+        .env(
+            "CALSYNC_CREDENTIALS_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .env_remove("CALSYNC_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = KillOnDrop(child);
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut body = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while body.is_none() && std::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(&url).send().await {
+            assert_eq!(r.status(), 200, "no token needed for /metrics");
+            body = Some(Scrape(r.text().await.unwrap()));
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let scrape = body.unwrap_or_else(|| {
+        panic!(
+            "serve never answered /metrics: {}",
+            std::fs::read_to_string(stderr.path()).unwrap_or_default()
+        )
+    });
+    assert!(
+        scrape.has(&format!(
+            r#"calsync_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        scrape.0
+    );
+    assert_eq!(scrape.value(r#"calsync_connections{status="active"}"#), 0.0);
+    assert!(scrape.has(r#"calsync_connections{status="active"}"#));
+    assert!(scrape.has(r#"calsync_flag_enabled{flag="webhooks_enabled"}"#));
+    assert!(scrape.has(r#"calsync_actors{state="running"}"#));
+}

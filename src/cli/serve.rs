@@ -89,6 +89,8 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let settings = global.settings_with(&file)?;
     let settings_source = settings.database.clone();
     let listen = config::listen_addr(args.listen, &file);
+    // Before anything is recorded: without a recorder, metrics are dropped.
+    crate::metrics::install();
     let (db, report) = Database::open(&settings).await?;
     tracing::info!(
         database = %db.location,
