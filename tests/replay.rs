@@ -149,6 +149,13 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             unit_random: 0.5,
         }),
         1 => Just(ConnectionCommand::RecordReauthorized),
+        1 => Just(ConnectionCommand::RecordCredentialsChanged),
+        1 => Just(ConnectionCommand::Quarantine {
+            restarts: 5,
+            window_secs: 60,
+            last_error: "boom".into(),
+        }),
+        1 => Just(ConnectionCommand::LiftQuarantine),
     ]
 }
 
@@ -224,7 +231,12 @@ fn history_strategy() -> impl Strategy<Value = Vec<Step>> {
 
 async fn run_history(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let db = TestDb::new().await;
-    let c = actors(&db).await;
+    // Frequent snapshots: a killed actor comes back from snapshot + tail.
+    let settings = ActorSettings {
+        snapshot_every: 3,
+        ..ActorSettings::default()
+    };
+    let c = Connections::start(db.store(), settings).await.unwrap();
     let ids = [
         ConnectionId::new_random(),
         ConnectionId::new_random(),

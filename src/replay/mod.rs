@@ -257,7 +257,7 @@ async fn locked_swap(
         txid: cursor.txid,
         position: cursor.position,
     };
-    let (mut folder, _) = read_into(client, range, options.connection, folder, &mut quiet).await?;
+    let mut folder = read_into(client, range, options.connection, folder, &mut quiet).await?;
     let dirty = folder.model.take_dirty();
     write::write_shadows(client, tables, &folder.model, Rows::Only(&dirty)).await?;
     let mut diffs = Vec::new();
@@ -283,7 +283,7 @@ async fn rebuild(
     let started = Instant::now();
     let total = estimate(client, options.connection).await?;
     let mut progress = Progress::new(options.progress, total);
-    let (folder, _) = read_into(
+    let folder = read_into(
         client,
         Range::Visible,
         options.connection,

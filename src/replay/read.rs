@@ -16,12 +16,11 @@ use tokio_postgres::Client;
 const BATCH: usize = 4096;
 
 /// The columns read, in the order [`row_event`] expects them.
-const COLUMNS: &str = "stream, version, txid, position, event_type, schema_version, payload";
-const TYPES: [Type; 7] = [
+const COLUMNS: &str = "stream, version, txid, event_type, schema_version, payload";
+const TYPES: [Type; 6] = [
     Type::TEXT,
     Type::INT8,
     Type::XID8,
-    Type::INT8,
     Type::TEXT,
     Type::INT4,
     Type::JSON,
@@ -55,14 +54,13 @@ pub fn copy_sql(range: Range, only: Option<ConnectionId>) -> String {
 }
 
 /// Streams `range` into `folder` (moved to a blocking thread and back).
-/// Returns the folder and the global cursor of the last event read.
 pub async fn read_into(
     client: &Client,
     range: Range,
     only: Option<ConnectionId>,
     mut folder: Folder,
     progress: &mut Progress,
-) -> Result<(Folder, Option<(i64, i64)>), ReplayError> {
+) -> Result<Folder, ReplayError> {
     let copy = client.copy_out(&copy_sql(range, only)).await?;
     let rows = BinaryCopyOutStream::new(copy, &TYPES);
     pin_mut!(rows);
@@ -76,13 +74,11 @@ pub async fn read_into(
         folder.flush()?;
         Ok::<Folder, ReplayError>(folder)
     });
-    let mut last = None;
     let mut batch = Vec::with_capacity(BATCH);
     let mut sent_ok = true;
     while let Some(row) = rows.next().await {
         batch.push(row?);
         if batch.len() == BATCH {
-            last = cursor_of(batch.last()).or(last);
             progress.inc(BATCH as u64);
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             if tx.send(full).await.is_err() {
@@ -93,7 +89,6 @@ pub async fn read_into(
         }
     }
     if sent_ok && !batch.is_empty() {
-        last = cursor_of(batch.last()).or(last);
         progress.inc(batch.len() as u64);
         let _ = tx.send(batch).await;
     }
@@ -101,7 +96,7 @@ pub async fn read_into(
     let folder = worker
         .await
         .map_err(|e| ReplayError::Worker(e.to_string()))??;
-    Ok((folder, last))
+    Ok(folder)
 }
 
 /// Folds events already read through the store (the catch-up).
@@ -119,13 +114,6 @@ pub fn fold_recorded(folder: &mut Folder, events: &[RecordedEvent]) -> Result<()
     folder.flush()
 }
 
-fn cursor_of(row: Option<&BinaryCopyOutRow>) -> Option<(i64, i64)> {
-    let row = row?;
-    let txid = row.try_get::<Raw>(2).ok()?;
-    let position = row.try_get::<i64>(3).ok()?;
-    Some((xid8(txid.0).ok()?, position))
-}
-
 fn row_event(row: &BinaryCopyOutRow) -> Result<LogEvent<'_>, ReplayError> {
     let version: i64 = row.try_get(1)?;
     Ok(LogEvent {
@@ -133,9 +121,9 @@ fn row_event(row: &BinaryCopyOutRow) -> Result<LogEvent<'_>, ReplayError> {
         version: u64::try_from(version)
             .map_err(|_| ReplayError::BadData(format!("negative version {version}")))?,
         txid: xid8(row.try_get::<Raw>(2)?.0)?,
-        event_type: row.try_get(4)?,
-        schema_version: row.try_get(5)?,
-        payload: row.try_get::<Raw>(6)?.0,
+        event_type: row.try_get(3)?,
+        schema_version: row.try_get(4)?,
+        payload: row.try_get::<Raw>(5)?.0,
     })
 }
 
