@@ -955,3 +955,32 @@ async fn moving_a_series_removes_the_old_occurrences_in_delta() {
         .await;
     assert_eq!(view["value"].as_array().map(Vec::len), Some(4));
 }
+
+#[tokio::test]
+async fn calendars_scope_event_lists() {
+    let (h, api, acct) = setup("otto@contoso.com").await;
+    let cal = h
+        .graph()
+        .create_calendar(&acct.upn, "Bookings")
+        .expect("calendar");
+    let (s, _) = api
+        .post(
+            &format!("/me/calendars/{cal}/events"),
+            &event("booked", "2026-10-02T09:00:00", "2026-10-02T10:00:00"),
+        )
+        .await;
+    assert_eq!(s, 201);
+    api.post(
+        "/me/events",
+        &event("mine", "2026-10-03T09:00:00", "2026-10-03T10:00:00"),
+    )
+    .await;
+    let count = |v: &Value| v["value"].as_array().map(Vec::len).unwrap_or(0);
+    let (_, all) = api.get("/me/events").await;
+    let (_, default) = api.get("/me/calendar/events").await;
+    let (_, bookings) = api.get(&format!("/me/calendars/{cal}/events")).await;
+    assert_eq!((count(&all), count(&default), count(&bookings)), (2, 1, 1));
+    assert_eq!(bookings["value"][0]["subject"], "booked");
+    let (_, cals) = api.get("/me/calendars").await;
+    assert_eq!(count(&cals), 2);
+}

@@ -387,6 +387,7 @@ pub async fn list_h(
     Path(p): Path<HashMap<String, String>>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Result<Json<Value>, MErr> {
     let upn = mailbox(&a, &p)?;
     let prefer = prefer_headers(&headers);
@@ -404,11 +405,17 @@ pub async fn list_h(
         .unwrap_or(0);
     let st = lock(&sh.graph);
     let acct = account(&st, &upn)?;
+    // `/calendar/events` is the default calendar; `/events` the whole mailbox.
+    let calendar = match p.get("cal") {
+        Some(c) => Some(c.clone()),
+        None if uri.path().ends_with("/calendar/events") => Some(acct.default_calendar()),
+        None => None,
+    };
     let items: Vec<&MEvent> = acct
         .events
         .values()
         .filter(|e| !e.deleted && matches!(e.kind, Kind::SingleInstance | Kind::SeriesMaster))
-        .filter(|e| p.get("cal").is_none_or(|c| *c == e.calendar_id))
+        .filter(|e| calendar.as_ref().is_none_or(|c| *c == e.calendar_id))
         .filter(|e| {
             filter
                 .as_ref()
