@@ -6,7 +6,8 @@
 mod admin;
 pub mod errors;
 mod health;
-mod metrics;
+pub mod metrics;
+mod platform;
 pub mod settings;
 pub mod webhooks;
 
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes(state.clone()))
         .merge(settings::routes(state.clone()))
         .merge(webhooks::routes())
+        .merge(platform::routes(state.clone()))
         .with_state(state)
 }
 

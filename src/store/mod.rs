@@ -6,6 +6,7 @@
 //! [`StoreError::Unavailable`] — retry later (answer 503 upstream);
 //! [`StoreError::BadData`] — never retry, it will fail the same way again.
 
+pub mod availability;
 pub mod credentials;
 mod errors;
 pub mod migrate;
