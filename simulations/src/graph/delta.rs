@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::gate::Authed;
 use crate::graph::errors::MErr;
 use crate::graph::events::account;
-use crate::graph::model::{prefer_value, MEvent, OutZone};
+use crate::graph::model::{prefer_value, GraphState, MAccount, MEvent, OutZone};
 use crate::graph::query::encode_query;
 use crate::graph::{horizon, mailbox, prefer_headers};
 use crate::opaque;
@@ -150,64 +150,50 @@ fn removed(id: &str) -> Value {
     json!({ "@odata.type": "#microsoft.graph.event", "id": id, "@removed": { "reason": "deleted" } })
 }
 
-pub async fn delta_h(
-    State(sh): State<Arc<Shared>>,
-    Extension(a): Extension<Authed>,
-    Path(p): Path<HashMap<String, String>>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, MErr> {
-    let upn = mailbox(&a, &p)?;
-    let prefer = prefer_headers(&headers);
-    let out = OutZone::from_prefer(&prefer);
-    let size = page_size(&sh, &prefer, &q);
-    let st = lock(&sh.graph);
-    let acct = account(&st, &upn)?;
-    let gone = || {
-        ApiError::new(410, "SyncStateNotFound", "The sync state generation is not found; the sync state may have been deleted or expired.")
-    };
+fn gone() -> ApiError {
+    ApiError::new(
+        410,
+        "SyncStateNotFound",
+        "The sync state generation is not found; the sync state may have been deleted or expired.",
+    )
+}
+
+fn utc(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+/// 410 whose `Location` is a fresh round over the same window.
+fn gone_with_restart(sh: &Shared, p: &HashMap<String, String>, s: &DeltaState) -> Response {
+    let restart = format!(
+        "{}/{}/calendarView/delta?startDateTime={}&endDateTime={}&$deltatoken=",
+        sh.graph_base(),
+        who(p),
+        utc(s.ws).format("%Y-%m-%dT%H:%M:%SZ"),
+        utc(s.we).format("%Y-%m-%dT%H:%M:%SZ"),
+    );
+    let mut resp = MErr(gone()).into_response();
+    if let Ok(v) = HeaderValue::from_str(&restart) {
+        resp.headers_mut().insert("Location", v);
+    }
+    resp
+}
+
+/// Where this request stands: a new round, the next page, or the next round.
+/// `Err(response)` is the 400/410 to send.
+fn delta_state(
+    sh: &Shared,
+    st: &GraphState,
+    acct: &MAccount,
+    p: &HashMap<String, String>,
+    q: &HashMap<String, String>,
+) -> Result<DeltaState, Box<Response>> {
     // An empty `$deltatoken` (the 410 `Location`) starts a fresh round.
-    let token = q
-        .get("$deltatoken")
-        .or_else(|| q.get("$skiptoken"))
-        .filter(|t| !t.is_empty());
-    let state = if let Some(tok) = token {
-        let mut s: DeltaState = opaque::decode(tok).ok_or_else(gone)?;
-        let expired = q.contains_key("$deltatoken")
-            && sh
-                .config
-                .graph_delta_token_ttl_secs
-                .is_some_and(|ttl| sh.now().timestamp_millis() - s.t > ttl * 1000);
-        if !s.u.eq_ignore_ascii_case(&upn) || s.g != acct.delta_generation || expired {
-            // The Location header points at a fresh round over the same window.
-            let restart = format!(
-                "{}/{}/calendarView/delta?startDateTime={}&endDateTime={}&$deltatoken=",
-                sh.graph_base(),
-                who(&p),
-                Utc.timestamp_opt(s.ws, 0)
-                    .single()
-                    .unwrap_or_default()
-                    .format("%Y-%m-%dT%H:%M:%SZ"),
-                Utc.timestamp_opt(s.we, 0)
-                    .single()
-                    .unwrap_or_default()
-                    .format("%Y-%m-%dT%H:%M:%SZ"),
-            );
-            let mut resp = MErr(gone()).into_response();
-            if let Ok(v) = HeaderValue::from_str(&restart) {
-                resp.headers_mut().insert("Location", v);
-            }
-            return Ok(resp);
-        }
-        if q.get("$deltatoken").is_some_and(|t| !t.is_empty()) {
-            s.snap = st.seq;
-            s.after = None;
-        }
-        s
-    } else {
-        let (ws, we) = window(&q)?;
-        DeltaState {
-            u: upn.clone(),
+    let delta_token = q.get("$deltatoken").filter(|t| !t.is_empty());
+    let token = delta_token.or_else(|| q.get("$skiptoken").filter(|t| !t.is_empty()));
+    let Some(tok) = token else {
+        let (ws, we) = window(q).map_err(|e| Box::new(MErr(e).into_response()))?;
+        return Ok(DeltaState {
+            u: acct.upn.to_lowercase(),
             ws: ws.timestamp(),
             we: we.timestamp(),
             since: 0,
@@ -215,23 +201,38 @@ pub async fn delta_h(
             after: None,
             g: acct.delta_generation,
             t: 0,
-        }
+        });
     };
-    let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
-    // Real delta pages can be empty while more follow: clients must keep going.
-    if sh
-        .rng
-        .chance(sh.config.graph_delta_empty_page_rate.min(0.9))
-    {
-        let resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": [],
-            "@odata.nextLink": format!("{base}?$skiptoken={}", opaque::encode(&state)) });
-        return Ok(Json(resp).into_response());
+    let mut s: DeltaState =
+        opaque::decode(tok).ok_or_else(|| Box::new(MErr(gone()).into_response()))?;
+    let expired = delta_token.is_some()
+        && sh
+            .config
+            .graph_delta_token_ttl_secs
+            .is_some_and(|ttl| sh.now().timestamp_millis() - s.t > ttl * 1000);
+    if !s.u.eq_ignore_ascii_case(&acct.upn) || s.g != acct.delta_generation || expired {
+        return Err(Box::new(gone_with_restart(sh, p, &s)));
     }
-    let ws = Utc.timestamp_opt(state.ws, 0).single().unwrap_or_default();
-    let we = Utc.timestamp_opt(state.we, 0).single().unwrap_or_default();
+    if delta_token.is_some() {
+        s.snap = st.seq;
+        s.after = None;
+    }
+    Ok(s)
+}
+
+/// One page of the round: items changed since `state.since`, after `state.after`.
+/// Returns the items and the id of the last one if more remain.
+fn delta_page(
+    sh: &Shared,
+    acct: &MAccount,
+    state: &DeltaState,
+    out: &OutZone,
+    size: usize,
+) -> (Vec<Value>, Option<String>) {
+    let (ws, we) = (utc(state.ws), utc(state.we));
     let cal = acct.default_calendar();
     let mut items: Vec<MEvent> = acct
-        .view_items(Some(&cal), we.max(horizon(&sh)))
+        .view_items(Some(&cal), we.max(horizon(sh)))
         .into_iter()
         .filter(|ev| ev.seq > state.since)
         .filter(|ev| {
@@ -245,11 +246,9 @@ pub async fn delta_h(
     let mut value = Vec::new();
     let mut last_id = None;
     let mut served = 0usize;
-    let mut more = false;
     for ev in &items {
-        let in_window = overlaps(ev, ws, we);
-        let item = if !ev.deleted && in_window {
-            ev.render(&upn, &out)
+        let item = if !ev.deleted && overlaps(ev, ws, we) {
+            ev.render(&acct.upn.to_lowercase(), out)
         } else if state.since == 0 {
             // The initial round lists what exists in the window, nothing else.
             continue;
@@ -258,8 +257,7 @@ pub async fn delta_h(
             removed(&ev.id)
         };
         if served == size {
-            more = true;
-            break;
+            return (value, last_id);
         }
         if sh.rng.chance(sh.config.graph_delta_repeat_rate) {
             value.push(item.clone());
@@ -268,10 +266,44 @@ pub async fn delta_h(
         served += 1;
         last_id = Some(ev.id.clone());
     }
-    let mut resp = json!({ "@odata.context": format!("{}/$metadata#Collection(event)", sh.graph_base()), "value": value });
-    if more {
+    (value, None)
+}
+
+pub async fn delta_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let prefer = prefer_headers(&headers);
+    let out = OutZone::from_prefer(&prefer);
+    let size = page_size(&sh, &prefer, &q);
+    let st = lock(&sh.graph);
+    let acct = account(&st, &upn)?;
+    let state = match delta_state(&sh, &st, acct, &p, &q) {
+        Ok(s) => s,
+        Err(resp) => return Ok(*resp),
+    };
+    let base = format!("{}/{}/calendarView/delta", sh.graph_base(), who(&p));
+    let context = format!("{}/$metadata#Collection(event)", sh.graph_base());
+    // Real delta pages can be empty while more follow: clients must keep going.
+    if sh
+        .rng
+        .chance(sh.config.graph_delta_empty_page_rate.min(0.9))
+    {
+        let next = format!("{base}?$skiptoken={}", opaque::encode(&state));
+        return Ok(Json(
+            json!({ "@odata.context": context, "value": [], "@odata.nextLink": next }),
+        )
+        .into_response());
+    }
+    let (value, more_after) = delta_page(&sh, acct, &state, &out, size);
+    let mut resp = json!({ "@odata.context": context, "value": value });
+    if let Some(after) = more_after {
         let next = DeltaState {
-            after: last_id,
+            after: Some(after),
             ..state
         };
         resp["@odata.nextLink"] = json!(format!("{base}?$skiptoken={}", opaque::encode(&next)));
