@@ -231,6 +231,12 @@ async fn secrets_never_reach_the_logs_and_connection_lines_carry_their_ids() {
             "no channel opened for {id}"
         );
     }
+    // (Status shows the channel's expiry; this is the test with channels.)
+    let status = calsync::store::status::load(&db.store(), Some(google.as_uuid()))
+        .await
+        .unwrap();
+    assert_eq!(status[0].open_channels, 1);
+    assert!(status[0].channel_expires_at.is_some_and(|t| t > Utc::now()));
     let (s, e) = event(9);
     sim.google()
         .upsert_event(
