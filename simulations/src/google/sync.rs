@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::error::{ApiError, ApiResult};
 use crate::gate::Authed;
 use crate::google::errors::GErr;
-use crate::google::model::{horizon, GoogleState, Row};
+use crate::google::model::{horizon, GCalendar, GoogleState, Row};
 use crate::opaque;
 use crate::state::{lock, Shared};
 use crate::timefmt::{google_instant, parse_rfc3339};
@@ -230,29 +230,34 @@ fn sort_key(p: &ListParams, r: &Row) -> String {
     }
 }
 
-pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> ApiResult<Value> {
-    let now = shared.now();
-    let cal = st.calendar(cal_id)?;
-    let since = match &p.sync_token {
-        None => None,
-        Some(t) => {
-            let tok: SyncToken =
-                opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
-            let expired = shared
-                .config
-                .google_sync_token_ttl_secs
-                .is_some_and(|ttl| now.timestamp_millis() - tok.t > ttl * 1000);
-            if tok.c != cal.id || tok.g != cal.token_generation || expired {
-                return Err(ApiError::new(
-                    410,
-                    "fullSyncRequired",
-                    "Sync token is no longer valid, a full sync is required.",
-                )
-                .domain("calendar"));
-            }
-            Some(tok.s)
-        }
+/// The change counter a `syncToken` stands for; 410 when it no longer holds.
+fn since_of(
+    shared: &Shared,
+    cal: &GCalendar,
+    p: &ListParams,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<u64>> {
+    let Some(t) = &p.sync_token else {
+        return Ok(None);
     };
+    let tok: SyncToken =
+        opaque::decode(t).ok_or_else(|| bad("syncToken", "Invalid sync token value."))?;
+    let expired = shared
+        .config
+        .google_sync_token_ttl_secs
+        .is_some_and(|ttl| now.timestamp_millis() - tok.t > ttl * 1000);
+    if tok.c != cal.id || tok.g != cal.token_generation || expired {
+        return Err(ApiError::new(
+            410,
+            "fullSyncRequired",
+            "Sync token is no longer valid, a full sync is required.",
+        )
+        .domain("calendar"));
+    }
+    Ok(Some(tok.s))
+}
+
+fn check_updated_min(shared: &Shared, p: &ListParams, now: DateTime<Utc>) -> ApiResult<()> {
     if let (Some(u), Some(days)) = (p.updated_min, shared.config.google_updated_min_max_days) {
         if u < now - chrono::Duration::days(days) {
             return Err(ApiError::new(
@@ -263,13 +268,18 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
             .domain("calendar"));
         }
     }
-    let page: Option<PageToken> = match &p.page_token {
-        None => None,
-        Some(t) => {
-            Some(opaque::decode(t).ok_or_else(|| bad("pageToken", "Invalid page token value."))?)
-        }
-    };
-    let snap = page.as_ref().map(|pt| pt.s).unwrap_or(st.seq);
+    Ok(())
+}
+
+/// Matching rows in listing order, after the page token's position.
+fn matching_rows(
+    shared: &Shared,
+    cal: &GCalendar,
+    p: &ListParams,
+    since: Option<u64>,
+    after: Option<&str>,
+    now: DateTime<Utc>,
+) -> Vec<(String, Row)> {
     let until = p
         .time_max
         .unwrap_or_else(|| horizon(now, shared.config.recurrence_horizon_days));
@@ -290,11 +300,43 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
                     .any(|t| r.item["eventType"] == t.as_str())
         })
         .map(|r| (sort_key(p, &r), r))
+        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(pt) = &page {
-        rows.retain(|(k, _)| k.as_str() > pt.a.as_str());
-    }
+    rows
+}
+
+/// Listings that may end with a `nextSyncToken`.
+fn offers_sync_token(p: &ListParams) -> bool {
+    p.series.is_none()
+        && p.q.is_none()
+        && p.ical_uid.is_none()
+        && p.updated_min.is_none()
+        && p.order_by.is_none()
+        && p.private_props.is_empty()
+        && p.shared_props.is_empty()
+}
+
+pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> ApiResult<Value> {
+    let now = shared.now();
+    let cal = st.calendar(cal_id)?;
+    let since = since_of(shared, cal, p, now)?;
+    check_updated_min(shared, p, now)?;
+    let page: Option<PageToken> = match &p.page_token {
+        None => None,
+        Some(t) => {
+            Some(opaque::decode(t).ok_or_else(|| bad("pageToken", "Invalid page token value."))?)
+        }
+    };
+    let snap = page.as_ref().map(|pt| pt.s).unwrap_or(st.seq);
+    let mut rows = matching_rows(
+        shared,
+        cal,
+        p,
+        since,
+        page.as_ref().map(|pt| pt.a.as_str()),
+        now,
+    );
     // Real pages may hold fewer items than maxResults (even none) while more follow.
     let mut page_size = p.max_results;
     if shared.rng.chance(shared.config.google_short_page_rate) {
@@ -328,26 +370,21 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         "items": items,
     });
     if more {
+        // An empty short page keeps the previous position.
         let last = rows
             .last()
             .map(|(k, _)| k.clone())
             .or_else(|| page.as_ref().map(|pt| pt.a.clone()))
             .unwrap_or_default();
         out["nextPageToken"] = json!(opaque::encode(&PageToken { a: last, s: snap }));
-    } else if p.series.is_none()
-        && p.q.is_none()
-        && p.ical_uid.is_none()
-        && p.updated_min.is_none()
-        && p.order_by.is_none()
-        && p.private_props.is_empty()
-        && p.shared_props.is_empty()
-    {
-        out["nextSyncToken"] = json!(opaque::encode(&SyncToken {
+    } else if offers_sync_token(p) {
+        let tok = SyncToken {
             c: cal.id.clone(),
             s: snap,
             g: cal.token_generation,
             t: now.timestamp_millis(),
-        }));
+        };
+        out["nextSyncToken"] = json!(opaque::encode(&tok));
     }
     Ok(out)
 }
