@@ -112,26 +112,44 @@ async fn gate(sh: Arc<Shared>, provider: Provider, req: Request, next: Next) -> 
     serve(sh, seen, req, next).await
 }
 
+/// Who the bearer token belongs to, valid or not.
+fn authenticate(sh: &Shared, seen: &Seen, req: &Request, needs_auth: bool) -> AccessCheck {
+    if !needs_auth {
+        return AccessCheck::Missing;
+    }
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    match seen.provider {
+        Provider::Google => lock(&sh.google).tokens.check_access(header, seen.at),
+        Provider::Graph => lock(&sh.graph).tokens.check_access(header, seen.at),
+    }
+}
+
+/// Quotas and the Graph mailbox limiter. `Ok(permit)` holds the mailbox slot
+/// for the duration of the request; `Err` is the throttling answer and its label.
+fn admit(
+    sh: &Shared,
+    seen: &Seen,
+    account: &str,
+    needs_auth: bool,
+) -> Result<Option<graph::limiter::Permit>, (ApiError, &'static str)> {
+    admit_quota(sh, seen.provider, account, seen.at).map_err(|e| (e, "quota"))?;
+    if seen.provider != Provider::Graph || !needs_auth {
+        return Ok(None);
+    }
+    let mailbox = graph::mailbox_of(&seen.path).unwrap_or_else(|| account.to_string());
+    sh.limiter
+        .try_acquire(&mailbox, sh.config.graph_mailbox_concurrency)
+        .map(Some)
+        .ok_or((graph::errors::mailbox_concurrency(), "mailbox_concurrency"))
+}
+
 async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Response {
     let provider = seen.provider;
     let needs_auth = seen.endpoint != "token" && seen.endpoint != "revoke";
-    let auth_header = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let check = if needs_auth {
-        match provider {
-            Provider::Google => lock(&sh.google)
-                .tokens
-                .check_access(auth_header.as_deref(), seen.at),
-            Provider::Graph => lock(&sh.graph)
-                .tokens
-                .check_access(auth_header.as_deref(), seen.at),
-        }
-    } else {
-        AccessCheck::Missing
-    };
+    let check = authenticate(&sh, &seen, &req, needs_auth);
     let mut account = match &check {
         AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),
         _ => None,
@@ -153,41 +171,16 @@ async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Res
     } else if needs_auth && !matches!(check, AccessCheck::Valid(_)) {
         render(provider, unauthorized(provider, &check))
     } else {
+        let mut permit = None;
         if let Some(a) = &account {
             req.extensions_mut().insert(Authed(a.clone()));
-            if let Err(e) = admit_quota(&sh, provider, a, seen.at) {
-                return finish(
-                    &sh,
-                    &seen,
-                    account.clone(),
-                    render(provider, e),
-                    Some("quota".into()),
-                );
-            }
-        }
-        let permit = if provider == Provider::Graph && needs_auth {
-            let mailbox = graph::mailbox_of(&seen.path)
-                .or_else(|| account.clone())
-                .unwrap_or_default();
-            match sh
-                .limiter
-                .try_acquire(&mailbox, sh.config.graph_mailbox_concurrency)
-            {
-                Some(p) => Some(p),
-                None => {
-                    let resp = render(provider, graph::errors::mailbox_concurrency());
-                    return finish(
-                        &sh,
-                        &seen,
-                        account,
-                        resp,
-                        Some("mailbox_concurrency".into()),
-                    );
+            match admit(&sh, &seen, a, needs_auth) {
+                Ok(p) => permit = p,
+                Err((e, label)) => {
+                    return finish(&sh, &seen, account, render(provider, e), Some(label.into()))
                 }
             }
-        } else {
-            None
-        };
+        }
         // Added latency models a slow backend, so it holds the mailbox slot.
         tokio::time::sleep(latency).await;
         let resp = next.run(req).await;
