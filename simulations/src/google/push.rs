@@ -121,15 +121,20 @@ fn parse_expiration(v: &Value) -> ApiResult<Option<DateTime<Utc>>> {
     Ok(Utc.timestamp_millis_opt(ms).single())
 }
 
-pub fn watch(
-    shared: &Arc<Shared>,
-    st: &mut GoogleState,
-    account: &str,
-    cal_param: &str,
+/// A validated `events.watch` request body.
+struct WatchRequest {
+    id: String,
+    address: String,
+    token: Option<String>,
+    expiration: DateTime<Utc>,
+}
+
+fn parse_watch(
+    shared: &Shared,
+    st: &GoogleState,
     body: &Value,
-) -> ApiResult<Value> {
-    let cal_id = st.calendar_id(account, cal_param)?;
-    let now = shared.now();
+    now: DateTime<Utc>,
+) -> ApiResult<WatchRequest> {
     let id = body["id"].as_str().unwrap_or_default().to_string();
     if id.is_empty() {
         return Err(ApiError::new(400, "required", "Required channel id.").at("parameter", "id"));
@@ -150,22 +155,22 @@ pub fn watch(
             format!("Channel id {id} not unique"),
         ));
     }
-    match body["type"].as_str() {
-        Some("web_hook") | Some("webhook") => {}
-        _ => return Err(invalid("Unknown channel type.")),
+    if !matches!(body["type"].as_str(), Some("web_hook") | Some("webhook")) {
+        return Err(invalid("Unknown channel type."));
     }
     let address = body["address"].as_str().unwrap_or_default().to_string();
     if !check_address(&address) {
         return Err(ApiError::new(
             400,
             "push.webhookUrlNotHttps",
-            "WebHook callback must be HTTPS: ".to_string() + &address,
+            format!("WebHook callback must be HTTPS: {address}"),
         ));
     }
     let token = body["token"].as_str().map(str::to_string);
     if token.as_ref().is_some_and(|t| t.len() > 256) {
         return Err(invalid("Channel token too long (max 256 characters)."));
     }
+    // The more restrictive of the requested expiration, params.ttl and the server maximum.
     let max_ttl = shared.config.google_channel_ttl_secs;
     let ttl = match &body["params"]["ttl"] {
         Value::String(s) => s.parse::<i64>().map_err(|_| invalid("Invalid ttl."))?,
@@ -177,9 +182,26 @@ pub fn watch(
     if let Some(requested) = parse_expiration(&body["expiration"])? {
         expiration = expiration.min(requested);
     }
+    Ok(WatchRequest {
+        id,
+        address,
+        token,
+        expiration,
+    })
+}
+
+pub fn watch(
+    shared: &Arc<Shared>,
+    st: &mut GoogleState,
+    account: &str,
+    cal_param: &str,
+    body: &Value,
+) -> ApiResult<Value> {
+    let cal_id = st.calendar_id(account, cal_param)?;
+    let req = parse_watch(shared, st, body, shared.now())?;
     let cal = st.calendar(&cal_id)?;
     let ch = Channel {
-        id: id.clone(),
+        id: req.id.clone(),
         resource_id: cal.resource_id.clone(),
         resource_uri: format!(
             "{}/calendars/{}/events?alt=json",
@@ -188,9 +210,9 @@ pub fn watch(
         ),
         calendar_id: cal_id,
         account: account.to_string(),
-        address,
-        token: token.clone(),
-        expiration,
+        address: req.address,
+        token: req.token.clone(),
+        expiration: req.expiration,
         message_number: 1,
         stopped: false,
         after_stop: 0,
@@ -204,10 +226,10 @@ pub fn watch(
         "resourceUri": ch.resource_uri,
         "expiration": ch.expiration.timestamp_millis().to_string(),
     });
-    if let Some(t) = token {
+    if let Some(t) = req.token {
         out["token"] = json!(t);
     }
-    st.channels.insert(id, ch);
+    st.channels.insert(req.id, ch);
     Ok(out)
 }
 
