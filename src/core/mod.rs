@@ -11,6 +11,7 @@ pub mod dedupe;
 pub mod events;
 pub mod ids;
 pub mod interval;
+pub mod outbound;
 pub mod projection;
 pub mod settings;
 pub mod state;

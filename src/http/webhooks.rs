@@ -51,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/google", post(google))
         .route("/webhooks/graph", post(graph))
         .route("/webhooks/graph/lifecycle", post(graph_lifecycle))
+        .route_layer(axum::middleware::from_fn(super::metrics::webhook_metrics))
 }
 
 /// What a notification resolved to.
@@ -183,11 +184,15 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiErro
 
 fn accepted(status: StatusCode, duplicate: bool) -> Response {
     if duplicate {
-        (
+        let mut response = (
             StatusCode::OK,
             Json(json!({"status": "duplicate", "reason": "duplicate"})),
         )
-            .into_response()
+            .into_response();
+        response
+            .extensions_mut()
+            .insert(super::metrics::DuplicateWebhook);
+        response
     } else {
         (status, Json(json!({"status": "accepted"}))).into_response()
     }
