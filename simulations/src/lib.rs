@@ -15,6 +15,32 @@
 //! - `faults`, `request_log`, `delivery` (push queue with retries),
 //!   `rrule` (recurrence subset), `timefmt` (zones and wire formats).
 //! - `control` — the JSON control API; `scenario` — seeded traffic driver.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use calsim::{FaultKind, FaultRule, Provider, SimConfig, Simulators};
+//! let sim = Simulators::start(SimConfig::for_tests()).await?;
+//! let alice = sim.google().create_account("alice@example.com");
+//! // calsync's client refreshes at sim.google_token_url() with alice's
+//! // refresh token and calls sim.google_base_url().
+//! sim.google().upsert_event(&alice.email, "primary", serde_json::json!({
+//!     "summary": "Dentist",
+//!     "start": { "dateTime": "2026-10-02T09:00:00Z" },
+//!     "end": { "dateTime": "2026-10-02T10:00:00Z" },
+//! }))?;
+//! sim.add_fault(FaultRule {
+//!     provider: Provider::Google,
+//!     endpoint: Some("events.list".into()),
+//!     account: None,
+//!     kind: FaultKind::Status { code: 503, retry_after: None, reason: None },
+//!     remaining: Some(2),
+//! });
+//! let calls = sim.requests_since(chrono::Utc::now());
+//! assert!(calls.is_empty());
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod auth;
 pub mod config;
