@@ -1,5 +1,6 @@
-//! The recurrence subset both simulators expand: FREQ=DAILY/WEEKLY/MONTHLY
-//! with INTERVAL, COUNT, UNTIL, BYDAY, plus EXDATE. Expansion happens in
+//! The recurrence subset both simulators expand: FREQ=DAILY/WEEKLY/MONTHLY/
+//! YEARLY with INTERVAL, COUNT, UNTIL, BYDAY (ordinals in MONTHLY, e.g.
+//! `1MO`, `-1FR`), BYMONTHDAY (MONTHLY), plus EXDATE. Expansion happens in
 //! wall-clock time of the series' zone, so DST shifts keep the local time,
 //! as both providers do.
 
@@ -14,6 +15,7 @@ pub enum Freq {
     Daily,
     Weekly,
     Monthly,
+    Yearly,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,13 +31,27 @@ pub struct Recurrence {
     pub count: Option<u32>,
     pub until: Option<Bound>,
     pub by_day: Vec<Weekday>,
+    /// `BYDAY` with an ordinal (MONTHLY): `(1, Mon)` first Monday, `(-1, Fri)` last Friday.
+    pub by_day_nth: Vec<(i32, Weekday)>,
+    /// `BYMONTHDAY` (MONTHLY): 1..=31, or -1..=-31 counted from the month's end.
+    pub by_month_day: Vec<i32>,
     pub exdates: Vec<Bound>,
 }
 
-fn weekday_code(s: &str) -> Option<Weekday> {
-    // BYDAY may carry an ordinal prefix (e.g. `1MO`); this subset ignores it.
-    let code = s.trim_start_matches(|c: char| c == '+' || c == '-' || c.is_ascii_digit());
-    Some(match code {
+/// `MO`, `1MO`, `-1FR`, `+2TU` → (ordinal, weekday).
+fn weekday_code(s: &str) -> Option<(Option<i32>, Weekday)> {
+    let split = s.len().checked_sub(2)?;
+    let (ord, code) = s.split_at(split);
+    let ord = match ord {
+        "" => None,
+        o => Some(
+            o.trim_start_matches('+')
+                .parse::<i32>()
+                .ok()
+                .filter(|n| *n != 0 && n.abs() <= 5)?,
+        ),
+    };
+    let day = match code {
         "MO" => Weekday::Mon,
         "TU" => Weekday::Tue,
         "WE" => Weekday::Wed,
@@ -44,7 +60,8 @@ fn weekday_code(s: &str) -> Option<Weekday> {
         "SA" => Weekday::Sat,
         "SU" => Weekday::Sun,
         _ => return None,
-    })
+    };
+    Some((ord, day))
 }
 
 fn weekday_name(s: &str) -> Option<Weekday> {
@@ -112,6 +129,8 @@ impl Recurrence {
             count: None,
             until: None,
             by_day: Vec::new(),
+            by_day_nth: Vec::new(),
+            by_month_day: Vec::new(),
             exdates: Vec::new(),
         };
         let mut freq_seen = false;
@@ -126,6 +145,7 @@ impl Recurrence {
                         "DAILY" => Freq::Daily,
                         "WEEKLY" => Freq::Weekly,
                         "MONTHLY" => Freq::Monthly,
+                        "YEARLY" => Freq::Yearly,
                         _ => return Err(format!("Unsupported FREQ: {v}")),
                     }
                 }
@@ -143,8 +163,19 @@ impl Recurrence {
                 }
                 "BYDAY" => {
                     for d in v.split(',') {
-                        r.by_day
-                            .push(weekday_code(d).ok_or_else(|| format!("Invalid BYDAY: {d}"))?);
+                        match weekday_code(d).ok_or_else(|| format!("Invalid BYDAY: {d}"))? {
+                            (Some(n), wd) => r.by_day_nth.push((n, wd)),
+                            (None, wd) => r.by_day.push(wd),
+                        }
+                    }
+                }
+                "BYMONTHDAY" => {
+                    for d in v.split(',') {
+                        let n: i32 = d.parse().map_err(|_| format!("Invalid BYMONTHDAY: {d}"))?;
+                        if n == 0 || n.abs() > 31 {
+                            return Err(format!("Invalid BYMONTHDAY: {d}"));
+                        }
+                        r.by_month_day.push(n);
                     }
                 }
                 "WKST" => {}
@@ -153,6 +184,11 @@ impl Recurrence {
         }
         if !freq_seen {
             return Err("RRULE without FREQ".to_string());
+        }
+        if r.freq != Freq::Monthly && (!r.by_day_nth.is_empty() || !r.by_month_day.is_empty()) {
+            return Err(
+                "BYDAY ordinals and BYMONTHDAY are supported with FREQ=MONTHLY only".to_string(),
+            );
         }
         Ok(r)
     }
@@ -164,9 +200,11 @@ impl Recurrence {
         let freq = match pattern["type"].as_str().unwrap_or_default() {
             "daily" => Freq::Daily,
             "weekly" => Freq::Weekly,
-            "absoluteMonthly" => Freq::Monthly,
+            "absoluteMonthly" | "relativeMonthly" => Freq::Monthly,
+            "absoluteYearly" => Freq::Yearly,
             other => return Err(format!("Unsupported recurrence pattern type '{other}'")),
         };
+        let relative = pattern["type"] == "relativeMonthly";
         let interval = pattern["interval"].as_u64().unwrap_or(1).max(1) as u32;
         let mut by_day = Vec::new();
         if let Some(days) = pattern["daysOfWeek"].as_array() {
@@ -192,12 +230,31 @@ impl Recurrence {
             }
             _ => (None, None),
         };
+        let mut by_month_day = Vec::new();
+        let mut by_day_nth = Vec::new();
+        if relative {
+            let n = match pattern["index"].as_str().unwrap_or("first") {
+                "first" => 1,
+                "second" => 2,
+                "third" => 3,
+                "fourth" => 4,
+                "last" => -1,
+                other => return Err(format!("Invalid index '{other}'")),
+            };
+            by_day_nth = by_day.drain(..).map(|wd| (n, wd)).collect();
+        } else if freq == Freq::Monthly {
+            if let Some(d) = pattern["dayOfMonth"].as_i64() {
+                by_month_day.push(d as i32);
+            }
+        }
         Ok(Recurrence {
             freq,
             interval,
             count,
             until,
             by_day,
+            by_day_nth,
+            by_month_day,
             exdates: Vec::new(),
         })
     }
@@ -237,15 +294,73 @@ impl Recurrence {
                     })
                     .filter(|c| *c >= dtstart)
                     .collect(),
-                Freq::Monthly => dtstart
+                Freq::Monthly => self
+                    .month_days(dtstart.date(), (k * interval) as u32)
+                    .into_iter()
+                    .map(|d| d.and_time(time))
+                    .filter(|c| *c >= dtstart)
+                    .collect(),
+                // Feb 29 series skip non-leap years, as calendar apps do.
+                Freq::Yearly => dtstart
                     .date()
-                    .checked_add_months(Months::new((k * interval) as u32))
+                    .checked_add_months(Months::new((12 * k * interval) as u32))
                     .filter(|d| d.day() == dtstart.day())
                     .map(|d| vec![d.and_time(time)])
                     .unwrap_or_default(),
             };
             batch
         })
+    }
+
+    /// Days of the month `months` after `start`'s month that a MONTHLY rule selects.
+    fn month_days(&self, start: NaiveDate, months: u32) -> Vec<NaiveDate> {
+        let Some(first) = start
+            .with_day(1)
+            .and_then(|d| d.checked_add_months(Months::new(months)))
+        else {
+            return Vec::new();
+        };
+        let Some(next) = first.checked_add_months(Months::new(1)) else {
+            return Vec::new();
+        };
+        let len = (next - first).num_days() as i32;
+        let in_month: Vec<NaiveDate> = (0..len)
+            .map(|i| first + Duration::days(i64::from(i)))
+            .collect();
+        let mut days: Vec<NaiveDate> = Vec::new();
+        for n in &self.by_month_day {
+            let idx = if *n > 0 { n - 1 } else { len + n };
+            if (0..len).contains(&idx) {
+                days.push(in_month[idx as usize]);
+            }
+        }
+        for (n, wd) in &self.by_day_nth {
+            let matching: Vec<&NaiveDate> =
+                in_month.iter().filter(|d| d.weekday() == *wd).collect();
+            let pick = if *n > 0 {
+                matching.get((*n - 1) as usize)
+            } else {
+                matching
+                    .len()
+                    .checked_sub(n.unsigned_abs() as usize)
+                    .and_then(|i| matching.get(i))
+            };
+            if let Some(d) = pick {
+                days.push(**d);
+            }
+        }
+        days.extend(
+            in_month
+                .iter()
+                .filter(|d| self.by_day.contains(&d.weekday())),
+        );
+        if self.by_month_day.is_empty() && self.by_day_nth.is_empty() && self.by_day.is_empty() {
+            // Plain MONTHLY: the start's day of month (months without it are skipped).
+            days.extend(in_month.iter().filter(|d| d.day() == start.day()));
+        }
+        days.sort();
+        days.dedup();
+        days
     }
 
     /// Occurrence starts (wall time in `tz`) up to `horizon` or `max` items.
@@ -352,12 +467,77 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 
+    fn dates(rule: &str, start: &str) -> Vec<String> {
+        let r = Recurrence::parse_google(&lines(&[rule]), chrono_tz::UTC).expect("parses");
+        r.expand(
+            wall(start).expect("wall"),
+            chrono_tz::UTC,
+            Utc::now() + Duration::days(36_500),
+            100,
+        )
+        .iter()
+        .map(|d| d.date().to_string())
+        .collect()
+    }
+
+    #[test]
+    fn monthly_ordinals_month_days_and_yearly() {
+        assert_eq!(
+            dates(
+                "RRULE:FREQ=MONTHLY;BYDAY=1MO;COUNT=3",
+                "2026-10-05T10:00:00"
+            ),
+            vec!["2026-10-05", "2026-11-02", "2026-12-07"]
+        );
+        assert_eq!(
+            dates(
+                "RRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=2",
+                "2026-10-30T10:00:00"
+            ),
+            vec!["2026-10-30", "2026-11-27"]
+        );
+        assert_eq!(
+            dates(
+                "RRULE:FREQ=MONTHLY;BYMONTHDAY=-1;COUNT=3",
+                "2026-01-31T10:00:00"
+            ),
+            vec!["2026-01-31", "2026-02-28", "2026-03-31"]
+        );
+        assert_eq!(
+            dates("RRULE:FREQ=MONTHLY;COUNT=3", "2026-01-31T10:00:00"),
+            vec!["2026-01-31", "2026-03-31", "2026-05-31"],
+            "months without the 31st are skipped"
+        );
+        assert_eq!(
+            dates("RRULE:FREQ=YEARLY;COUNT=3", "2028-02-29T10:00:00"),
+            vec!["2028-02-29", "2032-02-29", "2036-02-29"]
+        );
+        assert!(
+            Recurrence::parse_google(&lines(&["RRULE:FREQ=WEEKLY;BYDAY=1MO"]), chrono_tz::UTC)
+                .is_err()
+        );
+        let graph = serde_json::json!({"pattern":{"type":"relativeMonthly","interval":1,"index":"last","daysOfWeek":["friday"]},
+            "range":{"type":"numbered","numberOfOccurrences":2}});
+        let r = Recurrence::from_graph(&graph).expect("parses");
+        let got = r.expand(
+            wall("2026-10-30T10:00:00").expect("w"),
+            chrono_tz::UTC,
+            Utc::now() + Duration::days(3650),
+            10,
+        );
+        assert_eq!(
+            got.iter().map(|d| d.date().to_string()).collect::<Vec<_>>(),
+            vec!["2026-10-30", "2026-11-27"]
+        );
+    }
+
     proptest::proptest! {
         /// Whatever the rule, occurrences are strictly increasing, start at
         /// or after DTSTART, respect COUNT and BYDAY, and keep the wall time.
         #[test]
         fn expansion_invariants(
-            freq in 0u8..3,
+            freq in 0u8..4,
+            month_day in -3i32..29,
             interval in 1u32..4,
             count in 1u32..30,
             days in proptest::collection::vec(0u8..7, 0..4),
@@ -365,11 +545,14 @@ mod tests {
             hour in 0u32..24,
         ) {
             let names = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
-            let freq_s = ["DAILY", "WEEKLY", "MONTHLY"][freq as usize];
+            let freq_s = ["DAILY", "WEEKLY", "MONTHLY", "YEARLY"][freq as usize];
             let mut rule = format!("RRULE:FREQ={freq_s};INTERVAL={interval};COUNT={count}");
-            if !days.is_empty() && freq != 2 {
+            if !days.is_empty() && freq < 2 {
                 let list: Vec<&str> = days.iter().map(|d| names[*d as usize]).collect();
                 rule.push_str(&format!(";BYDAY={}", list.join(",")));
+            }
+            if freq == 2 && month_day != 0 {
+                rule.push_str(&format!(";BYMONTHDAY={month_day}"));
             }
             let tz = chrono_tz::Europe::Berlin;
             let r = Recurrence::parse_google(&[rule], tz).expect("parses");
@@ -378,7 +561,7 @@ mod tests {
             proptest::prop_assert!(got.len() <= count as usize);
             proptest::prop_assert!(got.windows(2).all(|w| w[0] < w[1]));
             proptest::prop_assert!(got.iter().all(|d| *d >= start && d.time() == start.time()));
-            if freq != 2 && !days.is_empty() {
+            if freq < 2 && !days.is_empty() {
                 let allowed: Vec<Weekday> = r.by_day.clone();
                 proptest::prop_assert!(got.iter().all(|d| allowed.contains(&d.weekday())));
             }
