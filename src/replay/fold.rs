@@ -64,6 +64,17 @@ impl Folder {
     /// Takes one event, in global order. Events of a stream at or below the
     /// version already folded are skipped (the catch-up re-reads some).
     pub fn push(&mut self, event: LogEvent<'_>) -> Result<(), ReplayError> {
+        self.push_decoded(event, None)
+    }
+
+    /// Like [`Folder::push`], with the payload possibly decoded already
+    /// (by [`decode`] on another thread); a decoding error counts only if
+    /// the event is folded.
+    pub fn push_decoded(
+        &mut self,
+        event: LogEvent<'_>,
+        decoded: Option<Result<ConnectionEvent, ReplayError>>,
+    ) -> Result<(), ReplayError> {
         self.events_read += 1;
         let Some(idx) = self.stream_index(event.stream) else {
             return Ok(());
@@ -83,7 +94,10 @@ impl Folder {
             self.flush()?;
             self.open = Some((idx, event.txid));
         }
-        let decoded = decode(&event)?;
+        let decoded = match decoded {
+            Some(result) => result?,
+            None => decode(&event)?,
+        };
         self.pending.push(decoded);
         self.streams[idx].seen = event.version;
         self.events_folded += 1;
@@ -128,8 +142,13 @@ impl Folder {
     }
 }
 
+/// True for the streams replay folds (the others are only counted).
+pub fn is_projected(stream: &str) -> bool {
+    stream.starts_with(StreamName::CONNECTION_PREFIX)
+}
+
 /// Decodes a stored event exactly as the actor's `recover` does.
-fn decode(event: &LogEvent<'_>) -> Result<ConnectionEvent, ReplayError> {
+pub fn decode(event: &LogEvent<'_>) -> Result<ConnectionEvent, ReplayError> {
     let fail = |reason: String| ReplayError::Decode {
         stream: event.stream.to_string(),
         version: event.version,

@@ -2,13 +2,15 @@
 //! STDOUT (FORMAT binary)` stream, rows handed in batches to a blocking
 //! thread that decodes and folds while the next batch is read.
 
-use super::fold::{Folder, LogEvent};
+use super::fold::{decode, is_projected, Folder, LogEvent};
 use super::progress::Progress;
 use super::ReplayError;
+use crate::core::events::ConnectionEvent;
 use crate::core::ids::ConnectionId;
 use crate::store::RecordedEvent;
 use futures::{pin_mut, StreamExt};
 use postgres_types::{FromSql, Type};
+use std::collections::VecDeque;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::Client;
 
@@ -53,7 +55,15 @@ pub fn copy_sql(range: Range, only: Option<ConnectionId>) -> String {
     )
 }
 
-/// Streams `range` into `folder` (moved to a blocking thread and back).
+/// A batch of rows with their payloads decoded (connection streams only).
+type Decoded = Vec<(
+    BinaryCopyOutRow,
+    Option<Result<ConnectionEvent, ReplayError>>,
+)>;
+
+/// Streams `range` into `folder`. Three stages overlap: this task reads
+/// rows, blocking tasks decode batches in parallel (JSON parsing is most
+/// of the work), one thread folds them in log order.
 pub async fn read_into(
     client: &Client,
     range: Range,
@@ -61,42 +71,65 @@ pub async fn read_into(
     mut folder: Folder,
     progress: &mut Progress,
 ) -> Result<Folder, ReplayError> {
+    let decoders = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
     let copy = client.copy_out(&copy_sql(range, only)).await?;
     let rows = BinaryCopyOutStream::new(copy, &TYPES);
     pin_mut!(rows);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BinaryCopyOutRow>>(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Decoded>(decoders);
     let worker = tokio::task::spawn_blocking(move || {
         while let Some(batch) = rx.blocking_recv() {
-            for row in &batch {
-                folder.push(row_event(row)?)?;
+            for (row, decoded) in batch {
+                folder.push_decoded(row_event(&row)?, decoded)?;
             }
         }
         folder.flush()?;
         Ok::<Folder, ReplayError>(folder)
     });
+    // Decoding batches in flight, oldest first: handed on in read order.
+    let mut inflight = VecDeque::new();
     let mut batch = Vec::with_capacity(BATCH);
-    let mut sent_ok = true;
-    while let Some(row) = rows.next().await {
-        batch.push(row?);
-        if batch.len() == BATCH {
-            progress.inc(BATCH as u64);
+    let mut fold_open = true;
+    loop {
+        let row = rows.next().await.transpose()?;
+        let end = row.is_none();
+        batch.extend(row);
+        if batch.len() == BATCH || (end && !batch.is_empty()) {
+            progress.inc(batch.len() as u64);
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.send(full).await.is_err() {
-                // The worker stopped on an error: it is reported below.
-                sent_ok = false;
+            inflight.push_back(tokio::task::spawn_blocking(move || decode_batch(full)));
+        }
+        while fold_open && (inflight.len() >= decoders || (end && !inflight.is_empty())) {
+            let Some(next) = inflight.pop_front() else {
                 break;
-            }
+            };
+            let decoded = next
+                .await
+                .map_err(|e| ReplayError::Worker(e.to_string()))??;
+            // A closed channel means the fold stopped on an error: it is
+            // reported below.
+            fold_open = tx.send(decoded).await.is_ok();
+        }
+        if end || !fold_open {
+            break;
         }
     }
-    if sent_ok && !batch.is_empty() {
-        progress.inc(batch.len() as u64);
-        let _ = tx.send(batch).await;
-    }
     drop(tx);
-    let folder = worker
+    worker
         .await
-        .map_err(|e| ReplayError::Worker(e.to_string()))??;
-    Ok(folder)
+        .map_err(|e| ReplayError::Worker(e.to_string()))?
+}
+
+fn decode_batch(rows: Vec<BinaryCopyOutRow>) -> Result<Decoded, ReplayError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let event = row_event(&row)?;
+        let decoded = is_projected(event.stream).then(|| decode(&event));
+        out.push((row, decoded));
+    }
+    Ok(out)
 }
 
 /// Folds events already read through the store (the catch-up).
