@@ -8,6 +8,7 @@
 //! (it is fenced) and the next input activates a fresh fold.
 
 use super::front_door::{Ack, SendError};
+use super::outbound_task::PendingWrite;
 use super::sync_task::{self, CalendarPlan, SyncRuntime};
 use super::ActorSettings;
 use crate::core::channels::next_renewal;
@@ -65,6 +66,8 @@ pub enum ConnectionMsg {
     SyncFinished,
     /// The channel task finished.
     ChannelsFinished,
+    /// The outbound task finished.
+    OutboundFinished,
     /// Run channel upkeep now (start-up, renewal time).
     Maintain,
     /// A timer fired: backoff ended or a periodic poll is due.
@@ -107,6 +110,8 @@ pub struct ConnectionActorState {
     notified_at: Option<std::time::Instant>,
     channels_running: bool,
     channels_pending: bool,
+    outbound_running: bool,
+    outbound_pending: bool,
     timer: Option<(chrono::DateTime<Utc>, TimerHandle)>,
 }
 
@@ -142,6 +147,8 @@ impl Actor for ConnectionActor {
             notified_at: None,
             channels_running: false,
             channels_pending: false,
+            outbound_running: false,
+            outbound_pending: false,
             timer: None,
         })
     }
@@ -152,6 +159,11 @@ impl Actor for ConnectionActor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let _ = myself.send_message(ConnectionMsg::Maintain);
+        // Intents a previous incarnation recorded but never completed are
+        // written now, with the same idempotency keys.
+        if st.state.bookings.values().any(|t| t.pending.is_some()) {
+            self.request_outbound(&myself, st);
+        }
         self.reschedule(&myself, st);
         Ok(())
     }
@@ -219,6 +231,13 @@ impl ConnectionActor {
                 }
                 self.reschedule(&myself, st);
             }
+            ConnectionMsg::OutboundFinished => {
+                st.outbound_running = false;
+                if std::mem::take(&mut st.outbound_pending) {
+                    self.request_outbound_now(&myself, st).await;
+                }
+                self.reschedule(&myself, st);
+            }
             ConnectionMsg::Maintain => {
                 if let Ok((_, effects)) = self
                     .apply(st, &ConnectionCommand::MaintainChannels, Uuid::new_v4())
@@ -238,6 +257,9 @@ impl ConnectionActor {
                 if backoff_over || jobs {
                     self.request_sync(&myself, st);
                 }
+                // Pending writes are retried on every tick the connection
+                // may write (a successful sync can end the backoff first).
+                self.request_outbound_now(&myself, st).await;
                 self.reschedule(&myself, st);
             }
             ConnectionMsg::Inspect(reply) => {
@@ -297,7 +319,66 @@ impl ConnectionActor {
             match effect {
                 Effect::Sync => self.request_sync(myself, st),
                 Effect::Channels(steps) => self.request_channels(myself, st, steps),
+                Effect::Outbound => self.request_outbound(myself, st),
             }
+        }
+    }
+
+    /// Starts the pending outbound writes unless a run is in progress (then
+    /// one follow-up run is queued) or the connection may not write now.
+    fn request_outbound(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
+        let Some(runtime) = &self.sync else { return };
+        if !may_call_provider(&st.state, Utc::now()) {
+            return;
+        }
+        if st.outbound_running {
+            st.outbound_pending = true;
+            return;
+        }
+        let Some(profile) = &st.state.profile else {
+            return;
+        };
+        let Some(calendar) = profile.destination_calendar.clone() else {
+            return;
+        };
+        let writes: Vec<PendingWrite> = st
+            .state
+            .bookings
+            .iter()
+            .filter_map(|(booking_id, track)| {
+                track.pending.clone().map(|op| PendingWrite {
+                    booking_id: booking_id.clone(),
+                    op,
+                    version: track.pending_version.unwrap_or(track.latest.version),
+                    track: track.clone(),
+                })
+            })
+            .collect();
+        if writes.is_empty() {
+            return;
+        }
+        st.outbound_running = true;
+        tokio::spawn(super::outbound_task::run(
+            myself.clone(),
+            runtime.clone(),
+            st.id,
+            profile.provider,
+            calendar,
+            writes,
+        ));
+    }
+
+    /// Records intents for lagging bookings and runs the pending writes.
+    async fn request_outbound_now(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+    ) {
+        if let Ok((_, effects)) = self
+            .apply(st, &ConnectionCommand::RequestOutbound, Uuid::new_v4())
+            .await
+        {
+            self.run_effects(myself, st, effects);
         }
     }
 
@@ -387,11 +468,25 @@ impl ConnectionActor {
                 .webhook_base
                 .as_ref()
                 .and_then(|_| next_renewal(&st.state));
-            [next_wakeup(&st.state, runtime.poll_every, now), renewal]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
+            // Writes left pending (a failure, then the backoff ended) need
+            // a wake-up of their own.
+            let outbound = (!st.outbound_running
+                && st.state.bookings.values().any(|t| t.pending.is_some()))
+            .then(|| {
+                st.state
+                    .backoff_until
+                    .unwrap_or(now)
+                    .max(now + chrono::Duration::milliseconds(500))
+            });
+            [
+                next_wakeup(&st.state, runtime.poll_every, now),
+                renewal,
+                outbound,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
         };
         if st.timer.as_ref().map(|(at, _)| *at) == wanted {
             return;

@@ -11,6 +11,7 @@
 pub mod channel_task;
 pub mod connection;
 pub mod front_door;
+pub mod outbound_task;
 pub mod supervisor;
 pub mod sync_task;
 

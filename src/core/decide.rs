@@ -12,8 +12,11 @@ use super::channels::{channel_plan, ChannelStep};
 use super::dedupe::DedupeKey;
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
+use super::outbound::{next_outbound, validate, Booking, WriteOutcome};
 use super::state::{ConnectionState, Lifecycle};
-use super::sync::{failure_events, page_events, FailureClass, FetchedPage, SyncPolicy};
+use super::sync::{
+    failure_events, may_call_provider, page_events, FailureClass, FetchedPage, SyncPolicy,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +91,26 @@ pub enum ConnectionCommand {
         channel_id: String,
         event: LifecycleEvent,
     },
+    /// A booking version from the platform, to appear in the destination
+    /// calendar (older or repeated versions change nothing).
+    ApplyBooking(Booking),
+    /// The provider confirmed an outbound write.
+    RecordOutboundResult {
+        booking_id: String,
+        version: u64,
+        outcome: WriteOutcome,
+    },
+    /// An outbound write failed, classified by the shell.
+    RecordOutboundFailure {
+        booking_id: String,
+        class: FailureClass,
+        kind: String,
+        message: String,
+        unit_random: f64,
+    },
+    /// Record intents for every booking whose external event lags, and run
+    /// the pending ones (after a restart, backoff or re-authorisation).
+    RequestOutbound,
 }
 
 /// Graph lifecycle notifications (PROVIDERS.md §3).
@@ -110,6 +133,8 @@ pub enum Effect {
     Sync,
     /// Open, renew or close push channels, in order.
     Channels(Vec<ChannelStep>),
+    /// Run the pending outbound writes (each already recorded as an intent).
+    Outbound,
 }
 
 /// Why a command was refused. Each says what the caller should do.
@@ -186,8 +211,68 @@ pub fn decide_with(
     if replans && !decision.events.is_empty() {
         let planned = channels_decision(state, decision.events.clone(), now);
         decision.effects.extend(planned.effects);
+        // The grant or destination may be usable again: bookings that
+        // waited go out now.
+        let after = state.clone().fold(&decision.events);
+        let more = outbound_intents(&after, now);
+        decision.events.extend(more.events);
+        decision.effects.extend(more.effects);
     }
     Ok(decision)
+}
+
+/// Intents for every booking whose external event lags (and that has none
+/// pending), plus the effect to run pending writes — when the connection
+/// may write now.
+fn outbound_intents(after: &ConnectionState, now: DateTime<Utc>) -> Decision {
+    let writable = may_call_provider(after, now)
+        && after
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.destination_calendar.is_some());
+    if !writable {
+        return Decision::none();
+    }
+    let mut events = Vec::new();
+    for (booking_id, track) in &after.bookings {
+        if track.pending.is_some() {
+            continue;
+        }
+        if let Some(op) = next_outbound(track) {
+            events.push(ConnectionEvent::OutboundIntentRecorded {
+                booking_id: booking_id.clone(),
+                version: track.latest.version,
+                op,
+            });
+        }
+    }
+    let any_pending = !events.is_empty() || after.bookings.values().any(|t| t.pending.is_some());
+    let decision = Decision {
+        events,
+        ..Decision::none()
+    };
+    if any_pending {
+        decision.with_effect(Effect::Outbound)
+    } else {
+        decision
+    }
+}
+
+/// `events` plus the outbound intents the state after them calls for.
+fn with_outbound(
+    state: &ConnectionState,
+    events: Vec<ConnectionEvent>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let after = state.clone().fold(&events);
+    let more = outbound_intents(&after, now);
+    let mut all = events;
+    all.extend(more.events);
+    Decision {
+        events: all,
+        effects: more.effects,
+        duplicate: false,
+    }
 }
 
 fn decide_inner(
@@ -385,6 +470,78 @@ fn decide_inner(
             };
             Ok(channels_decision(state, vec![event], now))
         }
+        (_, C::ApplyBooking(booking)) => {
+            validate(booking).map_err(Rejection::Invalid)?;
+            let seen = state
+                .bookings
+                .get(booking.booking_id.as_str())
+                .map(|t| t.latest.version);
+            if seen.is_some_and(|v| booking.version <= v) {
+                // Older or repeated: acknowledged, changes nothing.
+                return Ok(Decision {
+                    duplicate: true,
+                    ..Decision::none()
+                });
+            }
+            Ok(with_outbound(
+                state,
+                vec![ConnectionEvent::BookingReceived {
+                    booking: booking.clone(),
+                }],
+                now,
+            ))
+        }
+        (
+            _,
+            C::RecordOutboundResult {
+                booking_id,
+                version,
+                outcome,
+            },
+        ) => {
+            if !state.bookings.contains_key(booking_id) {
+                return Err(Rejection::Invalid(format!("unknown booking {booking_id}")));
+            }
+            Ok(with_outbound(
+                state,
+                vec![ConnectionEvent::OutboundWriteSucceeded {
+                    booking_id: booking_id.clone(),
+                    version: *version,
+                    outcome: outcome.clone(),
+                }],
+                now,
+            ))
+        }
+        (
+            _,
+            C::RecordOutboundFailure {
+                booking_id,
+                class,
+                kind,
+                message,
+                unit_random,
+            },
+        ) => {
+            let mut events = vec![ConnectionEvent::OutboundWriteFailed {
+                booking_id: booking_id.clone(),
+                kind: kind.clone(),
+                message: message.clone(),
+            }];
+            events.extend(failure_events(
+                state,
+                class,
+                kind,
+                message,
+                now,
+                *unit_random,
+                policy,
+            ));
+            Ok(Decision {
+                events,
+                ..Decision::none()
+            })
+        }
+        (_, C::RequestOutbound) => Ok(outbound_intents(state, now)),
         (_, C::ChannelLifecycle { channel_id, event }) => match event {
             LifecycleEvent::Missed => Ok(Decision::none().with_effect(Effect::Sync)),
             LifecycleEvent::ReauthorizationRequired => Ok(Decision::none().with_effect(

@@ -7,6 +7,7 @@
 
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
 use super::interval::Interval;
+use super::outbound::{Booking, OutboundOp, WriteOutcome};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +130,30 @@ pub enum ConnectionEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// The platform sent a booking version newer than any seen before.
+    BookingReceived {
+        booking: Booking,
+    },
+    /// About to write `op` for the booking at `version`: recorded before the
+    /// provider call, so a crash leaves an intent to complete, never a
+    /// write nobody knows about.
+    OutboundIntentRecorded {
+        booking_id: String,
+        version: u64,
+        op: OutboundOp,
+    },
+    /// The provider confirmed the write of `version`.
+    OutboundWriteSucceeded {
+        booking_id: String,
+        version: u64,
+        outcome: WriteOutcome,
+    },
+    /// The write failed; it stays pending and is retried after backoff.
+    OutboundWriteFailed {
+        booking_id: String,
+        kind: String,
+        message: String,
+    },
 }
 
 impl ConnectionEvent {
@@ -154,6 +179,10 @@ impl ConnectionEvent {
             ConnectionEvent::ChannelOpened { .. } => "channel_opened",
             ConnectionEvent::ChannelRenewed { .. } => "channel_renewed",
             ConnectionEvent::ChannelClosed { .. } => "channel_closed",
+            ConnectionEvent::BookingReceived { .. } => "booking_received",
+            ConnectionEvent::OutboundIntentRecorded { .. } => "outbound_intent_recorded",
+            ConnectionEvent::OutboundWriteSucceeded { .. } => "outbound_write_succeeded",
+            ConnectionEvent::OutboundWriteFailed { .. } => "outbound_write_failed",
         }
     }
 

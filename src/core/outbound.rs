@@ -42,13 +42,21 @@ pub enum BookingStatus {
 #[serde(rename_all = "snake_case", tag = "op")]
 pub enum OutboundOp {
     /// Create the booking's event; `generation` makes the idempotency key.
-    Create { generation: u32 },
+    Create {
+        generation: u32,
+    },
     /// PATCH the same external event (a reschedule never deletes + creates).
-    Update { external_event_id: String },
-    Delete { external_event_id: String },
+    Update {
+        external_event_id: String,
+    },
+    Delete {
+        external_event_id: String,
+    },
     /// Delete whatever a create of `generation` may have made (its response
     /// was never recorded): look it up by its tag first.
-    DeleteTagged { generation: u32 },
+    DeleteTagged {
+        generation: u32,
+    },
 }
 
 /// What the connection knows of one booking.
@@ -64,6 +72,13 @@ pub struct BookingTrack {
     pub written_version: Option<u64>,
     /// An intent recorded whose result is not recorded yet.
     pub pending: Option<OutboundOp>,
+    /// The booking version that intent was recorded for. A write is
+    /// credited with this version, never more: a retried create that finds
+    /// its event already made (409, or a Graph transaction replay) may be
+    /// looking at older content, and crediting the intent's version makes
+    /// `next_outbound` follow up with a PATCH to the latest one.
+    #[serde(default)]
+    pub pending_version: Option<u64>,
     pub last_error: Option<String>,
 }
 
@@ -129,7 +144,11 @@ pub fn validate(booking: &Booking) -> Result<(), String> {
     if booking.attendees.len() > 500 {
         return Err("at most 500 attendees".into());
     }
-    if booking.attendees.iter().any(|a| a.len() > 320 || !a.contains('@')) {
+    if booking
+        .attendees
+        .iter()
+        .any(|a| a.len() > 320 || !a.contains('@'))
+    {
         return Err("attendees must be e-mail addresses".into());
     }
     if super::tz::resolve_zone(&booking.time_zone).is_err() {
@@ -165,6 +184,7 @@ mod tests {
             etag: None,
             written_version: None,
             pending: None,
+            pending_version: None,
             last_error: None,
         }
     }
@@ -172,19 +192,26 @@ mod tests {
     #[test]
     fn a_new_booking_is_created_then_rescheduled_in_place_then_deleted() {
         let mut t = track(booking(1, BookingStatus::Confirmed));
-        assert_eq!(next_outbound(&t), Some(OutboundOp::Create { generation: 0 }));
+        assert_eq!(
+            next_outbound(&t),
+            Some(OutboundOp::Create { generation: 0 })
+        );
         t.external_event_id = Some("ev".into());
         t.written_version = Some(1);
         assert_eq!(next_outbound(&t), None);
         t.latest = booking(2, BookingStatus::Confirmed);
         assert_eq!(
             next_outbound(&t),
-            Some(OutboundOp::Update { external_event_id: "ev".into() })
+            Some(OutboundOp::Update {
+                external_event_id: "ev".into()
+            })
         );
         t.latest = booking(3, BookingStatus::Cancelled);
         assert_eq!(
             next_outbound(&t),
-            Some(OutboundOp::Delete { external_event_id: "ev".into() })
+            Some(OutboundOp::Delete {
+                external_event_id: "ev".into()
+            })
         );
     }
 
@@ -193,7 +220,10 @@ mod tests {
         let mut t = track(booking(2, BookingStatus::Cancelled));
         assert_eq!(next_outbound(&t), None, "never created, nothing to do");
         t.pending = Some(OutboundOp::Create { generation: 0 });
-        assert_eq!(next_outbound(&t), Some(OutboundOp::DeleteTagged { generation: 0 }));
+        assert_eq!(
+            next_outbound(&t),
+            Some(OutboundOp::DeleteTagged { generation: 0 })
+        );
     }
 
     #[test]

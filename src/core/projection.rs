@@ -8,6 +8,7 @@
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, ConnectionId};
 use super::interval::Interval;
+use super::outbound::{ical_uid, next_outbound, BookingTrack};
 use super::state::ConnectionState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -110,6 +111,7 @@ pub enum RowChange {
         calendars: Vec<String>,
     },
     UpsertChannel(ChannelRow),
+    UpsertBooking(BookingRow),
     RenewChannel {
         channel_id: String,
         expires_at: DateTime<Utc>,
@@ -118,6 +120,51 @@ pub enum RowChange {
         channel_id: String,
         closed_at: DateTime<Utc>,
     },
+}
+
+/// One row of `booking_events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BookingRow {
+    pub booking_id: String,
+    pub connection_id: ConnectionId,
+    pub calendar_id: Option<String>,
+    pub external_event_id: Option<String>,
+    pub ical_uid: String,
+    pub etag: Option<String>,
+    pub state: String,
+    pub booking_version: u64,
+    pub written_version: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl BookingRow {
+    fn from_track(id: ConnectionId, after: &ConnectionState, track: &BookingTrack) -> Self {
+        let state = if track.pending.is_some() {
+            "pending"
+        } else if next_outbound(track).is_some() {
+            "waiting"
+        } else if track.external_event_id.is_some() {
+            "written"
+        } else {
+            "removed"
+        };
+        BookingRow {
+            booking_id: track.latest.booking_id.to_string(),
+            connection_id: id,
+            calendar_id: after
+                .profile
+                .as_ref()
+                .and_then(|p| p.destination_calendar.as_ref())
+                .map(|c| c.to_string()),
+            external_event_id: track.external_event_id.clone(),
+            ical_uid: ical_uid(&track.latest.booking_id),
+            etag: track.etag.clone(),
+            state: state.into(),
+            booking_version: track.latest.version,
+            written_version: track.written_version,
+            last_error: track.last_error.clone(),
+        }
+    }
 }
 
 /// One row of `channels`: how the webhook edge finds and authenticates a
@@ -149,6 +196,7 @@ pub fn connection_changes(
     };
     let mut changes = Vec::new();
     let mut calendars_changed = false;
+    let mut touched_bookings: Vec<String> = Vec::new();
     for event in events {
         match event {
             ConnectionEvent::ExternalEventSeen {
@@ -230,6 +278,14 @@ pub fn connection_changes(
                     closed_at: *at,
                 })
             }
+            ConnectionEvent::BookingReceived { booking } => {
+                touched_bookings.push(booking.booking_id.to_string());
+            }
+            ConnectionEvent::OutboundIntentRecorded { booking_id, .. }
+            | ConnectionEvent::OutboundWriteSucceeded { booking_id, .. }
+            | ConnectionEvent::OutboundWriteFailed { booking_id, .. } => {
+                touched_bookings.push(booking_id.clone());
+            }
             _ => {}
         }
     }
@@ -249,6 +305,15 @@ pub fn connection_changes(
                 })
                 .collect(),
         });
+    }
+    touched_bookings.sort();
+    touched_bookings.dedup();
+    for booking_id in touched_bookings {
+        if let Some(track) = after.bookings.get(&booking_id) {
+            changes.push(RowChange::UpsertBooking(BookingRow::from_track(
+                id, after, track,
+            )));
+        }
     }
     changes.push(RowChange::UpsertConnection(row));
     changes

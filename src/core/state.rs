@@ -7,6 +7,7 @@
 use super::dedupe::{DedupeKey, DedupeWindow};
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
+use super::outbound::{BookingTrack, WriteOutcome};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -95,6 +96,9 @@ pub struct ConnectionState {
     /// Live push channels / subscriptions by channel id.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelState>,
+    /// Bookings written (or to be written) to the destination calendar.
+    #[serde(default)]
+    pub bookings: BTreeMap<String, BookingTrack>,
 }
 
 /// A live push channel (Google) or subscription (Graph).
@@ -272,6 +276,83 @@ impl ConnectionState {
             }
             ConnectionEvent::ChannelClosed { channel_id, .. } => {
                 self.channels.remove(channel_id);
+            }
+            ConnectionEvent::BookingReceived { booking } => {
+                let key = booking.booking_id.to_string();
+                match self.bookings.get_mut(&key) {
+                    Some(track) => track.latest = booking.clone(),
+                    None => {
+                        self.bookings.insert(
+                            key,
+                            BookingTrack {
+                                latest: booking.clone(),
+                                generation: 0,
+                                external_event_id: None,
+                                etag: None,
+                                written_version: None,
+                                pending: None,
+                                pending_version: None,
+                                last_error: None,
+                            },
+                        );
+                    }
+                }
+            }
+            ConnectionEvent::OutboundIntentRecorded {
+                booking_id,
+                op,
+                version,
+            } => {
+                if let Some(track) = self.bookings.get_mut(booking_id) {
+                    track.pending = Some(op.clone());
+                    track.pending_version = Some(*version);
+                }
+            }
+            ConnectionEvent::OutboundWriteSucceeded {
+                booking_id,
+                version,
+                outcome,
+            } => {
+                if let Some(track) = self.bookings.get_mut(booking_id) {
+                    track.pending = None;
+                    track.pending_version = None;
+                    track.last_error = None;
+                    match outcome {
+                        WriteOutcome::Created {
+                            external_event_id,
+                            etag,
+                        } => {
+                            track.external_event_id = Some(external_event_id.clone());
+                            track.etag = etag.clone();
+                            track.written_version = Some(*version);
+                        }
+                        WriteOutcome::Updated { etag } => {
+                            track.etag = etag.clone();
+                            track.written_version = Some(*version);
+                        }
+                        WriteOutcome::Deleted => {
+                            track.external_event_id = None;
+                            track.etag = None;
+                            track.written_version = Some(*version);
+                            track.generation += 1;
+                        }
+                        WriteOutcome::Missing => {
+                            track.external_event_id = None;
+                            track.etag = None;
+                            track.written_version = None;
+                            track.generation += 1;
+                        }
+                    }
+                }
+            }
+            ConnectionEvent::OutboundWriteFailed {
+                booking_id,
+                kind,
+                message,
+            } => {
+                if let Some(track) = self.bookings.get_mut(booking_id) {
+                    track.last_error = Some(format!("{kind}: {message}"));
+                }
             }
         }
         self

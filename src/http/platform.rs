@@ -13,7 +13,10 @@
 use super::errors::ApiError;
 use super::AppState;
 use crate::core::availability::{free_slots, weekly_free_slots, SlotSpec, WeeklyRule};
+use crate::core::decide::ConnectionCommand;
+use crate::core::ids::BookingId;
 use crate::core::interval::Interval;
+use crate::core::outbound::{validate, Booking, BookingStatus};
 use crate::core::tz::resolve_zone;
 use crate::store::availability::{busy_in, freshness, Freshness};
 use axum::extract::{Path, Query, State};
@@ -23,6 +26,79 @@ use chrono::{DateTime, NaiveTime, TimeDelta, Utc, Weekday};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// A booking change from the platform: created, rescheduled, details
+/// changed or cancelled — always the whole booking at a new version.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingBody {
+    booking_id: String,
+    version: u64,
+    platform_provider_id: String,
+    status: BookingStatus,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    time_zone: String,
+    title: String,
+    #[serde(default)]
+    attendees: Vec<String>,
+}
+
+/// Routes a booking change to every connection of its platform provider
+/// that has a destination calendar, and answers once each has committed it.
+async fn booking_changed(
+    State(state): State<AppState>,
+    body: Result<Json<BookingBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let booking = Booking {
+        booking_id: BookingId::parse(b.booking_id)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        version: b.version,
+        status: b.status,
+        start: b.start,
+        end: b.end,
+        time_zone: b.time_zone,
+        title: b.title,
+        attendees: b.attendees,
+    };
+    validate(&booking).map_err(ApiError::bad_request)?;
+    let targets =
+        crate::store::read_models::booking_targets(&state.store, &b.platform_provider_id).await?;
+    let mut routed = Vec::new();
+    for connection_id in targets {
+        let ack = state
+            .connections
+            .command(
+                connection_id,
+                ConnectionCommand::ApplyBooking(booking.clone()),
+                uuid::Uuid::new_v4(),
+            )
+            .await?;
+        routed.push(json!({
+            "connection_id": connection_id,
+            "applied": !ack.duplicate,
+            "stream_version": ack.version,
+        }));
+    }
+    Ok(Json(json!({
+        "booking_id": booking.booking_id,
+        "version": booking.version,
+        "routed_to": routed,
+    })))
+}
+
+/// Where a booking stands in every calendar it goes to.
+async fn booking_state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = crate::store::read_models::booking_events(&state.store, &id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found(format!("no booking {id}")));
+    }
+    Ok(Json(json!({ "booking_id": id, "calendars": rows })))
+}
+
 /// The longest window one request may cover.
 const MAX_WINDOW_DAYS: i64 = 366;
 
@@ -30,6 +106,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/providers/{id}/busy", get(busy))
         .route("/v1/providers/{id}/availability", post(availability))
+        .route("/v1/bookings", post(booking_changed))
+        .route("/v1/bookings/{id}", get(booking_state))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             super::admin::require_admin,

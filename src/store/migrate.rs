@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_channels",
         sql: include_str!("../../schema/0004_channels.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_booking_events",
+        sql: include_str!("../../schema/0005_booking_events.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

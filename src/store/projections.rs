@@ -3,7 +3,7 @@
 //! Every statement names its table through [`Tables`], so replay can write
 //! the same changes into shadow tables.
 
-use crate::core::projection::{BusyRow, ChannelRow, ConnectionRow, RowChange};
+use crate::core::projection::{BookingRow, BusyRow, ChannelRow, ConnectionRow, RowChange};
 use tokio_postgres::GenericClient;
 
 /// Which set of read-model tables to write.
@@ -124,6 +124,7 @@ pub async fn apply(
                     .await?;
             }
             RowChange::UpsertChannel(row) => upsert_channel(client, tables, row).await?,
+            RowChange::UpsertBooking(row) => upsert_booking(client, tables, row).await?,
             RowChange::RenewChannel {
                 channel_id,
                 expires_at,
@@ -154,6 +155,43 @@ pub async fn apply(
             }
         }
     }
+    Ok(())
+}
+
+async fn upsert_booking(
+    client: &impl GenericClient,
+    tables: Tables,
+    row: &BookingRow,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (booking_id, connection_id, calendar_id, external_event_id, ical_uid, \
+           etag, state, booking_version, written_version, last_error, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
+         ON CONFLICT (booking_id, connection_id) DO UPDATE SET \
+           calendar_id = EXCLUDED.calendar_id, external_event_id = EXCLUDED.external_event_id, \
+           ical_uid = EXCLUDED.ical_uid, etag = EXCLUDED.etag, state = EXCLUDED.state, \
+           booking_version = EXCLUDED.booking_version, \
+           written_version = EXCLUDED.written_version, last_error = EXCLUDED.last_error, \
+           updated_at = now()",
+        t = tables.name("booking_events")
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &row.booking_id,
+                &row.connection_id.as_uuid(),
+                &row.calendar_id,
+                &row.external_event_id,
+                &row.ical_uid,
+                &row.etag,
+                &row.state,
+                &(row.booking_version as i64),
+                &row.written_version.map(|v| v as i64),
+                &row.last_error,
+            ],
+        )
+        .await?;
     Ok(())
 }
 

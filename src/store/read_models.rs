@@ -36,3 +36,54 @@ pub async fn connections(
         })
         .collect()
 }
+
+/// Connections that take a platform provider's bookings: live, with a
+/// destination calendar.
+pub async fn booking_targets(
+    store: &PgEventStore,
+    platform_provider_id: &str,
+) -> Result<Vec<ConnectionId>, StoreError> {
+    let client = store.pool().get().await?;
+    let rows = client
+        .query(
+            "SELECT connection_id FROM connections WHERE platform_provider_id = $1 \
+             AND destination_calendar IS NOT NULL AND status <> 'removed' ORDER BY connection_id",
+            &[&platform_provider_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok(ConnectionId::from_uuid(r.try_get(0)?)))
+        .collect()
+}
+
+/// A booking's rows in `booking_events`.
+pub async fn booking_events(
+    store: &PgEventStore,
+    booking_id: &str,
+) -> Result<Vec<Value>, StoreError> {
+    let client = store.pool().get().await?;
+    let rows = client
+        .query(
+            "SELECT connection_id, calendar_id, external_event_id, ical_uid, etag, state, \
+                    booking_version, written_version, last_error, updated_at \
+             FROM booking_events WHERE booking_id = $1 ORDER BY connection_id",
+            &[&booking_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "connection_id": r.try_get::<_, uuid::Uuid>(0)?,
+                "calendar_id": r.try_get::<_, Option<String>>(1)?,
+                "external_event_id": r.try_get::<_, Option<String>>(2)?,
+                "ical_uid": r.try_get::<_, String>(3)?,
+                "etag": r.try_get::<_, Option<String>>(4)?,
+                "state": r.try_get::<_, String>(5)?,
+                "booking_version": r.try_get::<_, i64>(6)?,
+                "written_version": r.try_get::<_, Option<i64>>(7)?,
+                "last_error": r.try_get::<_, Option<String>>(8)?,
+                "updated_at": r.try_get::<_, chrono::DateTime<chrono::Utc>>(9)?,
+            }))
+        })
+        .collect()
+}

@@ -41,6 +41,7 @@ pub struct Options {
     /// Gates from the settings stream (flags start ON) instead of all-open.
     pub flag_gates: bool,
     pub sim: SimConfig,
+    pub actors: ActorSettings,
 }
 
 impl Default for Options {
@@ -49,6 +50,7 @@ impl Default for Options {
             serve: false,
             flag_gates: false,
             sim: SimConfig::default(),
+            actors: ActorSettings::default(),
         }
     }
 }
@@ -104,13 +106,10 @@ impl World {
             None
         };
         let base = runtime.webhook_base.clone();
-        let connections = Connections::start_with_sync(
-            db.store(),
-            ActorSettings::default(),
-            Some(Arc::new(runtime)),
-        )
-        .await
-        .unwrap();
+        let connections =
+            Connections::start_with_sync(db.store(), options.actors, Some(Arc::new(runtime)))
+                .await
+                .unwrap();
         let shutdown = listener.map(|listener| {
             let state = AppState {
                 store: db.store(),
