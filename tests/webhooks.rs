@@ -688,6 +688,7 @@ async fn channels_are_renewed_before_they_expire_and_the_old_one_is_stopped() {
             google_channel_ttl_secs: 3603,
             ..SimConfig::default()
         },
+        ..Default::default()
     })
     .await;
     let id = w.google_connection("renew@example.com").await;

@@ -35,6 +35,7 @@ pub struct World {
     _shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+#[derive(Default)]
 pub struct Options {
     /// Run calsync's HTTP server (webhooks) and open push channels.
     pub serve: bool,
@@ -42,17 +43,6 @@ pub struct Options {
     pub flag_gates: bool,
     pub sim: SimConfig,
     pub actors: ActorSettings,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            serve: false,
-            flag_gates: false,
-            sim: SimConfig::default(),
-            actors: ActorSettings::default(),
-        }
-    }
 }
 
 impl World {
