@@ -416,6 +416,20 @@ async fn bookings_made_while_the_grant_is_revoked_wait_visibly_then_go_out() {
         .await
     );
     assert!(eventually(Duration::from_secs(10), || async { settled(&w, id).await }).await);
+    // Support looks it up from the command line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+        .args(["bookings", "show", "bk-w", "--json"])
+        .env("DATABASE_URL", w.db.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown[0]["state"], "written");
+    assert_eq!(shown[0]["ical_uid"], "bk-w@calsync");
 
     // Bad input is a 400 with a message; nothing is routed.
     for bad in [

@@ -2,7 +2,10 @@
 //! interface table so scripts, drills and runbooks can rely on them.
 
 mod allowlist;
+mod bench;
+mod bookings;
 mod connections;
+mod demo;
 mod drill;
 mod flags;
 mod log;
@@ -32,12 +35,18 @@ pub enum Command {
     Migrate,
     /// Run the supervisor process: HTTP ingress, connection actors, timers.
     Serve(serve::ServeArgs),
+    /// The whole system on this machine: private PostgreSQL, provider
+    /// simulators, traffic with faults, then a summary and a consistency check.
+    Demo(demo::DemoArgs),
     /// Inspect the event log.
     #[command(subcommand)]
     Log(log::LogCommand),
     /// Manage connections.
     #[command(subcommand)]
     Connections(connections::ConnectionsCommand),
+    /// Look a booking's external events up.
+    #[command(subcommand)]
+    Bookings(bookings::BookingsCommand),
     /// Failure drills against a running server.
     #[command(subcommand)]
     Drill(drill::DrillCommand),
@@ -52,6 +61,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Rebuild projections from the log; verify them or swap them in.
     Replay(replay::ReplayArgs),
+    /// Benchmarks against raw PostgreSQL on a private cluster (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -59,13 +70,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => migrate(&cli.global).await,
         Command::Serve(args) => serve::run(args, &cli.global).await,
+        Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
         Command::Connections(cmd) => connections::run(cmd, &cli.global).await,
+        Command::Bookings(cmd) => bookings::run(cmd, &cli.global).await,
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
         Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -50,6 +50,21 @@ async fn from_database(
     connections: Option<&Connections>,
 ) -> Result<(), StoreError> {
     let client = store.pool().get().await?;
+    // Outbound writes not yet confirmed, and how long the oldest has waited
+    // (since its row last changed).
+    let row = client
+        .query_one(
+            "SELECT count(*), extract(epoch FROM now() - min(updated_at))::float8 \
+             FROM booking_events WHERE state IN ('pending', 'waiting')",
+            &[],
+        )
+        .await?;
+    let pending: i64 = row.try_get(0)?;
+    let oldest: Option<f64> = row.try_get(1)?;
+    super::outbound_intents(
+        pending.max(0) as u64,
+        oldest.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+    );
     let rows = client
         .query(
             "SELECT status, count(*) FROM connections GROUP BY status",

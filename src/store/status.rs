@@ -27,7 +27,8 @@ pub struct ConnectionStatus {
     /// `channels` table in this schema).
     pub channel_expires_at: Option<DateTime<Utc>>,
     pub open_channels: i64,
-    /// Unresolved outbound intents; `None` until outbound sync exists.
+    /// Bookings whose external event lags (written soon, or waiting for
+    /// re-authorisation / the end of a backoff).
     pub pending_outbound_intents: Option<i64>,
 }
 
@@ -74,6 +75,17 @@ pub async fn load(
             });
     }
     let channels = channel_expiries(&client, id).await?;
+    let pending: HashMap<Uuid, i64> = client
+        .query(
+            "SELECT connection_id, count(*) FROM booking_events \
+             WHERE state IN ('pending', 'waiting') AND ($1::uuid IS NULL OR connection_id = $1) \
+             GROUP BY connection_id",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, StoreError>>()?;
     let rows = client
         .query(
             "SELECT connection_id, platform_provider_id, provider, status, error_count, \
@@ -105,7 +117,7 @@ pub async fn load(
                 calendars: calendars.remove(&connection_id).unwrap_or_default(),
                 channel_expires_at,
                 open_channels,
-                pending_outbound_intents: None,
+                pending_outbound_intents: Some(pending.get(&connection_id).copied().unwrap_or(0)),
             })
         })
         .collect()
