@@ -932,10 +932,11 @@ async fn replay_rate_beside_a_bare_copy_of_the_log() {
     let copy_rate = rows as f64 / started.elapsed().as_secs_f64();
     assert_eq!(rows, report.events_read);
     eprintln!(
-        "replay: {} events, rebuild {:.0} events/s ({:.2}s), bare COPY {:.0} rows/s: {:.0}%",
+        "replay: {} events, rebuild {:.0} events/s ({:.2}s, read+fold {:.2}s), bare COPY {:.0} rows/s: {:.0}%",
         report.events_read,
         report.events_per_second,
         report.rebuild_seconds,
+        report.read_seconds,
         copy_rate,
         100.0 * report.events_per_second / copy_rate
     );

@@ -107,6 +107,8 @@ pub struct Report {
     pub rows_repaired: u64,
     /// How long the live tables were locked against writers.
     pub lock_seconds: Option<f64>,
+    /// Read and fold of the log (within the rebuild).
+    pub read_seconds: f64,
     /// Read, fold and shadow write of the log (the rate below).
     pub rebuild_seconds: f64,
     pub events_per_second: f64,
@@ -130,18 +132,18 @@ pub async fn verify(store: &PgEventStore, options: &ReplayOptions) -> Result<Rep
         .await?;
     let rebuilt = rebuild(&client, options).await;
     let result = match rebuilt {
-        Ok((folder, rows_written, rebuild_seconds)) => {
+        Ok((folder, rows_written, times)) => {
             let mut diffs = Vec::new();
             for table in tables {
                 diffs.push(compare::compare_table(&client, table, options.connection).await?);
             }
-            Ok((folder, rows_written, rebuild_seconds, diffs))
+            Ok((folder, rows_written, times, diffs))
         }
         Err(e) => Err(e),
     };
     // The shadow tables were created in this transaction: gone with it.
     let _ = client.batch_execute("ROLLBACK").await;
-    let (folder, rows_written, rebuild_seconds, diffs) = result?;
+    let (folder, rows_written, times, diffs) = result?;
     let snapshots_written = if options.snapshots {
         save_snapshots(&client, &folder).await?
     } else {
@@ -155,7 +157,7 @@ pub async fn verify(store: &PgEventStore, options: &ReplayOptions) -> Result<Rep
         snapshots_written,
         diffs,
         (0, None),
-        rebuild_seconds,
+        times,
         started,
     ))
 }
@@ -178,7 +180,7 @@ pub async fn swap(store: &PgEventStore, options: &ReplayOptions) -> Result<Repor
         )
         .await?
         .try_get(0)?;
-    let (mut folder, rows_written, rebuild_seconds) = match rebuild(&client, options).await {
+    let (mut folder, rows_written, times) = match rebuild(&client, options).await {
         Ok(r) => r,
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -229,7 +231,7 @@ pub async fn swap(store: &PgEventStore, options: &ReplayOptions) -> Result<Repor
                 snapshots_written,
                 diffs,
                 (repaired, Some(lock_seconds)),
-                rebuild_seconds,
+                times,
                 started,
             ))
         }
@@ -273,13 +275,20 @@ async fn locked_swap(
     Ok((folder, diffs, repaired))
 }
 
+/// How long the rebuild's phases took, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    read: f64,
+    rebuild: f64,
+}
+
 /// Reads the log visible to the open transaction into memory and writes
 /// the rows into fresh shadow tables. Returns the fold, rows written per
 /// table and the seconds it took.
 async fn rebuild(
     client: &Client,
     options: &ReplayOptions,
-) -> Result<(Folder, BTreeMap<String, u64>, f64), ReplayError> {
+) -> Result<(Folder, BTreeMap<String, u64>, Times), ReplayError> {
     let started = Instant::now();
     let total = estimate(client, options.connection).await?;
     let mut progress = Progress::new(options.progress, total);
@@ -292,9 +301,15 @@ async fn rebuild(
     )
     .await?;
     progress.finish();
+    let read_seconds = started.elapsed().as_secs_f64();
     tables::create_shadows(client).await?;
     let rows = write::write_shadows(client, PROJECTION_TABLES, &folder.model, Rows::All).await?;
-    Ok((folder, rows, started.elapsed().as_secs_f64()))
+    tables::index_shadows(client).await?;
+    let times = Times {
+        read: read_seconds,
+        rebuild: started.elapsed().as_secs_f64(),
+    };
+    Ok((folder, rows, times))
 }
 
 /// Folds what `read_all` returns after `cursor` until it has nothing more.
@@ -376,7 +391,7 @@ fn report(
     snapshots_written: u64,
     tables: Vec<TableDiff>,
     (rows_repaired, lock_seconds): (u64, Option<f64>),
-    rebuild_seconds: f64,
+    times: Times,
     started: Instant,
 ) -> Report {
     Report {
@@ -391,8 +406,9 @@ fn report(
         swapped: mode == Mode::Swap,
         rows_repaired,
         lock_seconds,
-        rebuild_seconds,
-        events_per_second: folder.events_read as f64 / rebuild_seconds.max(1e-6),
+        read_seconds: times.read,
+        rebuild_seconds: times.rebuild,
+        events_per_second: folder.events_read as f64 / times.rebuild.max(1e-6),
         seconds: started.elapsed().as_secs_f64(),
     }
 }

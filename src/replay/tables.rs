@@ -95,7 +95,9 @@ pub async fn columns(client: &Client, table: &str) -> Result<Vec<Column>, tokio_
         .collect()
 }
 
-/// Creates the session's shadow tables, empty, shaped like the live ones.
+/// Creates the session's shadow tables, empty, shaped like the live ones
+/// (columns, defaults, constraints) but without indexes: a bulk load into
+/// an unindexed table, then one index build, is much faster.
 ///
 /// They are temporary: private to the replay's session (two replays never
 /// see each other's), unlogged (fast to fill) and gone when it ends.
@@ -105,8 +107,24 @@ pub async fn create_shadows(client: &Client) -> Result<(), tokio_postgres::Error
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS pg_temp.{shadow}; \
-                 CREATE TEMP TABLE {shadow} (LIKE {} INCLUDING ALL)",
+                 CREATE TEMP TABLE {shadow} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)",
                 ident(table.name)
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Gives the loaded shadow tables their primary keys: the swap's catch-up
+/// deletes and upserts by key, and a duplicate key would be a fold bug.
+pub async fn index_shadows(client: &Client) -> Result<(), tokio_postgres::Error> {
+    for table in PROJECTION_TABLES {
+        let keys: Vec<String> = table.key.iter().map(|k| ident(k)).collect();
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} ADD PRIMARY KEY ({}); ANALYZE {0}",
+                ident(&table.shadow()),
+                keys.join(", ")
             ))
             .await?;
     }
