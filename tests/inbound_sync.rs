@@ -7,7 +7,7 @@ use calsim::{FaultKind, FaultRule, Provider};
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde_json::json;
 use std::time::Duration;
-use support::{eventually, World};
+use support::{eventually, Options, World};
 
 fn hour(h: i64) -> (String, String) {
     let base = Utc::now()
@@ -314,4 +314,44 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
             "a provider call inside the backoff window {at}..{until}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passivated_connections_are_still_polled_when_their_poll_is_due() {
+    let w = World::start(Options {
+        actors: calsync::actors::ActorSettings {
+            poll_sweep_every: Duration::from_millis(200),
+            ..Default::default()
+        },
+        poll_every: Some(TimeDelta::seconds(2)),
+        ..Default::default()
+    })
+    .await;
+    let id = w.google_connection("poll@example.com").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.status(id).await.0 == "active"
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.count_events(id, "sync_round_completed").await >= 1
+        })
+        .await
+    );
+    // Idle: the actor is passivated; then the calendar changes and nobody
+    // tells us (a dropped push notification).
+    assert_eq!(w.connections.passivate_idle(Duration::ZERO), 1);
+    w.sim
+        .google()
+        .upsert_event("poll@example.com", "primary", google_event("pollevt1", 9))
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            w.busy(id).await.len() == 1
+        })
+        .await,
+        "the poll never came"
+    );
 }

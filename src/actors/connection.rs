@@ -17,7 +17,7 @@ use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
-use crate::core::sync::{may_call_provider, next_wakeup};
+use crate::core::sync::{may_call_provider, next_wakeup, poll_interval};
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
 };
@@ -478,15 +478,12 @@ impl ConnectionActor {
                     .unwrap_or(now)
                     .max(now + chrono::Duration::milliseconds(500))
             });
-            [
-                next_wakeup(&st.state, runtime.poll_every, now),
-                renewal,
-                outbound,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
+            let poll = poll_interval(runtime.poll_every, st.id);
+            [next_wakeup(&st.state, poll, now), renewal, outbound]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
         };
         if st.timer.as_ref().map(|(at, _)| *at) == wanted {
             return;

@@ -39,6 +39,9 @@ pub struct ActorSettings {
     pub call_timeout: Duration,
     /// Name of this node, recorded in every event's metadata.
     pub node: String,
+    /// How often the supervisor looks for passivated connections whose
+    /// periodic poll is due.
+    pub poll_sweep_every: Duration,
 }
 
 impl Default for ActorSettings {
@@ -53,6 +56,7 @@ impl Default for ActorSettings {
             restart_max_delay: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             node: default_node_name(),
+            poll_sweep_every: Duration::from_secs(30),
         }
     }
 }

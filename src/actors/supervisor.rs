@@ -31,6 +31,8 @@ pub enum SupervisorMsg {
     Restart { id: ConnectionId },
     /// Stop actors idle longer than the idle timeout.
     SweepIdle,
+    /// Wake passivated connections whose periodic poll is due.
+    PollDue,
     /// Lift a quarantine (operator action): the next input activates again.
     LiftQuarantine {
         id: ConnectionId,
@@ -63,6 +65,7 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let every = (self.settings.idle_timeout / 4).max(std::time::Duration::from_millis(50));
         myself.send_interval(every, || SupervisorMsg::SweepIdle);
+        myself.send_interval(self.settings.poll_sweep_every, || SupervisorMsg::PollDue);
         Ok(SupervisorState {
             by_actor: HashMap::new(),
             failures: HashMap::new(),
@@ -95,6 +98,29 @@ impl Actor for Supervisor {
                     st.by_actor.remove(&actor.get_id());
                     actor.stop(Some("passivated".into()));
                     tracing::debug!(connection_id = %id, "passivated idle actor");
+                }
+            }
+            SupervisorMsg::PollDue => {
+                // Active actors keep their own poll timers; this wakes the
+                // passivated ones, so polling backstops every connection.
+                let Some(sync) = &self.sync else {
+                    return Ok(());
+                };
+                if !sync.gates.jobs_enabled() {
+                    return Ok(());
+                }
+                match self.due_for_poll(sync.poll_every).await {
+                    Ok(due) => {
+                        for id in due {
+                            if self.registry.get(id).is_some() || self.registry.is_quarantined(id) {
+                                continue;
+                            }
+                            if let Ok(actor) = self.activate(&myself, st, id).await {
+                                let _ = actor.send_message(ConnectionMsg::Tick);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "poll sweep failed"),
                 }
             }
             SupervisorMsg::LiftQuarantine { id, reply } => {
@@ -143,6 +169,32 @@ impl Actor for Supervisor {
 }
 
 impl Supervisor {
+    /// Active connections whose least recently synced calendar is older than
+    /// the poll interval (or never synced), a bounded batch per sweep.
+    async fn due_for_poll(
+        &self,
+        poll_every: chrono::Duration,
+    ) -> Result<Vec<ConnectionId>, String> {
+        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
+        let cutoff = Utc::now() - poll_every;
+        let rows = client
+            .query(
+                "SELECT c.connection_id FROM connections c \
+                 JOIN connection_calendars k USING (connection_id) \
+                 WHERE c.status IN ('active', 'backoff') \
+                 GROUP BY c.connection_id \
+                 HAVING bool_or(k.last_success_at IS NULL) OR min(k.last_success_at) < $1 \
+                 LIMIT 500",
+                &[&cutoff],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows
+            .iter()
+            .map(|r| ConnectionId::from_uuid(r.get(0)))
+            .collect())
+    }
+
     async fn activate(
         &self,
         myself: &ActorRef<SupervisorMsg>,

@@ -181,6 +181,19 @@ pub fn may_call_provider(state: &ConnectionState, now: DateTime<Utc>) -> bool {
         && state.backoff_until.is_none_or(|until| until <= now)
 }
 
+/// The periodic poll interval of one connection: `base` spread by ±10 %,
+/// deterministically per connection, so a fleet created at once does not
+/// poll in lockstep (Google asks integrators to avoid synchronised polls).
+pub fn poll_interval(
+    base: chrono::Duration,
+    connection: super::ids::ConnectionId,
+) -> chrono::Duration {
+    let bytes = connection.as_uuid();
+    let spread = u16::from_le_bytes([bytes.as_bytes()[14], bytes.as_bytes()[15]]) as f64 / 65535.0;
+    let factor = 0.9 + 0.2 * spread;
+    chrono::Duration::milliseconds((base.num_milliseconds() as f64 * factor) as i64)
+}
+
 /// When the connection next needs to wake up on its own: the end of its
 /// backoff, or its next periodic poll (`poll_every` after the oldest
 /// calendar's last success).
@@ -436,6 +449,20 @@ mod tests {
         let restored: ConnectionState =
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert!(decide(&restored, &n, now()).unwrap().duplicate);
+    }
+
+    #[test]
+    fn poll_intervals_are_spread_within_ten_percent_and_stable() {
+        let base = chrono::Duration::minutes(15);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let id = crate::core::ids::ConnectionId::new_random();
+            let p = poll_interval(base, id);
+            assert!(p >= chrono::Duration::seconds(810) && p <= chrono::Duration::seconds(990));
+            assert_eq!(p, poll_interval(base, id));
+            seen.insert(p.num_seconds());
+        }
+        assert!(seen.len() > 50, "intervals are not spread");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Options {
     pub flag_gates: bool,
     pub sim: SimConfig,
     pub actors: ActorSettings,
+    /// Periodic poll interval (default: the production 15 minutes).
+    pub poll_every: Option<chrono::Duration>,
 }
 
 impl World {
@@ -88,6 +90,9 @@ impl World {
             cap: Duration::from_secs(2),
             ..BackoffPolicy::default()
         };
+        if let Some(poll) = options.poll_every {
+            runtime.poll_every = poll;
+        }
         let listener = if options.serve {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             runtime.webhook_base = Some(format!("http://{}", l.local_addr().unwrap()));
