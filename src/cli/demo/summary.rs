@@ -178,12 +178,13 @@ pub fn print(r: &Report<'_>) {
             s.quarantined
         ),
     );
-    // OUTBOUND: bookings written to, moved in and deleted from the external
-    // calendars belong here once the outbound module lands (intents,
-    // writes, idempotent retries, own events recognised on the way back).
+    // OUTBOUND: the demo does not book anything yet. Bookings written to,
+    // moved in and deleted from the external calendars (intents, writes,
+    // idempotent retries, own events recognised on the way back) belong on
+    // this line once the demo drives the outbound path.
     line(
         "outbound bookings",
-        "not in this demo yet (outbound sync is being built)",
+        "not driven by this demo yet (see `calsync bookings`)",
     );
     let total_events: i64 = s.events.values().sum();
     line(
