@@ -69,8 +69,33 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     #[serde(default)]
     pub drills_enabled: Option<bool>,
+    /// Public base URL providers deliver webhooks to.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Base64 32-byte key sealing credentials at rest.
+    #[serde(default)]
+    pub credentials_key: Option<String>,
+    /// Largest accepted webhook body in bytes (413 above).
+    #[serde(default)]
+    pub webhook_body_limit: Option<usize>,
     #[serde(default)]
     pub database: FileDatabase,
+    #[serde(default)]
+    pub providers: FileProviders,
+}
+
+/// Provider API locations (defaults: the real services).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileProviders {
+    #[serde(default)]
+    pub google_api_url: Option<String>,
+    #[serde(default)]
+    pub google_token_url: Option<String>,
+    #[serde(default)]
+    pub graph_api_url: Option<String>,
+    #[serde(default)]
+    pub graph_token_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

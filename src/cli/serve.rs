@@ -2,7 +2,7 @@
 
 use crate::actors::sync_task::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
-use crate::config::{self, DatabaseSource, GlobalArgs};
+use crate::config::{self, DatabaseSource, FileConfig, FileProviders, GlobalArgs};
 use crate::database::Database;
 use crate::http::{self, AppState};
 use crate::providers::ProviderEndpoints;
@@ -59,21 +59,38 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn endpoints(&self) -> ProviderEndpoints {
+    /// Flags/environment over the file over the real services.
+    fn endpoints(&self, file: &FileProviders) -> ProviderEndpoints {
         let d = ProviderEndpoints::default();
+        let pick = |flag: &Option<String>, file: &Option<String>, default: String| {
+            flag.clone().or_else(|| file.clone()).unwrap_or(default)
+        };
         ProviderEndpoints {
-            google_api: self.google_api_url.clone().unwrap_or(d.google_api),
-            google_token: self.google_token_url.clone().unwrap_or(d.google_token),
-            graph_api: self.graph_api_url.clone().unwrap_or(d.graph_api),
-            graph_token: self.graph_token_url.clone().unwrap_or(d.graph_token),
+            google_api: pick(&self.google_api_url, &file.google_api_url, d.google_api),
+            google_token: pick(
+                &self.google_token_url,
+                &file.google_token_url,
+                d.google_token,
+            ),
+            graph_api: pick(&self.graph_api_url, &file.graph_api_url, d.graph_api),
+            graph_token: pick(&self.graph_token_url, &file.graph_token_url, d.graph_token),
         }
     }
 }
 
 /// The vault for credentials at rest: the configured key, or (private
 /// cluster only) a key file beside the cluster.
-fn vault(args: &ServeArgs, source: &DatabaseSource) -> anyhow::Result<CredentialVault> {
-    match (&args.credentials_key, source) {
+fn vault(
+    args: &ServeArgs,
+    file: &FileConfig,
+    source: &DatabaseSource,
+) -> anyhow::Result<CredentialVault> {
+    match (
+        args.credentials_key
+            .as_ref()
+            .or(file.credentials_key.as_ref()),
+        source,
+    ) {
         (Some(key), _) => Ok(CredentialVault::from_base64("configured", key)?),
         (None, DatabaseSource::Private(dir)) => Ok(CredentialVault::load_or_create(
             &dir.join("credentials.key"),
@@ -105,14 +122,15 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         crate::settings::SettingsHandle::start(db.store(), crate::settings::DEFAULT_REFRESH)
             .await?;
     let mut runtime = SyncRuntime::new(
-        args.endpoints(),
-        vault(&args, &settings_source)?,
+        args.endpoints(&file.providers),
+        vault(&args, &file, &settings_source)?,
         db.store(),
         Arc::new(settings.clone()),
     )?;
     runtime.webhook_base = args
         .public_url
         .clone()
+        .or(file.public_url.clone())
         .map(|u| u.trim_end_matches('/').to_string());
     let connections = Connections::start_with_sync(
         db.store(),
@@ -129,7 +147,11 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .filter(|t| !t.is_empty()),
         drills_enabled: args.enable_drills || file.drills_enabled.unwrap_or(false),
         settings,
-        webhooks: Default::default(),
+        webhooks: crate::http::webhooks::WebhookConfig {
+            body_limit: file
+                .webhook_body_limit
+                .unwrap_or(crate::http::webhooks::WebhookConfig::default().body_limit),
+        },
     };
     http::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
