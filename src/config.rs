@@ -236,6 +236,18 @@ mod tests {
             listen_addr(None, &file),
             listen_addr(None, &FileConfig::default())
         );
+        // The example's provider URLs and limits are the code's defaults.
+        let d = crate::providers::ProviderEndpoints::default();
+        let p = &file.providers;
+        assert_eq!(p.google_api_url.as_deref(), Some(d.google_api.as_str()));
+        assert_eq!(p.google_token_url.as_deref(), Some(d.google_token.as_str()));
+        assert_eq!(p.graph_api_url.as_deref(), Some(d.graph_api.as_str()));
+        assert_eq!(p.graph_token_url.as_deref(), Some(d.graph_token.as_str()));
+        assert_eq!(
+            file.webhook_body_limit,
+            Some(crate::http::webhooks::WebhookConfig::default().body_limit)
+        );
+        assert_eq!(file.drills_enabled, Some(false));
     }
 
     #[test]
