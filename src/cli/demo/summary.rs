@@ -77,12 +77,15 @@ pub fn print(r: &Report<'_>) {
         "busy intervals",
         format!("{} in the projection", s.busy_intervals),
     );
-    let verdict = if c.pass() { "PASS" } else { "FAIL" };
+    let (verdict, relation) = match c.pass() {
+        true => ("PASS", "equals"),
+        false => ("FAIL", "differs from"),
+    };
     line(
         "consistency",
         format!(
             "{verdict}: after a quiet period and a final sync of every connection ({:.1} s), \
-             the projection equals the busy rules applied to a fresh full read of every calendar \
+             the projection {relation} the busy rules applied to a fresh full read of every calendar \
              ({} expected, {} projected; {} missing, {} extra, {} with other times)",
             r.final_sync.as_secs_f64(),
             c.expected_busy,
@@ -136,7 +139,7 @@ pub fn print(r: &Report<'_>) {
     line(
         "duplicates dropped",
         format!(
-            "{} answered `duplicate`, no sync work (the simulators sent {copies} duplicated or replayed copies)",
+            "{} answered `duplicate` and dropped (the simulators sent {copies} duplicated or replayed copies)",
             s.webhooks_duplicate
         ),
     );
