@@ -388,27 +388,32 @@ async fn bookings_made_while_the_grant_is_revoked_wait_visibly_then_go_out() {
     assert_ne!(state["calendars"][0]["state"], "written", "{state}");
     assert!(google_live(&w, "wait@example.com").is_empty());
 
-    // The user re-authorises (new grant, new credentials): the booking goes out.
+    // The user re-authorises: the platform hands calsync the new grant.
     let account = w.sim.google().create_account("wait@example.com");
-    w.vault
-        .save(
-            &w.db.store(),
-            id,
-            &calsync::providers::AuthSession {
-                client_id: account.client_id,
-                client_secret: account.client_secret,
-                refresh_token: account.refresh_token,
-                access_token: None,
-                access_expires_at: None,
-                refresh_token_rotated: false,
-            },
+    let r = http
+        .put(format!("{base_url}/admin/connections/{id}/credentials"))
+        .bearer_auth("admin")
+        .json(&json!({
+            "client_id": account.client_id,
+            "client_secret": account.client_secret,
+            "refresh_token": account.refresh_token,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The log records that credentials changed, never the secret.
+    let client = w.db.client().await;
+    let leaked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE payload::text LIKE '%' || $1 || '%'",
+            &[&account.refresh_token],
         )
         .await
-        .unwrap();
-    w.connections
-        .command(id, ConnectionCommand::RecordReauthorized, Uuid::new_v4())
-        .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0);
+    assert_eq!(w.count_events(id, "credentials_changed").await, 1);
     assert!(
         eventually(Duration::from_secs(10), || async {
             google_live(&w, "wait@example.com").len() == 1

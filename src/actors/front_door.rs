@@ -204,6 +204,8 @@ pub struct Connections {
     /// identical copies wait for the first instead of queueing (a replay
     /// storm costs one actor call, not one mailbox slot per copy).
     in_flight: Arc<Mutex<HashMap<(ConnectionId, String), SharedAck>>>,
+    /// Provider access (for storing credentials); `None` without sync.
+    sync: Option<Arc<SyncRuntime>>,
 }
 
 impl Connections {
@@ -236,7 +238,7 @@ impl Connections {
             store,
             settings: settings.clone(),
             registry: registry.clone(),
-            sync,
+            sync: sync.clone(),
         };
         let (supervisor, _join) = Actor::spawn(None, supervisor, ()).await?;
         Ok(Connections {
@@ -244,7 +246,43 @@ impl Connections {
             supervisor,
             settings,
             in_flight: Arc::default(),
+            sync,
         })
+    }
+
+    /// Stores a connection's OAuth credentials (sealed, never in the log),
+    /// records that they changed, and lifts a needs-re-authorisation state:
+    /// what the platform calls when a user completes (re-)consent.
+    pub async fn save_credentials(
+        &self,
+        id: ConnectionId,
+        session: &crate::providers::AuthSession,
+    ) -> Result<Ack, SendError> {
+        let Some(sync) = &self.sync else {
+            return Err(SendError::Unavailable(
+                "no credential vault configured".into(),
+            ));
+        };
+        // The connection must exist before a secret is stored for it.
+        self.inspect(id).await.and_then(|state| {
+            if state.profile.is_none() {
+                Err(SendError::Rejected(Rejection::NotFound))
+            } else {
+                Ok(())
+            }
+        })?;
+        sync.vault
+            .save(&sync.store, id, session)
+            .await
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        self.command(
+            id,
+            ConnectionCommand::RecordCredentialsChanged,
+            Uuid::new_v4(),
+        )
+        .await?;
+        self.command(id, ConnectionCommand::RecordReauthorized, Uuid::new_v4())
+            .await
     }
 
     /// Commits a push notification. Copies of a notification already on its

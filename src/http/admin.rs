@@ -23,6 +23,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin/connections", get(list).post(create))
         .route("/admin/connections/{id}", get(show))
+        .route(
+            "/admin/connections/{id}/credentials",
+            axum::routing::put(credentials),
+        )
         .route("/admin/connections/{id}/{action}", post(act))
         .route("/admin/actors", get(actors))
         .route("/admin/status", get(status))
@@ -118,6 +122,45 @@ async fn create(
         StatusCode::CREATED,
         Json(json!({ "connection_id": id, "version": ack.version })),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+}
+
+/// Stores a connection's OAuth grant. The body never reaches a log.
+async fn credentials(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<CredentialsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    for (name, value) in [
+        ("client_id", &body.client_id),
+        ("client_secret", &body.client_secret),
+        ("refresh_token", &body.refresh_token),
+    ] {
+        if value.is_empty() || value.len() > 4096 || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be 1..=4096 printable bytes"
+            )));
+        }
+    }
+    let session = crate::providers::AuthSession {
+        client_id: body.client_id,
+        client_secret: body.client_secret,
+        refresh_token: body.refresh_token,
+        access_token: None,
+        access_expires_at: None,
+        refresh_token_rotated: false,
+    };
+    let ack = state.connections.save_credentials(id, &session).await?;
+    Ok(Json(json!({ "connection_id": id, "version": ack.version })))
 }
 
 async fn act(
