@@ -3,6 +3,7 @@
 
 use super::connection::ConnectionMsg;
 use super::sync_task::SyncRuntime;
+use super::task_support::{keep_rotated_token, record};
 use crate::core::channels::ChannelStep;
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarProvider, ConnectionId};
@@ -11,12 +12,10 @@ use crate::core::sync::FailureClass;
 use crate::providers::{CalendarApi, Channel, ChannelRequest, ProviderError};
 use base64::Engine;
 use chrono::Utc;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The SHA-256 (hex) the log and the `channels` table keep of a secret.
@@ -147,12 +146,7 @@ async fn upkeep(
                 }
             }
         };
-        if session.refresh_token_rotated {
-            if let Err(e) = runtime.vault.save(&runtime.store, id, &session).await {
-                tracing::warn!(connection_id = %id, error = %e, "rotated refresh token not saved");
-            }
-            session.refresh_token_rotated = false;
-        }
+        keep_rotated_token(runtime, id, &mut session).await;
         let command = match result {
             Ok(command) => command,
             Err(ProviderError::Reauthorize(reason)) => ConnectionCommand::RecordFailure {
@@ -166,22 +160,4 @@ async fn upkeep(
         record(actor, command).await?;
     }
     Ok(())
-}
-
-async fn record(actor: &ActorRef<ConnectionMsg>, command: ConnectionCommand) -> Result<(), String> {
-    let sent = actor
-        .call(
-            |reply| ConnectionMsg::Internal {
-                command,
-                correlation_id: Uuid::new_v4(),
-                reply,
-            },
-            Some(Duration::from_secs(60)),
-        )
-        .await;
-    match sent {
-        Ok(CallResult::Success(Ok(_))) => Ok(()),
-        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
-        _ => Err("connection actor not answering".into()),
-    }
 }

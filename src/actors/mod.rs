@@ -14,6 +14,7 @@ pub mod front_door;
 pub mod outbound_task;
 pub mod supervisor;
 pub mod sync_task;
+mod task_support;
 
 pub use front_door::{Ack, Connections, SendError};
 

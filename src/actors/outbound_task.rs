@@ -7,16 +7,15 @@
 
 use super::connection::ConnectionMsg;
 use super::sync_task::SyncRuntime;
+use super::task_support::{keep_rotated_token, record};
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
 use crate::core::outbound::{ical_uid, BookingTrack, OutboundOp, WriteOutcome};
 use crate::core::sync::FailureClass;
 use crate::providers::{CalendarApi, OutboundEvent, ProviderError};
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use uuid::Uuid;
+use std::time::Instant;
 
 /// One pending write, as decided.
 pub struct PendingWrite {
@@ -132,12 +131,7 @@ async fn write_all(
             result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind()),
             started.elapsed(),
         );
-        if session.refresh_token_rotated {
-            if let Err(e) = runtime.vault.save(&runtime.store, id, &session).await {
-                tracing::warn!(connection_id = %id, error = %e, "rotated refresh token not saved");
-            }
-            session.refresh_token_rotated = false;
-        }
+        keep_rotated_token(runtime, id, &mut session).await;
         let command = match result {
             Ok(outcome) => ConnectionCommand::RecordOutboundResult {
                 booking_id: write.booking_id.clone(),
@@ -168,22 +162,4 @@ async fn write_all(
         record(actor, command).await?;
     }
     Ok(())
-}
-
-async fn record(actor: &ActorRef<ConnectionMsg>, command: ConnectionCommand) -> Result<(), String> {
-    let sent = actor
-        .call(
-            |reply| ConnectionMsg::Internal {
-                command,
-                correlation_id: Uuid::new_v4(),
-                reply,
-            },
-            Some(Duration::from_secs(60)),
-        )
-        .await;
-    match sent {
-        Ok(CallResult::Success(Ok(_))) => Ok(()),
-        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
-        _ => Err("connection actor not answering".into()),
-    }
 }

@@ -7,6 +7,7 @@
 //! and appends it like any other input.
 
 use super::connection::ConnectionMsg;
+use super::task_support::{keep_rotated_token, record};
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
 use crate::core::sync::{FailureClass, FetchedPage, SyncPolicy};
@@ -17,11 +18,8 @@ use crate::providers::{
 use crate::store::credentials::CredentialVault;
 use crate::store::PgEventStore;
 use chrono::Utc;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use std::sync::Arc;
-use std::time::Duration;
-use uuid::Uuid;
 
 /// Feature gates the actors consult (backed by the settings stream in
 /// `serve`; fixed in some tests).
@@ -181,14 +179,7 @@ async fn sync_calendars(
             let result = client
                 .list_changes(&mut session, &plan.calendar, &position, window)
                 .await;
-            if session.refresh_token_rotated {
-                // Microsoft rotates refresh tokens: keep the newest before
-                // anything else can fail.
-                if let Err(e) = runtime.vault.save(&runtime.store, id, &session).await {
-                    tracing::warn!(connection_id = %id, error = %e, "rotated refresh token not saved");
-                }
-                session.refresh_token_rotated = false;
-            }
+            keep_rotated_token(runtime, id, &mut session).await;
             let page = result.map_err(|e| classify(&plan.calendar, e))?;
             let (completed_with, next) = match page.next {
                 PageNext::More(token) => (None, Some(SyncPosition::Page(token))),
@@ -236,23 +227,4 @@ fn classify(calendar: &CalendarId, error: ProviderError) -> Failure {
         },
     };
     (class, kind, message)
-}
-
-/// Sends a command to the actor and waits until it is committed.
-async fn record(actor: &ActorRef<ConnectionMsg>, command: ConnectionCommand) -> Result<(), String> {
-    let sent = actor
-        .call(
-            |reply| ConnectionMsg::Internal {
-                command,
-                correlation_id: Uuid::new_v4(),
-                reply,
-            },
-            Some(Duration::from_secs(60)),
-        )
-        .await;
-    match sent {
-        Ok(CallResult::Success(Ok(_))) => Ok(()),
-        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
-        _ => Err("connection actor not answering".into()),
-    }
 }
