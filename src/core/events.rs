@@ -193,16 +193,7 @@ impl ConnectionEvent {
 
     /// Splits the event into the `(event_type, payload)` pair the log stores.
     pub fn to_parts(&self) -> Result<(&'static str, serde_json::Value), EventDecodeError> {
-        let tagged = serde_json::to_value(self).map_err(EventDecodeError::Json)?;
-        match tagged {
-            serde_json::Value::Object(mut map) if map.len() == 1 => {
-                let payload = map
-                    .remove(self.event_type())
-                    .ok_or_else(|| EventDecodeError::Shape(self.event_type().to_string()))?;
-                Ok((self.event_type(), payload))
-            }
-            _ => Err(EventDecodeError::Shape(self.event_type().to_string())),
-        }
+        Ok((self.event_type(), untag(self, self.event_type())?))
     }
 
     /// Rebuilds an event from the log's `(event_type, schema_version, payload)`.
@@ -211,11 +202,32 @@ impl ConnectionEvent {
         schema_version: i32,
         payload: serde_json::Value,
     ) -> Result<Self, EventDecodeError> {
-        let payload = upcast(event_type, schema_version, payload)?;
-        let mut tagged = serde_json::Map::with_capacity(1);
-        tagged.insert(event_type.to_string(), payload);
-        serde_json::from_value(serde_json::Value::Object(tagged)).map_err(EventDecodeError::Json)
+        retag(event_type, upcast(event_type, schema_version, payload)?)
     }
+}
+
+/// The payload of an externally tagged enum value (`{"<type>": payload}`),
+/// the shape every event enum serialises to.
+pub fn untag<T: Serialize>(
+    value: &T,
+    event_type: &str,
+) -> Result<serde_json::Value, EventDecodeError> {
+    match serde_json::to_value(value).map_err(EventDecodeError::Json)? {
+        serde_json::Value::Object(mut map) if map.len() == 1 => map
+            .remove(event_type)
+            .ok_or_else(|| EventDecodeError::Shape(event_type.to_string())),
+        _ => Err(EventDecodeError::Shape(event_type.to_string())),
+    }
+}
+
+/// The inverse of [`untag`]: an enum value from its type name and payload.
+pub fn retag<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    payload: serde_json::Value,
+) -> Result<T, EventDecodeError> {
+    let mut tagged = serde_json::Map::with_capacity(1);
+    tagged.insert(event_type.to_string(), payload);
+    serde_json::from_value(serde_json::Value::Object(tagged)).map_err(EventDecodeError::Json)
 }
 
 /// Why a stored event could not be turned back into a [`ConnectionEvent`].

@@ -10,7 +10,7 @@
 //! events to append (none when the command changes nothing, so repeating a
 //! command is always safe) and [`SettingsState::evolve`] folds them.
 
-use super::events::EventDecodeError;
+use super::events::{retag, untag, EventDecodeError};
 use super::ids::{CalendarProvider, ConnectionId, InvalidId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -182,16 +182,7 @@ impl SettingsEvent {
 
     /// Splits the event into the `(event_type, payload)` pair the log stores.
     pub fn to_parts(&self) -> Result<(&'static str, serde_json::Value), EventDecodeError> {
-        let tagged = serde_json::to_value(self).map_err(EventDecodeError::Json)?;
-        match tagged {
-            serde_json::Value::Object(mut map) if map.len() == 1 => {
-                let payload = map
-                    .remove(self.event_type())
-                    .ok_or_else(|| EventDecodeError::Shape(self.event_type().to_string()))?;
-                Ok((self.event_type(), payload))
-            }
-            _ => Err(EventDecodeError::Shape(self.event_type().to_string())),
-        }
+        Ok((self.event_type(), untag(self, self.event_type())?))
     }
 
     /// Rebuilds an event from the log's `(event_type, schema_version, payload)`.
@@ -200,10 +191,7 @@ impl SettingsEvent {
         schema_version: i32,
         payload: serde_json::Value,
     ) -> Result<Self, EventDecodeError> {
-        let payload = upcast(event_type, schema_version, payload)?;
-        let mut tagged = serde_json::Map::with_capacity(1);
-        tagged.insert(event_type.to_string(), payload);
-        serde_json::from_value(serde_json::Value::Object(tagged)).map_err(EventDecodeError::Json)
+        retag(event_type, upcast(event_type, schema_version, payload)?)
     }
 
     /// Who made the change, why, and when it was decided.
