@@ -17,6 +17,7 @@
 //! - [`metrics`] — Prometheus metric names and recording helpers.
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod core;

@@ -1,0 +1,310 @@
+//! `bench ingest`: Google webhook notifications over HTTP on loopback —
+//! valid, distinct, spread over many connections — authenticated, deduped
+//! and durably committed by the connection actors, against `pgbench`
+//! inserting one event-shaped row per transaction at the same concurrency
+//! on the same server, alternating in the same run.
+
+use super::report::{percentile, Comparison, Figure, Machine, Report};
+use super::setup::{self, BenchDb, Served};
+use crate::actors::channel_task::secret_digest;
+use crate::core::decide::ConnectionCommand;
+use crate::core::dedupe::DedupeKey;
+use crate::core::events::ConnectionEvent;
+use crate::core::ids::{CalendarId, ConnectionId};
+use crate::store::EventMetadata;
+use anyhow::Context;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Connections the notifications are spread over.
+    pub connections: usize,
+    /// Concurrent HTTP clients, and pgbench's `-c`.
+    pub concurrency: usize,
+    /// Length of each measured run, calsync's and pgbench's alike.
+    pub seconds: u64,
+    /// Runs of each side (alternating calsync, pgbench).
+    pub runs: usize,
+}
+
+impl IngestOptions {
+    pub fn full() -> Self {
+        IngestOptions {
+            connections: 1000,
+            concurrency: 32,
+            seconds: 10,
+            runs: 3,
+        }
+    }
+
+    pub fn quick() -> Self {
+        IngestOptions {
+            connections: 100,
+            concurrency: 32,
+            seconds: 3,
+            runs: 1,
+        }
+    }
+}
+
+/// A channel the load generator can notify: what Google would send.
+#[derive(Clone)]
+struct Channel {
+    id: String,
+    token: String,
+    resource: String,
+}
+
+pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    // Enough pooled connections that the pool never limits the clients:
+    // each request holds one for the channel lookup, then one for the append.
+    let db = BenchDb::start(options.concurrency * 2 + 8).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let served = Served::start(&db, setup::actor_settings(), None, Some(listener)).await?;
+    let base = served
+        .base
+        .clone()
+        .context("the HTTP server has no address")?;
+    let channels = open_channels(&served, options.connections).await?;
+    create_baseline_table(&db).await?;
+    let script = pgbench_script()?;
+
+    let mut report = Report::new("ingest", Machine::detect(db.server_version().await));
+    report.config("connections", options.connections);
+    report.config("concurrency", options.concurrency);
+    report.config("seconds_per_run", options.seconds);
+    report.config("runs", options.runs);
+    report.config(
+        "durability",
+        "fsync on (PostgreSQL defaults), same server for both",
+    );
+    report.config(
+        "calsync",
+        "POST /webhooks/google (headers only) -> flag + header checks -> channel lookup + \
+         constant-time token check -> connection actor: dedupe window, append \
+         notification_accepted + read models in one transaction -> 200; sync off \
+         (no provider runtime) so only ingest is measured",
+    );
+    report.config(
+        "pgbench",
+        format!(
+            "pgbench -n -c {} -j 2 -T {} : one INSERT of an event-shaped row into bench_events \
+             (LIKE events INCLUDING ALL) per transaction",
+            options.concurrency, options.seconds
+        ),
+    );
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let counter = Arc::new(AtomicU64::new(1));
+    let (mut rates, mut p50s, mut p99s, mut errors) = (vec![], vec![], vec![], vec![]);
+    let (mut pg_rates, mut pg_latency) = (vec![], vec![]);
+    for _ in 0..options.runs {
+        let run = load(&client, &base, &channels, options, counter.clone()).await?;
+        rates.push(run.accepted as f64 / run.seconds);
+        p50s.push(percentile(&run.latencies_ms, 50.0));
+        p99s.push(percentile(&run.latencies_ms, 99.0));
+        errors.push(run.errors as f64);
+        let pg = db
+            .pgbench(&script, options.concurrency, options.seconds)
+            .await?;
+        pg_rates.push(pg.tps);
+        pg_latency.push(pg.latency_avg_ms);
+    }
+    let committed = count_notifications(&db).await?;
+    report.figure(Figure::new("calsync accepted/s", "req/s", rates));
+    report.figure(Figure::new("calsync latency p50", "ms", p50s));
+    report.figure(Figure::new("calsync latency p99", "ms", p99s));
+    report.figure(Figure::new(
+        "calsync non-2xx or failed requests",
+        "count",
+        errors,
+    ));
+    report.figure(Figure::new("pgbench single-row INSERT", "tps", pg_rates));
+    report.figure(Figure::new("pgbench latency average", "ms", pg_latency));
+    report.figure(Figure::single(
+        "notification_accepted events committed",
+        "events",
+        committed as f64,
+    ));
+    report.comparisons.push(Comparison::new(
+        "ingest accepted/s vs pgbench INSERT tps",
+        report.median_of("calsync accepted/s").unwrap_or(0.0),
+        "pgbench",
+        report.median_of("pgbench single-row INSERT").unwrap_or(0.0),
+        Some(1.0),
+    ));
+    report.notes.push(
+        "each accepted notification is its own transaction (one fsync'd commit per request, \
+         shared only by PostgreSQL's own WAL group flush); the load generator, calsync and \
+         PostgreSQL share the machine's CPUs, pgbench is a separate C process"
+            .into(),
+    );
+    served.stop();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Creates `n` connections through their actors and records one open push
+/// channel on each, exactly as the channel task would after `events.watch`
+/// (same command, same stored digest), so the token is known here.
+async fn open_channels(served: &Served, n: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
+    let made = setup::create_connections(&served.connections, "ingest", n).await?;
+    let channels: Vec<(ConnectionId, Channel)> = made
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| {
+            (
+                *id,
+                Channel {
+                    id: format!("bench-channel-{i}"),
+                    token: Uuid::new_v4().simple().to_string(),
+                    resource: format!("bench-resource-{i}"),
+                },
+            )
+        })
+        .collect();
+    let connections = &served.connections;
+    setup::for_each_concurrent(channels.clone(), 32, |(id, ch)| async move {
+        let command = ConnectionCommand::RecordChannelOpened {
+            calendar: CalendarId::parse("primary")?,
+            channel_id: ch.id.clone(),
+            resource_id: ch.resource.clone(),
+            secret_sha256: secret_digest(&ch.token),
+            expires_at: chrono::Utc::now() + chrono::Duration::days(7),
+        };
+        connections
+            .command(id, command, Uuid::new_v4())
+            .await
+            .with_context(|| format!("opening channel {}", ch.id))?;
+        Ok(())
+    })
+    .await?;
+    Ok(Arc::new(channels.into_iter().map(|(_, c)| c).collect()))
+}
+
+struct LoadRun {
+    accepted: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+}
+
+/// `concurrency` workers, each sending its next notification as soon as
+/// the previous one is answered, for `seconds`. Message numbers come from
+/// one counter, so every notification is distinct.
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    channels: &Arc<Vec<Channel>>,
+    options: &IngestOptions,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<LoadRun> {
+    let url = format!("{base}/webhooks/google");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(options.seconds);
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency {
+        let (client, url, channels, counter) = (
+            client.clone(),
+            url.clone(),
+            channels.clone(),
+            counter.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let (mut accepted, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let ch = &channels[(n as usize) % channels.len()];
+                let sent = Instant::now();
+                let result = client
+                    .post(&url)
+                    .header("X-Goog-Channel-ID", &ch.id)
+                    .header("X-Goog-Channel-Token", &ch.token)
+                    .header("X-Goog-Resource-ID", &ch.resource)
+                    .header("X-Goog-Resource-State", "exists")
+                    .header("X-Goog-Message-Number", n.to_string())
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status().is_success() => {
+                        // Drain the body so the connection is reused.
+                        let _ = r.bytes().await;
+                        accepted += 1;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (accepted, errors, latencies)
+        }));
+    }
+    let mut run = LoadRun {
+        accepted: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies_ms: Vec::new(),
+    };
+    for w in workers {
+        let (a, e, l) = w.await?;
+        run.accepted += a;
+        run.errors += e;
+        run.latencies_ms.extend(l);
+    }
+    run.seconds = start.elapsed().as_secs_f64();
+    Ok(run)
+}
+
+async fn create_baseline_table(db: &BenchDb) -> anyhow::Result<()> {
+    db.client()
+        .await?
+        .batch_execute("CREATE TABLE bench_events (LIKE events INCLUDING ALL)")
+        .await?;
+    Ok(())
+}
+
+/// One INSERT of a row shaped like calsync's: a real
+/// `notification_accepted` payload and the metadata an actor writes.
+fn pgbench_script() -> anyhow::Result<String> {
+    let event = ConnectionEvent::NotificationAccepted {
+        key: DedupeKey::google("bench-channel-123", 123_456)
+            .as_str()
+            .to_string(),
+        channel_id: "bench-channel-123".into(),
+        received_at: chrono::Utc::now(),
+    };
+    let (event_type, payload) = event.to_parts()?;
+    let metadata = serde_json::to_string(&EventMetadata {
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: Some(Uuid::new_v4()),
+        node: Some("bench-node:12345".into()),
+        incarnation: Some(1),
+        ..Default::default()
+    })?;
+    let quote = |s: &str| s.replace('\'', "''");
+    Ok(format!(
+        "\\set s random(1, 1000000000)\n\\set v random(1, 1000000000)\n\
+         INSERT INTO bench_events (stream, version, event_type, schema_version, payload, metadata) \
+         VALUES ('connection-' || :s, :v, '{event_type}', 1, '{}', '{}');\n",
+        quote(&payload.to_string()),
+        quote(&metadata)
+    ))
+}
+
+async fn count_notifications(db: &BenchDb) -> anyhow::Result<i64> {
+    Ok(db
+        .client()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'notification_accepted'",
+            &[],
+        )
+        .await?
+        .get(0))
+}

@@ -1,0 +1,18 @@
+//! Benchmarks (`calsync bench <name>`), each measured side by side with
+//! raw PostgreSQL or against an absolute target from DESIGN.md, on a
+//! private PostgreSQL with full durability started for the run.
+//!
+//! - [`ingest`]: webhooks over HTTP vs pgbench single-row INSERTs;
+//! - [`actors`]: memory per idle actor, activation and passivation;
+//! - [`recovery`]: kill → next input handled, with and without snapshots;
+//! - [`latency`]: simulator change → busy interval visible;
+//! - [`replay`]: projection rebuild vs a bare `COPY` read of the log.
+//!
+//! Benchmarks are not timed tests: `tests/bench_smoke.rs` runs each at a
+//! tiny size and checks only that figures come out.
+
+pub mod ingest;
+pub mod report;
+pub mod setup;
+
+pub use report::Report;
