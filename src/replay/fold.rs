@@ -113,7 +113,7 @@ impl Folder {
         fold.state = std::mem::take(&mut fold.state).fold(&self.pending);
         let changes = connection_changes(fold.id, &fold.state, &self.pending);
         self.pending.clear();
-        self.model.apply(&changes)
+        self.model.apply(changes)
     }
 
     fn stream_index(&mut self, stream: &str) -> Option<usize> {

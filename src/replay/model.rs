@@ -60,19 +60,21 @@ impl Model {
     /// Variants added to `RowChange` by new projections land in the last
     /// arm until replay learns them: refusing beats a silently wrong rebuild.
     #[allow(unreachable_patterns)]
-    pub fn apply(&mut self, changes: &[RowChange]) -> Result<(), ReplayError> {
+    ///
+    /// Changes are taken by value: rows move into the maps, never copied.
+    pub fn apply(&mut self, changes: Vec<RowChange>) -> Result<(), ReplayError> {
         for change in changes {
             match change {
                 RowChange::UpsertConnection(row) => {
                     self.touch_connection(row.connection_id);
-                    self.connections.insert(row.connection_id, row.clone());
+                    self.connections.insert(row.connection_id, row);
                 }
                 RowChange::ReplaceCalendars {
                     connection_id,
                     rows,
                 } => {
-                    self.touch_connection(*connection_id);
-                    self.calendars.insert(*connection_id, rows.clone());
+                    self.touch_connection(connection_id);
+                    self.calendars.insert(connection_id, rows);
                 }
                 RowChange::UpsertBusy(row) => self.upsert_busy(row),
                 RowChange::DeleteBusy {
@@ -81,17 +83,13 @@ impl Model {
                     provider,
                     external_event_id,
                 } => {
-                    let key = (
-                        platform_provider_id.clone(),
-                        provider.clone(),
-                        external_event_id.clone(),
-                    );
+                    let key = (platform_provider_id, provider, external_event_id);
                     // Only the owner's row: another connection may have
                     // taken the key over (the SQL checks connection_id).
                     if self
                         .busy
                         .get(&key)
-                        .is_some_and(|r| r.connection_id == *connection_id)
+                        .is_some_and(|r| r.connection_id == connection_id)
                     {
                         self.remove_busy(&key);
                     }
@@ -100,40 +98,37 @@ impl Model {
                     connection_id,
                     calendar_id,
                     below_generation,
-                } => self.remove_busy_where(*connection_id, |r| {
-                    r.calendar_id == *calendar_id && r.generation < *below_generation
+                } => self.remove_busy_where(connection_id, |r| {
+                    r.calendar_id == calendar_id && r.generation < below_generation
                 }),
                 RowChange::KeepOnlyCalendars {
                     connection_id,
                     calendars,
-                } => {
-                    self.remove_busy_where(*connection_id, |r| !calendars.contains(&r.calendar_id))
-                }
+                } => self.remove_busy_where(connection_id, |r| !calendars.contains(&r.calendar_id)),
                 RowChange::UpsertChannel(row) => {
                     self.touch_channel(&row.channel_id);
-                    self.channels
-                        .insert(row.channel_id.clone(), (row.clone(), None));
+                    self.channels.insert(row.channel_id.clone(), (row, None));
                 }
                 // Both are UPDATEs: a channel the table lacks stays absent.
                 RowChange::RenewChannel {
                     channel_id,
                     expires_at,
                 } => {
-                    self.touch_channel(channel_id);
-                    if let Some((row, _)) = self.channels.get_mut(channel_id) {
-                        row.expires_at = *expires_at;
+                    self.touch_channel(&channel_id);
+                    if let Some((row, _)) = self.channels.get_mut(&channel_id) {
+                        row.expires_at = expires_at;
                     }
                 }
                 RowChange::CloseChannel {
                     channel_id,
                     closed_at,
                 } => {
-                    self.touch_channel(channel_id);
-                    if let Some((_, closed)) = self.channels.get_mut(channel_id) {
-                        *closed = Some(*closed_at);
+                    self.touch_channel(&channel_id);
+                    if let Some((_, closed)) = self.channels.get_mut(&channel_id) {
+                        *closed = Some(closed_at);
                     }
                 }
-                other => return Err(ReplayError::Unsupported(variant_name(other))),
+                other => return Err(ReplayError::Unsupported(variant_name(&other))),
             }
         }
         Ok(())
@@ -159,24 +154,35 @@ impl Model {
         }
     }
 
-    fn upsert_busy(&mut self, row: &BusyRow) {
+    fn upsert_busy(&mut self, row: BusyRow) {
         let key = (
             row.platform_provider_id.clone(),
             row.provider.clone(),
             row.external_event_id.clone(),
         );
         self.touch_busy(&key);
-        if let Some(old) = self.busy.insert(key.clone(), row.clone()) {
-            if old.connection_id != row.connection_id {
-                if let Some(keys) = self.busy_by_connection.get_mut(&old.connection_id) {
-                    keys.remove(&key);
+        let owner = row.connection_id;
+        match self.busy.get_mut(&key) {
+            Some(slot) => {
+                let previous = std::mem::replace(slot, row).connection_id;
+                if previous != owner {
+                    if let Some(keys) = self.busy_by_connection.get_mut(&previous) {
+                        keys.remove(&key);
+                    }
+                    self.busy_by_connection
+                        .entry(owner)
+                        .or_default()
+                        .insert(key);
                 }
             }
+            None => {
+                self.busy_by_connection
+                    .entry(owner)
+                    .or_default()
+                    .insert(key.clone());
+                self.busy.insert(key, row);
+            }
         }
-        self.busy_by_connection
-            .entry(row.connection_id)
-            .or_default()
-            .insert(key);
     }
 
     fn remove_busy(&mut self, key: &BusyKey) {
@@ -236,9 +242,9 @@ mod tests {
     fn a_key_taken_over_by_another_connection_is_not_deleted_by_the_first() {
         let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
         let mut m = Model::default();
-        m.apply(&[busy(a, "e1", "c", 1), busy(b, "e1", "c", 1)])
+        m.apply(vec![busy(a, "e1", "c", 1), busy(b, "e1", "c", 1)])
             .unwrap();
-        m.apply(&[RowChange::DeleteBusy {
+        m.apply(vec![RowChange::DeleteBusy {
             connection_id: a,
             platform_provider_id: "pp".into(),
             provider: "google".into(),
@@ -246,14 +252,14 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(m.busy_rows(), 1);
-        m.apply(&[RowChange::SweepBusy {
+        m.apply(vec![RowChange::SweepBusy {
             connection_id: a,
             calendar_id: "c".into(),
             below_generation: 5,
         }])
         .unwrap();
         assert_eq!(m.busy_rows(), 1, "a's sweep must not touch b's row");
-        m.apply(&[RowChange::KeepOnlyCalendars {
+        m.apply(vec![RowChange::KeepOnlyCalendars {
             connection_id: b,
             calendars: vec![],
         }])
@@ -266,13 +272,13 @@ mod tests {
         let a = ConnectionId::new_random();
         let mut m = Model::default();
         m.track_changes();
-        m.apply(&[
+        m.apply(vec![
             busy(a, "e1", "c", 1),
             busy(a, "e2", "c", 2),
             busy(a, "e3", "d", 1),
         ])
         .unwrap();
-        m.apply(&[RowChange::SweepBusy {
+        m.apply(vec![RowChange::SweepBusy {
             connection_id: a,
             calendar_id: "c".into(),
             below_generation: 2,
@@ -298,7 +304,7 @@ mod tests {
             expires_at: at,
         };
         let mut m = Model::default();
-        m.apply(&[
+        m.apply(vec![
             RowChange::UpsertChannel(row.clone()),
             RowChange::RenewChannel {
                 channel_id: "ch1".into(),
@@ -319,7 +325,7 @@ mod tests {
         assert_eq!(stored.expires_at, at + chrono::Duration::days(1));
         assert_eq!(*closed, Some(at));
         // A new upsert reopens it, as the SQL's `closed_at = NULL` does.
-        m.apply(&[RowChange::UpsertChannel(row)]).unwrap();
+        m.apply(vec![RowChange::UpsertChannel(row)]).unwrap();
         assert_eq!(m.channels["ch1"].1, None);
     }
 }
