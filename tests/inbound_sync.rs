@@ -355,3 +355,62 @@ async fn passivated_connections_are_still_polled_when_their_poll_is_due() {
         "the poll never came"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendars_shared_as_free_busy_only_sync_through_the_free_busy_query() {
+    use calsync::core::decide::ConnectionCommand;
+    let w = World::new().await;
+    let id = w.google_connection("fb@example.com").await;
+    w.connections
+        .command(
+            id,
+            ConnectionCommand::SetFreeBusyOnly {
+                calendars: vec![calsync::core::ids::CalendarId::parse("primary").unwrap()],
+            },
+            uuid::Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    let google = w.sim.google();
+    google
+        .upsert_event("fb@example.com", "primary", google_event("fbevt001", 9))
+        .unwrap();
+    google
+        .upsert_event("fb@example.com", "primary", google_event("fbevt002", 13))
+        .unwrap();
+    let lists_before = w.provider_calls("events.list");
+    w.notify(id, "fb:1").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.busy(id).await.len() == 2
+        })
+        .await,
+        "{:?}",
+        w.busy(id).await
+    );
+    assert!(w
+        .busy(id)
+        .await
+        .iter()
+        .all(|(ext, _, _)| ext.starts_with("freebusy:")));
+    assert!(w.provider_calls("freeBusy") >= 1);
+    // A deleted event disappears on the next read (each read sweeps the last).
+    google
+        .delete_event("fb@example.com", "primary", "fbevt001")
+        .unwrap();
+    w.notify(id, "fb:2").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.busy(id).await.len() == 1
+        })
+        .await
+    );
+    let (_, start, _) = w.busy(id).await[0].clone();
+    assert_eq!(start.to_rfc3339(), hour(13).0);
+    // Free/busy calendars are never listed event by event.
+    let lists_after = w.provider_calls("events.list");
+    assert!(
+        lists_after <= lists_before + 1,
+        "events.list used for a free/busy-only calendar"
+    );
+}

@@ -439,6 +439,7 @@ impl ConnectionActor {
             .map(|(calendar, sync)| CalendarPlan {
                 calendar: calendar.clone(),
                 cursor: sync.cursor.clone(),
+                free_busy_only: sync.free_busy_only,
             })
             .collect();
         let sync = sync_task::run(

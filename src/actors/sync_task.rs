@@ -106,6 +106,8 @@ impl SyncRuntime {
 pub struct CalendarPlan {
     pub calendar: CalendarId,
     pub cursor: Option<String>,
+    /// Shared as free/busy only: read through the free/busy query.
+    pub free_busy_only: bool,
 }
 
 /// Runs one sync of `calendars` and reports back to the actor. Returns when
@@ -170,6 +172,32 @@ async fn sync_calendars(
     let client = runtime.client(provider);
     let window = SyncWindow::around(Utc::now());
     for plan in calendars {
+        if plan.free_busy_only {
+            let result = client
+                .free_busy(&mut session, std::slice::from_ref(&plan.calendar), window)
+                .await;
+            keep_rotated_token(runtime, id, &mut session).await;
+            let busy = result
+                .map_err(|e| classify(&plan.calendar, e))?
+                .into_iter()
+                .filter(|(calendar, _)| *calendar == plan.calendar)
+                .flat_map(|(_, intervals)| intervals)
+                .collect();
+            let command = ConnectionCommand::RecordFreeBusy {
+                calendar: plan.calendar.clone(),
+                busy,
+            };
+            record(actor, command).await.map_err(|e| {
+                (
+                    FailureClass::Transient {
+                        retry_after_ms: None,
+                    },
+                    "record".to_string(),
+                    e,
+                )
+            })?;
+            continue;
+        }
         let full_round = plan.cursor.is_none();
         let mut position = match plan.cursor {
             Some(c) => SyncPosition::Cursor(SyncCursor(c)),

@@ -104,6 +104,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &GlobalArgs) -> anyhow::Result
             account,
             calendars,
             destination_calendar: destination,
+            free_busy_calendars: Vec::new(),
         }
         .into_command()
         .map_err(|e| anyhow::anyhow!(e.message))?,

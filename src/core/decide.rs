@@ -108,6 +108,15 @@ pub enum ConnectionCommand {
         message: String,
         unit_random: f64,
     },
+    /// Mark which selected calendars are shared as free/busy only.
+    SetFreeBusyOnly {
+        calendars: Vec<CalendarId>,
+    },
+    /// The busy intervals of a free/busy-only calendar, as just read.
+    RecordFreeBusy {
+        calendar: CalendarId,
+        busy: Vec<super::interval::Interval>,
+    },
     /// Record intents for every booking whose external event lags, and run
     /// the pending ones (after a restart, backoff or re-authorisation).
     RequestOutbound,
@@ -542,6 +551,33 @@ fn decide_inner(
             })
         }
         (_, C::RequestOutbound) => Ok(outbound_intents(state, now)),
+        (_, C::SetFreeBusyOnly { calendars }) => {
+            if let Some(unknown) = calendars.iter().find(|c| !state.calendars.contains_key(*c)) {
+                return Err(Rejection::Invalid(format!(
+                    "calendar {unknown} is not selected on this connection"
+                )));
+            }
+            let current: Vec<&CalendarId> = state
+                .calendars
+                .iter()
+                .filter(|(_, c)| c.free_busy_only)
+                .map(|(id, _)| id)
+                .collect();
+            let mut wanted: Vec<&CalendarId> = calendars.iter().collect();
+            wanted.sort();
+            wanted.dedup();
+            if current == wanted {
+                return Ok(Decision::none());
+            }
+            Ok(Decision::one(ConnectionEvent::FreeBusyOnlySelected {
+                calendars: wanted.into_iter().cloned().collect(),
+            })
+            .with_effect(Effect::Sync))
+        }
+        (_, C::RecordFreeBusy { calendar, busy }) => Ok(Decision {
+            events: super::sync::free_busy_events(state, calendar, busy, now),
+            ..Decision::none()
+        }),
         (_, C::ChannelLifecycle { channel_id, event }) => match event {
             LifecycleEvent::Missed => Ok(Decision::none().with_effect(Effect::Sync)),
             LifecycleEvent::ReauthorizationRequired => Ok(Decision::none().with_effect(

@@ -130,6 +130,11 @@ pub enum ConnectionEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// These selected calendars are shared as free/busy only (no event
+    /// details): they are synced through the provider's free/busy query.
+    FreeBusyOnlySelected {
+        calendars: Vec<CalendarId>,
+    },
     /// The platform sent a booking version newer than any seen before.
     BookingReceived {
         booking: Booking,
@@ -179,6 +184,7 @@ impl ConnectionEvent {
             ConnectionEvent::ChannelOpened { .. } => "channel_opened",
             ConnectionEvent::ChannelRenewed { .. } => "channel_renewed",
             ConnectionEvent::ChannelClosed { .. } => "channel_closed",
+            ConnectionEvent::FreeBusyOnlySelected { .. } => "free_busy_only_selected",
             ConnectionEvent::BookingReceived { .. } => "booking_received",
             ConnectionEvent::OutboundIntentRecorded { .. } => "outbound_intent_recorded",
             ConnectionEvent::OutboundWriteSucceeded { .. } => "outbound_write_succeeded",

@@ -115,6 +115,9 @@ pub struct ChannelState {
 pub struct CalendarSync {
     /// Google sync token / Graph delta link; `None`: next round is a full sync.
     pub cursor: Option<String>,
+    /// Shared as free/busy only: synced through the free/busy query.
+    #[serde(default)]
+    pub free_busy_only: bool,
     /// Generation of the current (or last) full sync, for mark and sweep.
     pub generation: u64,
     pub full_sync_in_progress: bool,
@@ -276,6 +279,11 @@ impl ConnectionState {
             }
             ConnectionEvent::ChannelClosed { channel_id, .. } => {
                 self.channels.remove(channel_id);
+            }
+            ConnectionEvent::FreeBusyOnlySelected { calendars } => {
+                for (id, cal) in self.calendars.iter_mut() {
+                    cal.free_busy_only = calendars.contains(id);
+                }
             }
             ConnectionEvent::BookingReceived { booking } => {
                 let key = booking.booking_id.to_string();

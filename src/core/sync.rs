@@ -127,6 +127,49 @@ pub fn page_events(
     events
 }
 
+/// Events for one free/busy read of a calendar shared as free/busy only.
+///
+/// Free/busy answers carry no event ids, so every read is a full round: a
+/// new generation, one row per busy interval (its id derived from its
+/// times), and a sweep of whatever the previous read had that this one has
+/// not.
+pub fn free_busy_events(
+    state: &ConnectionState,
+    calendar: &CalendarId,
+    busy: &[super::interval::Interval],
+    now: DateTime<Utc>,
+) -> Vec<ConnectionEvent> {
+    let Some(cal) = state.calendars.get(calendar) else {
+        return Vec::new();
+    };
+    let generation = cal.generation + 1;
+    let mut events = vec![ConnectionEvent::FullSyncStarted {
+        calendar: calendar.clone(),
+        generation,
+        reason: "free/busy read".into(),
+    }];
+    events.extend(
+        busy.iter()
+            .map(|interval| ConnectionEvent::ExternalEventSeen {
+                calendar: calendar.clone(),
+                event_id: format!(
+                    "freebusy:{calendar}:{}:{}",
+                    interval.start().timestamp(),
+                    interval.end().timestamp()
+                ),
+                blocks: Some(*interval),
+                ours: None,
+            }),
+    );
+    events.push(ConnectionEvent::SyncRoundCompleted {
+        calendar: calendar.clone(),
+        cursor: "free-busy".into(),
+        swept_generation: Some(generation),
+        at: now,
+    });
+    events
+}
+
 /// Events for a failed attempt. `unit_random` in `[0, 1)` jitters the backoff.
 pub fn failure_events(
     state: &ConnectionState,
@@ -463,6 +506,33 @@ mod tests {
             seen.insert(p.num_seconds());
         }
         assert!(seen.len() > 50, "intervals are not spread");
+    }
+
+    #[test]
+    fn each_free_busy_read_replaces_the_previous_one() {
+        let s = created();
+        let t = |h: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap();
+        let a = crate::core::interval::Interval::new(t(9), t(10)).unwrap();
+        let b = crate::core::interval::Interval::new(t(14), t(15)).unwrap();
+        let first = free_busy_events(&s, &cal(), &[a, b], now());
+        assert_eq!(
+            types(&first),
+            [
+                "full_sync_started",
+                "external_event_seen",
+                "external_event_seen",
+                "sync_round_completed"
+            ]
+        );
+        let s = s.fold(&first);
+        let second = free_busy_events(&s, &cal(), &[b], now());
+        assert!(matches!(
+            second.last(),
+            Some(ConnectionEvent::SyncRoundCompleted {
+                swept_generation: Some(2),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct CreateConnection {
     #[serde(default)]
     pub calendars: Vec<String>,
     pub destination_calendar: Option<String>,
+    /// Selected calendars shared as free/busy only (synced through the
+    /// provider's free/busy query instead of event by event).
+    #[serde(default)]
+    pub free_busy_calendars: Vec<String>,
 }
 
 impl CreateConnection {
@@ -113,11 +117,29 @@ async fn create(
     body: Result<Json<CreateConnection>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let free_busy = body
+        .free_busy_calendars
+        .iter()
+        .map(|c| CalendarId::parse(c.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (id, command) = body.into_command()?;
-    let ack = state
+    let mut ack = state
         .connections
         .command(id, command, Uuid::new_v4())
         .await?;
+    if !free_busy.is_empty() {
+        ack = state
+            .connections
+            .command(
+                id,
+                ConnectionCommand::SetFreeBusyOnly {
+                    calendars: free_busy,
+                },
+                Uuid::new_v4(),
+            )
+            .await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({ "connection_id": id, "version": ack.version })),
