@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub webhooks_accepted: u64,
     pub webhooks_duplicate: u64,
     pub webhooks_rejected: u64,
+    /// Refused webhooks by reason (`unavailable`, `busy`, …).
+    pub rejected_by_reason: BTreeMap<String, u64>,
     pub syncs_started: u64,
     pub syncs_succeeded: u64,
     pub syncs_failed: u64,
@@ -99,6 +101,16 @@ pub async fn collect(world: &World, demoed: &[Demoed]) -> anyhow::Result<Snapsho
     snap.webhooks_accepted = sum(&metrics, webhooks, &[("outcome", "accepted")]);
     snap.webhooks_duplicate = sum(&metrics, webhooks, &[("outcome", "duplicate")]);
     snap.webhooks_rejected = sum(&metrics, webhooks, &[("outcome", "rejected")]);
+    for reason in REJECTION_REASONS {
+        let n = sum(
+            &metrics,
+            webhooks,
+            &[("outcome", "rejected"), ("reason", reason)],
+        );
+        if n > 0 {
+            snap.rejected_by_reason.insert(reason.to_string(), n);
+        }
+    }
     snap.syncs_started = sum(&metrics, crate::metrics::SYNCS_STARTED, &[]);
     snap.syncs_succeeded = sum(&metrics, crate::metrics::SYNCS_SUCCEEDED, &[]);
     snap.syncs_failed = sum(&metrics, crate::metrics::SYNCS_FAILED, &[]);
@@ -107,6 +119,23 @@ pub async fn collect(world: &World, demoed: &[Demoed]) -> anyhow::Result<Snapsho
     snap.quarantined = actors.quarantined;
     Ok(snap)
 }
+
+/// The rejection reasons `metrics::webhook_received` records.
+const REJECTION_REASONS: &[&str] = &[
+    "too_large",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "unknown_channel",
+    "unknown_connection",
+    "disabled",
+    "not_allowlisted",
+    "busy",
+    "unavailable",
+    "quarantined",
+    "rejected",
+    "other",
+];
 
 /// Sums the samples of counter `name` whose labels include every pair in
 /// `labels`, from Prometheus text exposition.

@@ -8,6 +8,7 @@ use super::stats::Snapshot;
 use super::traffic::TrafficReport;
 use super::world::World;
 use crate::core::ids::CalendarProvider;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub struct Report<'a> {
@@ -123,10 +124,11 @@ pub fn print(r: &Report<'_>) {
         "notifications",
         format!(
             "{} accepted (each committed to the log as notification_accepted before its 2xx); \
-             webhooks: {} answered 2xx (channel handshakes included), {} refused",
+             webhooks: {} answered 2xx (channel handshakes included), {} refused{}",
             s.event("notification_accepted"),
             s.webhooks_accepted + s.webhooks_duplicate,
             s.webhooks_rejected,
+            refusals(r.world, s),
         ),
     );
     let copies = r
@@ -195,6 +197,33 @@ pub fn print(r: &Report<'_>) {
         format!("{total_events} events on the demo's connection streams"),
     );
     print_urls(r.world, r.demoed.first(), r.running);
+}
+
+/// ` (unknown_channel 3; deliveries refused, by kind: sync 3)`: why
+/// calsync refused, and what the simulators' delivery log says those
+/// deliveries were (a Google channel's first `sync` message can arrive
+/// before the channel is recorded; it carries no change).
+fn refusals(world: &World, s: &Snapshot) -> String {
+    if s.rejected_by_reason.is_empty() {
+        return String::new();
+    }
+    let reasons: Vec<String> = s
+        .rejected_by_reason
+        .iter()
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for d in world.sim.deliveries() {
+        if d.status.is_some_and(|code| code >= 400) {
+            *kinds.entry(d.kind).or_default() += 1;
+        }
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        " ({}; deliveries refused, by kind: {})",
+        reasons.join(", "),
+        kinds.join(", ")
+    )
 }
 
 /// Where to look. With `running`, the server is up until Ctrl-C.
