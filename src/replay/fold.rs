@@ -6,6 +6,14 @@
 //! per append. One append is one transaction, so its events share a
 //! transaction id and are adjacent in the global order `(txid, position)`:
 //! replay regroups them by `(stream, txid)` and makes the very same call.
+//!
+//! Across streams, appends are applied in `(txid, position)` order. The
+//! live tables see them in commit order, which differs only for concurrent
+//! transactions; that matters only where two streams write the same row —
+//! a busy row keyed by (platform provider, provider, external event id)
+//! written by two connections of one platform provider in overlapping
+//! transactions. The log does not record commit order, so such a row may
+//! be reported as different (and a swap settles it on the log's order).
 
 use super::model::Model;
 use super::ReplayError;
