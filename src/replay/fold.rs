@@ -125,6 +125,12 @@ impl Folder {
     }
 
     fn stream_index(&mut self, stream: &str) -> Option<usize> {
+        // Most events continue the append being gathered: skip the hash.
+        if let Some((idx, _)) = self.open {
+            if self.streams[idx].stream.as_str() == stream {
+                return Some(idx);
+            }
+        }
         if let Some(idx) = self.index.get(stream) {
             return *idx;
         }
