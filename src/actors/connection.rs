@@ -64,6 +64,8 @@ pub enum ConnectionMsg {
     },
     /// The sync task finished (successfully or not).
     SyncFinished,
+    /// A follow-up sync held back by the minimum interval is due.
+    SyncDue,
     /// The channel task finished.
     ChannelsFinished,
     /// The outbound task finished.
@@ -105,6 +107,10 @@ pub struct ConnectionActorState {
     /// was asked for while it ran.
     sync_running: bool,
     sync_pending: bool,
+    /// When the last sync started (runtime only), for the minimum interval.
+    last_sync_started: Option<std::time::Instant>,
+    /// A delayed follow-up sync is already scheduled.
+    sync_delayed: bool,
     /// When the oldest notification not yet followed by a sync arrived
     /// (the webhook → busy latency metric).
     notified_at: Option<std::time::Instant>,
@@ -144,6 +150,8 @@ impl Actor for ConnectionActor {
             mailbox: args.mailbox,
             sync_running: false,
             sync_pending: false,
+            last_sync_started: None,
+            sync_delayed: false,
             notified_at: None,
             channels_running: false,
             channels_pending: false,
@@ -222,6 +230,11 @@ impl ConnectionActor {
                 if std::mem::take(&mut st.sync_pending) {
                     self.request_sync(&myself, st);
                 }
+                self.reschedule(&myself, st);
+            }
+            ConnectionMsg::SyncDue => {
+                st.sync_delayed = false;
+                self.request_sync(&myself, st);
                 self.reschedule(&myself, st);
             }
             ConnectionMsg::ChannelsFinished => {
@@ -428,10 +441,21 @@ impl ConnectionActor {
             st.sync_pending = true;
             return;
         }
+        if let Some(started) = st.last_sync_started {
+            let since = started.elapsed();
+            if since < runtime.min_sync_interval {
+                if !st.sync_delayed {
+                    st.sync_delayed = true;
+                    myself.send_after(runtime.min_sync_interval - since, || ConnectionMsg::SyncDue);
+                }
+                return;
+            }
+        }
         let Some(profile) = &st.state.profile else {
             return;
         };
         st.sync_running = true;
+        st.last_sync_started = Some(std::time::Instant::now());
         let plans = st
             .state
             .calendars

@@ -57,6 +57,10 @@ pub struct SyncRuntime {
     pub gates: Arc<dyn Gates>,
     /// Periodic poll interval (the backstop for dropped notifications).
     pub poll_every: chrono::Duration,
+    /// Least time between the starts of two syncs of one connection: a
+    /// flood of notifications costs a bounded number of provider calls
+    /// however fast each sync is.
+    pub min_sync_interval: std::time::Duration,
     /// Public base URL of this deployment's webhook endpoints (e.g.
     /// `https://hooks.example.com`); `None`: no push channels, polls only.
     pub webhook_base: Option<String>,
@@ -85,6 +89,7 @@ impl SyncRuntime {
             policy: SyncPolicy::default(),
             gates,
             poll_every: chrono::Duration::minutes(15),
+            min_sync_interval: std::time::Duration::from_millis(250),
             webhook_base: None,
             // Google's default and (observed) maximum is 7 days; Graph's
             // Outlook maximum is disputed (4,230 or 10,080 minutes), so ask
