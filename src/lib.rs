@@ -15,6 +15,7 @@
 //! - [`http`] — the HTTP surface of `calsync serve`.
 //! - [`cli`] — the `calsync` command line.
 //! - [`metrics`] — Prometheus metric names and recording helpers.
+//! - [`drills`] — failure drills against real processes and the validation report.
 
 pub mod actors;
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod database;
+pub mod drills;
 pub mod http;
 pub mod metrics;
 pub mod pg;

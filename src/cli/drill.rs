@@ -1,10 +1,25 @@
-//! `calsync drill …`: failure drills against a running `calsync serve`
-//! (which must run with `--enable-drills` and an admin token).
+//! `calsync drill …`: `kill` acts on a running `calsync serve` (which must
+//! run with `--enable-drills` and an admin token); `run` runs one
+//! self-contained failure drill (`src/drills/`, `ops/drills/`).
 
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum DrillCommand {
+    /// Run one drill in its own PostgreSQL, simulators and serve process;
+    /// exits non-zero on any breach.
+    Run {
+        /// One of: allowlist, inbound, outbound, idempotency, provider-outage,
+        /// database-outage, malformed-webhooks, replay-storm,
+        /// graceful-degradation, actor-kill.
+        name: String,
+        /// The short version (CI sizes).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the drill's report as JSON here.
+        #[arg(long, value_name = "PATH")]
+        json: Option<std::path::PathBuf>,
+    },
     /// Kill connection actors; the supervisor restarts them.
     Kill {
         /// Kill this connection's actor.
@@ -26,6 +41,20 @@ pub enum DrillCommand {
 
 pub async fn run(cmd: DrillCommand) -> anyhow::Result<()> {
     match cmd {
+        DrillCommand::Run { name, quick, json } => {
+            let report = crate::drills::run(&name, crate::drills::Sizes { quick }).await;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            if let Some(e) = &report.error {
+                anyhow::bail!("drill {name} stopped early: {e}");
+            }
+            if !report.passed() {
+                anyhow::bail!("drill {name} FAILED");
+            }
+            println!("drill {name} PASSED in {:.1} s", report.duration_seconds);
+            Ok(())
+        }
         DrillCommand::Kill {
             connection,
             random,

@@ -12,6 +12,7 @@ mod log;
 mod replay;
 mod serve;
 mod status;
+mod validate;
 
 use crate::config::{GlobalArgs, LogFormat};
 use clap::{Parser, Subcommand};
@@ -61,6 +62,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Rebuild projections from the log; verify them or swap them in.
     Replay(replay::ReplayArgs),
+    /// Run the failure drills and write the go/no-go report (Markdown, JSON).
+    Validate(validate::ValidateArgs),
     /// Benchmarks against raw PostgreSQL on a private cluster (BENCHMARKS.md).
     Bench(bench::BenchArgs),
 }
@@ -80,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Validate(args) => validate::run(args).await,
     }
 }
 

@@ -1,0 +1,599 @@
+//! One drill's world, as separate processes so kills and restarts are real:
+//!
+//! - a private PostgreSQL cluster (fsync on) owned by this drill process;
+//! - the provider simulators, in-process in the drill runner (a different
+//!   process from `serve`; they reach `serve` over loopback HTTP);
+//! - `calsync serve` as a child process (this very binary), pointed at the
+//!   cluster and the simulators, with drills enabled and a random admin token.
+//!
+//! The cluster is started and restarted on the calling thread, never on a
+//! blocking-pool thread: the postmaster gets a parent-death signal tied to the
+//! thread that spawned it, and blocking-pool threads exit when idle.
+
+use crate::pg::{Cluster, Durability, StopMode};
+use anyhow::{anyhow, bail, Context};
+use base64::Engine as _;
+use calsim::{SimConfig, SimHandle, Simulators};
+use rand::RngCore;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+pub struct Harness {
+    pub cluster: Cluster,
+    /// libpq connection string of the drill's database (serve's `DATABASE_URL`).
+    pub db_url: String,
+    pub sim: SimHandle,
+    pub admin_token: String,
+    credentials_key: String,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`: serve's address and its public URL.
+    pub base: String,
+    serve: Option<Child>,
+    /// How many times serve was started (1 + restarts).
+    pub serve_starts: u32,
+    pub serve_log: PathBuf,
+    pub http: reqwest::Client,
+    work_dir: PathBuf,
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Harness {
+    /// Starts the cluster, the simulators and serve; turns the flags on.
+    pub async fn start(name: &str) -> anyhow::Result<Harness> {
+        let cluster = Cluster::start_temporary(Durability::Full)
+            .map_err(|e| anyhow!("cannot start the drill's PostgreSQL: {e}"))?;
+        let db_url = cluster.connection_string("postgres");
+        let sim = Simulators::start(SimConfig::for_tests()).await?;
+        let port = free_port()?;
+        let work_dir =
+            std::env::temp_dir().join(format!("calsync-drill-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&work_dir)?;
+        let mut harness = Harness {
+            cluster,
+            db_url,
+            sim,
+            admin_token: hex::encode(random_bytes(16)),
+            credentials_key: base64::engine::general_purpose::STANDARD.encode(random_bytes(32)),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            serve: None,
+            serve_starts: 0,
+            serve_log: work_dir.join("serve.log"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build()?,
+            work_dir,
+        };
+        harness.start_serve().await?;
+        for flag in ["sync_enabled", "jobs_enabled", "webhooks_enabled"] {
+            harness.set_flag(flag, true).await?;
+        }
+        Ok(harness)
+    }
+
+    /// Spawns `calsync serve` and waits for `/readyz`.
+    pub async fn start_serve(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("cannot find the calsync binary")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.serve_log)?;
+        let child = Command::new(exe)
+            .arg("serve")
+            .current_dir(&self.work_dir)
+            .env_remove("CALSYNC_CONFIG")
+            .env("DATABASE_URL", &self.db_url)
+            .env("CALSYNC_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("CALSYNC_ADMIN_TOKEN", &self.admin_token)
+            .env("CALSYNC_DRILLS_ENABLED", "true")
+            .env("CALSYNC_PUBLIC_URL", &self.base)
+            .env("CALSYNC_CREDENTIALS_KEY", &self.credentials_key)
+            .env("CALSYNC_GOOGLE_API_URL", self.sim.google_base_url())
+            .env("CALSYNC_GOOGLE_TOKEN_URL", self.sim.google_token_url())
+            .env("CALSYNC_GRAPH_API_URL", self.sim.graph_base_url())
+            .env(
+                "CALSYNC_GRAPH_TOKEN_URL",
+                self.sim.graph_token_url("common"),
+            )
+            .env("CALSYNC_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot spawn calsync serve")?;
+        self.serve = Some(child);
+        self.serve_starts += 1;
+        if !self.wait_ready(Duration::from_secs(30)).await {
+            bail!(
+                "calsync serve did not become ready within 30 s (log: {})",
+                self.serve_log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// serve's process id, for SIGKILL and /proc sampling.
+    pub fn serve_pid(&self) -> Option<u32> {
+        self.serve.as_ref().and_then(Child::id)
+    }
+
+    /// SIGKILL: no shutdown hooks, nothing flushed — a hard crash.
+    pub async fn kill_serve(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.serve.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Graceful stop at the end of a drill.
+    pub async fn stop(mut self) {
+        if let Some(mut child) = self.serve.take() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+        self.sim.shutdown().await;
+        let _ = self.cluster.stop(StopMode::Fast);
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+
+    pub async fn status_of(&self, path: &str) -> Option<u16> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    pub async fn wait_ready(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.status_of("/readyz").await == Some(200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// An admin call: (status, JSON body or Null).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_token)
+            .header("x-calsync-actor", "calsync-drill");
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn set_flag(&self, flag: &str, enabled: bool) -> anyhow::Result<()> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/flags/{flag}"),
+                Some(json!({"enabled": enabled, "reason": "drill"})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("setting {flag}={enabled} answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// A Google account in the simulator, its connection in calsync (for
+    /// platform provider `pp`, calendar and destination `primary`) and its grant.
+    pub async fn google_connection(&self, email: &str, pp: &str) -> anyhow::Result<String> {
+        let account = self.sim.google().create_account(email);
+        self.connect(
+            "google",
+            email,
+            pp,
+            (
+                account.client_id,
+                account.client_secret,
+                account.refresh_token,
+            ),
+        )
+        .await
+    }
+
+    pub async fn graph_connection(&self, upn: &str, pp: &str) -> anyhow::Result<String> {
+        let account = self.sim.graph().create_account(upn);
+        self.connect(
+            "microsoft",
+            upn,
+            pp,
+            (
+                account.client_id,
+                account.client_secret,
+                account.refresh_token,
+            ),
+        )
+        .await
+    }
+
+    async fn connect(
+        &self,
+        provider: &str,
+        account: &str,
+        pp: &str,
+        (client_id, client_secret, refresh_token): (String, String, String),
+    ) -> anyhow::Result<String> {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/connections",
+                Some(json!({
+                    "platform_provider_id": pp,
+                    "provider": provider,
+                    "account": account,
+                    "calendars": ["primary"],
+                    "destination_calendar": "primary",
+                })),
+            )
+            .await?;
+        if status != 201 {
+            bail!("creating the connection for {account} answered {status}: {body}");
+        }
+        let id = body["connection_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no connection_id in {body}"))?
+            .to_string();
+        let (status, body) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/connections/{id}/credentials"),
+                Some(json!({
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                    "refresh_token": refresh_token,
+                })),
+            )
+            .await?;
+        if status != 200 {
+            bail!("storing the grant for {account} answered {status}: {body}");
+        }
+        // A connection created before its grant tried to open its push
+        // channel without credentials and would retry only at its next
+        // timer tick (minutes); a restarted actor plans its channels at once.
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/drill/kill",
+                Some(json!({"connection": id})),
+            )
+            .await?;
+        if status != 200 {
+            bail!("restarting the actor of {account} answered {status}: {body}");
+        }
+        Ok(id)
+    }
+
+    /// Waits until the connection has an open push channel and is active.
+    pub async fn wait_connected(&self, id: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let channels = self
+                .count(&format!(
+                    "SELECT count(*) FROM channels WHERE connection_id = '{id}' AND closed_at IS NULL"
+                ))
+                .await
+                .unwrap_or(0);
+            let (_, row) = self
+                .admin(
+                    reqwest::Method::GET,
+                    &format!("/admin/connections/{id}"),
+                    None,
+                )
+                .await?;
+            if channels >= 1 && row["status"] == "active" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("connection {id} not connected within {within:?}: {row}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A fresh connection per query: the database may have been restarted.
+    pub async fn db(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// `SELECT count(*) …` (the drills' SQL is fixed text with ids they made).
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(self.db().await?.query_one(sql, &[]).await?.get(0))
+    }
+
+    pub async fn events_of_type(&self, event_type: &str) -> anyhow::Result<i64> {
+        self.count(&format!(
+            "SELECT count(*) FROM events WHERE event_type = '{event_type}'"
+        ))
+        .await
+    }
+
+    pub async fn total_events(&self) -> anyhow::Result<i64> {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// `calsync replay --verify --json` as a child process on the same
+    /// database: (clean, differences, events read).
+    pub async fn replay_verify(&self) -> anyhow::Result<(bool, u64, u64)> {
+        let exe = std::env::current_exe()?;
+        let out = Command::new(exe)
+            .args(["replay", "--verify", "--json", "--no-bar"])
+            .current_dir(&self.work_dir)
+            .env_remove("CALSYNC_CONFIG")
+            .env("DATABASE_URL", &self.db_url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            anyhow!(
+                "replay --verify printed no JSON ({e}); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let differences = report["differences"].as_u64().unwrap_or(u64::MAX);
+        let events = report["events_read"].as_u64().unwrap_or(0);
+        Ok((
+            out.status.success() && differences == 0,
+            differences,
+            events,
+        ))
+    }
+
+    /// Sum of a Prometheus metric's samples (all label sets).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// serve's (CPU seconds, RSS kB) from /proc.
+    pub fn serve_load(&self) -> Option<(f64, u64)> {
+        let pid = self.serve_pid()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields overall.
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Some((ticks / hz, rss))
+    }
+
+    /// The live Google channel the simulator holds for `email`:
+    /// (channel id, token, resource id).
+    pub fn google_channel(&self, email: &str) -> Option<(String, String, String)> {
+        self.sim
+            .google()
+            .channels()
+            .into_iter()
+            .find(|c| c.account == email && !c.stopped)
+            .map(|c| (c.id, c.token.unwrap_or_default(), c.resource_id))
+    }
+
+    /// Sends one Google push notification as the simulator would.
+    pub async fn google_push(
+        &self,
+        channel: &(String, String, String),
+        number: u64,
+    ) -> anyhow::Result<u16> {
+        Ok(google_request(&self.http, &self.base, channel, number)
+            .send()
+            .await?
+            .status()
+            .as_u16())
+    }
+
+    /// A Google connection with its push channel open and its first sync
+    /// done: (connection id, channel).
+    pub async fn google_ready(
+        &self,
+        email: &str,
+        pp: &str,
+    ) -> anyhow::Result<(String, (String, String, String))> {
+        let id = self.google_connection(email, pp).await?;
+        self.wait_connected(&id, Duration::from_secs(20)).await?;
+        let channel = self
+            .google_channel(email)
+            .ok_or_else(|| anyhow!("the simulator holds no channel for {email}"))?;
+        // Let the start-up sync settle so only the drill's traffic is counted.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok((id, channel))
+    }
+
+    /// Calls the simulator answered for `endpoint` so far.
+    pub fn provider_calls(&self, endpoint: &str) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    }
+
+    /// Sends one Google notification per entry of `numbers`, `concurrency`
+    /// at a time; a 503 (load shed) is retried after a pause, as Google does.
+    pub async fn push_many(
+        &self,
+        channel: &(String, String, String),
+        numbers: Vec<u64>,
+        concurrency: usize,
+    ) -> PushOutcome {
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let mut calls = tokio::task::JoinSet::new();
+        for number in numbers {
+            let (http, base, channel, gate) = (
+                self.http.clone(),
+                self.base.clone(),
+                channel.clone(),
+                gate.clone(),
+            );
+            calls.spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let mut shed = 0;
+                for attempt in 0..40u64 {
+                    let answer = google_request(&http, &base, &channel, number).send().await;
+                    let (status, body) = match answer {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            (status, r.text().await.unwrap_or_default())
+                        }
+                        Err(_) => (0, String::new()),
+                    };
+                    if status != 503 {
+                        return (status, body.contains("\"duplicate\""), shed);
+                    }
+                    shed += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1).min(10))).await;
+                }
+                (503, false, shed)
+            });
+        }
+        let mut outcome = PushOutcome::default();
+        while let Some(joined) = calls.join_next().await {
+            let (status, duplicate, shed) = joined.unwrap_or((0, false, 0));
+            outcome.shed += shed;
+            if (200..300).contains(&status) {
+                outcome.ok += 1;
+                if duplicate {
+                    outcome.duplicates += 1;
+                }
+            } else {
+                outcome.failed.push(status);
+            }
+        }
+        outcome
+    }
+
+    /// PostgreSQL's version string.
+    pub async fn postgres_version(&self) -> Option<String> {
+        let client = self.db().await.ok()?;
+        let row = client.query_one("SHOW server_version", &[]).await.ok()?;
+        Some(row.get(0))
+    }
+}
+
+/// What a batch of notifications got back.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    /// Answered 2xx (eventually, after retries of 503s).
+    pub ok: usize,
+    /// …of which answered `duplicate`.
+    pub duplicates: usize,
+    /// 503 answers (load shed) that were retried.
+    pub shed: usize,
+    /// Final non-2xx statuses (0: no answer).
+    pub failed: Vec<u16>,
+}
+
+/// A Google push request (headers only, like the real thing).
+pub fn google_request(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &(String, String, String),
+    number: u64,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/webhooks/google"))
+        .header("X-Goog-Channel-ID", channel.0.as_str())
+        .header("X-Goog-Channel-Token", channel.1.as_str())
+        .header("X-Goog-Resource-ID", channel.2.as_str())
+        .header("X-Goog-Resource-State", "exists")
+        .header("X-Goog-Message-Number", number.to_string())
+}
+
+/// An event for tomorrow at `hour` UTC lasting an hour, and its window.
+pub fn tomorrow(hour: i64) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    let midnight = chrono::Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let start = midnight + chrono::TimeDelta::days(1) + chrono::TimeDelta::hours(hour);
+    (start, start + chrono::TimeDelta::hours(1))
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes; the
+/// elapsed time when it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
