@@ -67,6 +67,17 @@ fn demo_runs_the_whole_system_and_passes_its_consistency_check() {
     assert!(number_after(summary, "actor restarts") > 0, "{summary}");
     assert!(number_after(summary, "backoffs") > 0, "{summary}");
     assert!(summary.contains("consistency          PASS"), "{summary}");
+    // Bookings went out exactly once through kills, duplicates and an outage.
+    assert!(number_after(summary, "outbound bookings") > 0, "{summary}");
+    let outbound = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("outbound bookings"))
+        .unwrap_or("");
+    assert!(outbound.ends_with("PASS"), "{outbound}");
+    assert!(
+        outbound.contains("0 missing, 0 duplicated, 0 cancelled"),
+        "{outbound}"
+    );
     assert!(summary.contains("/healthz"), "{summary}");
 
     // Fresh each run, in the working directory: the private cluster lives

@@ -9,6 +9,7 @@
 //! check, [`summary`] prints the outcome.
 
 mod accounts;
+mod bookings;
 mod check;
 mod database;
 mod stats;
@@ -172,12 +173,16 @@ async fn drive(
     );
     println!("traffic: {rate:.1} edits/s, duplicated and replayed notifications, one outage, two actor kills");
     let plan = traffic::Plan::for_run(args.duration, rate);
-    let traffic = traffic::run(world, &demoed, &scenario, &plan).await?;
+    let mut ledger = bookings::Ledger::default();
+    let traffic = traffic::run(world, &demoed, &scenario, &plan, &mut ledger).await?;
     // Quiet: stop the faults, let replays and retries land.
     world.sim.clear_faults();
     tokio::time::sleep(QUIET).await;
+    ledger.settle(world, FINAL_SYNC_WITHIN).await?;
     let final_sync = check::final_sync(world, &demoed, FINAL_SYNC_WITHIN).await?;
-    let consistency = check::check(world, &demoed).await?;
+    let mut consistency = check::check(world, &demoed).await?;
+    consistency.outbound = ledger.verify(&consistency.ours);
+    consistency.bookings = (ledger.created, ledger.rescheduled, ledger.cancelled);
     let snap = stats::collect(world, &demoed).await?;
     summary::print(&summary::Report {
         world,

@@ -95,6 +95,13 @@ pub struct Consistency {
     pub extra: Vec<String>,
     /// In both, with different times.
     pub moved: Vec<String>,
+    /// calsync's own events found in the calendars, per booking id.
+    pub ours: BTreeMap<String, usize>,
+    /// Bookings: exactly one external event per live booking, none per
+    /// cancelled one.
+    pub outbound: super::bookings::OutboundCheck,
+    /// Bookings created, rescheduled and cancelled during traffic.
+    pub bookings: (usize, usize, usize),
 }
 
 impl Consistency {
@@ -103,6 +110,7 @@ impl Consistency {
             && self.extra.is_empty()
             && self.moved.is_empty()
             && self.expected_busy == self.actual_busy
+            && self.outbound.pass()
     }
 }
 
@@ -183,7 +191,8 @@ async fn read_calendar(
                     out.listed_items += 1;
                     *out.free.entry(free_label(reason).into()).or_default() += 1;
                 }
-                BusyDecision::Ours { .. } => {
+                BusyDecision::Ours { booking_id } => {
+                    *out.ours.entry(booking_id).or_default() += 1;
                     out.listed_items += 1;
                     *out.free.entry("calsync's own booking".into()).or_default() += 1;
                 }

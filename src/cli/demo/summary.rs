@@ -183,13 +183,21 @@ pub fn print(r: &Report<'_>) {
             s.quarantined
         ),
     );
-    // OUTBOUND: the demo does not book anything yet. Bookings written to,
-    // moved in and deleted from the external calendars (intents, writes,
-    // idempotent retries, own events recognised on the way back) belong on
-    // this line once the demo drives the outbound path.
+    let o = &r.consistency.outbound;
+    let (created, moved, cancelled) = r.consistency.bookings;
     line(
         "outbound bookings",
-        "not driven by this demo yet (see `calsync bookings`)",
+        format!(
+            "{created} created, {moved} rescheduled, {cancelled} cancelled through the actors; \
+             {} live bookings, {} with exactly one external event; {} missing, {} duplicated, \
+             {} cancelled but still in a calendar — {}",
+            o.live_bookings,
+            o.written_once,
+            o.missing.len(),
+            o.duplicated.len(),
+            o.lingering.len(),
+            if o.pass() { "PASS" } else { "FAIL" }
+        ),
     );
     let total_events: i64 = s.events.values().sum();
     line(

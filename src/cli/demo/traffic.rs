@@ -75,6 +75,7 @@ pub async fn run(
     demoed: &[Demoed],
     scenario: &Scenario,
     plan: &Plan,
+    ledger: &mut super::bookings::Ledger,
 ) -> anyhow::Result<TrafficReport> {
     for provider in [Provider::Google, Provider::Graph] {
         world
@@ -97,6 +98,11 @@ pub async fn run(
         tick.tick().await;
         let label = scenario.mutate_once(&google, &graph);
         *report.changes.entry(label).or_default() += 1;
+        // A booking change on every other tick: the outbound path under the
+        // same duplicates, outage and kills as the inbound one.
+        if report.total_changes() % 2 == 0 {
+            ledger.step(world, demoed).await?;
+        }
         let now = started.elapsed();
         if !outage_started && now >= plan.outage_at {
             outage_started = true;
