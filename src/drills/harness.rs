@@ -431,17 +431,6 @@ impl Harness {
         Some((ticks / hz, rss))
     }
 
-    /// The live Google channel the simulator holds for `email`:
-    /// (channel id, token, resource id).
-    pub fn google_channel(&self, email: &str) -> Option<(String, String, String)> {
-        self.sim
-            .google()
-            .channels()
-            .into_iter()
-            .find(|c| c.account == email && !c.stopped)
-            .map(|c| (c.id, c.token.unwrap_or_default(), c.resource_id))
-    }
-
     /// Sends one Google push notification as the simulator would.
     pub async fn google_push(
         &self,
@@ -464,9 +453,26 @@ impl Harness {
     ) -> anyhow::Result<(String, (String, String, String))> {
         let id = self.google_connection(email, pp).await?;
         self.wait_connected(&id, Duration::from_secs(20)).await?;
+        // The channel calsync recorded: the simulator may also hold one whose
+        // opening raced the actor restart in `connect` and was never recorded.
+        let row = self
+            .db()
+            .await?
+            .query_one(
+                "SELECT channel_id FROM channels WHERE connection_id::text = $1 \
+                 AND closed_at IS NULL ORDER BY expires_at DESC LIMIT 1",
+                &[&id],
+            )
+            .await?;
+        let channel_id: String = row.get(0);
         let channel = self
-            .google_channel(email)
-            .ok_or_else(|| anyhow!("the simulator holds no channel for {email}"))?;
+            .sim
+            .google()
+            .channels()
+            .into_iter()
+            .find(|c| c.id == channel_id && !c.stopped)
+            .map(|c| (c.id, c.token.unwrap_or_default(), c.resource_id))
+            .ok_or_else(|| anyhow!("the simulator holds no live channel {channel_id}"))?;
         // Let the start-up sync settle so only the drill's traffic is counted.
         tokio::time::sleep(Duration::from_millis(500)).await;
         Ok((id, channel))
