@@ -11,7 +11,12 @@
 //! Benchmarks are not timed tests: `tests/bench_smoke.rs` runs each at a
 //! tiny size and checks only that figures come out.
 
+pub mod actors;
 pub mod ingest;
+pub mod latency;
+pub mod load;
+pub mod recovery;
+pub mod replay;
 pub mod report;
 pub mod setup;
 

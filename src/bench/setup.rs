@@ -194,6 +194,18 @@ impl Served {
         listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Served> {
         let settings = db.settings_all_on().await?;
+        Served::start_with(db, settings, actors, sync, listener).await
+    }
+
+    /// Like [`Served::start`] with settings made earlier (the sync
+    /// runtime's gates are those settings).
+    pub async fn start_with(
+        db: &BenchDb,
+        settings: SettingsHandle,
+        actors: ActorSettings,
+        sync: Option<Arc<SyncRuntime>>,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> anyhow::Result<Served> {
         let connections = Connections::start_with_sync(db.store.clone(), actors, sync).await?;
         let mut base = None;
         let mut shutdown = None;
@@ -288,6 +300,33 @@ pub async fn create_connections(
     })
     .await?;
     Ok(made)
+}
+
+/// Creates one Google connection per account through the actors, with
+/// the OAuth grant `grant(account)` sealed in the vault first (what the
+/// admin API does), so the actors sync and open channels by themselves.
+pub async fn create_connections_with(
+    connections: &Connections,
+    accounts: &[String],
+    grant: impl Fn(&str) -> crate::providers::AuthSession,
+    vault: &crate::store::credentials::CredentialVault,
+    db: &BenchDb,
+) -> anyhow::Result<Vec<ConnectionId>> {
+    let mut made = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let id = ConnectionId::new_random();
+        vault.save(&db.store, id, &grant(account)).await?;
+        made.push((id, account.clone()));
+    }
+    for_each_concurrent(made.clone(), 16, |(id, account)| async move {
+        connections
+            .command(id, create_google(&account)?, Uuid::new_v4())
+            .await
+            .with_context(|| format!("creating {account}"))?;
+        Ok(())
+    })
+    .await?;
+    Ok(made.into_iter().map(|(id, _)| id).collect())
 }
 
 /// This process's resident set size in bytes (`VmRSS` in

@@ -1,5 +1,5 @@
-//! `calsync bench <name>`: the benchmarks of `src/bench/`, printed as text
-//! and optionally written as JSON.
+//! `calsync bench <name>`: the benchmarks of `src/bench/` (see
+//! BENCHMARKS.md), printed as text and optionally written as JSON.
 
 use crate::bench::{self, Report};
 use clap::{Args, Subcommand};
@@ -21,22 +21,62 @@ pub struct BenchArgs {
 pub enum Which {
     /// HTTP webhook ingest vs pgbench single-row INSERT, same concurrency.
     Ingest {
-        /// Connections the notifications are spread over.
+        /// Connections the notifications are spread over [1000].
         #[arg(long)]
         connections: Option<usize>,
-        /// Concurrent HTTP clients (and pgbench -c).
+        /// Concurrent HTTP clients, and pgbench -c [32].
         #[arg(long)]
         concurrency: Option<usize>,
-        /// Seconds per measured run.
+        /// Seconds per measured run [10].
         #[arg(long)]
         seconds: Option<u64>,
-        /// Runs of each side.
+        /// Runs of each side, alternating [3].
         #[arg(long)]
         runs: Option<usize>,
+    },
+    /// Rebuild of every projection vs a bare COPY of the log.
+    Replay {
+        /// Events in the log [1000000].
+        #[arg(long)]
+        events: Option<u64>,
+        /// Runs of each side, alternating [3].
+        #[arg(long)]
+        runs: Option<usize>,
+    },
+    /// Memory per idle actor, activation rate, passivation.
+    Actors {
+        /// Fresh connections to activate [100000].
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Connections with a full dedupe window, activated first [5000].
+        #[arg(long)]
+        windowed: Option<usize>,
+    },
+    /// Kill → next input handled, with and without snapshots.
+    Recovery {
+        /// Events in the stream [10000].
+        #[arg(long)]
+        events: Option<u64>,
+        /// Kills per variant [200].
+        #[arg(long)]
+        kills: Option<usize>,
+    },
+    /// Simulator change → busy interval visible, at a steady rate.
+    Latency {
+        /// Google connections [100].
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Changes per second [500].
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds of changes [30].
+        #[arg(long)]
+        seconds: Option<u64>,
     },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let quick = args.quick;
     let report: Report = match args.which {
         Which::Ingest {
             connections,
@@ -44,16 +84,64 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             seconds,
             runs,
         } => {
-            let mut o = if args.quick {
-                bench::ingest::IngestOptions::quick()
-            } else {
-                bench::ingest::IngestOptions::full()
-            };
+            let mut o = pick(
+                quick,
+                bench::ingest::IngestOptions::full(),
+                bench::ingest::IngestOptions::quick(),
+            );
             o.connections = connections.unwrap_or(o.connections).max(1);
             o.concurrency = concurrency.unwrap_or(o.concurrency).max(1);
             o.seconds = seconds.unwrap_or(o.seconds).max(1);
             o.runs = runs.unwrap_or(o.runs).max(1);
             bench::ingest::run(&o).await?
+        }
+        Which::Replay { events, runs } => {
+            let mut o = pick(
+                quick,
+                bench::replay::ReplayBenchOptions::full(),
+                bench::replay::ReplayBenchOptions::quick(),
+            );
+            o.events = events.unwrap_or(o.events).max(1);
+            o.runs = runs.unwrap_or(o.runs).max(1);
+            bench::replay::run(&o).await?
+        }
+        Which::Actors {
+            connections,
+            windowed,
+        } => {
+            let mut o = pick(
+                quick,
+                bench::actors::ActorsOptions::full(),
+                bench::actors::ActorsOptions::quick(),
+            );
+            o.connections = connections.unwrap_or(o.connections).max(1);
+            o.windowed = windowed.unwrap_or(o.windowed).max(1);
+            bench::actors::run(&o).await?
+        }
+        Which::Recovery { events, kills } => {
+            let mut o = pick(
+                quick,
+                bench::recovery::RecoveryOptions::full(),
+                bench::recovery::RecoveryOptions::quick(),
+            );
+            o.events = events.unwrap_or(o.events).max(2);
+            o.kills = kills.unwrap_or(o.kills).max(1);
+            bench::recovery::run(&o).await?
+        }
+        Which::Latency {
+            connections,
+            rate,
+            seconds,
+        } => {
+            let mut o = pick(
+                quick,
+                bench::latency::LatencyOptions::full(),
+                bench::latency::LatencyOptions::quick(),
+            );
+            o.connections = connections.unwrap_or(o.connections).max(1);
+            o.rate = rate.unwrap_or(o.rate).max(1);
+            o.seconds = seconds.unwrap_or(o.seconds).max(1);
+            bench::latency::run(&o).await?
         }
     };
     print!("{}", report.to_text());
@@ -63,4 +151,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The full-size options, or the quick ones with `--quick`.
+fn pick<T>(quick: bool, full: T, quick_options: T) -> T {
+    if quick {
+        quick_options
+    } else {
+        full
+    }
 }

@@ -1,0 +1,265 @@
+//! `bench latency`: an external change in the Google simulator → its push
+//! notification to calsync's HTTP edge → the connection actor → a sync
+//! against the simulator → the busy interval visible in `busy_intervals`
+//! (what the platform API reads). Changes arrive at a steady rate spread
+//! over many connections; the simulator answers instantly.
+
+use super::report::{percentile, Figure, Machine, Report, Target};
+use super::setup::{self, BenchDb, Served};
+use crate::actors::sync_task::SyncRuntime;
+use crate::providers::{AuthSession, ProviderEndpoints};
+use crate::store::credentials::CredentialVault;
+use anyhow::Context;
+use calsim::{SimConfig, Simulators};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    /// Google connections the changes are spread over.
+    pub connections: usize,
+    /// Calendar changes per second, all connections together.
+    pub rate: u64,
+    /// Seconds of steady changes.
+    pub seconds: u64,
+}
+
+impl LatencyOptions {
+    pub fn full() -> Self {
+        LatencyOptions {
+            connections: 100,
+            rate: 500,
+            seconds: 30,
+        }
+    }
+
+    pub fn quick() -> Self {
+        LatencyOptions {
+            connections: 20,
+            rate: 100,
+            seconds: 5,
+        }
+    }
+}
+
+/// How often the visibility poller looks (its resolution).
+const POLL: Duration = Duration::from_millis(2);
+
+pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let db = BenchDb::start(48).await?;
+    let sim = Simulators::start(SimConfig::default()).await?;
+    let settings = db.settings_all_on().await?;
+    let endpoints = ProviderEndpoints {
+        google_api: sim.google_base_url(),
+        google_token: sim.google_token_url(),
+        graph_api: sim.graph_base_url(),
+        graph_token: sim.graph_token_url("common"),
+    };
+    let vault = CredentialVault::random();
+    let mut runtime = SyncRuntime::new(
+        endpoints,
+        vault.clone(),
+        db.store.clone(),
+        Arc::new(settings.clone()),
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    runtime.webhook_base = Some(format!("http://{}", listener.local_addr()?));
+    let served = Served::start_with(
+        &db,
+        settings,
+        setup::actor_settings(),
+        Some(Arc::new(runtime)),
+        Some(listener),
+    )
+    .await?;
+
+    let mut report = Report::new("latency", Machine::detect(db.server_version().await));
+    report.config("connections", options.connections);
+    report.config("changes_per_second", options.rate);
+    report.config("seconds", options.seconds);
+    report.config("poll_resolution_ms", POLL.as_millis() as u64);
+    report.config(
+        "path",
+        "simulator upsert_event -> Google push (HTTP) -> /webhooks/google -> actor commits \
+         notification -> sync task: events.list with sync token -> RecordPage -> \
+         busy_intervals row committed; visibility polled from the database",
+    );
+
+    // Connections through the real path: the simulator's accounts, sealed
+    // credentials, Create through the actors; channels open by themselves.
+    let accounts: Vec<String> = (0..options.connections)
+        .map(|i| format!("latency-{i}@example.com"))
+        .collect();
+    let made = setup::create_connections_with(
+        &served.connections,
+        &accounts,
+        |account| {
+            let a = sim.google().create_account(account);
+            AuthSession {
+                client_id: a.client_id,
+                client_secret: a.client_secret,
+                refresh_token: a.refresh_token,
+                access_token: None,
+                access_expires_at: None,
+                refresh_token_rotated: false,
+            }
+        },
+        &vault,
+        &db,
+    )
+    .await?;
+    let client = db.client().await?;
+    wait_until_ready(&client, made.len()).await?;
+
+    // Steady changes: event `lat<n>` for tomorrow on connection n mod N.
+    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let poller = tokio::spawn(poll_visible(
+        db.client().await?,
+        pending.clone(),
+        latencies.clone(),
+    ));
+    let period = Duration::from_secs_f64(1.0 / options.rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = options.rate * options.seconds;
+    let tomorrow = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc()
+        + chrono::Duration::days(1);
+    let gen_started = Instant::now();
+    for n in 0..total {
+        ticker.tick().await;
+        let account = &accounts[(n as usize) % accounts.len()];
+        let start = tomorrow + chrono::Duration::minutes((n % 600) as i64);
+        // Google ids are base32hex (a-v, 0-9), at least 5 characters.
+        let id = format!("lat{n:07}");
+        let event = serde_json::json!({
+            "id": id,
+            "summary": "busy",
+            "start": {"dateTime": start.to_rfc3339()},
+            "end": {"dateTime": (start + chrono::Duration::minutes(30)).to_rfc3339()},
+        });
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Instant::now());
+        sim.google()
+            .upsert_event(account, "primary", event)
+            .map_err(|e| anyhow::anyhow!("simulator refused a change: {e:?}"))?;
+    }
+    let gen_seconds = gen_started.elapsed().as_secs_f64();
+    // Let the tail arrive, then stop the poller.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    poller.abort();
+    let missing = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let ms = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let notifications: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'notification_accepted'",
+            &[],
+        )
+        .await?
+        .get(0);
+
+    report.figure(Figure::single("changes made", "changes", total as f64));
+    report.figure(Figure::single(
+        "achieved change rate",
+        "changes/s",
+        total as f64 / gen_seconds,
+    ));
+    report.figure(Figure::single(
+        "notifications committed",
+        "events",
+        notifications as f64,
+    ));
+    report.figure(Figure::single(
+        "busy intervals seen",
+        "intervals",
+        ms.len() as f64,
+    ));
+    report.figure(Figure::single(
+        "never visible within 20 s",
+        "changes",
+        missing as f64,
+    ));
+    report.figure(Figure::single("latency p50", "ms", percentile(&ms, 50.0)));
+    report.figure(Figure::single("latency p90", "ms", percentile(&ms, 90.0)));
+    report.figure(Figure::single("latency p99", "ms", percentile(&ms, 99.0)));
+    report.figure(Figure::single("latency max", "ms", percentile(&ms, 100.0)));
+    report.targets.push(Target::at_most(
+        "p99 change -> busy interval visible",
+        percentile(&ms, 99.0),
+        100.0,
+        "ms",
+    ));
+    served.stop();
+    sim.shutdown().await;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Every connection has an open push channel and a finished first sync.
+async fn wait_until_ready(client: &tokio_postgres::Client, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM channels WHERE closed_at IS NULL), \
+                        (SELECT count(*) FROM connection_calendars WHERE has_cursor)",
+                &[],
+            )
+            .await?;
+        let (channels, synced): (i64, i64) = (row.get(0), row.get(1));
+        if channels as usize >= n && synced as usize >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "after 120 s only {channels} of {n} channels open and {synced} first syncs done"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Looks for the pending events' busy rows every [`POLL`] and records
+/// when each became visible.
+async fn poll_visible(
+    client: tokio_postgres::Client,
+    pending: Arc<Mutex<HashMap<String, Instant>>>,
+    latencies: Arc<Mutex<Vec<f64>>>,
+) -> anyhow::Result<()> {
+    let statement = client
+        .prepare("SELECT external_event_id FROM busy_intervals WHERE external_event_id = ANY($1)")
+        .await?;
+    loop {
+        let ids: Vec<String> = pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if !ids.is_empty() {
+            let rows = client.query(&statement, &[&ids]).await?;
+            let now = Instant::now();
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut latencies = latencies.lock().unwrap_or_else(|e| e.into_inner());
+            for row in rows {
+                let id: String = row.get(0);
+                if let Some(at) = pending.remove(&id) {
+                    latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
