@@ -1,0 +1,117 @@
+//! Every benchmark's library entry point runs at a tiny size and reports
+//! positive figures, so the benchmark code cannot silently rot. These are
+//! not timed tests: nothing here asserts a speed.
+
+use calsync::bench::{actors, ingest, latency, recovery, replay, Report};
+
+fn positive(report: &Report, names: &[&str]) {
+    for name in names {
+        let value = report
+            .median_of(name)
+            .unwrap_or_else(|| panic!("{} reports no figure {name:?}", report.benchmark));
+        assert!(
+            value.is_finite() && value > 0.0,
+            "{}: {name} = {value}\n{}",
+            report.benchmark,
+            report.to_text()
+        );
+    }
+    assert!(
+        report.figures.iter().all(|f| f.median.is_finite()),
+        "{}",
+        report.to_text()
+    );
+    // The JSON form is what `--json` writes.
+    assert!(serde_json::to_string(report).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_its_rate_and_the_pgbench_ratio() {
+    let report = ingest::run(&ingest::IngestOptions {
+        connections: 4,
+        concurrency: 4,
+        seconds: 1,
+        runs: 1,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &[
+            "calsync accepted/s",
+            "calsync latency p99",
+            "pgbench single-row INSERT",
+        ],
+    );
+    assert!(report.comparisons[0].ratio > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_report_memory_per_actor_and_activation_rate() {
+    let report = actors::run(&actors::ActorsOptions {
+        connections: 40,
+        windowed: 10,
+        window: 100,
+        concurrency: 8,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &[
+            "fresh actors activated",
+            "fresh: activation rate",
+            "fresh: passivated",
+            "full window: activation rate",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_reports_percentiles_with_and_without_snapshots() {
+    let report = recovery::run(&recovery::RecoveryOptions {
+        events: 300,
+        kills: 3,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &[
+            "with snapshots: p99",
+            "without snapshots: p99",
+            "with snapshots: kills timed",
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_reports_change_to_busy_interval_percentiles() {
+    let report = latency::run(&latency::LatencyOptions {
+        connections: 2,
+        rate: 20,
+        seconds: 1,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &["busy intervals seen", "latency p50", "latency p99"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reports_the_rebuild_rate_against_copy() {
+    let report = replay::run(&replay::ReplayBenchOptions {
+        events: 2_000,
+        per_connection: 200,
+        runs: 1,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &["replay rebuild", "COPY to /dev/null", "events loaded"],
+    );
+    assert!(report.comparisons[0].ratio > 0.0);
+}
