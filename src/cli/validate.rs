@@ -91,15 +91,18 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The commit being validated, when run from a git checkout.
+/// The commit being validated: of the working directory's checkout, else
+/// of the checkout this binary was built from (absent for installed copies).
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    [".", env!("CARGO_MANIFEST_DIR")].iter().find_map(|dir| {
+        let out = std::process::Command::new("git")
+            .args(["-C", dir, "rev-parse", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })
 }
 
 /// The PostgreSQL binaries the drills ran (`postgres --version`).

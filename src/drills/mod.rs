@@ -58,7 +58,7 @@ impl Sizes {
 pub fn configuration(sizes: Sizes) -> serde_json::Value {
     serde_json::json!({
         "inbound_events": sizes.pick(5, 50),
-        "outbound_bookings": sizes.pick(5, 50),
+        "outbound_bookings": sizes.pick(6, 50),
         "idempotency_notifications": sizes.pick(20, 500),
         "provider_outage_seconds": sizes.pick(5, 60),
         "database_outage_seconds": sizes.pick(5, 30),
@@ -66,6 +66,7 @@ pub fn configuration(sizes: Sizes) -> serde_json::Value {
         "replay_storm_copies": sizes.pick(200, 10_000),
         "replay_storm_distinct": sizes.pick(200, 10_000),
         "actor_kills": sizes.pick(20, 1000),
+        "actor_kill_connections": sizes.pick(5, 50),
         "serve_sigkills": 1,
         "postgres": "private cluster, fsync on (Durability::Full)",
         "simulators": "calsim in the drill process, SimConfig::for_tests",
