@@ -6,9 +6,11 @@
 
 use super::ReplayError;
 use crate::core::ids::ConnectionId;
-use crate::core::projection::{BusyRow, CalendarRow, ChannelRow, ConnectionRow, RowChange};
+use crate::core::projection::{
+    BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow, RowChange,
+};
 use chrono::{DateTime, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// `busy_intervals`' primary key: platform provider, calendar provider,
 /// external event id.
@@ -19,6 +21,8 @@ pub struct Model {
     pub connections: HashMap<ConnectionId, ConnectionRow>,
     pub calendars: HashMap<ConnectionId, Vec<CalendarRow>>,
     pub busy: HashMap<BusyKey, BusyRow>,
+    /// `booking_events` by connection, then booking id.
+    pub bookings: HashMap<ConnectionId, BTreeMap<String, BookingRow>>,
     /// `channels` by channel id, with the row's `closed_at`.
     pub channels: HashMap<String, (ChannelRow, Option<DateTime<Utc>>)>,
     /// The busy keys each connection currently owns (for sweeps).
@@ -105,6 +109,13 @@ impl Model {
                     connection_id,
                     calendars,
                 } => self.remove_busy_where(connection_id, |r| !calendars.contains(&r.calendar_id)),
+                RowChange::UpsertBooking(row) => {
+                    self.touch_connection(row.connection_id);
+                    self.bookings
+                        .entry(row.connection_id)
+                        .or_default()
+                        .insert(row.booking_id.clone(), row);
+                }
                 RowChange::UpsertChannel(row) => {
                     self.touch_channel(&row.channel_id);
                     self.channels.insert(row.channel_id.clone(), (row, None));

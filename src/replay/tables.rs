@@ -41,6 +41,12 @@ pub const PROJECTION_TABLES: &[ProjectionTable] = &[
         wall_clock: &[],
     },
     ProjectionTable {
+        name: "booking_events",
+        key: &["booking_id", "connection_id"],
+        connection_column: "connection_id",
+        wall_clock: &["updated_at"],
+    },
+    ProjectionTable {
         name: "connections",
         key: &["connection_id"],
         connection_column: "connection_id",

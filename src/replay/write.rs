@@ -7,7 +7,7 @@ use super::tables::{ident, ProjectionTable};
 use super::ReplayError;
 use crate::actors::connection::SNAPSHOT_SCHEMA_VERSION;
 use crate::core::ids::ConnectionId;
-use crate::core::projection::{BusyRow, CalendarRow, ChannelRow, ConnectionRow};
+use crate::core::projection::{BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow};
 use chrono::{DateTime, Utc};
 use futures::pin_mut;
 use postgres_types::{Json, Type};
@@ -131,6 +131,17 @@ async fn copy_table(
             };
             copy_connections(client, table, &selected).await
         }
+        "booking_events" => {
+            let selected: Vec<&BookingRow> = match rows {
+                Rows::All => model.bookings.values().flat_map(|b| b.values()).collect(),
+                Rows::Only(d) => connections(d)
+                    .iter()
+                    .filter_map(|id| model.bookings.get(id))
+                    .flat_map(|b| b.values())
+                    .collect(),
+            };
+            copy_bookings(client, table, &selected).await
+        }
         "channels" => {
             let selected: Vec<&(ChannelRow, Option<DateTime<Utc>>)> = match rows {
                 Rows::All => model.channels.values().collect(),
@@ -237,6 +248,59 @@ async fn copy_calendars(
                 &(r.generation as i64),
                 &r.full_sync_in_progress,
                 &r.last_success_at,
+            ])
+            .await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn copy_bookings(
+    client: &Client,
+    table: &ProjectionTable,
+    rows: &[&BookingRow],
+) -> Result<u64, ReplayError> {
+    // `updated_at` is left to its default, `now()`, as the live upsert does.
+    let columns = [
+        "booking_id",
+        "connection_id",
+        "calendar_id",
+        "external_event_id",
+        "ical_uid",
+        "etag",
+        "state",
+        "booking_version",
+        "written_version",
+        "last_error",
+    ];
+    let types = [
+        Type::TEXT,
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+    ];
+    let sink = client.copy_in(&copy_sql(table, &columns)).await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.booking_id,
+                &r.connection_id.as_uuid(),
+                &r.calendar_id,
+                &r.external_event_id,
+                &r.ical_uid,
+                &r.etag,
+                &r.state,
+                &(r.booking_version as i64),
+                &r.written_version.map(|v| v as i64),
+                &r.last_error,
             ])
             .await?;
     }
