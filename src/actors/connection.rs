@@ -193,7 +193,11 @@ impl Actor for ConnectionActor {
         {
             span.record("correlation_id", tracing::field::display(correlation_id));
         }
-        self.dispatch(myself, message, st).instrument(span).await
+        // Boxed: ractor keeps each actor's message loop as one tokio task
+        // whose future embeds this one. Inline, every idle actor would carry
+        // the space of the deepest handler (decide, append, snapshot) for
+        // its whole life; boxed, only a message being handled pays for it.
+        Box::pin(self.dispatch(myself, message, st).instrument(span)).await
     }
 }
 
