@@ -170,6 +170,22 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         .await?
         .get(0);
 
+    // Where the commits went: what each change cost the log.
+    for row in client
+        .query(
+            "SELECT event_type, count(*) FROM events WHERE stream LIKE 'connection-%' \
+             GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )
+        .await?
+    {
+        let (event_type, n): (String, i64) = (row.get(0), row.get(1));
+        report.figure(Figure::single(
+            &format!("log: {event_type}"),
+            "events",
+            n as f64,
+        ));
+    }
     report.figure(Figure::single("changes made", "changes", total as f64));
     report.figure(Figure::single(
         "achieved change rate",
