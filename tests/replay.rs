@@ -73,8 +73,20 @@ fn create(pp: &str, account: &str, calendars: &[&str]) -> ConnectionCommand {
         provider: CalendarProvider::Google,
         account: ExternalAccount::parse(account).unwrap(),
         calendars: calendars.iter().map(|c| cal(c)).collect(),
-        destination_calendar: None,
+        // Bookings are written to the first calendar.
+        destination_calendar: calendars.first().map(|c| cal(c)),
     }
+}
+
+/// A booking change from the platform (outbound sync is off in these
+/// tests: the log records it and the booking map projects it).
+fn booking(id: u8, version: u64, cancelled: bool, hour: u32) -> ConnectionCommand {
+    let s = base() + TimeDelta::hours(i64::from(hour));
+    let value = json!({"booking_id": format!("b{id}"), "version": version,
+        "status": if cancelled { "cancelled" } else { "confirmed" },
+        "start": s.to_rfc3339(), "end": (s + TimeDelta::minutes(30)).to_rfc3339(),
+        "time_zone": "Europe/Berlin", "title": "haircut"});
+    ConnectionCommand::ApplyBooking(serde_json::from_value(value).unwrap())
 }
 
 async fn verify(db: &TestDb, options: &ReplayOptions) -> Report {
@@ -156,6 +168,8 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             last_error: "boom".into(),
         }),
         1 => Just(ConnectionCommand::LiftQuarantine),
+        2 => (0u8..4, 1u64..6, any::<bool>(), 0u32..48)
+            .prop_map(|(id, v, cancelled, hour)| booking(id, v, cancelled, hour)),
     ]
 }
 
@@ -310,6 +324,7 @@ async fn seeded(db: &TestDb) -> (Connections, Vec<ConnectionId>) {
             .map(|n| google(&format!("ev{i}x{n}"), n, 0))
             .collect();
         send(&c, id, page("a", true, changes, true)).await;
+        send(&c, id, booking(i, 1, false, 20)).await;
         ids.push(id);
     }
     (c, ids)
@@ -806,6 +821,7 @@ async fn the_cli_prints_a_json_summary_and_fails_on_differences() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["events_read"].as_u64().unwrap() >= 6);
     assert_eq!(summary["rows_written"]["busy_intervals"], 15);
+    assert_eq!(summary["rows_written"]["booking_events"], 3);
     assert_eq!(summary["differences"], 0);
     assert!(summary["seconds"].as_f64().is_some());
 
