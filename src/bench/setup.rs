@@ -145,7 +145,7 @@ impl PgBench {
         let value = |prefix: &str| -> Option<&str> {
             out.lines()
                 .find_map(|l| l.trim().strip_prefix(prefix))
-                .map(|rest| rest.trim().split_whitespace().next().unwrap_or(""))
+                .map(|rest| rest.split_whitespace().next().unwrap_or(""))
         };
         Some(PgBench {
             tps: value("tps =")?.parse().ok()?,
