@@ -86,7 +86,11 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
             .await
             {
                 Some(_) => added.push(t.elapsed().as_millis()),
-                None => all_seen = false,
+                None => {
+                    // Broken: later events would only wait out the same timeout.
+                    all_seen = false;
+                    break;
+                }
             }
         }
         for (i, id) in ids.iter().enumerate() {
@@ -109,7 +113,10 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
             .await
             {
                 Some(_) => removed.push(t.elapsed().as_millis()),
-                None => all_gone = false,
+                None => {
+                    all_gone = false;
+                    break;
+                }
             }
         }
     }
