@@ -43,6 +43,7 @@ pub async fn run(cmd: DrillCommand) -> anyhow::Result<()> {
     match cmd {
         DrillCommand::Run { name, quick, json } => {
             let report = crate::drills::run(&name, crate::drills::Sizes { quick }).await;
+            crate::drills::harness::remove_exe_copy();
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
             }

@@ -39,6 +39,7 @@ pub async fn run(args: ValidateArgs) -> anyhow::Result<()> {
     for name in &names {
         reports.push(drills::run(name, sizes).await);
     }
+    drills::harness::remove_exe_copy();
     let mut report = ValidationReport {
         verdict: "NO-GO",
         calsync_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -39,6 +39,31 @@ pub struct Harness {
     work_dir: PathBuf,
 }
 
+/// The calsync binary serve and replay run from: a private copy of this
+/// process's own executable, taken once. `cargo build` replaces the binary
+/// in place, and a rebuild during a validation run would otherwise leave
+/// nothing to spawn; `/proc/self/exe` still reads the running image.
+pub fn calsync_exe() -> anyhow::Result<PathBuf> {
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("calsync-drills-bin-{}", std::process::id()));
+        let copy = dir.join("calsync");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::copy("/proc/self/exe", &copy))
+            .map(|_| copy)
+            .or_else(|_| std::env::current_exe())
+            .map_err(|e| format!("cannot find the calsync binary: {e}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// Removes the private copy of the binary (after the last drill).
+pub fn remove_exe_copy() {
+    let dir = std::env::temp_dir().join(format!("calsync-drills-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     rand::rng().fill_bytes(&mut bytes);
@@ -88,7 +113,7 @@ impl Harness {
 
     /// Spawns `calsync serve` and waits for `/readyz`.
     pub async fn start_serve(&mut self) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("cannot find the calsync binary")?;
+        let exe = calsync_exe()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -364,7 +389,7 @@ impl Harness {
     /// `calsync replay --verify --json` as a child process on the same
     /// database: (clean, differences, events read).
     pub async fn replay_verify(&self) -> anyhow::Result<(bool, u64, u64)> {
-        let exe = std::env::current_exe()?;
+        let exe = calsync_exe()?;
         let out = Command::new(exe)
             .args(["replay", "--verify", "--json", "--no-bar"])
             .current_dir(&self.work_dir)

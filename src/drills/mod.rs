@@ -80,7 +80,10 @@ pub async fn run(name: &str, sizes: Sizes) -> DrillReport {
     let started = Instant::now();
     eprintln!("[{name}] starting PostgreSQL, simulators and calsync serve");
     match Harness::start(name).await {
-        Err(e) => report.error = Some(format!("harness: {e:#}")),
+        Err(e) => {
+            eprintln!("[{name}] cannot start: {e:#}");
+            report.error = Some(format!("harness: {e:#}"));
+        }
         Ok(mut h) => {
             if let Err(e) = dispatch(name, &mut h, &mut report, sizes).await {
                 eprintln!("[{name}] stopped early: {e:#}");
