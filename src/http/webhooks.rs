@@ -106,8 +106,13 @@ async fn authenticate(
             id,
         ),
     };
+    // Cached prepared statement: one lookup per webhook is the hot path.
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let row = client
-        .query_opt(sql, &[&key, &provider.as_str()])
+        .query_opt(&statement, &[&key, &provider.as_str()])
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let Some(row) = row else {
