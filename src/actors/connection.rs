@@ -64,8 +64,9 @@ pub enum ConnectionMsg {
     },
     /// The sync task finished (successfully or not).
     SyncFinished,
-    /// A follow-up sync held back by the minimum interval is due.
-    SyncDue,
+    /// A follow-up sync held back by the minimum interval is due; it
+    /// carries the correlation id of the input that asked for it.
+    SyncDue(Option<Uuid>),
     /// The channel task finished.
     ChannelsFinished,
     /// The outbound task finished.
@@ -111,6 +112,9 @@ pub struct ConnectionActorState {
     last_sync_started: Option<std::time::Instant>,
     /// A delayed follow-up sync is already scheduled.
     sync_delayed: bool,
+    /// The correlation id of the input being handled (runtime only), so
+    /// work it causes later (a delayed sync) still names it in logs.
+    cause: Option<Uuid>,
     /// When the oldest notification not yet followed by a sync arrived
     /// (the webhook → busy latency metric).
     notified_at: Option<std::time::Instant>,
@@ -152,6 +156,7 @@ impl Actor for ConnectionActor {
             sync_pending: false,
             last_sync_started: None,
             sync_delayed: false,
+            cause: None,
             notified_at: None,
             channels_running: false,
             channels_pending: false,
@@ -188,11 +193,16 @@ impl Actor for ConnectionActor {
         // any event is, so the fields are never filtered away.
         let span = tracing::error_span!("connection", connection_id = %st.id,
             incarnation = st.incarnation, correlation_id = tracing::field::Empty);
-        if let ConnectionMsg::Command { correlation_id, .. }
-        | ConnectionMsg::Internal { correlation_id, .. } = &message
-        {
+        let cause = match &message {
+            ConnectionMsg::Command { correlation_id, .. }
+            | ConnectionMsg::Internal { correlation_id, .. } => Some(*correlation_id),
+            ConnectionMsg::SyncDue(cause) => *cause,
+            _ => None,
+        };
+        if let Some(correlation_id) = cause {
             span.record("correlation_id", tracing::field::display(correlation_id));
         }
+        st.cause = cause;
         // Boxed: ractor keeps each actor's message loop as one tokio task
         // whose future embeds this one. Inline, every idle actor would carry
         // the space of the deepest handler (decide, append, snapshot) for
@@ -236,7 +246,7 @@ impl ConnectionActor {
                 }
                 self.reschedule(&myself, st);
             }
-            ConnectionMsg::SyncDue => {
+            ConnectionMsg::SyncDue(_) => {
                 st.sync_delayed = false;
                 self.request_sync(&myself, st);
                 self.reschedule(&myself, st);
@@ -450,7 +460,10 @@ impl ConnectionActor {
             if since < runtime.min_sync_interval {
                 if !st.sync_delayed {
                     st.sync_delayed = true;
-                    myself.send_after(runtime.min_sync_interval - since, || ConnectionMsg::SyncDue);
+                    let cause = st.cause;
+                    myself.send_after(runtime.min_sync_interval - since, move || {
+                        ConnectionMsg::SyncDue(cause)
+                    });
                 }
                 return;
             }
