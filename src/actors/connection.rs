@@ -17,7 +17,7 @@ use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
-use crate::core::sync::{may_call_provider, next_wakeup, poll_interval};
+use crate::core::sync::{may_call_provider, next_outbound_retry, next_wakeup, poll_interval};
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
 };
@@ -510,16 +510,9 @@ impl ConnectionActor {
                 .webhook_base
                 .as_ref()
                 .and_then(|_| next_renewal(&st.state));
-            // Writes left pending (a failure, then the backoff ended) need
-            // a wake-up of their own.
-            let outbound = (!st.outbound_running
-                && st.state.bookings.values().any(|t| t.pending.is_some()))
-            .then(|| {
-                st.state
-                    .backoff_until
-                    .unwrap_or(now)
-                    .max(now + chrono::Duration::milliseconds(500))
-            });
+            let outbound = (!st.outbound_running)
+                .then(|| next_outbound_retry(&st.state, now))
+                .flatten();
             let poll = poll_interval(runtime.poll_every, st.id);
             [next_wakeup(&st.state, poll, now), renewal, outbound]
                 .into_iter()

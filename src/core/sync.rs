@@ -224,6 +224,22 @@ pub fn may_call_provider(state: &ConnectionState, now: DateTime<Utc>) -> bool {
         && state.backoff_until.is_none_or(|until| until <= now)
 }
 
+/// When outbound writes left pending (a failed write, then a backoff that
+/// may already have ended) should be tried again: at the end of the backoff,
+/// and never sooner than half a second from now.
+pub fn next_outbound_retry(state: &ConnectionState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    state
+        .bookings
+        .values()
+        .any(|t| t.pending.is_some())
+        .then(|| {
+            state
+                .backoff_until
+                .unwrap_or(now)
+                .max(now + chrono::Duration::milliseconds(500))
+        })
+}
+
 /// The periodic poll interval of one connection: `base` spread by ±10 %,
 /// deterministically per connection, so a fleet created at once does not
 /// poll in lockstep (Google asks integrators to avoid synchronised polls).
