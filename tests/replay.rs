@@ -145,6 +145,7 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             kind: "http_503".into(),
             message: "unavailable".into(),
             unit_random: r,
+            attempt_started: None,
         }),
         1 => prop::sample::select(vec!["a", "b", "c"]).prop_map(|c| {
             ConnectionCommand::RecordFailure {
@@ -152,6 +153,7 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
                 kind: "http_410".into(),
                 message: "fullSyncRequired".into(),
                 unit_random: 0.5,
+                attempt_started: None,
             }
         }),
         1 => Just(ConnectionCommand::RecordFailure {
@@ -159,6 +161,7 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             kind: "invalid_grant".into(),
             message: "revoked".into(),
             unit_random: 0.5,
+            attempt_started: None,
         }),
         1 => Just(ConnectionCommand::RecordReauthorized),
         1 => Just(ConnectionCommand::RecordCredentialsChanged),

@@ -55,6 +55,7 @@ async fn upkeep(
     let Some(base) = runtime.webhook_base.as_deref() else {
         return Ok(());
     };
+    let attempt_started = Utc::now();
     let mut session = match runtime.vault.load(&runtime.store, id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err("no credentials".into()),
@@ -154,6 +155,7 @@ async fn upkeep(
                 kind: "reauthorize".into(),
                 message: reason,
                 unit_random: rand::random(),
+                attempt_started: Some(attempt_started),
             },
             Err(e) => return Err(format!("{step:?}: {e}")),
         };

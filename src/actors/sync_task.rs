@@ -126,6 +126,7 @@ pub async fn run(
     notified_at: Option<std::time::Instant>,
 ) {
     let started = std::time::Instant::now();
+    let attempt_started = Utc::now();
     crate::metrics::sync_started(provider.as_str());
     let outcome = sync_calendars(&actor, &runtime, id, provider, calendars).await;
     let failure = outcome.as_ref().err().map(|(_, kind, _)| kind.as_str());
@@ -140,6 +141,7 @@ pub async fn run(
             kind,
             message,
             unit_random: rand::random::<f64>(),
+            attempt_started: Some(attempt_started),
         };
         let _ = record(&actor, command).await;
     }

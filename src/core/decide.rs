@@ -66,6 +66,9 @@ pub enum ConnectionCommand {
         message: String,
         /// Uniform in `[0, 1)`: jitter for the backoff (randomness is an input).
         unit_random: f64,
+        /// When the failed attempt loaded the grant. A refusal of a grant
+        /// that has been replaced since says nothing about the new one.
+        attempt_started: Option<DateTime<Utc>>,
     },
     /// Fresh credentials after a re-authorisation.
     RecordReauthorized,
@@ -216,6 +219,7 @@ pub fn decide_with(
             | ConnectionCommand::Remove { .. }
             | ConnectionCommand::LiftQuarantine
             | ConnectionCommand::RecordReauthorized
+            | ConnectionCommand::RecordCredentialsChanged
     );
     if replans && !decision.events.is_empty() {
         let planned = channels_decision(state, decision.events.clone(), now);
@@ -345,9 +349,15 @@ fn decide_inner(
             reason: reason.clone(),
         })),
         (_, C::RecordCredentialsChanged) => {
-            Ok(Decision::one(ConnectionEvent::CredentialsChanged {
-                at: now,
-            }))
+            // A new grant: sync at once rather than at the next poll (the
+            // connection may have been created before it had one).
+            let decision = Decision::one(ConnectionEvent::CredentialsChanged { at: now });
+            let after = state.clone().fold(&decision.events);
+            Ok(if may_call_provider(&after, now) {
+                decision.with_effect(Effect::Sync)
+            } else {
+                decision
+            })
         }
         (
             _,
@@ -411,8 +421,17 @@ fn decide_inner(
                 kind,
                 message,
                 unit_random,
+                attempt_started,
             },
         ) => {
+            let stale_grant = matches!(class, FailureClass::Reauthorize)
+                && attempt_started
+                    .zip(state.credentials_changed_at)
+                    .is_some_and(|(started, changed)| changed >= started);
+            if stale_grant {
+                // The new grant's own sync was requested when it was stored.
+                return Ok(Decision::none());
+            }
             let events = failure_events(state, class, kind, message, now, *unit_random, policy);
             let decision = Decision {
                 events,
@@ -747,6 +766,55 @@ mod tests {
     }
 
     #[test]
+    fn a_new_grant_opens_channels_and_syncs_at_once() {
+        // Created before its grant: nothing could be opened yet. Storing the
+        // grant must not wait for the next poll to open the push channel.
+        let (state, _) = run(&[create()]);
+        let d = decide(&state, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
+        assert!(d.effects.contains(&Effect::Sync), "{:?}", d.effects);
+        assert!(
+            d.effects.iter().any(|e| matches!(
+                e,
+                Effect::Channels(steps) if steps.contains(&ChannelStep::Open { calendar: cal("primary") })
+            )),
+            "{:?}",
+            d.effects
+        );
+        // A paused connection records the new grant but calls nobody.
+        let (paused, _) = run(&[create(), ConnectionCommand::Pause { reason: "x".into() }]);
+        let d = decide(&paused, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
+        assert_eq!(d.events.len(), 1);
+        assert!(d.effects.is_empty(), "{:?}", d.effects);
+    }
+
+    #[test]
+    fn a_refusal_of_a_replaced_grant_is_ignored() {
+        let (state, _) = run(&[create()]);
+        let refused = |started| ConnectionCommand::RecordFailure {
+            class: FailureClass::Reauthorize,
+            kind: "reauthorize".into(),
+            message: "no credentials stored".into(),
+            unit_random: 0.5,
+            attempt_started: Some(started),
+        };
+        let earlier = now() - chrono::Duration::seconds(1);
+        let d = decide(&state, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
+        let state = state.fold(&d.events);
+        // The attempt loaded the grant before the new one was stored.
+        assert_eq!(
+            decide(&state, &refused(earlier), now()),
+            Ok(Decision::none())
+        );
+        // An attempt with the new grant that is refused still counts.
+        let later = now() + chrono::Duration::seconds(1);
+        let d = decide(&state, &refused(later), later).unwrap();
+        assert_eq!(
+            state.fold(&d.events).status(),
+            ConnectionStatus::NeedsReauthorization
+        );
+    }
+
+    #[test]
     fn removed_connections_refuse_everything_but_remove() {
         let (state, _) = run(&[create(), ConnectionCommand::Remove { reason: "x".into() }]);
         assert_eq!(
@@ -819,13 +887,15 @@ mod tests {
                 },
                 kind: "unavailable".into(),
                 message: "503".into(),
-                unit_random: r
+                unit_random: r,
+                attempt_started: None,
             }),
             Just(ConnectionCommand::RecordFailure {
                 class: crate::core::sync::FailureClass::Reauthorize,
                 kind: "reauthorize".into(),
                 message: "invalid_grant".into(),
-                unit_random: 0.5
+                unit_random: 0.5,
+                attempt_started: None,
             }),
             Just(ConnectionCommand::RecordReauthorized),
             proptest::bool::ANY.prop_map(|full| ConnectionCommand::RecordPage(

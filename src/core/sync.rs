@@ -407,6 +407,7 @@ mod tests {
                 kind: "resync_required".into(),
                 message: "410 fullSyncRequired".into(),
                 unit_random: 0.5,
+                attempt_started: None,
             },
         );
         assert_eq!(s.calendars[&cal()].generation, 2);
@@ -442,6 +443,7 @@ mod tests {
                     kind: "rate_limited".into(),
                     message: "429".into(),
                     unit_random: 0.0,
+                    attempt_started: None,
                 },
             );
             assert_eq!(s.consecutive_failures, n);
@@ -473,6 +475,7 @@ mod tests {
             kind: "reauthorize".into(),
             message: "invalid_grant".into(),
             unit_random: 0.5,
+            attempt_started: None,
         };
         let s = apply(created(), reauth.clone());
         assert_eq!(s.status(), ConnectionStatus::NeedsReauthorization);

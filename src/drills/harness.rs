@@ -318,19 +318,6 @@ impl Harness {
         if status != 200 {
             bail!("storing the grant for {account} answered {status}: {body}");
         }
-        // A connection created before its grant tried to open its push
-        // channel without credentials and would retry only at its next
-        // timer tick (minutes); a restarted actor plans its channels at once.
-        let (status, body) = self
-            .admin(
-                reqwest::Method::POST,
-                "/admin/drill/kill",
-                Some(json!({"connection": id})),
-            )
-            .await?;
-        if status != 200 {
-            bail!("restarting the actor of {account} answered {status}: {body}");
-        }
         Ok(id)
     }
 
@@ -478,8 +465,7 @@ impl Harness {
     ) -> anyhow::Result<(String, (String, String, String))> {
         let id = self.google_connection(email, pp).await?;
         self.wait_connected(&id, Duration::from_secs(20)).await?;
-        // The channel calsync recorded: the simulator may also hold one whose
-        // opening raced the actor restart in `connect` and was never recorded.
+        // The channel calsync recorded (storing the grant opens it at once).
         let row = self
             .db()
             .await?
