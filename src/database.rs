@@ -24,6 +24,8 @@ pub struct Database {
     pub cluster: Option<Arc<Cluster>>,
     /// Where the database is, for operators (no password).
     pub location: String,
+    /// One store per process: its clones share the group-commit queue.
+    store: PgEventStore,
 }
 
 impl Database {
@@ -61,6 +63,7 @@ impl Database {
         let _ = conn_task.await;
         Ok((
             Database {
+                store: PgEventStore::new(pool.clone()),
                 pool,
                 cluster,
                 location,
@@ -70,7 +73,7 @@ impl Database {
     }
 
     pub fn store(&self) -> PgEventStore {
-        PgEventStore::new(self.pool.clone())
+        self.store.clone()
     }
 }
 

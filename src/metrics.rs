@@ -17,7 +17,7 @@ mod refresh;
 pub use refresh::refresh;
 
 use metrics::{counter, gauge, histogram, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ pub const SYNC_DURATION: &str = "calsync_sync_duration_seconds";
 pub const EVENTS_APPENDED: &str = "calsync_events_appended_total";
 pub const APPEND_CONFLICTS: &str = "calsync_append_conflicts_total";
 pub const APPEND_DURATION: &str = "calsync_append_duration_seconds";
+pub const APPEND_BATCH_SIZE: &str = "calsync_append_batch_size";
 pub const CONNECTIONS: &str = "calsync_connections";
 pub const ACTORS: &str = "calsync_actors";
 pub const ACTOR_RESTARTS: &str = "calsync_actor_restarts_total";
@@ -62,6 +63,7 @@ pub const ALL: &[&str] = &[
     EVENTS_APPENDED,
     APPEND_CONFLICTS,
     APPEND_DURATION,
+    APPEND_BATCH_SIZE,
     CONNECTIONS,
     ACTORS,
     ACTOR_RESTARTS,
@@ -87,6 +89,9 @@ const BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// Histogram buckets of the group-commit batch size (appends).
+const BATCH_BUCKETS: &[f64] = &[2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// How often the recorder drops idle histogram samples when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -99,9 +104,11 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn build() -> PrometheusHandle {
-    let builder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
+    let builder = match PrometheusBuilder::new().set_buckets(BUCKETS).and_then(|b| {
+        b.set_buckets_for_metric(Matcher::Full(APPEND_BATCH_SIZE.into()), BATCH_BUCKETS)
+    }) {
         Ok(b) => b,
-        // Only an empty bucket list is refused, and BUCKETS is not empty.
+        // Only an empty bucket list is refused, and neither list is empty.
         Err(e) => {
             tracing::error!(error = %e, "histogram buckets refused; using summaries");
             PrometheusBuilder::new()
@@ -174,6 +181,11 @@ fn describe() {
         APPEND_DURATION,
         Unit::Seconds,
         "Latency of a committed append (transaction including read-model changes), by stream kind"
+    );
+    h!(
+        APPEND_BATCH_SIZE,
+        Unit::Count,
+        "Appends merged into one group-commit transaction (batches of two or more)"
     );
     g!(
         CONNECTIONS,
@@ -387,6 +399,12 @@ pub fn events_appended(stream: &str, n: usize, elapsed: Duration) {
     let kind = stream_kind(stream);
     counter!(EVENTS_APPENDED, "stream_kind" => kind).increment(n as u64);
     histogram!(APPEND_DURATION, "stream_kind" => kind).record(elapsed.as_secs_f64());
+}
+
+/// A group-commit batch of `appends` appends went to the database as one
+/// transaction.
+pub fn append_batch(appends: usize) {
+    histogram!(APPEND_BATCH_SIZE).record(appends as f64);
 }
 
 /// An append refused because the stream moved (another writer: fencing).

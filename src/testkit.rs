@@ -38,6 +38,8 @@ pub struct TestDb {
     pub name: String,
     pub pool: Pool,
     pub config: tokio_postgres::Config,
+    /// One store per test database: its clones share the group-commit queue.
+    store: PgEventStore,
 }
 
 impl TestDb {
@@ -64,7 +66,12 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("bad test connection string: {e}"));
         let pool = database::pool(config.clone(), 32)
             .unwrap_or_else(|e| panic!("cannot build the test pool: {e}"));
-        TestDb { name, pool, config }
+        TestDb {
+            store: PgEventStore::new(pool.clone()),
+            name,
+            pool,
+            config,
+        }
     }
 
     /// The libpq connection string, usable as `DATABASE_URL`.
@@ -73,7 +80,7 @@ impl TestDb {
     }
 
     pub fn store(&self) -> PgEventStore {
-        PgEventStore::new(self.pool.clone())
+        self.store.clone()
     }
 
     /// A direct (unpooled) connection, for tests that hold transactions.

@@ -141,9 +141,10 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
         Some(1.0),
     ));
     report.notes.push(
-        "each accepted notification is its own transaction (one fsync'd commit per request, \
-         shared only by PostgreSQL's own WAL group flush); the load generator, calsync and \
-         PostgreSQL share the machine's CPUs, pgbench is a separate C process"
+        "notifications for different connections that arrive together are committed in one \
+         transaction (group commit, src/store/group_commit.rs; see calsync_append_batch_size); \
+         the load generator, calsync and PostgreSQL share the machine's CPUs, pgbench is a \
+         separate C process"
             .into(),
     );
     served.stop();

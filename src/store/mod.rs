@@ -9,6 +9,7 @@
 pub mod availability;
 pub mod credentials;
 mod errors;
+mod group_commit;
 pub mod migrate;
 mod postgres;
 pub mod projections;

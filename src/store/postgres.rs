@@ -1,5 +1,6 @@
 //! [`EventStore`] on PostgreSQL through a `deadpool-postgres` pool.
 
+use super::group_commit::{first_version, GroupCommit};
 use super::projections::{self, Tables};
 use super::{
     EventMetadata, EventStore, ExpectedVersion, GlobalCursor, NewEvent, RecordedEvent, Snapshot,
@@ -8,6 +9,7 @@ use super::{
 use crate::core::ids::StreamName;
 use crate::core::projection::RowChange;
 use deadpool_postgres::Pool;
+use std::sync::{Arc, OnceLock};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -16,15 +18,36 @@ use tokio_postgres::Row;
 const EVENT_COLUMNS: &str = "position, txid::text::bigint, stream, version, event_type, \
      schema_version, payload::text, metadata::text, committed_at";
 
-/// The PostgreSQL event store. Cheap to clone (the pool is shared).
+/// The PostgreSQL event store. Cheap to clone: clones share the pool and
+/// the group-commit queue, so keep one store per process and clone it.
 #[derive(Clone)]
 pub struct PgEventStore {
     pool: Pool,
+    /// Started on the first append (it needs the tokio runtime); `None` for
+    /// the direct store the group-commit workers themselves use.
+    group: Option<Arc<OnceLock<GroupCommit>>>,
 }
 
 impl PgEventStore {
+    /// A store whose concurrent appends to different streams are committed
+    /// together (see [`super::group_commit`]).
     pub fn new(pool: Pool) -> Self {
-        PgEventStore { pool }
+        PgEventStore {
+            pool,
+            group: Some(Arc::new(OnceLock::new())),
+        }
+    }
+
+    /// A store that commits every append in its own transaction.
+    pub fn direct(pool: Pool) -> Self {
+        PgEventStore { pool, group: None }
+    }
+
+    fn group_commit(&self) -> Option<&GroupCommit> {
+        let group = self.group.as_ref()?;
+        // Outside a runtime there are no workers to start.
+        tokio::runtime::Handle::try_current().ok()?;
+        Some(group.get_or_init(|| GroupCommit::start(Self::direct(self.pool.clone()))))
     }
 
     pub fn pool(&self) -> &Pool {
@@ -74,6 +97,56 @@ impl PgEventStore {
         rows.iter().map(row_to_event).collect()
     }
 
+    /// One append in its own transaction (the group-commit workers' path,
+    /// and the fallback when a batch must be replayed request by request).
+    pub(super) async fn append_direct(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        changes: &[RowChange],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let started = std::time::Instant::now();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The append is ingest's hot path: cached prepared statements save
+        // PostgreSQL a parse and plan, and us a round trip, per statement.
+        let current = {
+            let statement = tx.prepare_cached(CURRENT_VERSION_SQL).await?;
+            let row = tx.query_one(&statement, &[&stream.as_str()]).await?;
+            stored_version(row.try_get(0)?)?
+        };
+        let first = first_version(stream, expected, current).inspect_err(|_| {
+            crate::metrics::append_conflict(stream.as_str());
+        })?;
+        let mut columns = EventColumns::default();
+        columns.push(stream.as_str(), first, &events);
+        let rows = match columns.insert(&tx).await {
+            Ok(rows) => rows,
+            Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                // A concurrent writer committed the same version first. The
+                // unique index made us wait for it, so it is visible now.
+                drop(tx);
+                let actual = current_version(&**client, stream).await?;
+                crate::metrics::append_conflict(stream.as_str());
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let recorded = rows
+            .iter()
+            .map(row_to_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        projections::apply(&*tx, Tables::Live, changes).await?;
+        tx.commit().await?;
+        crate::metrics::events_appended(stream.as_str(), recorded.len(), started.elapsed());
+        Ok(recorded)
+    }
+
     /// True if the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         match self.pool.get().await {
@@ -103,53 +176,15 @@ impl EventStore for PgEventStore {
         if events.is_empty() {
             return Err(StoreError::BadData("append of zero events".into()));
         }
-        let started = std::time::Instant::now();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // The append is ingest's hot path: cached prepared statements save
-        // PostgreSQL a parse and plan, and us a round trip, per statement.
-        let current = {
-            let statement = tx.prepare_cached(CURRENT_VERSION_SQL).await?;
-            let row = tx.query_one(&statement, &[&stream.as_str()]).await?;
-            stored_version(row.try_get(0)?)?
-        };
-        let first = match expected {
-            ExpectedVersion::Any => current + 1,
-            ExpectedVersion::NoStream if current == 0 => 1,
-            ExpectedVersion::Exact(v) if v == current => v + 1,
-            _ => {
-                crate::metrics::append_conflict(stream.as_str());
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual: current,
-                });
+        if let Some(group) = self.group_commit() {
+            if let Some(outcome) = group
+                .append(stream, expected, events.clone(), changes)
+                .await
+            {
+                return outcome;
             }
-        };
-        let rows = match insert_events(&tx, stream, first, &events).await {
-            Ok(rows) => rows,
-            Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                // A concurrent writer committed the same version first. The
-                // unique index made us wait for it, so it is visible now.
-                drop(tx);
-                let actual = current_version(&**client, stream).await?;
-                crate::metrics::append_conflict(stream.as_str());
-                return Err(StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual,
-                });
-            }
-            Err(err) => return Err(err.into()),
-        };
-        let recorded = rows
-            .iter()
-            .map(row_to_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        projections::apply(&*tx, Tables::Live, changes).await?;
-        tx.commit().await?;
-        crate::metrics::events_appended(stream.as_str(), recorded.len(), started.elapsed());
-        Ok(recorded)
+        }
+        self.append_direct(stream, expected, events, changes).await
     }
 
     async fn read_stream(
@@ -259,51 +294,69 @@ async fn current_version(
     stored_version(row.try_get(0)?)
 }
 
-/// Inserts the events with versions `first..` in one statement and returns
-/// the stored rows in version order.
-async fn insert_events(
-    client: &deadpool_postgres::Transaction<'_>,
-    stream: &StreamName,
-    first: u64,
-    events: &[NewEvent],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let mut versions = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut schema_versions = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
-    let mut metadata = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        // Versions fit in i64: a stream would need 2^63 events to overflow.
-        versions.push((first + i as u64) as i64);
-        types.push(event.event_type.as_str());
-        schema_versions.push(event.schema_version);
-        payloads.push(event.payload.as_str());
-        metadata.push(metadata_json(&event.metadata));
+/// The rows of one multi-row `INSERT` into `events`, for one append or a
+/// whole group-commit batch (several streams).
+#[derive(Default)]
+pub(super) struct EventColumns<'a> {
+    streams: Vec<&'a str>,
+    versions: Vec<i64>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<String>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// Adds `events` of `stream` with versions `first..`.
+    pub fn push(&mut self, stream: &'a str, first: u64, events: &'a [NewEvent]) {
+        for (i, event) in events.iter().enumerate() {
+            self.streams.push(stream);
+            // Versions fit in i64: a stream would need 2^63 events to overflow.
+            self.versions.push((first + i as u64) as i64);
+            self.types.push(event.event_type.as_str());
+            self.schema_versions.push(event.schema_version);
+            self.payloads.push(event.payload.as_str());
+            self.metadata.push(metadata_json(&event.metadata));
+        }
     }
-    let sql = format!(
-        "INSERT INTO events (stream, version, event_type, schema_version, payload, metadata) \
-         SELECT $1, v, t, s, p::json, m::json \
-         FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[]) AS u(v, t, s, p, m) \
-         ORDER BY v \
-         RETURNING {EVENT_COLUMNS}"
-    );
-    let statement = client.prepare_cached(&sql).await?;
-    let mut rows = client
-        .query(
-            &statement,
-            &[
-                &stream.as_str(),
-                &versions,
-                &types,
-                &schema_versions,
-                &payloads,
-                &metadata,
-            ],
-        )
-        .await?;
-    // RETURNING order is not guaranteed by SQL; callers rely on version order.
-    rows.sort_by_key(|row| row.try_get::<_, i64>(3).unwrap_or(i64::MAX));
-    Ok(rows)
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Inserts the rows in push order (positions follow it) in one
+    /// statement and returns the stored rows in that order.
+    pub async fn insert(
+        &self,
+        client: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let sql = format!(
+            "INSERT INTO events (stream, version, event_type, schema_version, payload, metadata) \
+             SELECT st, v, t, s, p::json, m::json \
+             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[]) \
+               WITH ORDINALITY AS u(st, v, t, s, p, m, o) \
+             ORDER BY o \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        let mut rows = client
+            .query(
+                &statement,
+                &[
+                    &self.streams,
+                    &self.versions,
+                    &self.types,
+                    &self.schema_versions,
+                    &self.payloads,
+                    &self.metadata,
+                ],
+            )
+            .await?;
+        // RETURNING order is not guaranteed by SQL; positions follow the
+        // insert order, and callers rely on it.
+        rows.sort_by_key(|row| row.try_get::<_, i64>(0).unwrap_or(i64::MAX));
+        Ok(rows)
+    }
 }
 
 fn metadata_json(metadata: &EventMetadata) -> String {
@@ -311,7 +364,7 @@ fn metadata_json(metadata: &EventMetadata) -> String {
     serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_string())
 }
 
-fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+pub(super) fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let stream: String = row.try_get(2)?;
     let metadata: String = row.try_get(7)?;
     Ok(RecordedEvent {
@@ -328,7 +381,7 @@ fn row_to_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn stored_version(v: i64) -> Result<u64, StoreError> {
+pub(super) fn stored_version(v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::BadData(format!("negative stream version {v}")))
 }
 

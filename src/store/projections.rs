@@ -27,6 +27,39 @@ impl Tables {
     }
 }
 
+/// Applies the changes of several appends (a group-commit batch) in one
+/// go: the connection rows — one per append, the bulk of ingest's writes —
+/// in one multi-row upsert, everything else in order. No other change reads
+/// or references the connection rows, so writing them first is equivalent.
+pub async fn apply_many(
+    client: &impl GenericClient,
+    tables: Tables,
+    appends: &[&[RowChange]],
+) -> Result<(), tokio_postgres::Error> {
+    let mut latest: std::collections::BTreeMap<uuid::Uuid, &ConnectionRow> = Default::default();
+    for change in appends.iter().flat_map(|c| c.iter()) {
+        if let RowChange::UpsertConnection(row) = change {
+            latest.insert(row.connection_id.as_uuid(), row);
+        }
+    }
+    if latest.len() < 2 {
+        for changes in appends {
+            apply(client, tables, changes).await?;
+        }
+        return Ok(());
+    }
+    upsert_connections(client, tables, latest.values().copied()).await?;
+    for changes in appends {
+        let rest: Vec<RowChange> = changes
+            .iter()
+            .filter(|c| !matches!(c, RowChange::UpsertConnection(_)))
+            .cloned()
+            .collect();
+        apply(client, tables, &rest).await?;
+    }
+    Ok(())
+}
+
 pub async fn apply(
     client: &impl GenericClient,
     tables: Tables,
@@ -221,6 +254,110 @@ async fn upsert_channel(
     Ok(())
 }
 
+/// Many connection rows in one statement (at most one per connection).
+async fn upsert_connections(
+    client: &impl GenericClient,
+    tables: Tables,
+    rows: impl Iterator<Item = &ConnectionRow>,
+) -> Result<(), tokio_postgres::Error> {
+    let mut c = ConnectionColumns::default();
+    for row in rows {
+        c.ids.push(row.connection_id.as_uuid());
+        c.platform_provider_ids.push(&row.platform_provider_id);
+        c.providers.push(&row.provider);
+        c.accounts.push(&row.account);
+        // A list of strings always serialises.
+        c.calendars
+            .push(serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into()));
+        c.destinations.push(row.destination_calendar.as_deref());
+        c.statuses.push(&row.status);
+        c.pause_reasons.push(row.pause_reason.as_deref());
+        c.quarantine_reasons.push(row.quarantine_reason.as_deref());
+        c.quarantined_at.push(row.quarantined_at);
+        c.stream_versions.push(row.stream_version as i64);
+        c.error_counts.push(row.error_count as i32);
+        c.last_errors.push(row.last_error.as_deref());
+        c.backoff_until.push(row.backoff_until);
+        c.needs_reauthorization
+            .push(row.needs_reauthorization.as_deref());
+        c.notifications_accepted
+            .push(row.notifications_accepted as i64);
+    }
+    let sql = format!(
+        "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
+           calendars, destination_calendar, status, pause_reason, quarantine_reason, \
+           quarantined_at, stream_version, error_count, last_error, backoff_until, \
+           needs_reauthorization, notifications_accepted, updated_at) \
+         SELECT i, pp, pr, a, cal::json, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, now() \
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+           $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[], $12::int[], \
+           $13::text[], $14::timestamptz[], $15::text[], $16::bigint[]) \
+           AS u(i, pp, pr, a, cal, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na) \
+         {UPSERT_CONNECTION_SET}",
+        t = tables.name("connections")
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &c.ids,
+                &c.platform_provider_ids,
+                &c.providers,
+                &c.accounts,
+                &c.calendars,
+                &c.destinations,
+                &c.statuses,
+                &c.pause_reasons,
+                &c.quarantine_reasons,
+                &c.quarantined_at,
+                &c.stream_versions,
+                &c.error_counts,
+                &c.last_errors,
+                &c.backoff_until,
+                &c.needs_reauthorization,
+                &c.notifications_accepted,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The columns of [`upsert_connections`], one entry per row.
+#[derive(Default)]
+struct ConnectionColumns<'a> {
+    ids: Vec<uuid::Uuid>,
+    platform_provider_ids: Vec<&'a str>,
+    providers: Vec<&'a str>,
+    accounts: Vec<&'a str>,
+    calendars: Vec<String>,
+    destinations: Vec<Option<&'a str>>,
+    statuses: Vec<&'a str>,
+    pause_reasons: Vec<Option<&'a str>>,
+    quarantine_reasons: Vec<Option<&'a str>>,
+    quarantined_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    stream_versions: Vec<i64>,
+    error_counts: Vec<i32>,
+    last_errors: Vec<Option<&'a str>>,
+    backoff_until: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+    needs_reauthorization: Vec<Option<&'a str>>,
+    notifications_accepted: Vec<i64>,
+}
+
+/// The update half of the connection upsert, shared by the one-row and the
+/// many-row forms so they cannot drift apart.
+const UPSERT_CONNECTION_SET: &str = "ON CONFLICT (connection_id) DO UPDATE SET \
+           platform_provider_id = EXCLUDED.platform_provider_id, \
+           provider = EXCLUDED.provider, account = EXCLUDED.account, \
+           calendars = EXCLUDED.calendars, \
+           destination_calendar = EXCLUDED.destination_calendar, \
+           status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
+           quarantine_reason = EXCLUDED.quarantine_reason, \
+           quarantined_at = EXCLUDED.quarantined_at, \
+           stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
+           last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
+           needs_reauthorization = EXCLUDED.needs_reauthorization, \
+           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()";
+
 async fn upsert_connection(
     client: &impl GenericClient,
     tables: Tables,
@@ -232,18 +369,7 @@ async fn upsert_connection(
            quarantined_at, stream_version, error_count, last_error, backoff_until, \
            needs_reauthorization, notifications_accepted, updated_at) \
          VALUES ($1, $2, $3, $4, $5::text::json, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now()) \
-         ON CONFLICT (connection_id) DO UPDATE SET \
-           platform_provider_id = EXCLUDED.platform_provider_id, \
-           provider = EXCLUDED.provider, account = EXCLUDED.account, \
-           calendars = EXCLUDED.calendars, \
-           destination_calendar = EXCLUDED.destination_calendar, \
-           status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
-           quarantine_reason = EXCLUDED.quarantine_reason, \
-           quarantined_at = EXCLUDED.quarantined_at, \
-           stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
-           last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
-           needs_reauthorization = EXCLUDED.needs_reauthorization, \
-           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()",
+         {UPSERT_CONNECTION_SET}",
         t = tables.name("connections")
     );
     // A list of strings always serialises.
