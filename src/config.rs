@@ -82,6 +82,18 @@ pub struct FileConfig {
     pub database: FileDatabase,
     #[serde(default)]
     pub providers: FileProviders,
+    #[serde(default)]
+    pub outbound: FileOutbound,
+}
+
+/// How bookings are written to the destination calendars.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutbound {
+    /// What a cancelled booking does to its external event (default:
+    /// delete it).
+    #[serde(default)]
+    pub on_cancel: Option<crate::core::outbound::CancelMode>,
 }
 
 /// Provider API locations (defaults: the real services).
@@ -248,6 +260,25 @@ mod tests {
             Some(crate::http::webhooks::WebhookConfig::default().body_limit)
         );
         assert_eq!(file.drills_enabled, Some(false));
+        assert_eq!(
+            file.outbound.on_cancel,
+            Some(crate::core::outbound::CancelMode::default())
+        );
+    }
+
+    #[test]
+    fn the_cancel_mode_is_spelled_the_same_in_the_file_and_on_the_command_line() {
+        use crate::core::outbound::CancelMode;
+        for (word, mode) in [
+            ("delete", CancelMode::Delete),
+            ("mark_cancelled", CancelMode::MarkCancelled),
+        ] {
+            let file = FileConfig::parse(&format!("[outbound]\non_cancel = \"{word}\"\n")).unwrap();
+            assert_eq!(file.outbound.on_cancel, Some(mode));
+            assert_eq!(word.parse::<CancelMode>(), Ok(mode));
+        }
+        assert!(FileConfig::parse("[outbound]\non_cancel = \"hide\"\n").is_err());
+        assert!("hide".parse::<CancelMode>().is_err());
     }
 
     #[test]

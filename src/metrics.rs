@@ -422,14 +422,16 @@ pub fn actor_quarantined() {
     counter!(ACTOR_QUARANTINES).increment(1);
 }
 
-/// One outbound calendar write. `operation`: `create`, `update`, `delete`
-/// (anything else: `other`); `result`: `ok` or a `ProviderError::kind`.
+/// One outbound calendar write. `operation`: `create`, `update`, `delete`,
+/// `mark_cancelled` (anything else: `other`); `result`: `ok` or a
+/// `ProviderError::kind`.
 pub fn outbound_write(provider: &str, operation: &str, result: &str, elapsed: Duration) {
     let provider = provider_label(provider);
     let operation = match operation {
         "create" => "create",
         "update" => "update",
         "delete" => "delete",
+        "mark_cancelled" => "mark_cancelled",
         _ => "other",
     };
     let result = if result == "ok" {

@@ -136,6 +136,7 @@ fn booking(start: DateTime<Utc>) -> OutboundEvent {
         time_zone: "Europe/Berlin".into(),
         attendees: vec!["guest@example.org".into()],
         ical_uid: "bk_42@platform.example".into(),
+        marked_cancelled: false,
     }
 }
 

@@ -57,7 +57,7 @@ async fn write_all(
     let client = runtime.client(provider);
     for write in writes {
         let booking = &write.track.latest;
-        let event = |generation: u32| OutboundEvent {
+        let event = |generation: u32, marked_cancelled: bool| OutboundEvent {
             booking_id: booking.booking_id.to_string(),
             generation,
             title: booking.title.clone(),
@@ -66,13 +66,14 @@ async fn write_all(
             time_zone: booking.time_zone.clone(),
             attendees: booking.attendees.clone(),
             ical_uid: ical_uid(&booking.booking_id),
+            marked_cancelled,
         };
         let started = Instant::now();
         let (operation, result) = match &write.op {
             OutboundOp::Create { generation } => (
                 "create",
                 client
-                    .create_event(&mut session, calendar, &event(*generation))
+                    .create_event(&mut session, calendar, &event(*generation, false))
                     .await
                     .map(|w| WriteOutcome::Created {
                         external_event_id: w.external_event_id,
@@ -86,12 +87,32 @@ async fn write_all(
                         &mut session,
                         calendar,
                         external_event_id,
-                        &event(write.track.generation),
+                        &event(write.track.generation, false),
                     )
                     .await
                 {
                     Ok(w) => Ok(WriteOutcome::Updated { etag: w.etag }),
                     // Deleted at the provider by someone else: create anew.
+                    Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
+                        Ok(WriteOutcome::Missing)
+                    }
+                    Err(e) => Err(e),
+                },
+            ),
+            OutboundOp::MarkCancelled { external_event_id } => (
+                "mark_cancelled",
+                match client
+                    .update_event(
+                        &mut session,
+                        calendar,
+                        external_event_id,
+                        &event(write.track.generation, true),
+                    )
+                    .await
+                {
+                    Ok(w) => Ok(WriteOutcome::Updated { etag: w.etag }),
+                    // Deleted at the provider by someone else: nothing is
+                    // left to mark; a re-activation creates anew.
                     Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
                         Ok(WriteOutcome::Missing)
                     }

@@ -297,8 +297,16 @@ impl Supervisor {
         let state = recover_prefix(&self.store, &stream)
             .await
             .map_err(|e| e.to_string())?;
-        let decision =
-            crate::core::decide::decide(&state, &command, Utc::now()).map_err(|e| e.to_string())?;
+        // The same policies as the actor: lifting a quarantine records the
+        // outbound intents that waited, and their cancel mode must be the
+        // configured one.
+        let policy = self
+            .sync
+            .as_ref()
+            .map(|s| s.policy.clone())
+            .unwrap_or_default();
+        let decision = crate::core::decide::decide_with(&state, &command, Utc::now(), &policy)
+            .map_err(|e| e.to_string())?;
         if decision.events.is_empty() {
             return Ok(());
         }

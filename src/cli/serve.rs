@@ -3,6 +3,7 @@
 use crate::actors::sync_task::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
 use crate::config::{self, DatabaseSource, FileConfig, FileProviders, GlobalArgs};
+use crate::core::outbound::CancelMode;
 use crate::database::Database;
 use crate::http::{self, AppState};
 use crate::providers::ProviderEndpoints;
@@ -56,6 +57,11 @@ pub struct ServeArgs {
     pub graph_api_url: Option<String>,
     #[arg(long, env = "CALSYNC_GRAPH_TOKEN_URL", value_name = "URL")]
     pub graph_token_url: Option<String>,
+
+    /// What a cancelled booking does to its external event: delete it, or
+    /// mark it cancelled (free time, "Cancelled: " title) [default: delete].
+    #[arg(long, env = "CALSYNC_OUTBOUND_ON_CANCEL", value_name = "MODE")]
+    pub on_cancel: Option<CancelMode>,
 }
 
 impl ServeArgs {
@@ -132,6 +138,11 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .clone()
         .or(file.public_url.clone())
         .map(|u| u.trim_end_matches('/').to_string());
+    runtime.policy.on_cancel = args
+        .on_cancel
+        .or(file.outbound.on_cancel)
+        .unwrap_or_default();
+    tracing::info!(on_cancel = ?runtime.policy.on_cancel, "outbound cancellations");
     let connections = Connections::start_with_sync(
         db.store(),
         ActorSettings::default(),

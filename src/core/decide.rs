@@ -227,7 +227,7 @@ pub fn decide_with(
         // The grant or destination may be usable again: bookings that
         // waited go out now.
         let after = state.clone().fold(&decision.events);
-        let more = outbound_intents(&after, now);
+        let more = outbound_intents(&after, now, policy);
         decision.events.extend(more.events);
         decision.effects.extend(more.effects);
     }
@@ -237,7 +237,7 @@ pub fn decide_with(
 /// Intents for every booking whose external event lags (and that has none
 /// pending), plus the effect to run pending writes — when the connection
 /// may write now.
-fn outbound_intents(after: &ConnectionState, now: DateTime<Utc>) -> Decision {
+fn outbound_intents(after: &ConnectionState, now: DateTime<Utc>, policy: &SyncPolicy) -> Decision {
     let writable = may_call_provider(after, now)
         && after
             .profile
@@ -251,7 +251,7 @@ fn outbound_intents(after: &ConnectionState, now: DateTime<Utc>) -> Decision {
         if track.pending.is_some() {
             continue;
         }
-        if let Some(op) = next_outbound(track) {
+        if let Some(op) = next_outbound(track, policy.on_cancel) {
             events.push(ConnectionEvent::OutboundIntentRecorded {
                 booking_id: booking_id.clone(),
                 version: track.latest.version,
@@ -276,9 +276,10 @@ fn with_outbound(
     state: &ConnectionState,
     events: Vec<ConnectionEvent>,
     now: DateTime<Utc>,
+    policy: &SyncPolicy,
 ) -> Decision {
     let after = state.clone().fold(&events);
-    let more = outbound_intents(&after, now);
+    let more = outbound_intents(&after, now, policy);
     let mut all = events;
     all.extend(more.events);
     Decision {
@@ -517,6 +518,7 @@ fn decide_inner(
                     booking: booking.clone(),
                 }],
                 now,
+                policy,
             ))
         }
         (
@@ -538,6 +540,7 @@ fn decide_inner(
                     outcome: outcome.clone(),
                 }],
                 now,
+                policy,
             ))
         }
         (
@@ -569,7 +572,7 @@ fn decide_inner(
                 ..Decision::none()
             })
         }
-        (_, C::RequestOutbound) => Ok(outbound_intents(state, now)),
+        (_, C::RequestOutbound) => Ok(outbound_intents(state, now, policy)),
         (_, C::SetFreeBusyOnly { calendars }) => {
             if let Some(unknown) = calendars.iter().find(|c| !state.calendars.contains_key(*c)) {
                 return Err(Rejection::Invalid(format!(
@@ -942,3 +945,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "decide_outbound_tests.rs"]
+mod outbound_tests;

@@ -9,6 +9,11 @@
 //! `(booking, generation)`; Graph: `transactionId` + a tag searched first),
 //! and records the result after. An intent without a result (a crash, a
 //! kill, a lost response) is simply written again with the same key.
+//!
+//! A cancellation either deletes the external event or, under
+//! [`CancelMode::MarkCancelled`], PATCHes it to stop blocking time and say
+//! "Cancelled: ". The mode is an input to [`next_outbound`]; the op it
+//! picks is recorded in the intent, so the log alone says what was written.
 
 use super::ids::BookingId;
 use chrono::{DateTime, Utc};
@@ -50,6 +55,12 @@ pub enum OutboundOp {
         external_event_id: String,
     },
     Delete {
+        external_event_id: String,
+    },
+    /// PATCH the same external event to show the cancellation: free time
+    /// (Google `transparent`, Graph `showAs: free`) and a "Cancelled: "
+    /// title. The event stays, so a re-activation PATCHes it back.
+    MarkCancelled {
         external_event_id: String,
     },
     /// Delete whatever a create of `generation` may have made (its response
@@ -98,8 +109,58 @@ pub enum WriteOutcome {
     Missing,
 }
 
-/// The write that brings the provider to the booking's latest version.
-pub fn next_outbound(track: &BookingTrack) -> Option<OutboundOp> {
+/// What a cancelled booking does to its external event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelMode {
+    /// The event is deleted from the calendar.
+    #[default]
+    Delete,
+    /// The event stays, visibly cancelled and no longer blocking time.
+    MarkCancelled,
+}
+
+impl std::str::FromStr for CancelMode {
+    type Err = String;
+
+    /// The spelling of the configuration file, for flags and environment.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "delete" => Ok(CancelMode::Delete),
+            "mark_cancelled" => Ok(CancelMode::MarkCancelled),
+            other => Err(format!(
+                "unknown cancel mode {other:?} (expected \"delete\" or \"mark_cancelled\")"
+            )),
+        }
+    }
+}
+
+/// The title a cancelled booking's event shows under
+/// [`CancelMode::MarkCancelled`].
+pub fn cancelled_title(title: &str) -> String {
+    format!("Cancelled: {title}")
+}
+
+/// The write that brings the provider to the booking's latest version; a
+/// cancellation is written the way `on_cancel` says.
+pub fn next_outbound(track: &BookingTrack, on_cancel: CancelMode) -> Option<OutboundOp> {
+    match (owed_write(track)?, on_cancel) {
+        (OutboundOp::Delete { external_event_id }, CancelMode::MarkCancelled) => {
+            Some(OutboundOp::MarkCancelled { external_event_id })
+        }
+        (op, _) => Some(op),
+    }
+}
+
+/// Whether the provider lags the booking. The cancel mode only chooses
+/// *how* a cancellation is written, never *whether* a write is owed, so
+/// projections need no mode and replay needs no configuration.
+pub fn owes_write(track: &BookingTrack) -> bool {
+    owed_write(track).is_some()
+}
+
+/// The write owed, with a cancellation written as a delete.
+fn owed_write(track: &BookingTrack) -> Option<OutboundOp> {
     let latest = &track.latest;
     match (latest.status, &track.external_event_id) {
         (BookingStatus::Confirmed, None) => Some(OutboundOp::Create {
@@ -111,11 +172,20 @@ pub fn next_outbound(track: &BookingTrack) -> Option<OutboundOp> {
             })
         }
         (BookingStatus::Confirmed, Some(_)) => None,
+        // The event already shows this cancelled version: only a mark
+        // credits a cancelled version while keeping the event (creates and
+        // updates are only ever intended for confirmed versions, and a
+        // delete forgets the event). A mode changed since never deletes it
+        // after the fact.
+        (BookingStatus::Cancelled, Some(_)) if track.written_version == Some(latest.version) => {
+            None
+        }
         (BookingStatus::Cancelled, Some(id)) => Some(OutboundOp::Delete {
             external_event_id: id.clone(),
         }),
         // Cancelled before any recorded create: a create may still have
-        // happened (its result lost) — clean up by tag.
+        // happened (its result lost) — clean up by tag. In either mode: an
+        // event nobody recorded has nothing to keep for a re-activation.
         (BookingStatus::Cancelled, None) => match &track.pending {
             Some(OutboundOp::Create { generation }) => Some(OutboundOp::DeleteTagged {
                 generation: *generation,
@@ -161,6 +231,7 @@ pub fn validate(booking: &Booking) -> Result<(), String> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use proptest::prelude::*;
 
     fn booking(version: u64, status: BookingStatus) -> Booking {
         let start = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
@@ -193,22 +264,22 @@ mod tests {
     fn a_new_booking_is_created_then_rescheduled_in_place_then_deleted() {
         let mut t = track(booking(1, BookingStatus::Confirmed));
         assert_eq!(
-            next_outbound(&t),
+            next_outbound(&t, CancelMode::Delete),
             Some(OutboundOp::Create { generation: 0 })
         );
         t.external_event_id = Some("ev".into());
         t.written_version = Some(1);
-        assert_eq!(next_outbound(&t), None);
+        assert_eq!(next_outbound(&t, CancelMode::Delete), None);
         t.latest = booking(2, BookingStatus::Confirmed);
         assert_eq!(
-            next_outbound(&t),
+            next_outbound(&t, CancelMode::Delete),
             Some(OutboundOp::Update {
                 external_event_id: "ev".into()
             })
         );
         t.latest = booking(3, BookingStatus::Cancelled);
         assert_eq!(
-            next_outbound(&t),
+            next_outbound(&t, CancelMode::Delete),
             Some(OutboundOp::Delete {
                 external_event_id: "ev".into()
             })
@@ -218,12 +289,145 @@ mod tests {
     #[test]
     fn a_cancellation_racing_an_unrecorded_create_cleans_up_by_tag() {
         let mut t = track(booking(2, BookingStatus::Cancelled));
-        assert_eq!(next_outbound(&t), None, "never created, nothing to do");
+        assert_eq!(
+            next_outbound(&t, CancelMode::Delete),
+            None,
+            "never created, nothing to do"
+        );
         t.pending = Some(OutboundOp::Create { generation: 0 });
         assert_eq!(
-            next_outbound(&t),
+            next_outbound(&t, CancelMode::Delete),
             Some(OutboundOp::DeleteTagged { generation: 0 })
         );
+    }
+
+    #[test]
+    fn in_mark_mode_a_cancellation_patches_the_event_and_a_reactivation_patches_it_back() {
+        let mark = CancelMode::MarkCancelled;
+        let mut t = track(booking(1, BookingStatus::Confirmed));
+        t.external_event_id = Some("ev".into());
+        t.written_version = Some(1);
+        t.latest = booking(2, BookingStatus::Cancelled);
+        assert_eq!(
+            next_outbound(&t, mark),
+            Some(OutboundOp::MarkCancelled {
+                external_event_id: "ev".into()
+            })
+        );
+        // The mark succeeded (an update credited with the cancelled version).
+        t.written_version = Some(2);
+        assert_eq!(next_outbound(&t, mark), None);
+        assert!(!owes_write(&t));
+        // A later cancelled version (say a new title) is marked again.
+        t.latest = booking(3, BookingStatus::Cancelled);
+        assert_eq!(
+            next_outbound(&t, mark),
+            Some(OutboundOp::MarkCancelled {
+                external_event_id: "ev".into()
+            })
+        );
+        t.written_version = Some(3);
+        // Re-activated: the same event is PATCHed back, same generation.
+        t.latest = booking(4, BookingStatus::Confirmed);
+        assert_eq!(
+            next_outbound(&t, mark),
+            Some(OutboundOp::Update {
+                external_event_id: "ev".into()
+            })
+        );
+    }
+
+    #[test]
+    fn an_event_already_marked_is_not_deleted_when_the_mode_changes_later() {
+        let mut t = track(booking(2, BookingStatus::Cancelled));
+        t.external_event_id = Some("ev".into());
+        t.written_version = Some(2);
+        assert_eq!(next_outbound(&t, CancelMode::Delete), None);
+        // The next cancelled version is written in the mode then in force.
+        t.latest = booking(3, BookingStatus::Cancelled);
+        assert_eq!(
+            next_outbound(&t, CancelMode::Delete),
+            Some(OutboundOp::Delete {
+                external_event_id: "ev".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_marked_title_says_cancelled() {
+        assert_eq!(cancelled_title("Haircut"), "Cancelled: Haircut");
+    }
+
+    fn any_track() -> impl Strategy<Value = BookingTrack> {
+        let op = prop_oneof![
+            (0u32..3).prop_map(|generation| OutboundOp::Create { generation }),
+            Just(OutboundOp::Update {
+                external_event_id: "ev".into()
+            }),
+            Just(OutboundOp::Delete {
+                external_event_id: "ev".into()
+            }),
+            Just(OutboundOp::MarkCancelled {
+                external_event_id: "ev".into()
+            }),
+        ];
+        (
+            1u64..5,
+            any::<bool>(),
+            0u32..3,
+            any::<bool>(),
+            proptest::option::of(0u64..5),
+            proptest::option::of(op),
+        )
+            .prop_map(
+                |(version, cancelled, generation, has_event, written, pending)| {
+                    let status = if cancelled {
+                        BookingStatus::Cancelled
+                    } else {
+                        BookingStatus::Confirmed
+                    };
+                    let mut t = track(booking(version, status));
+                    t.generation = generation;
+                    t.external_event_id = has_event.then(|| "ev".to_string());
+                    t.written_version = written;
+                    t.pending = pending;
+                    t
+                },
+            )
+    }
+
+    proptest! {
+        /// The mode picks how a cancellation is written, never whether a
+        /// write is owed — which is why projections (and replay) need no
+        /// mode — and it only ever swaps a delete for a mark of the same
+        /// event.
+        #[test]
+        fn the_cancel_mode_only_changes_how_an_owed_delete_is_written(t in any_track()) {
+            let delete = next_outbound(&t, CancelMode::Delete);
+            let mark = next_outbound(&t, CancelMode::MarkCancelled);
+            prop_assert_eq!(delete.is_some(), owes_write(&t));
+            prop_assert_eq!(mark.is_some(), owes_write(&t));
+            match (delete, mark) {
+                (
+                    Some(OutboundOp::Delete { external_event_id: a }),
+                    Some(OutboundOp::MarkCancelled { external_event_id: b }),
+                ) => prop_assert_eq!(a, b),
+                (d, m) => prop_assert_eq!(d, m),
+            }
+        }
+
+        /// Mark mode never asks for a second event: once an event exists,
+        /// every write targets it.
+        #[test]
+        fn mark_mode_never_creates_while_an_event_exists(t in any_track()) {
+            if t.external_event_id.is_some() {
+                let op = next_outbound(&t, CancelMode::MarkCancelled);
+                prop_assert!(
+                    !matches!(op, Some(OutboundOp::Create { .. }) | Some(OutboundOp::Delete { .. })),
+                    "{:?}", op
+                );
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, ConnectionId};
 use super::interval::Interval;
-use super::outbound::{ical_uid, next_outbound, BookingTrack};
+use super::outbound::{ical_uid, owes_write, BookingStatus, BookingTrack};
 use super::state::ConnectionState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -122,7 +122,10 @@ pub enum RowChange {
     },
 }
 
-/// One row of `booking_events`.
+/// One row of `booking_events`. `state` is one of `pending` (a write is in
+/// flight or will be retried), `waiting` (cannot write now), `written`,
+/// `cancelled` (marked cancelled: the event stays in the calendar, free and
+/// titled "Cancelled: ") or `removed` (cancelled and gone from the calendar).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BookingRow {
     pub booking_id: String,
@@ -141,12 +144,15 @@ impl BookingRow {
     fn from_track(id: ConnectionId, after: &ConnectionState, track: &BookingTrack) -> Self {
         let state = if track.pending.is_some() {
             "pending"
-        } else if next_outbound(track).is_some() {
+        } else if owes_write(track) {
             "waiting"
-        } else if track.external_event_id.is_some() {
-            "written"
-        } else {
+        } else if track.external_event_id.is_none() {
             "removed"
+        } else if track.latest.status == BookingStatus::Cancelled {
+            // Marked cancelled: the event is still in the calendar.
+            "cancelled"
+        } else {
+            "written"
         };
         BookingRow {
             booking_id: track.latest.booking_id.to_string(),

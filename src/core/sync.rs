@@ -12,6 +12,7 @@ use super::backoff::BackoffPolicy;
 use super::busy::{google_busy, graph_busy, BusyDecision, BusyPolicy, FreeReason};
 use super::events::ConnectionEvent;
 use super::ids::CalendarId;
+use super::outbound::CancelMode;
 use super::state::ConnectionState;
 use super::tz::resolve_zone;
 use super::wire::ProviderChange;
@@ -49,6 +50,9 @@ pub enum FailureClass {
 pub struct SyncPolicy {
     pub busy: BusyPolicy,
     pub backoff: BackoffPolicy,
+    /// How a cancelled booking's event is written (configuration, given to
+    /// the decider; the op chosen is recorded in the intent).
+    pub on_cancel: CancelMode,
 }
 
 /// Events for one fetched page.

@@ -205,11 +205,12 @@ impl GoogleClient {
             .map(|email| json!({ "email": email }))
             .collect();
         json!({
-            "summary": event.title,
+            "summary": event.display_title(),
             "start": { "dateTime": start, "timeZone": zone_name },
             "end": { "dateTime": end, "timeZone": zone_name },
             "attendees": attendees,
-            "transparency": "opaque",
+            // Sent on every write, so a re-activation makes it busy again.
+            "transparency": if event.marked_cancelled { "transparent" } else { "opaque" },
             "extendedProperties": { "private": private },
         })
     }

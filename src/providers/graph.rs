@@ -308,8 +308,9 @@ impl GraphClient {
             .map(|a| json!({ "emailAddress": { "address": a }, "type": "required" }))
             .collect();
         json!({
-            "subject": event.title,
-            "showAs": "busy",
+            "subject": event.display_title(),
+            // Sent on every write, so a re-activation makes it busy again.
+            "showAs": if event.marked_cancelled { "free" } else { "busy" },
             "start": { "dateTime": start, "timeZone": zone_name },
             "end": { "dateTime": end, "timeZone": zone_name },
             "attendees": attendees,

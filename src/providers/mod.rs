@@ -178,6 +178,22 @@ pub struct OutboundEvent {
     pub attendees: Vec<String>,
     /// Stable ICS UID of the booking.
     pub ical_uid: String,
+    /// Show the booking as cancelled (`CancelMode::MarkCancelled`): the
+    /// event stops blocking time and its title says so. `false` on every
+    /// other write, which is what turns a re-activated booking back.
+    #[serde(default)]
+    pub marked_cancelled: bool,
+}
+
+impl OutboundEvent {
+    /// The title shown in the calendar.
+    pub fn display_title(&self) -> String {
+        if self.marked_cancelled {
+            crate::core::outbound::cancelled_title(&self.title)
+        } else {
+            self.title.clone()
+        }
+    }
 }
 
 /// An event as written at the provider.

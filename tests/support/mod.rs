@@ -13,6 +13,7 @@ use calsync::core::decide::ConnectionCommand;
 use calsync::core::ids::{
     CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
 };
+use calsync::core::outbound::CancelMode;
 use calsync::core::settings::{Actor, Flag, SettingsCommand};
 use calsync::http::{self, AppState};
 use calsync::providers::{AuthSession, ProviderEndpoints};
@@ -45,6 +46,8 @@ pub struct Options {
     pub actors: ActorSettings,
     /// Periodic poll interval (default: the production 15 minutes).
     pub poll_every: Option<chrono::Duration>,
+    /// What cancelled bookings do to their events (default: delete).
+    pub on_cancel: CancelMode,
 }
 
 impl World {
@@ -90,6 +93,7 @@ impl World {
             cap: Duration::from_secs(2),
             ..BackoffPolicy::default()
         };
+        runtime.policy.on_cancel = options.on_cancel;
         if let Some(poll) = options.poll_every {
             runtime.poll_every = poll;
         }

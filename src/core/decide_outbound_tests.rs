@@ -1,0 +1,244 @@
+//! Outbound decisions against a model calendar (kept beside `decide.rs` to
+//! keep it small): whatever the order of booking versions, write runs and
+//! lost responses, in either cancel mode, the calendar ends as the latest
+//! versions and the mode say, never with two events for one booking.
+
+use super::*;
+use crate::core::ids::{BookingId, ConnectionId};
+use crate::core::outbound::{cancelled_title, BookingStatus, BookingTrack, CancelMode, OutboundOp};
+use crate::core::projection::{connection_changes, RowChange};
+use chrono::TimeZone;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()
+}
+
+/// What the provider shows for one external event.
+#[derive(Debug, Clone, PartialEq)]
+struct Shown {
+    booking_id: String,
+    title: String,
+    busy: bool,
+}
+
+/// A provider calendar with the idempotency the real clients give: a
+/// create of an existing deterministic id returns it unchanged, a delete of
+/// a missing event counts as done.
+#[derive(Debug, Default)]
+struct Calendar {
+    events: BTreeMap<String, Shown>,
+}
+
+impl Calendar {
+    /// Runs `op` the way the outbound task does: with the track's latest
+    /// content.
+    fn write(&mut self, track: &BookingTrack, op: &OutboundOp) -> WriteOutcome {
+        let b = &track.latest;
+        let shown = |marked: bool| Shown {
+            booking_id: b.booking_id.to_string(),
+            title: if marked {
+                cancelled_title(&b.title)
+            } else {
+                b.title.clone()
+            },
+            busy: !marked,
+        };
+        let mut patch = |id: &str, marked: bool| match self.events.get_mut(id) {
+            Some(e) => {
+                *e = shown(marked);
+                WriteOutcome::Updated { etag: None }
+            }
+            None => WriteOutcome::Missing,
+        };
+        match op {
+            OutboundOp::Create { generation } => {
+                let id = format!("{}-{generation}", b.booking_id);
+                self.events.entry(id.clone()).or_insert(shown(false));
+                WriteOutcome::Created {
+                    external_event_id: id,
+                    etag: None,
+                }
+            }
+            OutboundOp::Update { external_event_id } => patch(external_event_id, false),
+            OutboundOp::MarkCancelled { external_event_id } => patch(external_event_id, true),
+            OutboundOp::Delete { external_event_id } => {
+                self.events.remove(external_event_id);
+                WriteOutcome::Deleted
+            }
+            OutboundOp::DeleteTagged { generation } => {
+                self.events
+                    .remove(&format!("{}-{generation}", b.booking_id));
+                WriteOutcome::Deleted
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// The next version of booking `n`.
+    Book { n: u8, cancelled: bool, title: u8 },
+    /// Run every pending write; with `lose`, the responses never arrive.
+    Run { lose: bool },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0u8..3, any::<bool>(), 0u8..3)
+            .prop_map(|(n, cancelled, title)| Step::Book { n, cancelled, title }),
+        2 => any::<bool>().prop_map(|lose| Step::Run { lose }),
+    ]
+}
+
+struct Harness {
+    state: ConnectionState,
+    log: Vec<ConnectionEvent>,
+    calendar: Calendar,
+    policy: SyncPolicy,
+}
+
+impl Harness {
+    fn new(on_cancel: CancelMode) -> Self {
+        let mut h = Harness {
+            state: ConnectionState::default(),
+            log: Vec::new(),
+            calendar: Calendar::default(),
+            policy: SyncPolicy {
+                on_cancel,
+                ..SyncPolicy::default()
+            },
+        };
+        h.command(ConnectionCommand::Create {
+            platform_provider_id: PlatformProviderId::parse("p1").unwrap(),
+            provider: CalendarProvider::Google,
+            account: ExternalAccount::parse("a@example.com").unwrap(),
+            calendars: vec![CalendarId::parse("primary").unwrap()],
+            destination_calendar: Some(CalendarId::parse("primary").unwrap()),
+        });
+        h
+    }
+
+    fn command(&mut self, command: ConnectionCommand) {
+        let d = decide_with(&self.state, &command, now(), &self.policy).unwrap();
+        self.state = self.state.clone().fold(&d.events);
+        self.log.extend(d.events);
+    }
+
+    fn run(&mut self, lose: bool) {
+        let pending: Vec<(String, BookingTrack, OutboundOp)> = self
+            .state
+            .bookings
+            .iter()
+            .filter_map(|(id, t)| t.pending.clone().map(|op| (id.clone(), t.clone(), op)))
+            .collect();
+        for (booking_id, track, op) in pending {
+            let outcome = self.calendar.write(&track, &op);
+            if !lose {
+                self.command(ConnectionCommand::RecordOutboundResult {
+                    booking_id,
+                    version: track.pending_version.unwrap_or(track.latest.version),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Runs writes until nothing is pending (as restarts and retries do).
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            self.command(ConnectionCommand::RequestOutbound);
+            if self.state.bookings.values().all(|t| t.pending.is_none()) {
+                return;
+            }
+            self.run(false);
+        }
+        panic!("outbound writes never settled: {:?}", self.state.bookings);
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_calendar_converges_to_the_latest_versions_in_either_cancel_mode(
+        mark in any::<bool>(),
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let mode = if mark { CancelMode::MarkCancelled } else { CancelMode::Delete };
+        let mut h = Harness::new(mode);
+        let mut versions: BTreeMap<u8, u64> = BTreeMap::new();
+        for s in &steps {
+            match s {
+                Step::Book { n, cancelled, title } => {
+                    let version = versions.entry(*n).or_default();
+                    *version += 1;
+                    let start = now() + chrono::Duration::days(1);
+                    h.command(ConnectionCommand::ApplyBooking(Booking {
+                        booking_id: BookingId::parse(format!("bk-{n}")).unwrap(),
+                        version: *version,
+                        status: if *cancelled { BookingStatus::Cancelled } else { BookingStatus::Confirmed },
+                        start,
+                        end: start + chrono::Duration::hours(1),
+                        time_zone: "UTC".into(),
+                        title: format!("t{title}"),
+                        attendees: vec![],
+                    }));
+                }
+                Step::Run { lose } => h.run(*lose),
+            }
+        }
+        h.settle();
+
+        // The op chosen is in the log, so replay needs no configuration.
+        let mut created: BTreeSet<String> = BTreeSet::new();
+        for e in &h.log {
+            if let ConnectionEvent::OutboundIntentRecorded { booking_id, op, .. } = e {
+                match op {
+                    OutboundOp::Create { .. } => { created.insert(booking_id.clone()); }
+                    OutboundOp::Delete { .. } => prop_assert!(!mark, "mark mode deleted"),
+                    OutboundOp::MarkCancelled { .. } => prop_assert!(mark, "delete mode marked"),
+                    _ => {}
+                }
+            }
+        }
+        prop_assert_eq!(&ConnectionState::default().fold(&h.log), &h.state);
+
+        let id = ConnectionId::from_uuid(uuid::Uuid::from_u128(1));
+        let rows: BTreeMap<String, String> = connection_changes(id, &h.state, &h.log)
+            .into_iter()
+            .filter_map(|c| match c {
+                RowChange::UpsertBooking(row) => Some((row.booking_id, row.state)),
+                _ => None,
+            })
+            .collect();
+        for (booking_id, track) in &h.state.bookings {
+            let shown: Vec<&Shown> = h
+                .calendar
+                .events
+                .values()
+                .filter(|e| &e.booking_id == booking_id)
+                .collect();
+            let latest = &track.latest;
+            let row = rows[booking_id].as_str();
+            match latest.status {
+                BookingStatus::Confirmed => {
+                    prop_assert_eq!(shown.len(), 1, "{} is not shown once", booking_id);
+                    prop_assert!(shown[0].busy);
+                    prop_assert_eq!(&shown[0].title, &latest.title);
+                    prop_assert_eq!(row, "written");
+                }
+                BookingStatus::Cancelled if mark && created.contains(booking_id) => {
+                    // Written once, so it stays, marked, as its latest version.
+                    prop_assert_eq!(shown.len(), 1, "{} is not shown once", booking_id);
+                    prop_assert!(!shown[0].busy, "a marked event still blocks time");
+                    prop_assert_eq!(&shown[0].title, &cancelled_title(&latest.title));
+                    prop_assert_eq!(row, "cancelled");
+                }
+                BookingStatus::Cancelled => {
+                    prop_assert!(shown.is_empty(), "{} was cancelled but is shown", booking_id);
+                    prop_assert_eq!(row, "removed");
+                }
+            }
+        }
+    }
+}
