@@ -24,6 +24,7 @@ async fn spawn_app(db: &TestDb, admin_token: Option<&str>, drills: bool) -> App 
     .await
     .unwrap();
     let state = AppState {
+        channels: Default::default(),
         store: db.store(),
         connections: connections.clone(),
         admin_token: admin_token.map(String::from),

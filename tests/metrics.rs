@@ -64,6 +64,7 @@ impl World {
         .await
         .unwrap();
         let state = AppState {
+            channels: Default::default(),
             store: db.store(),
             connections: connections.clone(),
             admin_token: Some(TOKEN.into()),

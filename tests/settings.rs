@@ -253,6 +253,7 @@ async fn spawn_app(db: &TestDb, settings: SettingsHandle) -> App {
         .await
         .unwrap();
     let state = AppState {
+        channels: Default::default(),
         store: db.store(),
         connections,
         admin_token: Some("t".into()),

@@ -150,6 +150,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     )
     .await?;
     let state = AppState {
+        channels: Default::default(),
         store: db.store(),
         connections: connections.clone(),
         admin_token: args

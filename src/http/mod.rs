@@ -4,6 +4,7 @@
 //! arguments, so tests run the real server on `127.0.0.1:0`.
 
 mod admin;
+pub mod channel_cache;
 pub mod errors;
 mod health;
 pub mod metrics;
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Feature flags and allowlists in force on this node.
     pub settings: crate::settings::SettingsHandle,
     pub webhooks: webhooks::WebhookConfig,
+    /// Recent channel lookups of the webhook endpoints (shared by clones).
+    pub channels: channel_cache::ChannelCache,
 }
 
 pub fn router(state: AppState) -> Router {

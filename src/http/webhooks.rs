@@ -10,6 +10,7 @@
 //! the connection actor commits the notification — 2xx only after that (or
 //! once it is recognised as a duplicate); 503 if the database is down.
 
+use super::channel_cache::{ChannelRecord, LookupKey};
 use super::errors::ApiError;
 use super::AppState;
 use crate::actors::SendError;
@@ -24,7 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
@@ -88,6 +89,48 @@ async fn authenticate(
     lookup: Lookup<'_>,
     secret: &str,
 ) -> Result<Channel, ApiError> {
+    let record = match state.channels.get(&lookup.cache_key(provider)) {
+        Some(record) => record,
+        None => {
+            let record = load_channel(state, provider, &lookup).await?;
+            state
+                .channels
+                .put(lookup.cache_key(provider), record.clone());
+            record
+        }
+    };
+    if record
+        .closed_at
+        .is_some_and(|at| at + CLOSED_GRACE < Utc::now())
+    {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "unknown_channel",
+            "the channel was stopped",
+        ));
+    }
+    let presented = crate::actors::channel_task::secret_digest(secret);
+    if !bool::from(presented.as_bytes().ct_eq(record.secret_sha256.as_bytes())) {
+        return Err(reject(
+            StatusCode::UNAUTHORIZED,
+            "bad_channel_token",
+            "channel token mismatch",
+        ));
+    }
+    let connection_id = ConnectionId::from_uuid(record.connection_id);
+    webhook_gate(&state.settings.current(), provider, connection_id).map_err(ApiError::from)?;
+    Ok(Channel {
+        connection_id,
+        channel_id: record.channel_id,
+    })
+}
+
+/// The channel a notification names, from the database. Unknown: 404.
+async fn load_channel(
+    state: &AppState,
+    provider: CalendarProvider,
+    lookup: &Lookup<'_>,
+) -> Result<ChannelRecord, ApiError> {
     let client = state
         .store
         .pool()
@@ -106,13 +149,13 @@ async fn authenticate(
             id,
         ),
     };
-    // Cached prepared statement: one lookup per webhook is the hot path.
+    // Cached prepared statement: a lookup per uncached webhook.
     let statement = client
         .prepare_cached(sql)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let row = client
-        .query_opt(&statement, &[&key, &provider.as_str()])
+        .query_opt(&statement, &[key, &provider.as_str()])
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let Some(row) = row else {
@@ -122,34 +165,26 @@ async fn authenticate(
             "no such channel",
         ));
     };
-    let closed_at: Option<DateTime<Utc>> = row.get(3);
-    if closed_at.is_some_and(|at| at + CLOSED_GRACE < Utc::now()) {
-        return Err(reject(
-            StatusCode::NOT_FOUND,
-            "unknown_channel",
-            "the channel was stopped",
-        ));
-    }
-    let expected: String = row.get(2);
-    let presented = crate::actors::channel_task::secret_digest(secret);
-    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        return Err(reject(
-            StatusCode::UNAUTHORIZED,
-            "bad_channel_token",
-            "channel token mismatch",
-        ));
-    }
-    let connection_id = ConnectionId::from_uuid(row.get(0));
-    webhook_gate(&state.settings.current(), provider, connection_id).map_err(ApiError::from)?;
-    Ok(Channel {
-        connection_id,
+    Ok(ChannelRecord {
+        connection_id: row.get(0),
         channel_id: row.get(1),
+        secret_sha256: row.get(2),
+        closed_at: row.get(3),
     })
 }
 
 enum Lookup<'a> {
     ChannelId(&'a str),
     ResourceId(&'a str),
+}
+
+impl Lookup<'_> {
+    fn cache_key(&self, provider: CalendarProvider) -> LookupKey {
+        match self {
+            Lookup::ChannelId(id) => (provider.as_str(), true, id.to_string()),
+            Lookup::ResourceId(id) => (provider.as_str(), false, id.to_string()),
+        }
+    }
 }
 
 /// Commits one notification through its connection's actor. `Ok(true)`:

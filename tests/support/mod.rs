@@ -111,6 +111,7 @@ impl World {
                 .unwrap();
         let shutdown = listener.map(|listener| {
             let state = AppState {
+                channels: Default::default(),
                 store: db.store(),
                 connections: connections.clone(),
                 admin_token: Some("admin".into()),
