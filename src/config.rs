@@ -84,6 +84,18 @@ pub struct FileConfig {
     pub providers: FileProviders,
     #[serde(default)]
     pub outbound: FileOutbound,
+    #[serde(default)]
+    pub sync: FileSync,
+}
+
+/// Inbound sync tunables.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    /// Least milliseconds between the starts of two syncs of one
+    /// connection (default 100: Google's default per-user quota).
+    #[serde(default)]
+    pub min_interval_ms: Option<u64>,
 }
 
 /// How bookings are written to the destination calendars.
@@ -263,6 +275,12 @@ mod tests {
         assert_eq!(
             file.outbound.on_cancel,
             Some(crate::core::outbound::CancelMode::default())
+        );
+        assert_eq!(
+            file.sync
+                .min_interval_ms
+                .map(std::time::Duration::from_millis),
+            Some(crate::actors::sync_task::DEFAULT_MIN_SYNC_INTERVAL)
         );
     }
 

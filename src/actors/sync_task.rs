@@ -48,6 +48,13 @@ impl Gates for AllOpen {
 }
 
 /// Everything a connection actor needs to sync.
+/// Default least time between two syncs of one connection: ten a second,
+/// Google Calendar's default per-user quota (600 queries a minute), so a
+/// notification flood on one account cannot by itself exhaust the quota,
+/// while a connection changing a few times a second still syncs each change
+/// on arrival. Configurable (`[sync] min_interval_ms`).
+pub const DEFAULT_MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct SyncRuntime {
     pub google: ProviderClient,
     pub graph: ProviderClient,
@@ -89,7 +96,7 @@ impl SyncRuntime {
             policy: SyncPolicy::default(),
             gates,
             poll_every: chrono::Duration::minutes(15),
-            min_sync_interval: std::time::Duration::from_millis(250),
+            min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
             webhook_base: None,
             // Google's default and (observed) maximum is 7 days; Graph's
             // Outlook maximum is disputed (4,230 or 10,080 minutes), so ask

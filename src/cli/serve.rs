@@ -143,6 +143,9 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .or(file.outbound.on_cancel)
         .unwrap_or_default();
     tracing::info!(on_cancel = ?runtime.policy.on_cancel, "outbound cancellations");
+    if let Some(ms) = file.sync.min_interval_ms {
+        runtime.min_sync_interval = std::time::Duration::from_millis(ms);
+    }
     let connections = Connections::start_with_sync(
         db.store(),
         ActorSettings::default(),
