@@ -414,3 +414,40 @@ async fn calendars_shared_as_free_busy_only_sync_through_the_free_busy_query() {
         "events.list used for a free/busy-only calendar"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_reuse_the_access_token_until_it_expires() {
+    // Google does not rotate refresh tokens, so nothing is written back to
+    // the vault; the access token a sync obtained must still serve the next
+    // syncs instead of one token request per sync.
+    let w = World::new().await;
+    let google = w.sim.google();
+    let id = w.google_connection("tok@example.com").await;
+    for n in 1..=5u32 {
+        google
+            .upsert_event(
+                "tok@example.com",
+                "primary",
+                google_event(&format!("evttok{n:02}"), 8 + i64::from(n)),
+            )
+            .unwrap();
+        w.notify(id, &format!("google:tok:{n}")).await;
+        let want = n as usize;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                w.busy(id).await.len() == want
+            })
+            .await,
+            "change {n} never became busy time"
+        );
+    }
+    let count = |endpoint: &str| {
+        w.sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    };
+    assert!(count("events.list") >= 5, "{} syncs", count("events.list"));
+    assert_eq!(count("token"), 1, "one refresh for all syncs");
+}

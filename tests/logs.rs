@@ -202,6 +202,7 @@ async fn secrets_never_reach_the_logs_and_connection_lines_carry_their_ids() {
             access_token: None,
             access_expires_at: None,
             refresh_token_rotated: false,
+            access_token_refreshed: false,
         };
         vault.save(&db.store(), id, &session).await.unwrap();
     }

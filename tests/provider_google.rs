@@ -38,6 +38,7 @@ async fn setup_in(zone: &str) -> (SimHandle, GoogleClient, AuthSession) {
         access_token: None,
         access_expires_at: None,
         refresh_token_rotated: false,
+        access_token_refreshed: false,
     };
     let client = GoogleClient::new(http_client().unwrap(), endpoints(&h));
     (h, client, session)
@@ -695,6 +696,7 @@ async fn provider_client_delegates_to_the_provider_of_the_connection() {
         access_token: None,
         access_expires_at: None,
         refresh_token_rotated: false,
+        access_token_refreshed: false,
     };
     let google = ProviderClient::for_provider(
         CalendarProvider::Google,

@@ -43,6 +43,7 @@ async fn setup() -> (SimHandle, GraphClient, AuthSession) {
         access_token: None,
         access_expires_at: None,
         refresh_token_rotated: false,
+        access_token_refreshed: false,
     };
     let client = GraphClient::new(http_client().unwrap(), endpoints(&h));
     (h, client, session)

@@ -597,6 +597,7 @@ impl World {
             access_token: None,
             access_expires_at: None,
             refresh_token_rotated: false,
+            access_token_refreshed: false,
         };
         let id = ConnectionId::new_random();
         self.vault

@@ -3,7 +3,7 @@
 
 use super::connection::ConnectionMsg;
 use super::sync_task::SyncRuntime;
-use super::task_support::{keep_rotated_token, record};
+use super::task_support::{keep_rotated_token, load_session, record};
 use crate::core::channels::ChannelStep;
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarProvider, ConnectionId};
@@ -56,7 +56,7 @@ async fn upkeep(
         return Ok(());
     };
     let attempt_started = Utc::now();
-    let mut session = match runtime.vault.load(&runtime.store, id).await {
+    let mut session = match load_session(runtime, id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err("no credentials".into()),
         Err(e) => return Err(e.to_string()),

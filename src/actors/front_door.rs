@@ -275,6 +275,7 @@ impl Connections {
             .save(&sync.store, id, session)
             .await
             .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        sync.access_tokens.forget(id);
         self.command(
             id,
             ConnectionCommand::RecordCredentialsChanged,

@@ -7,7 +7,7 @@
 
 use super::connection::ConnectionMsg;
 use super::sync_task::SyncRuntime;
-use super::task_support::{keep_rotated_token, record};
+use super::task_support::{keep_rotated_token, load_session, record};
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
 use crate::core::outbound::{ical_uid, BookingTrack, OutboundOp, WriteOutcome};
@@ -49,7 +49,7 @@ async fn write_all(
     calendar: &CalendarId,
     writes: Vec<PendingWrite>,
 ) -> Result<(), String> {
-    let mut session = match runtime.vault.load(&runtime.store, id).await {
+    let mut session = match load_session(runtime, id).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err("no credentials".into()),
         Err(e) => return Err(e.to_string()),

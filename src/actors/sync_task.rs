@@ -7,7 +7,7 @@
 //! and appends it like any other input.
 
 use super::connection::ConnectionMsg;
-use super::task_support::{keep_rotated_token, record};
+use super::task_support::{keep_rotated_token, load_session, record};
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
 use crate::core::sync::{FailureClass, FetchedPage, SyncPolicy};
@@ -68,6 +68,8 @@ pub struct SyncRuntime {
     /// flood of notifications costs a bounded number of provider calls
     /// however fast each sync is.
     pub min_sync_interval: std::time::Duration,
+    /// Access tokens refreshed by this node's tasks, reused until expiry.
+    pub access_tokens: super::task_support::AccessTokens,
     /// Public base URL of this deployment's webhook endpoints (e.g.
     /// `https://hooks.example.com`); `None`: no push channels, polls only.
     pub webhook_base: Option<String>,
@@ -97,6 +99,7 @@ impl SyncRuntime {
             gates,
             poll_every: chrono::Duration::minutes(15),
             min_sync_interval: DEFAULT_MIN_SYNC_INTERVAL,
+            access_tokens: Default::default(),
             webhook_base: None,
             // Google's default and (observed) maximum is 7 days; Graph's
             // Outlook maximum is disputed (4,230 or 10,080 minutes), so ask
@@ -164,7 +167,7 @@ async fn sync_calendars(
     provider: CalendarProvider,
     calendars: Vec<CalendarPlan>,
 ) -> Result<(), Failure> {
-    let mut session = match runtime.vault.load(&runtime.store, id).await {
+    let mut session = match load_session(runtime, id).await {
         Ok(Some(session)) => session,
         Ok(None) => {
             return Err((

@@ -104,6 +104,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
                 access_token: None,
                 access_expires_at: None,
                 refresh_token_rotated: false,
+                access_token_refreshed: false,
             }
         },
         &vault,

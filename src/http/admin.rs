@@ -180,6 +180,7 @@ async fn credentials(
         access_token: None,
         access_expires_at: None,
         refresh_token_rotated: false,
+        access_token_refreshed: false,
     };
     let ack = state.connections.save_credentials(id, &session).await?;
     Ok(Json(json!({ "connection_id": id, "version": ack.version })))

@@ -49,7 +49,9 @@ impl Default for ProviderEndpoints {
 /// when it is missing or expired, and once more on a 401. Microsoft issues
 /// a new refresh token on every refresh: when `refresh_token_rotated` is
 /// set, the shell must persist `refresh_token` (atomically) before relying
-/// on it again.
+/// on it again. When `access_token_refreshed` is set, the shell saves the
+/// new access token too, so the next task (and the next process) reuses it
+/// instead of asking the token endpoint again.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthSession {
     pub client_id: String,
@@ -59,6 +61,9 @@ pub struct AuthSession {
     pub access_expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub refresh_token_rotated: bool,
+    /// Set by a refresh; never stored.
+    #[serde(skip)]
+    pub access_token_refreshed: bool,
 }
 
 /// Secrets never reach logs, not even through `{:?}`.
@@ -74,6 +79,7 @@ impl std::fmt::Debug for AuthSession {
             )
             .field("access_expires_at", &self.access_expires_at)
             .field("refresh_token_rotated", &self.refresh_token_rotated)
+            .field("access_token_refreshed", &self.access_token_refreshed)
             .finish()
     }
 }

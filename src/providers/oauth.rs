@@ -141,6 +141,7 @@ pub async fn refresh(
         .unwrap_or(DEFAULT_LIFETIME_SECS);
     session.access_token = Some(granted.access_token);
     session.access_expires_at = Some(now + chrono::Duration::seconds(lifetime));
+    session.access_token_refreshed = true;
     if let Some(new_refresh) = granted.refresh_token.filter(|t| !t.is_empty()) {
         if new_refresh != session.refresh_token {
             session.refresh_token = new_refresh;
@@ -214,6 +215,7 @@ mod tests {
             access_token: token.map(str::to_owned),
             access_expires_at: expires_in_secs.map(|s| now + chrono::Duration::seconds(s)),
             refresh_token_rotated: false,
+            access_token_refreshed: false,
         }
     }
 

@@ -163,5 +163,6 @@ fn session(client_id: String, client_secret: String, refresh_token: String) -> A
         access_token: None,
         access_expires_at: None,
         refresh_token_rotated: false,
+        access_token_refreshed: false,
     }
 }
