@@ -144,6 +144,11 @@ impl DedupeWindow {
         if self.capacity > 0 {
             if self.digests.len() == self.capacity {
                 self.digests.pop_front();
+            } else if self.digests.capacity() == 0 {
+                // Allocate the whole window once: growing by doubling would
+                // leave 128 slots for 100 keys and a trail of freed smaller
+                // buffers in every long-lived actor.
+                self.digests.reserve_exact(self.capacity);
             }
             self.digests.push_back(digest);
         }
