@@ -10,7 +10,7 @@ use calsync::core::decide::{decide, ConnectionCommand};
 use calsync::core::ids::{
     CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
 };
-use calsync::core::projection::connection_changes;
+use calsync::core::projection::{connection_changes, BusyRow};
 use calsync::core::state::ConnectionState;
 use calsync::core::sync::{FailureClass, FetchedPage};
 use calsync::core::wire::ProviderChange;
@@ -203,8 +203,23 @@ proptest! {
         }
         prop_assert_eq!(&per_append.connections, &per_event.connections);
         prop_assert_eq!(&per_append.calendars, &per_event.calendars);
-        prop_assert_eq!(&per_append.busy, &per_event.busy);
+        prop_assert_eq!(busy_by_key(&per_append), busy_by_key(&per_event));
     }
+}
+
+/// The model's busy rows by primary key (their storage order is arbitrary).
+fn busy_by_key(model: &Model) -> std::collections::BTreeMap<(String, String, String), &BusyRow> {
+    model
+        .busy()
+        .map(|r| {
+            let key = (
+                r.platform_provider_id.clone(),
+                r.provider.clone(),
+                r.external_event_id.clone(),
+            );
+            (key, r)
+        })
+        .collect()
 }
 
 fn apply_both(

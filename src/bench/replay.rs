@@ -83,9 +83,12 @@ pub async fn run(options: &ReplayBenchOptions) -> anyhow::Result<Report> {
 
     let client = db.client().await?;
     let (mut ours, mut copies, mut diffs) = (vec![], vec![], vec![]);
+    let (mut reads, mut writes) = (vec![], vec![]);
     for _ in 0..options.runs {
         let r = replay::verify(&db.store, &quiet).await?;
         ours.push(r.events_read as f64 / r.rebuild_seconds.max(1e-9));
+        reads.push(r.read_seconds);
+        writes.push(r.rebuild_seconds - r.read_seconds);
         diffs.push(r.differences as f64);
         let t = Instant::now();
         let copied = client
@@ -94,6 +97,8 @@ pub async fn run(options: &ReplayBenchOptions) -> anyhow::Result<Report> {
         copies.push(copied as f64 / t.elapsed().as_secs_f64());
     }
     report.figure(Figure::new("replay rebuild", "events/s", ours));
+    report.figure(Figure::new("rebuild: read, decode, fold", "s", reads));
+    report.figure(Figure::new("rebuild: shadow write, analyze", "s", writes));
     report.figure(Figure::new("COPY to /dev/null", "rows/s", copies));
     report.figure(Figure::new("differences found by verify", "rows", diffs));
     report.comparisons.push(Comparison::new(

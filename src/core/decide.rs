@@ -939,8 +939,12 @@ mod tests {
             let (_, log) = run(&commands);
             for e in &log {
                 let (ty, payload) = e.to_parts().unwrap();
+                let text = payload.to_string();
                 let back = ConnectionEvent::from_parts(ty, e.schema_version(), payload).unwrap();
                 prop_assert_eq!(&back, e);
+                // Replay's decode, straight from the stored text, agrees.
+                let direct = ConnectionEvent::from_json(ty, e.schema_version(), text.as_bytes()).unwrap();
+                prop_assert_eq!(&direct, e);
             }
         }
     }

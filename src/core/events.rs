@@ -210,6 +210,28 @@ impl ConnectionEvent {
     ) -> Result<Self, EventDecodeError> {
         retag(event_type, upcast(event_type, schema_version, payload)?)
     }
+
+    /// [`ConnectionEvent::from_parts`] from the stored payload's JSON text,
+    /// without building a `serde_json::Value` first: a payload stored at
+    /// its type's current schema version needs no upcast (the identity), so
+    /// it is deserialised straight into the variant `event_type` names.
+    /// Anything else — an older version, or a payload the direct path
+    /// refuses — takes the `from_parts` path, which upcasts and reports
+    /// errors exactly as before.
+    pub fn from_json(
+        event_type: &str,
+        schema_version: i32,
+        payload: &[u8],
+    ) -> Result<Self, EventDecodeError> {
+        if let Ok(event) = tagged_from_slice::<ConnectionEvent>(event_type, payload) {
+            // The variant's current version: equal means nothing to upcast.
+            if event.schema_version() == schema_version {
+                return Ok(event);
+            }
+        }
+        let payload = serde_json::from_slice(payload).map_err(EventDecodeError::Json)?;
+        Self::from_parts(event_type, schema_version, payload)
+    }
 }
 
 /// The payload of an externally tagged enum value (`{"<type>": payload}`),
@@ -234,6 +256,106 @@ pub fn retag<T: serde::de::DeserializeOwned>(
     let mut tagged = serde_json::Map::with_capacity(1);
     tagged.insert(event_type.to_string(), payload);
     serde_json::from_value(serde_json::Value::Object(tagged)).map_err(EventDecodeError::Json)
+}
+
+/// [`retag`] straight from JSON text: deserialises an externally tagged
+/// enum as if it were `{"<event_type>": <payload>}`, the variant's fields
+/// read from `payload` as `retag`'s `serde_json::Value` would present them.
+pub fn tagged_from_slice<'de, T: Deserialize<'de>>(
+    event_type: &'de str,
+    payload: &'de [u8],
+) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let value = T::deserialize(Tagged {
+        tag: event_type,
+        payload: &mut de,
+    })?;
+    // Only whitespace may follow, as `serde_json::from_slice` requires.
+    de.end()?;
+    Ok(value)
+}
+
+/// A deserializer that presents `tag` as an enum's variant name and the
+/// JSON in `payload` as that variant's content.
+struct Tagged<'a, 'de> {
+    tag: &'de str,
+    payload: &'a mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_enum(self)
+    }
+
+    /// Only enums are tagged: anything else is a caller's mistake.
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom(
+            "a tagged payload decodes only into an enum",
+        ))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::EnumAccess<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+    type Variant = Self;
+
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self), Self::Error> {
+        let tag = serde::de::value::BorrowedStrDeserializer::<serde_json::Error>::new(self.tag);
+        Ok((seed.deserialize(tag)?, self))
+    }
+}
+
+impl<'de> serde::de::VariantAccess<'de> for Tagged<'_, 'de> {
+    type Error = serde_json::Error;
+
+    /// `retag` presents a unit variant's payload as a value that must be
+    /// `null`.
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        <()>::deserialize(self.payload)
+    }
+
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self.payload)
+    }
+
+    fn tuple_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_seq(self.payload, visitor)
+    }
+
+    /// Like `Value`'s struct variants, only an object is accepted.
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::Deserializer::deserialize_map(self.payload, visitor)
+    }
 }
 
 /// Why a stored event could not be turned back into a [`ConnectionEvent`].
@@ -315,5 +437,43 @@ mod tests {
             ConnectionEvent::from_parts("connection_resumed", 2, serde_json::json!({})),
             Err(EventDecodeError::FutureVersion { .. })
         ));
+    }
+
+    #[test]
+    fn decoding_from_text_agrees_with_decoding_from_a_value() {
+        for (ty, version, text) in [
+            ("connection_resumed", 1, "{}"),
+            ("connection_resumed", 1, " {} \n"),
+            ("connection_paused", 1, r#"{"reason":"operator"}"#),
+            ("connection_paused", 1, r#"["operator"]"#),
+            ("connection_paused", 1, r#"{"reason":"operator","extra":1}"#),
+            ("connection_paused", 1, r#"{"reason":"operator"} trailing"#),
+            ("connection_paused", 1, r#"{"reason":"a","reason":"b"}"#),
+            ("connection_paused", 1, r#"{}"#),
+            ("connection_paused", 2, r#"{"reason":"operator"}"#),
+            ("no_such_event", 1, "{}"),
+            ("connection_resumed", 1, "null"),
+        ] {
+            let via_value = serde_json::from_slice(text.as_bytes())
+                .map_err(EventDecodeError::Json)
+                .and_then(|payload| ConnectionEvent::from_parts(ty, version, payload));
+            let direct = ConnectionEvent::from_json(ty, version, text.as_bytes());
+            assert_eq!(
+                direct.as_ref().ok(),
+                via_value.as_ref().ok(),
+                "{ty} v{version} {text}"
+            );
+            assert_eq!(
+                direct.map_err(|e| e.to_string()).err(),
+                via_value.map_err(|e| e.to_string()).err(),
+                "{ty} v{version} {text}"
+            );
+        }
+        let (ty, payload) = created().to_parts().unwrap();
+        let text = payload.to_string();
+        assert_eq!(
+            ConnectionEvent::from_json(ty, 1, text.as_bytes()).unwrap(),
+            created()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Folding the log into the in-memory read models with the live path's own
-//! functions: `ConnectionEvent::from_parts` (upcasting included),
+//! functions: `ConnectionEvent::from_json` (`from_parts` without the
+//! intermediate `serde_json::Value`; upcasting included),
 //! `ConnectionState::evolve` and `connection_changes`.
 //!
 //! The live path calls `connection_changes(id, &state_after, &events)` once
@@ -15,13 +16,12 @@
 //! transactions. The log does not record commit order, so such a row may
 //! be reported as different (and a swap settles it on the log's order).
 
-use super::model::Model;
+use super::model::{HashMap, Model};
 use super::ReplayError;
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
-use std::collections::HashMap;
 
 /// One event as read from the log, borrowed from the reader's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -168,8 +168,6 @@ pub fn decode(event: &LogEvent<'_>) -> Result<ConnectionEvent, ReplayError> {
         version: event.version,
         reason,
     };
-    let payload: serde_json::Value =
-        serde_json::from_slice(event.payload).map_err(|e| fail(e.to_string()))?;
-    ConnectionEvent::from_parts(event.event_type, event.schema_version, payload)
+    ConnectionEvent::from_json(event.event_type, event.schema_version, event.payload)
         .map_err(|e| fail(e.to_string()))
 }

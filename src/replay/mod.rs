@@ -130,7 +130,7 @@ pub async fn verify(store: &PgEventStore, options: &ReplayOptions) -> Result<Rep
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
-    let rebuilt = rebuild(&client, options).await;
+    let rebuilt = rebuild(&client, options, false).await;
     let result = match rebuilt {
         Ok((folder, rows_written, times)) => {
             let mut diffs = Vec::new();
@@ -180,7 +180,7 @@ pub async fn swap(store: &PgEventStore, options: &ReplayOptions) -> Result<Repor
         )
         .await?
         .try_get(0)?;
-    let (mut folder, rows_written, times) = match rebuild(&client, options).await {
+    let (mut folder, rows_written, times) = match rebuild(&client, options, true).await {
         Ok(r) => r,
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
@@ -283,11 +283,13 @@ struct Times {
 }
 
 /// Reads the log visible to the open transaction into memory and writes
-/// the rows into fresh shadow tables. Returns the fold, rows written per
+/// the rows into fresh shadow tables, with their primary keys if `keyed`
+/// (see [`tables::index_shadows`]). Returns the fold, rows written per
 /// table and the seconds it took.
 async fn rebuild(
     client: &Client,
     options: &ReplayOptions,
+    keyed: bool,
 ) -> Result<(Folder, BTreeMap<String, u64>, Times), ReplayError> {
     let started = Instant::now();
     let total = estimate(client, options.connection).await?;
@@ -304,7 +306,14 @@ async fn rebuild(
     let read_seconds = started.elapsed().as_secs_f64();
     tables::create_shadows(client).await?;
     let rows = write::write_shadows(client, PROJECTION_TABLES, &folder.model, Rows::All).await?;
-    tables::index_shadows(client).await?;
+    let written_seconds = started.elapsed().as_secs_f64();
+    tables::index_shadows(client, keyed).await?;
+    tracing::debug!(
+        read_seconds,
+        write_seconds = written_seconds - read_seconds,
+        index_seconds = started.elapsed().as_secs_f64() - written_seconds,
+        "replay rebuild stages"
+    );
     let times = Times {
         read: read_seconds,
         rebuild: started.elapsed().as_secs_f64(),
@@ -336,7 +345,21 @@ async fn catch_up(
 /// tables die with it, whatever happens.
 async fn session(store: &PgEventStore) -> Result<deadpool_postgres::ClientWrapper, ReplayError> {
     let pooled = store.pool().get().await?;
-    Ok(deadpool_postgres::Object::take(pooled))
+    let client = deadpool_postgres::Object::take(pooled);
+    // The shadow tables are temporary, so they live in this session's
+    // local buffers (8 MB by default): a rebuild of a large log would
+    // spill them to the OS and read them back for the primary-key build,
+    // the ANALYZE and the comparison. Room for them in memory, and for
+    // the key build's sort, is allocated only as used and freed with the
+    // session. `temp_buffers` cannot change once the session has used a
+    // temporary table; a connection that did keeps its setting.
+    client
+        .batch_execute("SET maintenance_work_mem = '256MB'")
+        .await?;
+    if let Err(e) = client.batch_execute("SET temp_buffers = '256MB'").await {
+        tracing::debug!(error = %e, "replay keeps the session's temp_buffers");
+    }
+    Ok(client)
 }
 
 /// Events to read, for the progress bar: the highest position is an upper

@@ -10,7 +10,15 @@ use crate::core::projection::{
     BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow, RowChange,
 };
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+/// Hash maps and sets of the replay state. Replay hashes a few million
+/// short string keys; SipHash was about 9% of its CPU samples. foldhash is
+/// randomly seeded per map, so keys from the log cannot be chosen to
+/// collide.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// `busy_intervals`' primary key: platform provider, calendar provider,
 /// external event id.
@@ -20,13 +28,20 @@ pub type BusyKey = (String, String, String);
 pub struct Model {
     pub connections: HashMap<ConnectionId, ConnectionRow>,
     pub calendars: HashMap<ConnectionId, Vec<CalendarRow>>,
-    pub busy: HashMap<BusyKey, BusyRow>,
+    /// `busy_intervals` rows, in slots reused after a removal (`None`:
+    /// free). Rows are found by key through `busy_index`, which hashes the
+    /// row's own key columns: a busy row's key is never copied (copies of
+    /// the three strings were most of the fold's allocations).
+    busy: Vec<Option<BusyRow>>,
+    free_busy: Vec<usize>,
+    busy_index: hashbrown::HashTable<usize>,
+    busy_hasher: foldhash::fast::RandomState,
     /// `booking_events` by connection, then booking id.
     pub bookings: HashMap<ConnectionId, BTreeMap<String, BookingRow>>,
     /// `channels` by channel id, with the row's `closed_at`.
     pub channels: HashMap<String, (ChannelRow, Option<DateTime<Utc>>)>,
-    /// The busy keys each connection currently owns (for sweeps).
-    busy_by_connection: HashMap<ConnectionId, HashSet<BusyKey>>,
+    /// The busy rows (slots) each connection currently owns (for sweeps).
+    busy_by_connection: HashMap<ConnectionId, HashSet<usize>>,
     /// Keys touched since tracking began (the swap's catch-up rewrites
     /// only these in the shadow tables).
     dirty: Option<Dirty>,
@@ -58,7 +73,18 @@ impl Model {
     }
 
     pub fn busy_rows(&self) -> usize {
-        self.busy.len()
+        self.busy_index.len()
+    }
+
+    /// Every busy row.
+    pub fn busy(&self) -> impl Iterator<Item = &BusyRow> {
+        self.busy.iter().flatten()
+    }
+
+    /// The busy row with primary key `key`.
+    pub fn busy_row(&self, key: &BusyKey) -> Option<&BusyRow> {
+        self.find_busy(&key.0, &key.1, &key.2)
+            .and_then(|slot| self.busy[slot].as_ref())
     }
 
     /// Variants added to `RowChange` by new projections land in the last
@@ -87,15 +113,15 @@ impl Model {
                     provider,
                     external_event_id,
                 } => {
-                    let key = (platform_provider_id, provider, external_event_id);
                     // Only the owner's row: another connection may have
                     // taken the key over (the SQL checks connection_id).
-                    if self
-                        .busy
-                        .get(&key)
-                        .is_some_and(|r| r.connection_id == connection_id)
-                    {
-                        self.remove_busy(&key);
+                    let slot = self.find_busy(&platform_provider_id, &provider, &external_event_id);
+                    if let Some(slot) = slot.filter(|&slot| {
+                        self.busy[slot]
+                            .as_ref()
+                            .is_some_and(|r| r.connection_id == connection_id)
+                    }) {
+                        self.remove_busy(slot);
                     }
                 }
                 RowChange::SweepBusy {
@@ -157,67 +183,140 @@ impl Model {
         }
     }
 
-    fn touch_busy(&mut self, key: &BusyKey) {
+    fn touch_busy(&mut self, row: &BusyRow) {
         if let Some(d) = self.dirty.as_mut() {
-            if !d.busy.contains(key) {
-                d.busy.insert(key.clone());
-            }
+            let key = (
+                row.platform_provider_id.as_str(),
+                row.provider.as_str(),
+                row.external_event_id.as_str(),
+            );
+            d.busy.insert(owned(key));
         }
     }
 
+    fn busy_hash(&self, platform_provider_id: &str, provider: &str, event_id: &str) -> u64 {
+        self.busy_hasher
+            .hash_one((platform_provider_id, provider, event_id))
+    }
+
+    fn find_busy(
+        &self,
+        platform_provider_id: &str,
+        provider: &str,
+        event_id: &str,
+    ) -> Option<usize> {
+        let hash = self.busy_hash(platform_provider_id, provider, event_id);
+        let busy = &self.busy;
+        self.busy_index
+            .find(hash, |&slot| {
+                busy[slot].as_ref().is_some_and(|r| {
+                    r.platform_provider_id == platform_provider_id
+                        && r.provider == provider
+                        && r.external_event_id == event_id
+                })
+            })
+            .copied()
+    }
+
     fn upsert_busy(&mut self, row: BusyRow) {
-        let key = (
-            row.platform_provider_id.clone(),
-            row.provider.clone(),
-            row.external_event_id.clone(),
-        );
-        self.touch_busy(&key);
+        self.touch_busy(&row);
         let owner = row.connection_id;
-        match self.busy.get_mut(&key) {
+        match self.find_busy(
+            &row.platform_provider_id,
+            &row.provider,
+            &row.external_event_id,
+        ) {
             Some(slot) => {
-                let previous = std::mem::replace(slot, row).connection_id;
-                if previous != owner {
-                    if let Some(keys) = self.busy_by_connection.get_mut(&previous) {
-                        keys.remove(&key);
+                let previous = self.busy[slot].replace(row).map(|r| r.connection_id);
+                if previous != Some(owner) {
+                    if let Some(slots) = previous.and_then(|p| self.busy_by_connection.get_mut(&p))
+                    {
+                        slots.remove(&slot);
                     }
                     self.busy_by_connection
                         .entry(owner)
                         .or_default()
-                        .insert(key);
+                        .insert(slot);
                 }
             }
             None => {
+                let hash = self.busy_hash(
+                    &row.platform_provider_id,
+                    &row.provider,
+                    &row.external_event_id,
+                );
+                let slot = match self.free_busy.pop() {
+                    Some(slot) => {
+                        self.busy[slot] = Some(row);
+                        slot
+                    }
+                    None => {
+                        self.busy.push(Some(row));
+                        self.busy.len() - 1
+                    }
+                };
+                let Model {
+                    busy,
+                    busy_index,
+                    busy_hasher,
+                    ..
+                } = self;
+                // Rehashing reads each indexed row's key; every indexed
+                // slot holds a row (a removal unindexes its slot first).
+                busy_index.insert_unique(hash, slot, |&s| {
+                    busy[s].as_ref().map_or(0, |r| {
+                        busy_hasher.hash_one((
+                            r.platform_provider_id.as_str(),
+                            r.provider.as_str(),
+                            r.external_event_id.as_str(),
+                        ))
+                    })
+                });
                 self.busy_by_connection
                     .entry(owner)
                     .or_default()
-                    .insert(key.clone());
-                self.busy.insert(key, row);
+                    .insert(slot);
             }
         }
     }
 
-    fn remove_busy(&mut self, key: &BusyKey) {
-        self.touch_busy(key);
-        if let Some(old) = self.busy.remove(key) {
-            if let Some(keys) = self.busy_by_connection.get_mut(&old.connection_id) {
-                keys.remove(key);
-            }
+    /// Removes the row in `slot` (which holds one).
+    fn remove_busy(&mut self, slot: usize) {
+        let Some(old) = self.busy[slot].take() else {
+            return;
+        };
+        self.touch_busy(&old);
+        let hash = self.busy_hash(
+            &old.platform_provider_id,
+            &old.provider,
+            &old.external_event_id,
+        );
+        if let Ok(entry) = self.busy_index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.free_busy.push(slot);
+        if let Some(slots) = self.busy_by_connection.get_mut(&old.connection_id) {
+            slots.remove(&slot);
         }
     }
 
     fn remove_busy_where(&mut self, id: ConnectionId, doomed: impl Fn(&BusyRow) -> bool) {
-        let Some(keys) = self.busy_by_connection.get(&id) else {
+        let Some(slots) = self.busy_by_connection.get(&id) else {
             return;
         };
-        let gone: Vec<BusyKey> = keys
+        let gone: Vec<usize> = slots
             .iter()
-            .filter(|k| self.busy.get(*k).is_some_and(&doomed))
-            .cloned()
+            .copied()
+            .filter(|&slot| self.busy[slot].as_ref().is_some_and(&doomed))
             .collect();
-        for key in &gone {
-            self.remove_busy(key);
+        for slot in gone {
+            self.remove_busy(slot);
         }
     }
+}
+
+fn owned((a, b, c): (&str, &str, &str)) -> BusyKey {
+    (a.to_string(), b.to_string(), c.to_string())
 }
 
 /// `UpsertChannel(…)` → `UpsertChannel`.
@@ -295,11 +394,42 @@ mod tests {
             below_generation: 2,
         }])
         .unwrap();
-        let mut left: Vec<_> = m.busy.keys().map(|k| k.2.clone()).collect();
+        let mut left: Vec<_> = m.busy().map(|r| r.external_event_id.clone()).collect();
         left.sort();
         assert_eq!(left, ["e2", "e3"]);
         assert_eq!(m.take_dirty().busy.len(), 3);
         assert!(m.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn freed_busy_slots_are_reused_and_found_by_key() {
+        let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
+        let key = |id: &str| ("pp".to_string(), "google".to_string(), id.to_string());
+        let mut m = Model::default();
+        m.apply(vec![busy(a, "e1", "c", 1), busy(a, "e2", "c", 1)])
+            .unwrap();
+        m.apply(vec![RowChange::DeleteBusy {
+            connection_id: a,
+            platform_provider_id: "pp".into(),
+            provider: "google".into(),
+            external_event_id: "e1".into(),
+        }])
+        .unwrap();
+        assert!(m.busy_row(&key("e1")).is_none());
+        // e3 takes e1's slot; b takes e2 over, then sweeps only its own.
+        m.apply(vec![busy(a, "e3", "c", 1), busy(b, "e2", "d", 2)])
+            .unwrap();
+        assert_eq!(m.busy.len(), 2, "the freed slot was reused");
+        assert_eq!(m.busy_row(&key("e3")).map(|r| r.connection_id), Some(a));
+        assert_eq!(m.busy_row(&key("e2")).map(|r| r.connection_id), Some(b));
+        m.apply(vec![RowChange::SweepBusy {
+            connection_id: a,
+            calendar_id: "c".into(),
+            below_generation: 5,
+        }])
+        .unwrap();
+        assert_eq!(m.busy_rows(), 1);
+        assert_eq!(m.busy_row(&key("e2")).map(|r| r.connection_id), Some(b));
     }
 
     #[test]

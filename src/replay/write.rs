@@ -105,8 +105,8 @@ async fn copy_table(
     match table.name {
         "busy_intervals" => {
             let selected: Vec<&BusyRow> = match rows {
-                Rows::All => model.busy.values().collect(),
-                Rows::Only(d) => d.busy.iter().filter_map(|k| model.busy.get(k)).collect(),
+                Rows::All => model.busy().collect(),
+                Rows::Only(d) => d.busy.iter().filter_map(|k| model.busy_row(k)).collect(),
             };
             copy_busy(client, table, &selected).await
         }
