@@ -640,16 +640,12 @@ pub async fn recover_prefix(
             return Ok(state);
         }
         for recorded in &batch {
-            let event = serde_json::from_str(&recorded.payload)
-                .ok()
-                .and_then(|payload| {
-                    ConnectionEvent::from_parts(
-                        &recorded.event_type,
-                        recorded.schema_version,
-                        payload,
-                    )
-                    .ok()
-                });
+            let event = ConnectionEvent::from_json(
+                &recorded.event_type,
+                recorded.schema_version,
+                recorded.payload.as_bytes(),
+            )
+            .ok();
             match event {
                 Some(event) => state = state.evolve(&event),
                 None => return Ok(state),
@@ -680,11 +676,13 @@ pub async fn recover(
             break;
         }
         for recorded in &batch {
-            let payload: serde_json::Value = serde_json::from_str(&recorded.payload)?;
-            let event = ConnectionEvent::from_parts(
+            // Straight into the event (no `serde_json::Value`): activation
+            // decodes whole streams, and the transient trees fragmented the
+            // heap of long-lived actors.
+            let event = ConnectionEvent::from_json(
                 &recorded.event_type,
                 recorded.schema_version,
-                payload,
+                recorded.payload.as_bytes(),
             )?;
             state = state.evolve(&event);
             folded += 1;
