@@ -56,10 +56,10 @@ async fn concurrent_writers_share_transactions_and_every_stream_stays_gap_free()
             for v in 1..=APPENDS {
                 // Each append carries two events and its read-model row, as
                 // an actor's does.
-                let changes = [RowChange::UpsertConnection(connection_row(id, v * 2))];
+                let changes = vec![RowChange::UpsertConnection(connection_row(id, v * 2))];
                 let expected = ExpectedVersion::from_version((v - 1) * 2);
                 let out = store
-                    .append_with(&s, expected, vec![event(1), event(2)], &changes)
+                    .append_with(&s, expected, vec![event(1), event(2)], changes)
                     .await
                     .unwrap_or_else(|e| panic!("{s} append {v}: {e}"));
                 recorded.extend(out);

@@ -574,7 +574,7 @@ impl ConnectionActor {
         let expected = ExpectedVersion::from_version(st.state.version);
         match self
             .store
-            .append_with(&st.stream, expected, events, &changes)
+            .append_with(&st.stream, expected, events, changes)
             .await
         {
             Ok(recorded) => {

@@ -333,7 +333,7 @@ impl Supervisor {
                 &stream,
                 ExpectedVersion::from_version(version),
                 events,
-                &changes,
+                changes,
             )
             .await
             .map(|_| ())

@@ -36,6 +36,9 @@ const QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Vec<RecordedEvent>, StoreError>>;
 
+/// An append the queue did not take, handed back whole.
+pub(super) type Unsent = (Vec<NewEvent>, Vec<RowChange>);
+
 /// One append waiting to be committed.
 pub(super) struct Request {
     pub stream: StreamName,
@@ -63,26 +66,36 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
-    /// Queues an append and waits for its outcome. `None` when the workers
-    /// are gone (their runtime shut down): the caller appends directly.
+    /// Queues an append and waits for its outcome. When the workers are
+    /// gone (their runtime shut down) the append comes back unsent, for the
+    /// caller to append directly.
     pub async fn append(
         &self,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        changes: &[RowChange],
-    ) -> Option<Result<Vec<RecordedEvent>, StoreError>> {
+        changes: Vec<RowChange>,
+    ) -> Result<Result<Vec<RecordedEvent>, StoreError>, Unsent> {
         let (reply, outcome) = oneshot::channel();
         let request = Request {
             stream: stream.clone(),
             expected,
             events,
-            changes: changes.to_vec(),
+            changes,
             enqueued: Instant::now(),
             reply,
         };
-        self.queue.send(request).await.ok()?;
-        outcome.await.ok()
+        if let Err(unsent) = self.queue.send(request).await {
+            return Err((unsent.0.events, unsent.0.changes));
+        }
+        // A worker that took the append and vanished (its runtime stopped
+        // mid-batch) leaves the outcome unknown: retry later, as for a
+        // connection lost during COMMIT.
+        Ok(outcome.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the group-commit worker stopped".into(),
+            ))
+        }))
     }
 }
 

@@ -44,7 +44,7 @@ pub trait EventStore: Send + Sync {
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        changes: &[RowChange],
+        changes: Vec<RowChange>,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Events of one stream with `version >= from_version`, in version order.

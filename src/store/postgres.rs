@@ -163,7 +163,7 @@ impl EventStore for PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.append_with(stream, expected, events, &[]).await
+        self.append_with(stream, expected, events, Vec::new()).await
     }
 
     async fn append_with(
@@ -171,20 +171,20 @@ impl EventStore for PgEventStore {
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-        changes: &[RowChange],
+        changes: Vec<RowChange>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         if events.is_empty() {
             return Err(StoreError::BadData("append of zero events".into()));
         }
-        if let Some(group) = self.group_commit() {
-            if let Some(outcome) = group
-                .append(stream, expected, events.clone(), changes)
-                .await
-            {
-                return outcome;
-            }
-        }
-        self.append_direct(stream, expected, events, changes).await
+        let (events, changes) = match self.group_commit() {
+            Some(group) => match group.append(stream, expected, events, changes).await {
+                Ok(outcome) => return outcome,
+                // The workers are gone (their runtime shut down).
+                Err(unsent) => unsent,
+            },
+            None => (events, changes),
+        };
+        self.append_direct(stream, expected, events, &changes).await
     }
 
     async fn read_stream(
