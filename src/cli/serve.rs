@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// mark it cancelled (free time, "Cancelled: " title) [default: delete].
     #[arg(long, env = "CALSYNC_OUTBOUND_ON_CANCEL", value_name = "MODE")]
     pub on_cancel: Option<CancelMode>,
+
+    /// Least milliseconds between the starts of two syncs of one
+    /// connection [default: 100].
+    #[arg(long, env = "CALSYNC_SYNC_MIN_INTERVAL_MS", value_name = "MS")]
+    pub sync_min_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -143,7 +148,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .or(file.outbound.on_cancel)
         .unwrap_or_default();
     tracing::info!(on_cancel = ?runtime.policy.on_cancel, "outbound cancellations");
-    if let Some(ms) = file.sync.min_interval_ms {
+    if let Some(ms) = args.sync_min_interval_ms.or(file.sync.min_interval_ms) {
         runtime.min_sync_interval = std::time::Duration::from_millis(ms);
     }
     let connections = Connections::start_with_sync(
