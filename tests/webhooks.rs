@@ -250,6 +250,19 @@ async fn every_rejection_has_its_status_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(status(r), 404);
+    // ... except Google's `sync` message, which may beat the channel's
+    // commit: 200, and still nothing written.
+    let r = google_with(
+        &http,
+        &base,
+        &unknown,
+        3,
+        &[("X-Goog-Resource-State", "sync".into())],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(status(r), 200);
     // 401: wrong token (and no token).
     let forged = (channel.0.clone(), "forged".to_string(), channel.2.clone());
     let r = google_notification(&http, &base, &forged, 4)

@@ -264,13 +264,24 @@ async fn google(
         .get("x-goog-channel-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let channel = authenticate(
+    let channel = match authenticate(
         &state,
         CalendarProvider::Google,
         Lookup::ChannelId(channel_id),
         token,
     )
-    .await?;
+    .await
+    {
+        Ok(channel) => channel,
+        // Google sends `sync` as soon as `events.watch` succeeds, which can
+        // be before calsync has committed the channel it just opened. The
+        // message carries no change and Google only wants a 2xx: answer it
+        // and write nothing, instead of a 404 at every channel opening.
+        Err(e) if resource_state == "sync" && e.status == StatusCode::NOT_FOUND => {
+            return Ok((StatusCode::OK, Json(json!({"status": "ignored"}))).into_response());
+        }
+        Err(e) => return Err(e),
+    };
     let duplicate = commit(&state, &channel, DedupeKey::google(channel_id, number)).await?;
     Ok(accepted(StatusCode::OK, duplicate))
 }
