@@ -302,7 +302,13 @@ async fn run_history(steps: Vec<Step>) -> Result<(), TestCaseError> {
         "differences: {}",
         serde_json::to_string_pretty(&report.tables).unwrap()
     );
-    prop_assert!(report.events_read > 3);
+    // At least the three creations: a history whose other steps all decide
+    // nothing (e.g. a resync of an unselected calendar) is valid.
+    prop_assert!(
+        report.events_read >= 3,
+        "{} events read",
+        report.events_read
+    );
     Ok(())
 }
 
