@@ -298,23 +298,27 @@ fn kind_label(kind: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Every `reason` label a rejected webhook can carry (bounded: anything
+/// else is counted as `other`, the last entry).
+pub const REJECTION_REASONS: &[&str] = &[
+    "too_large",
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "unknown_channel",
+    "unknown_connection",
+    "disabled",
+    "not_allowlisted",
+    "busy",
+    "unavailable",
+    "quarantined",
+    "rejected",
+    "other",
+];
+
 /// Why a webhook was refused, as the edge classifies it.
 fn reason_label(reason: &str) -> &'static str {
-    const REASONS: &[&str] = &[
-        "too_large",
-        "bad_request",
-        "unauthorized",
-        "forbidden",
-        "unknown_channel",
-        "unknown_connection",
-        "disabled",
-        "not_allowlisted",
-        "busy",
-        "unavailable",
-        "quarantined",
-        "rejected",
-    ];
-    REASONS
+    REJECTION_REASONS
         .iter()
         .find(|r| **r == reason)
         .copied()

@@ -89,13 +89,12 @@ async fn authenticate(
     lookup: Lookup<'_>,
     secret: &str,
 ) -> Result<Channel, ApiError> {
-    let record = match state.channels.get(&lookup.cache_key(provider)) {
+    let key = lookup.cache_key(provider);
+    let record = match state.channels.get(&key) {
         Some(record) => record,
         None => {
             let record = load_channel(state, provider, &lookup).await?;
-            state
-                .channels
-                .put(lookup.cache_key(provider), record.clone());
+            state.channels.put(key, record.clone());
             record
         }
     };

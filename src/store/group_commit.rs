@@ -228,36 +228,40 @@ async fn try_batch(
     if columns.is_empty() {
         return Ok(firsts.into_iter().map(|f| f.map(|_| Vec::new())).collect());
     }
-    let rows = columns.insert(&tx).await?;
-    let mut recorded: HashMap<(String, u64), RecordedEvent> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let event = row_to_event(row)?;
-        recorded.insert((event.stream.as_str().to_string(), event.version), event);
+    // Rows come back in push order: each accepted append's events, in turn.
+    let mut rows = columns.insert(&tx).await?.into_iter();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (r, first) in batch.iter().zip(firsts) {
+        let outcome = match first {
+            Err(conflict) => Err(conflict),
+            Ok(first) => {
+                let mut recorded = Vec::with_capacity(r.events.len());
+                for version in first..first + r.events.len() as u64 {
+                    let event = rows.next().map(|row| row_to_event(&row)).transpose()?;
+                    // Checked before COMMIT: a mismatch rolls the batch back.
+                    match event {
+                        Some(e) if e.stream == r.stream && e.version == version => recorded.push(e),
+                        _ => {
+                            return Err(StoreError::BadData(format!(
+                                "{} version {version} not returned in order",
+                                r.stream
+                            )))
+                        }
+                    }
+                }
+                Ok(recorded)
+            }
+        };
+        outcomes.push(outcome);
     }
     let changes: Vec<&[RowChange]> = batch
         .iter()
-        .zip(&firsts)
-        .filter(|(_, first)| first.is_ok())
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
         .map(|(r, _)| r.changes.as_slice())
         .collect();
     projections::apply_many(&*tx, Tables::Live, &changes).await?;
     tx.commit().await?;
-    let outcomes = batch
-        .iter()
-        .zip(firsts)
-        .map(|(r, first)| {
-            let first = first?;
-            (first..first + r.events.len() as u64)
-                .map(|v| {
-                    recorded
-                        .remove(&(r.stream.as_str().to_string(), v))
-                        .ok_or_else(|| {
-                            StoreError::BadData(format!("{} version {v} not returned", r.stream))
-                        })
-                })
-                .collect()
-        })
-        .collect();
     Ok(outcomes)
 }
 

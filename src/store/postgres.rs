@@ -45,6 +45,9 @@ impl PgEventStore {
 
     fn group_commit(&self) -> Option<&GroupCommit> {
         let group = self.group.as_ref()?;
+        if let Some(started) = group.get() {
+            return Some(started);
+        }
         // Outside a runtime there are no workers to start.
         tokio::runtime::Handle::try_current().ok()?;
         Some(group.get_or_init(|| GroupCommit::start(Self::direct(self.pool.clone()))))

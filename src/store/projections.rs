@@ -254,7 +254,8 @@ async fn upsert_channel(
     Ok(())
 }
 
-/// Many connection rows in one statement (at most one per connection).
+/// Connection rows in one statement (at most one per connection); the
+/// one-row upsert is this with a single row.
 async fn upsert_connections(
     client: &impl GenericClient,
     tables: Tables,
@@ -293,7 +294,18 @@ async fn upsert_connections(
            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[], $12::int[], \
            $13::text[], $14::timestamptz[], $15::text[], $16::bigint[]) \
            AS u(i, pp, pr, a, cal, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na) \
-         {UPSERT_CONNECTION_SET}",
+         ON CONFLICT (connection_id) DO UPDATE SET \
+           platform_provider_id = EXCLUDED.platform_provider_id, \
+           provider = EXCLUDED.provider, account = EXCLUDED.account, \
+           calendars = EXCLUDED.calendars, \
+           destination_calendar = EXCLUDED.destination_calendar, \
+           status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
+           quarantine_reason = EXCLUDED.quarantine_reason, \
+           quarantined_at = EXCLUDED.quarantined_at, \
+           stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
+           last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
+           needs_reauthorization = EXCLUDED.needs_reauthorization, \
+           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()",
         t = tables.name("connections")
     );
     client
@@ -343,61 +355,12 @@ struct ConnectionColumns<'a> {
     notifications_accepted: Vec<i64>,
 }
 
-/// The update half of the connection upsert, shared by the one-row and the
-/// many-row forms so they cannot drift apart.
-const UPSERT_CONNECTION_SET: &str = "ON CONFLICT (connection_id) DO UPDATE SET \
-           platform_provider_id = EXCLUDED.platform_provider_id, \
-           provider = EXCLUDED.provider, account = EXCLUDED.account, \
-           calendars = EXCLUDED.calendars, \
-           destination_calendar = EXCLUDED.destination_calendar, \
-           status = EXCLUDED.status, pause_reason = EXCLUDED.pause_reason, \
-           quarantine_reason = EXCLUDED.quarantine_reason, \
-           quarantined_at = EXCLUDED.quarantined_at, \
-           stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
-           last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
-           needs_reauthorization = EXCLUDED.needs_reauthorization, \
-           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()";
-
 async fn upsert_connection(
     client: &impl GenericClient,
     tables: Tables,
     row: &ConnectionRow,
 ) -> Result<(), tokio_postgres::Error> {
-    let sql = format!(
-        "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
-           calendars, destination_calendar, status, pause_reason, quarantine_reason, \
-           quarantined_at, stream_version, error_count, last_error, backoff_until, \
-           needs_reauthorization, notifications_accepted, updated_at) \
-         VALUES ($1, $2, $3, $4, $5::text::json, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, now()) \
-         {UPSERT_CONNECTION_SET}",
-        t = tables.name("connections")
-    );
-    // A list of strings always serialises.
-    let calendars = serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into());
-    client
-        .execute(
-            &sql,
-            &[
-                &row.connection_id.as_uuid(),
-                &row.platform_provider_id,
-                &row.provider,
-                &row.account,
-                &calendars,
-                &row.destination_calendar,
-                &row.status,
-                &row.pause_reason,
-                &row.quarantine_reason,
-                &row.quarantined_at,
-                &(row.stream_version as i64),
-                &(row.error_count as i32),
-                &row.last_error,
-                &row.backoff_until,
-                &row.needs_reauthorization,
-                &(row.notifications_accepted as i64),
-            ],
-        )
-        .await?;
-    Ok(())
+    upsert_connections(client, tables, std::iter::once(row)).await
 }
 
 async fn upsert_busy(

@@ -101,7 +101,7 @@ pub async fn collect(world: &World, demoed: &[Demoed]) -> anyhow::Result<Snapsho
     snap.webhooks_accepted = sum(&metrics, webhooks, &[("outcome", "accepted")]);
     snap.webhooks_duplicate = sum(&metrics, webhooks, &[("outcome", "duplicate")]);
     snap.webhooks_rejected = sum(&metrics, webhooks, &[("outcome", "rejected")]);
-    for reason in REJECTION_REASONS {
+    for reason in crate::metrics::REJECTION_REASONS {
         let n = sum(
             &metrics,
             webhooks,
@@ -119,23 +119,6 @@ pub async fn collect(world: &World, demoed: &[Demoed]) -> anyhow::Result<Snapsho
     snap.quarantined = actors.quarantined;
     Ok(snap)
 }
-
-/// The rejection reasons `metrics::webhook_received` records.
-const REJECTION_REASONS: &[&str] = &[
-    "too_large",
-    "bad_request",
-    "unauthorized",
-    "forbidden",
-    "unknown_channel",
-    "unknown_connection",
-    "disabled",
-    "not_allowlisted",
-    "busy",
-    "unavailable",
-    "quarantined",
-    "rejected",
-    "other",
-];
 
 /// Sums the samples of counter `name` whose labels include every pair in
 /// `labels`, from Prometheus text exposition.
