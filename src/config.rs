@@ -96,6 +96,12 @@ pub struct FileSync {
     /// connection (default 100: Google's default per-user quota).
     #[serde(default)]
     pub min_interval_ms: Option<u64>,
+    /// Days before now that calendars are mirrored (0–90, default 1).
+    #[serde(default)]
+    pub window_past_days: Option<u32>,
+    /// Days after now that calendars are mirrored (1–730, default 180).
+    #[serde(default)]
+    pub window_future_days: Option<u32>,
 }
 
 /// How bookings are written to the destination calendars.
@@ -282,6 +288,9 @@ mod tests {
                 .map(std::time::Duration::from_millis),
             Some(crate::actors::sync_task::DEFAULT_MIN_SYNC_INTERVAL)
         );
+        let window = crate::core::window::WindowPolicy::default();
+        assert_eq!(file.sync.window_past_days, Some(window.past_days));
+        assert_eq!(file.sync.window_future_days, Some(window.future_days));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod drills;
 pub mod http;
 pub mod metrics;
 pub mod pg;
+pub mod ports;
 pub mod providers;
 pub mod replay;
 pub mod settings;

@@ -49,6 +49,10 @@ pub const FLAG_ENABLED: &str = "calsync_flag_enabled";
 pub const PRODUCTION_MODE: &str = "calsync_production_mode";
 pub const REFRESH_ERRORS: &str = "calsync_metrics_refresh_errors_total";
 pub const BUILD_INFO: &str = "calsync_build_info";
+pub const CALL_BUDGET_EXCEEDED: &str = "calsync_call_budget_exceeded_total";
+pub const CHANNEL_UPKEEP_FAILURES: &str = "calsync_channel_upkeep_failures_total";
+pub const CALENDARS_UNHEALTHY: &str = "calsync_calendars_unhealthy";
+pub const BOOKINGS_FAILED: &str = "calsync_bookings_failed";
 
 /// Every metric name above, for the documentation test.
 pub const ALL: &[&str] = &[
@@ -80,6 +84,10 @@ pub const ALL: &[&str] = &[
     PRODUCTION_MODE,
     REFRESH_ERRORS,
     BUILD_INFO,
+    CALL_BUDGET_EXCEEDED,
+    CHANNEL_UPKEEP_FAILURES,
+    CALENDARS_UNHEALTHY,
+    BOOKINGS_FAILED,
 ];
 
 /// Histogram buckets (seconds): from a sub-millisecond append to a
@@ -447,6 +455,38 @@ pub fn outbound_write(provider: &str, operation: &str, result: &str, elapsed: Du
         .increment(1);
     histogram!(OUTBOUND_WRITE_DURATION, "provider" => provider, "operation" => operation)
         .record(elapsed.as_secs_f64());
+}
+
+/// A connection spent its hourly budget of provider calls nobody asked
+/// for: background work waits (guarantee 9's backstop).
+pub fn call_budget_exceeded(provider: &str) {
+    counter!(CALL_BUDGET_EXCEEDED, "provider" => provider_label(provider)).increment(1);
+}
+
+/// Opening, renewing or closing a channel failed (`op`: `open`, `renew`).
+pub fn channel_upkeep_failed(provider: &str, op: &str) {
+    let op = match op {
+        "open" => "open",
+        "renew" => "renew",
+        _ => "other",
+    };
+    counter!(CHANNEL_UPKEEP_FAILURES, "provider" => provider_label(provider), "op" => op)
+        .increment(1);
+}
+
+/// Selected calendars that are backing off or unavailable, by status.
+pub fn calendars_unhealthy(status: &str, n: u64) {
+    let status = match status {
+        "backoff" => "backoff",
+        "unavailable" => "unavailable",
+        _ => "other",
+    };
+    gauge!(CALENDARS_UNHEALTHY, "status" => status).set(n as f64);
+}
+
+/// Bookings whose write failed for good and waits for a change or a retry.
+pub fn bookings_failed(n: u64) {
+    gauge!(BOOKINGS_FAILED).set(n as f64);
 }
 
 /// Unresolved outbound intents and the age of the oldest (`None`: none).

@@ -294,18 +294,12 @@ fn node_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// The actors' feature gates follow the settings stream.
-impl crate::actors::sync_task::Gates for SettingsHandle {
-    fn sync_enabled(&self) -> bool {
-        self.current()
-            .enabled(crate::core::settings::Flag::SyncEnabled)
+/// The actors' gates see the settings stream.
+impl crate::actors::runtime::Gates for SettingsHandle {
+    fn current(&self) -> Arc<SettingsState> {
+        SettingsHandle::current(self)
     }
-    fn jobs_enabled(&self) -> bool {
-        self.current()
-            .enabled(crate::core::settings::Flag::JobsEnabled)
-    }
-    fn webhooks_enabled(&self) -> bool {
-        self.current()
-            .enabled(crate::core::settings::Flag::WebhooksEnabled)
+    fn subscribe(&self) -> Option<watch::Receiver<Arc<SettingsState>>> {
+        Some(SettingsHandle::subscribe(self))
     }
 }

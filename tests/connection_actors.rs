@@ -1,9 +1,8 @@
 //! Connection actors against a real PostgreSQL: recovery after kills,
 //! fencing of a stale writer, quarantine of a restart storm, and scale.
 
-use calsync::actors::connection::{
-    recover, ConnectionActor, ConnectionArgs, ConnectionMsg, Mailbox,
-};
+use calsync::actors::connection::{recover, ConnectionActor, ConnectionArgs, ConnectionMsg};
+use calsync::actors::mailbox::Mailbox;
 use calsync::actors::{ActorSettings, Connections, SendError};
 use calsync::core::decide::ConnectionCommand;
 use calsync::core::ids::{

@@ -32,6 +32,7 @@ fn connection_row(id: ConnectionId, version: u64) -> ConnectionRow {
         stream_version: version,
         error_count: 0,
         last_error: (version % 2 == 0).then(|| format!("error at {version}")),
+        last_error_at: None,
         backoff_until: None,
         needs_reauthorization: None,
         notifications_accepted: version * 10,

@@ -288,10 +288,14 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
     w.sim.remove_fault(outage);
     // No call was ever made before the backoff_until in force at the time.
     let client = w.db.client().await;
+    // Throttling backs the connection off (sync_failed), the outage its one
+    // calendar (calendar_sync_failed): both windows are respected.
     let failures = client
         .query(
-            "SELECT (payload::jsonb->>'backoff_until')::timestamptz, committed_at FROM events \
-             WHERE stream = $1 AND event_type = 'sync_failed' ORDER BY version",
+            "SELECT COALESCE(payload::jsonb->>'backoff_until', payload::jsonb->>'retry_at')::timestamptz, \
+                    committed_at FROM events \
+             WHERE stream = $1 AND event_type IN ('sync_failed', 'calendar_sync_failed') \
+             ORDER BY version",
             &[&id.stream().as_str()],
         )
         .await

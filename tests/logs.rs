@@ -10,7 +10,7 @@
 //! subscriber is process-wide, so this binary holds ONE test.
 
 use calsim::{FaultKind, FaultRule, Provider, SimConfig, Simulators};
-use calsync::actors::sync_task::{AllOpen, SyncRuntime};
+use calsync::actors::runtime::{AllOpen, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
 use calsync::core::backoff::BackoffPolicy;
 use calsync::core::decide::ConnectionCommand;
@@ -148,7 +148,7 @@ async fn secrets_never_reach_the_logs_and_connection_lines_carry_their_ids() {
     let vault = CredentialVault::random();
     let mut runtime =
         SyncRuntime::new(endpoints, vault.clone(), db.store(), Arc::new(AllOpen)).unwrap();
-    runtime.policy.backoff = BackoffPolicy {
+    runtime.policy.sync.backoff = BackoffPolicy {
         base: Duration::from_millis(300),
         cap: Duration::from_secs(2),
         ..BackoffPolicy::default()

@@ -5,7 +5,7 @@
 //! and asserts deltas between two scrapes, never absolute counter values.
 
 use calsim::{FaultKind, FaultRule, Provider, SimConfig, SimHandle, Simulators};
-use calsync::actors::sync_task::{AllOpen, SyncRuntime};
+use calsync::actors::runtime::{AllOpen, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
 use calsync::core::backoff::BackoffPolicy;
 use calsync::core::decide::ConnectionCommand;
@@ -48,7 +48,7 @@ impl World {
         let mut runtime =
             SyncRuntime::new(endpoints, vault.clone(), db.store(), Arc::new(AllOpen)).unwrap();
         // Short backoff so the failed sync is retried within the test.
-        runtime.policy.backoff = BackoffPolicy {
+        runtime.policy.sync.backoff = BackoffPolicy {
             base: Duration::from_millis(300),
             cap: Duration::from_secs(2),
             ..BackoffPolicy::default()

@@ -178,7 +178,11 @@ impl Side {
         let mut session = w.vault.load(&w.db.store(), id).await.unwrap().unwrap();
         let calendar = CalendarId::parse(self.free_busy_calendar()).unwrap();
         client
-            .free_busy(&mut session, &[calendar], SyncWindow::around(Utc::now()))
+            .free_busy(
+                &mut session,
+                &[calendar],
+                SyncWindow::from(calsync::core::window::WindowPolicy::default().base(Utc::now())),
+            )
             .await
             .unwrap()
             .into_iter()

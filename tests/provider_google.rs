@@ -57,7 +57,9 @@ fn now() -> DateTime<Utc> {
 }
 
 fn window() -> SyncWindow {
-    SyncWindow::around(now())
+    calsync::core::window::WindowPolicy::default()
+        .base(now())
+        .into()
 }
 
 fn rfc(t: DateTime<Utc>) -> String {
@@ -525,7 +527,7 @@ async fn update_moves_the_same_event_and_delete_twice_is_ok() {
         .create_event(&mut session, &primary(), &event)
         .await
         .unwrap_err();
-    assert!(matches!(err, ProviderError::Duplicate(_)), "{err:?}");
+    assert!(matches!(err, ProviderError::IdRetired(_)), "{err:?}");
     event.generation = 1;
     let again = client
         .create_event(&mut session, &primary(), &event)

@@ -58,7 +58,9 @@ fn now() -> DateTime<Utc> {
 }
 
 fn window() -> SyncWindow {
-    SyncWindow::around(now())
+    calsync::core::window::WindowPolicy::default()
+        .base(now())
+        .into()
 }
 
 fn wall(t: DateTime<Utc>) -> String {

@@ -3,16 +3,17 @@
 //! swaps while appends run without losing or duplicating anything.
 
 use calsim::{SimConfig, SimHandle, Simulators};
-use calsync::actors::sync_task::{AllOpen, SyncRuntime};
+use calsync::actors::runtime::{AllOpen, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
 use calsync::core::backoff::BackoffPolicy;
 use calsync::core::decide::{decide, ConnectionCommand};
+use calsync::core::fault::{Fault, FaultKind};
 use calsync::core::ids::{
     CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
 };
 use calsync::core::projection::{connection_changes, BusyRow};
 use calsync::core::state::ConnectionState;
-use calsync::core::sync::{FailureClass, FetchedPage};
+use calsync::core::sync::FetchedPage;
 use calsync::core::wire::ProviderChange;
 use calsync::providers::{AuthSession, ProviderEndpoints};
 use calsync::replay::model::Model;
@@ -64,7 +65,18 @@ fn page(calendar: &str, full: bool, changes: Vec<ProviderChange>, done: bool) ->
         changes,
         calendar_zone: None,
         completed_with: done.then(|| format!("cursor-{}", Uuid::new_v4())),
+        first_page: full,
+        window: None,
     })
+}
+
+fn failure(calendar: Option<&str>, kind: FaultKind, unit_random: f64) -> ConnectionCommand {
+    ConnectionCommand::RecordSyncFailure {
+        calendar: calendar.map(cal),
+        fault: Fault::new(kind, "f", "m").with_status(503),
+        unit_random,
+        attempt_started: None,
+    }
 }
 
 fn create(pp: &str, account: &str, calendars: &[&str]) -> ConnectionCommand {
@@ -140,29 +152,14 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             key: format!("k{k}"),
             channel_id: "ch".into(),
         }),
-        1 => (0f64..1.0).prop_map(|r| ConnectionCommand::RecordFailure {
-            class: FailureClass::Transient { retry_after_ms: None },
-            kind: "http_503".into(),
-            message: "unavailable".into(),
-            unit_random: r,
-            attempt_started: None,
-        }),
-        1 => prop::sample::select(vec!["a", "b", "c"]).prop_map(|c| {
-            ConnectionCommand::RecordFailure {
-                class: FailureClass::ResyncRequired { calendar: cal(c) },
-                kind: "http_410".into(),
-                message: "fullSyncRequired".into(),
-                unit_random: 0.5,
-                attempt_started: None,
-            }
-        }),
-        1 => Just(ConnectionCommand::RecordFailure {
-            class: FailureClass::Reauthorize,
-            kind: "invalid_grant".into(),
-            message: "revoked".into(),
-            unit_random: 0.5,
-            attempt_started: None,
-        }),
+        1 => (0f64..1.0).prop_map(|r| failure(None, FaultKind::RateLimited, r)),
+        1 => (prop::sample::select(vec!["a", "b", "c"]), 0f64..1.0)
+            .prop_map(|(c, r)| failure(Some(c), FaultKind::Unavailable, r)),
+        1 => prop::sample::select(vec!["a", "b", "c"])
+            .prop_map(|c| failure(Some(c), FaultKind::NotFound, 0.5)),
+        1 => prop::sample::select(vec!["a", "b", "c"])
+            .prop_map(|c| failure(Some(c), FaultKind::ResyncRequired, 0.5)),
+        1 => Just(failure(None, FaultKind::Reauthorize, 0.5)),
         1 => Just(ConnectionCommand::RecordReauthorized),
         1 => Just(ConnectionCommand::RecordCredentialsChanged),
         1 => Just(ConnectionCommand::Quarantine {
@@ -400,7 +397,7 @@ async fn corrupted_live_rows_are_reported_with_connection_and_key_and_swap_repai
     let different = find(DiffKind::Different);
     assert_eq!(different.connection_id, Some(ids[0].to_string()));
     assert_eq!(different.key["external_event_id"], "ev0x1");
-    assert_eq!(different.key["platform_provider_id"], "pp-0");
+    assert_eq!(different.key["calendar_id"], "a");
     assert!(different.live.is_some() && different.rebuilt.is_some());
     let missing = find(DiffKind::Missing);
     assert_eq!(missing.connection_id, Some(ids[1].to_string()));
@@ -580,7 +577,7 @@ impl World {
         let vault = CredentialVault::random();
         let mut runtime =
             SyncRuntime::new(endpoints, vault.clone(), db.store(), Arc::new(AllOpen)).unwrap();
-        runtime.policy.backoff = BackoffPolicy {
+        runtime.policy.sync.backoff = BackoffPolicy {
             base: Duration::from_millis(300),
             cap: Duration::from_secs(2),
             ..BackoffPolicy::default()
@@ -904,6 +901,7 @@ async fn generate_log(db: &TestDb, streams: usize, per_stream: usize) {
                             event_id: format!("e{}", v % 97),
                         },
                         (_, 7) => ConnectionEvent::SyncRoundCompleted {
+                            zone: None,
                             calendar: cal("primary"),
                             cursor: format!("c{v}"),
                             swept_generation: None,

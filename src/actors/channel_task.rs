@@ -1,22 +1,21 @@
-//! Running channel upkeep (open, renew, close) for one connection, outside
-//! its actor; every result goes back through the actor as an input.
+//! Running planned channel upkeep (open, renew, close) for one connection,
+//! outside its actor. Every result goes back through the actor as an
+//! input; a failed step is recorded for its calendar (the core backs its
+//! upkeep off) and the other steps still run.
 
-use super::connection::ConnectionMsg;
-use super::sync_task::SyncRuntime;
-use super::task_support::{keep_rotated_token, load_session, record};
+use super::runtime::SyncRuntime;
+use super::task_support::{keep_rotated_token, load_session, Recorder};
 use crate::core::channels::ChannelStep;
 use crate::core::decide::ConnectionCommand;
+use crate::core::fault::{stops_run, Fault};
 use crate::core::ids::{CalendarProvider, ConnectionId};
+use crate::core::inflight::Task;
 use crate::core::state::ChannelState;
-use crate::core::sync::FailureClass;
-use crate::providers::{CalendarApi, Channel, ChannelRequest, ProviderError};
+use crate::providers::{CalendarApi, Channel, ChannelRequest};
 use base64::Engine;
-use chrono::Utc;
-use ractor::ActorRef;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use uuid::Uuid;
 
 /// The SHA-256 (hex) the log and the `channels` table keep of a secret.
 pub fn secret_digest(secret: &str) -> String {
@@ -25,43 +24,45 @@ pub fn secret_digest(secret: &str) -> String {
 
 /// A fresh per-channel secret: 32 random bytes, URL-safe base64 (43
 /// characters, within Google's 256 and Graph's 128 character limits).
-fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+fn new_secret(runtime: &SyncRuntime) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(runtime.entropy.bytes32())
 }
 
 pub async fn run(
-    actor: ActorRef<ConnectionMsg>,
+    recorder: Arc<dyn Recorder>,
     runtime: Arc<SyncRuntime>,
     id: ConnectionId,
     provider: CalendarProvider,
     channels: BTreeMap<String, ChannelState>,
     steps: Vec<ChannelStep>,
 ) {
-    if let Err(e) = upkeep(&actor, &runtime, id, provider, &channels, steps).await {
-        tracing::warn!(connection_id = %id, error = %e, "channel upkeep failed; retried at the next tick");
+    let mut calls = 0;
+    if let Err(e) = upkeep(
+        &*recorder, &runtime, id, provider, &channels, steps, &mut calls,
+    )
+    .await
+    {
+        tracing::warn!(connection_id = %id, error = %e, "channel upkeep stopped");
     }
-    let _ = actor.send_message(ConnectionMsg::ChannelsFinished);
+    recorder.finished(Task::Channels, calls);
 }
 
 async fn upkeep(
-    actor: &ActorRef<ConnectionMsg>,
+    recorder: &dyn Recorder,
     runtime: &SyncRuntime,
     id: ConnectionId,
     provider: CalendarProvider,
     channels: &BTreeMap<String, ChannelState>,
     steps: Vec<ChannelStep>,
+    calls: &mut u32,
 ) -> Result<(), String> {
-    let Some(base) = runtime.webhook_base.as_deref() else {
-        return Ok(());
-    };
-    let attempt_started = Utc::now();
-    let mut session = match load_session(runtime, id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err("no credentials".into()),
+    let attempt_started = runtime.clock.now();
+    let session = match load_session(runtime, id).await {
+        Ok(s) => s,
         Err(e) => return Err(e.to_string()),
     };
     let client = runtime.client(provider);
+    let base = runtime.webhook_base.as_deref().unwrap_or_default();
     let (address, lifetime) = match provider {
         CalendarProvider::Google => (
             format!("{base}/webhooks/google"),
@@ -72,29 +73,55 @@ async fn upkeep(
             runtime.graph_channel_lifetime,
         ),
     };
+    let Some(mut session) = session else {
+        // No grant: nothing can be opened; a close is simply forgotten
+        // (the channel expires on its own).
+        for step in steps {
+            if let ChannelStep::Close { channel_id } = step {
+                recorder
+                    .record(ConnectionCommand::RecordChannelClosed {
+                        channel_id,
+                        reason: "left to expire: no credentials".into(),
+                    })
+                    .await?;
+            }
+        }
+        return Ok(());
+    };
     for step in steps {
-        let now = Utc::now();
-        let result = match &step {
+        let now = runtime.clock.now();
+        *calls += 1;
+        let command = match &step {
             ChannelStep::Open { calendar } => {
-                let secret = new_secret();
+                let secret = new_secret(runtime);
                 let request = ChannelRequest {
-                    channel_id: Uuid::new_v4().simple().to_string(),
+                    channel_id: runtime.entropy.uuid().simple().to_string(),
                     address: address.clone(),
                     lifecycle_address: (provider == CalendarProvider::Microsoft)
                         .then(|| format!("{base}/webhooks/graph/lifecycle")),
                     secret: secret.clone(),
                     expires_at: now + lifetime,
                 };
-                client
-                    .open_channel(&mut session, calendar, &request)
-                    .await
-                    .map(|channel| ConnectionCommand::RecordChannelOpened {
+                match client.open_channel(&mut session, calendar, &request).await {
+                    Ok(channel) => ConnectionCommand::RecordChannelOpened {
                         calendar: calendar.clone(),
                         channel_id: channel.channel_id,
                         resource_id: channel.resource_id,
                         secret_sha256: secret_digest(&secret),
                         expires_at: channel.expires_at,
-                    })
+                    },
+                    Err(e) => {
+                        crate::metrics::channel_upkeep_failed(provider.as_str(), "open");
+                        failure(
+                            runtime,
+                            calendar.clone(),
+                            "open",
+                            None,
+                            e.fault(),
+                            attempt_started,
+                        )
+                    }
+                }
             }
             ChannelStep::Renew { channel_id } => match channels.get(channel_id) {
                 None => continue,
@@ -108,58 +135,76 @@ async fn upkeep(
                         .renew_channel(&mut session, &channel, now + lifetime)
                         .await
                     {
-                        Ok(renewed) => Ok(ConnectionCommand::RecordChannelRenewed {
+                        Ok(renewed) => ConnectionCommand::RecordChannelRenewed {
                             channel_id: channel_id.clone(),
                             expires_at: renewed.expires_at,
-                        }),
-                        // Gone at the provider: record it; the plan opens a
-                        // new one.
-                        Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
-                            Ok(ConnectionCommand::RecordChannelClosed {
-                                channel_id: channel_id.clone(),
-                                reason: "not found at the provider on renewal".into(),
-                            })
+                        },
+                        Err(e) => {
+                            crate::metrics::channel_upkeep_failed(provider.as_str(), "renew");
+                            failure(
+                                runtime,
+                                c.calendar.clone(),
+                                "renew",
+                                Some(channel_id.clone()),
+                                e.fault(),
+                                attempt_started,
+                            )
                         }
-                        Err(e) => Err(e),
                     }
                 }
             },
+            // One attempt: whatever the provider says, the channel is
+            // forgotten (one we failed to stop expires by itself).
             ChannelStep::Close { channel_id } => {
-                let closed = match channels.get(channel_id) {
-                    None => Ok(()),
+                let reason = match channels.get(channel_id) {
+                    None => "stopped".to_string(),
                     Some(c) => {
                         let channel = Channel {
                             channel_id: channel_id.clone(),
                             resource_id: c.resource_id.clone(),
                             expires_at: c.expires_at,
                         };
-                        client.close_channel(&mut session, &channel).await
+                        match client.close_channel(&mut session, &channel).await {
+                            Ok(()) => "stopped".to_string(),
+                            Err(e) => format!("left to expire: {e}"),
+                        }
                     }
                 };
-                match closed {
-                    Ok(()) | Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
-                        Ok(ConnectionCommand::RecordChannelClosed {
-                            channel_id: channel_id.clone(),
-                            reason: "stopped".into(),
-                        })
-                    }
-                    Err(e) => Err(e),
+                ConnectionCommand::RecordChannelClosed {
+                    channel_id: channel_id.clone(),
+                    reason,
                 }
             }
         };
         keep_rotated_token(runtime, id, &mut session).await;
-        let command = match result {
-            Ok(command) => command,
-            Err(ProviderError::Reauthorize(reason)) => ConnectionCommand::RecordFailure {
-                class: FailureClass::Reauthorize,
-                kind: "reauthorize".into(),
-                message: reason,
-                unit_random: rand::random(),
-                attempt_started: Some(attempt_started),
-            },
-            Err(e) => return Err(format!("{step:?}: {e}")),
-        };
-        record(actor, command).await?;
+        let stop = matches!(
+            &command,
+            ConnectionCommand::RecordChannelFailure { fault, .. } if stops_run(fault)
+        );
+        recorder.record(command).await?;
+        if stop {
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+fn failure(
+    runtime: &SyncRuntime,
+    calendar: crate::core::ids::CalendarId,
+    op: &str,
+    channel_id: Option<String>,
+    fault: Fault,
+    attempt_started: chrono::DateTime<chrono::Utc>,
+) -> ConnectionCommand {
+    tracing::warn!(calendar = %calendar, op, kind = %fault.label, error = %fault.message,
+        "channel upkeep failed");
+    ConnectionCommand::RecordChannelFailure {
+        calendar,
+        op: op.to_string(),
+        channel_id,
+        fault,
+        unit_random: runtime.entropy.unit(),
+        attempt_started: Some(attempt_started),
+    }
 }

@@ -1,53 +1,47 @@
 //! `ConnectionActor`: the single writer of one connection's stream.
 //!
+//! The actor is a loop: receive a message; for an input, decide, append
+//! with the expected version and fold ([`decide_with`]); then ask the
+//! planner what to do next ([`plan::next`]), append the events it names
+//! (outbound intents), start the tasks it names and arm the one timer it
+//! gives. It decides nothing itself: no gate, no schedule, no retry.
+//!
 //! Failure semantics (ractor): a panic or an `Err` from `handle` ends the
 //! actor and our supervisor decides about a restart. So expected failures
 //! (database unavailable, conflicts, rejections) are answered to the caller
 //! inside the handler and never end the actor — except a conflict, which
 //! means another writer owns the stream: the actor stops writing at once
-//! (it is fenced) and the next input activates a fresh fold.
+//! (it is fenced) and the next input activates a fresh fold. A stopped
+//! actor's timer is aborted; a killed one's fires into nothing.
 
-use super::front_door::{Ack, SendError};
+use super::ack::{Ack, SendError};
+use super::mailbox::Mailbox;
 use super::outbound_task::PendingWrite;
-use super::sync_task::{self, CalendarPlan, SyncRuntime};
+use super::runtime::SyncRuntime;
+use super::task_support::Recorder;
 use super::ActorSettings;
-use crate::core::channels::next_renewal;
-use crate::core::decide::{decide_with, ConnectionCommand, Effect};
+use crate::core::decide::{decide_with, ConnectionCommand};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
+use crate::core::inflight::{asks_for, InFlight, Task};
+use crate::core::plan::{self, Ctx, Next};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
-use crate::core::sync::{may_call_provider, next_outbound_retry, next_wakeup, poll_interval};
 use crate::store::{
     EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::Instrument;
 use uuid::Uuid;
 
 /// Bumped whenever `ConnectionState`'s shape changes: older snapshots are
 /// then ignored (they are only a cache) and the stream is folded in full.
-pub const SNAPSHOT_SCHEMA_VERSION: i32 = 1;
-
-/// Counters shared between an actor and the front door, read without
-/// asking the actor (admission control and passivation).
-#[derive(Debug, Default)]
-pub struct Mailbox {
-    pub queued: AtomicUsize,
-    pub last_active_ms: AtomicU64,
-}
-
-impl Mailbox {
-    pub fn touch(&self) {
-        self.last_active_ms.store(
-            Utc::now().timestamp_millis().max(0) as u64,
-            Ordering::Relaxed,
-        );
-    }
-}
+pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 
 pub enum ConnectionMsg {
     Command {
@@ -55,33 +49,28 @@ pub enum ConnectionMsg {
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     },
-    /// A command from inside the actor system (the sync task): bypasses
+    /// A command from inside the actor system (a task's result): bypasses
     /// admission control, which bounds outside callers only.
     Internal {
         command: ConnectionCommand,
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     },
-    /// The sync task finished (successfully or not).
-    SyncFinished,
-    /// A follow-up sync held back by the minimum interval is due; it
-    /// carries the correlation id of the input that asked for it.
-    SyncDue(Option<Uuid>),
-    /// The channel task finished.
-    ChannelsFinished,
-    /// The outbound task finished.
-    OutboundFinished,
-    /// Run channel upkeep now (start-up, renewal time).
-    Maintain,
-    /// A timer fired: backoff ended or a periodic poll is due.
+    /// A task ended after this many provider calls.
+    Finished { task: Task, calls: u32 },
+    /// Plan again: the settings changed, or someone nudged.
     Tick,
+    /// The timer armed for this instant fired.
+    Wake(DateTime<Utc>),
     /// The actor's current state (for status and tests).
     Inspect(RpcReplyPort<ConnectionState>),
+    /// Whether no task of this actor runs (tests waiting for quiescence:
+    /// a task's end and the next plan happen in one message, so `true`
+    /// means the last plan started nothing).
+    Quiet(RpcReplyPort<bool>),
     /// Drill: panic inside the handler, as a bug would.
     DrillPanic,
 }
-
-type TimerHandle = ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<ConnectionMsg>>>;
 
 pub struct ConnectionActor {
     pub store: PgEventStore,
@@ -101,28 +90,51 @@ pub struct ConnectionActorState {
     id: ConnectionId,
     stream: StreamName,
     state: ConnectionState,
+    /// What runs and what inputs asked for (runtime only, see
+    /// [`InFlight`]).
+    inflight: InFlight,
+    /// Whether the running sync / writes were asked for by an input (their
+    /// calls are then not budgeted).
+    sync_prompted: bool,
+    outbound_prompted: bool,
     incarnation: u64,
     events_since_snapshot: u64,
     mailbox: Arc<Mailbox>,
-    /// Runtime only (not folded): a sync task is running / another sync
-    /// was asked for while it ran.
-    sync_running: bool,
-    sync_pending: bool,
-    /// When the last sync started (runtime only), for the minimum interval.
-    last_sync_started: Option<std::time::Instant>,
-    /// A delayed follow-up sync is already scheduled.
-    sync_delayed: bool,
-    /// The correlation id of the input being handled (runtime only), so
-    /// work it causes later (a delayed sync) still names it in logs.
-    cause: Option<Uuid>,
     /// When the oldest notification not yet followed by a sync arrived
     /// (the webhook → busy latency metric).
     notified_at: Option<std::time::Instant>,
-    channels_running: bool,
-    channels_pending: bool,
-    outbound_running: bool,
-    outbound_pending: bool,
-    timer: Option<(chrono::DateTime<Utc>, TimerHandle)>,
+    over_budget: bool,
+    timer: Option<(DateTime<Utc>, tokio::task::JoinHandle<()>)>,
+}
+
+/// How tasks report to this actor (they never see its message type).
+struct ActorRecorder(ActorRef<ConnectionMsg>);
+
+impl Recorder for ActorRecorder {
+    fn record(&self, command: ConnectionCommand) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let sent = self
+                .0
+                .call(
+                    |reply| ConnectionMsg::Internal {
+                        command,
+                        correlation_id: Uuid::nil(),
+                        reply,
+                    },
+                    Some(std::time::Duration::from_secs(60)),
+                )
+                .await;
+            match sent {
+                Ok(CallResult::Success(Ok(_))) => Ok(()),
+                Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
+                _ => Err("connection actor not answering".into()),
+            }
+        })
+    }
+
+    fn finished(&self, task: Task, calls: u32) {
+        let _ = self.0.send_message(ConnectionMsg::Finished { task, calls });
+    }
 }
 
 impl Actor for ConnectionActor {
@@ -137,7 +149,7 @@ impl Actor for ConnectionActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let stream = args.id.stream();
         let (state, folded) = recover(&self.store, &stream).await?;
-        args.mailbox.touch();
+        args.mailbox.touch(self.now());
         tracing::debug!(
             connection_id = %args.id,
             version = state.version,
@@ -149,19 +161,14 @@ impl Actor for ConnectionActor {
             id: args.id,
             stream,
             state,
+            inflight: InFlight::default(),
+            sync_prompted: false,
+            outbound_prompted: false,
             incarnation: args.incarnation,
             events_since_snapshot: folded,
             mailbox: args.mailbox,
-            sync_running: false,
-            sync_pending: false,
-            last_sync_started: None,
-            sync_delayed: false,
-            cause: None,
             notified_at: None,
-            channels_running: false,
-            channels_pending: false,
-            outbound_running: false,
-            outbound_pending: false,
+            over_budget: false,
             timer: None,
         })
     }
@@ -169,15 +176,22 @@ impl Actor for ConnectionActor {
     async fn post_start(
         &self,
         myself: ActorRef<Self::Msg>,
+        _st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Plan at once: intents a previous incarnation left open are
+        // completed with the same keys, overdue work starts.
+        let _ = myself.send_message(ConnectionMsg::Tick);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let _ = myself.send_message(ConnectionMsg::Maintain);
-        // Intents a previous incarnation recorded but never completed are
-        // written now, with the same idempotency keys.
-        if st.state.bookings.values().any(|t| t.pending.is_some()) {
-            self.request_outbound(&myself, st);
+        if let Some((_, timer)) = st.timer.take() {
+            timer.abort();
         }
-        self.reschedule(&myself, st);
         Ok(())
     }
 
@@ -187,22 +201,15 @@ impl Actor for ConnectionActor {
         message: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Every line logged while handling this message (and by the sync
-        // task it starts) carries the connection id and, for inputs, the
+        // Every line logged while handling this message (and by the tasks
+        // it starts) carries the connection id and, for inputs, the
         // caller's correlation id. An error-level span is enabled whenever
         // any event is, so the fields are never filtered away.
         let span = tracing::error_span!("connection", connection_id = %st.id,
             incarnation = st.incarnation, correlation_id = tracing::field::Empty);
-        let cause = match &message {
-            ConnectionMsg::Command { correlation_id, .. }
-            | ConnectionMsg::Internal { correlation_id, .. } => Some(*correlation_id),
-            ConnectionMsg::SyncDue(cause) => *cause,
-            _ => None,
-        };
-        if let Some(correlation_id) = cause {
+        if let ConnectionMsg::Command { correlation_id, .. } = &message {
             span.record("correlation_id", tracing::field::display(correlation_id));
         }
-        st.cause = cause;
         // Boxed: ractor keeps each actor's message loop as one tokio task
         // whose future embeds this one. Inline, every idle actor would carry
         // the space of the deepest handler (decide, append, snapshot) for
@@ -212,13 +219,21 @@ impl Actor for ConnectionActor {
 }
 
 impl ConnectionActor {
-    /// Handles one message, inside the span `handle` opened.
+    fn now(&self) -> DateTime<Utc> {
+        match &self.sync {
+            Some(runtime) => runtime.clock.now(),
+            None => Utc::now(),
+        }
+    }
+
+    /// Handles one message, inside the span `handle` opened, then plans.
     async fn dispatch(
         &self,
         myself: ActorRef<ConnectionMsg>,
         message: ConnectionMsg,
         st: &mut ConnectionActorState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = self.now();
         match message {
             ConnectionMsg::Command {
                 command,
@@ -226,91 +241,73 @@ impl ConnectionActor {
                 reply,
             } => {
                 st.mailbox.queued.fetch_sub(1, Ordering::AcqRel);
-                st.mailbox.touch();
-                self.handle_command(&myself, st, command, correlation_id, reply)
-                    .await;
+                st.mailbox.touch(now);
+                if !self
+                    .handle_input(&myself, st, command, correlation_id, reply)
+                    .await
+                {
+                    return Ok(());
+                }
             }
             ConnectionMsg::Internal {
                 command,
                 correlation_id,
                 reply,
             } => {
-                st.mailbox.touch();
-                self.handle_command(&myself, st, command, correlation_id, reply)
-                    .await;
-            }
-            ConnectionMsg::SyncFinished => {
-                st.sync_running = false;
-                if std::mem::take(&mut st.sync_pending) {
-                    self.request_sync(&myself, st);
-                }
-                self.reschedule(&myself, st);
-            }
-            ConnectionMsg::SyncDue(_) => {
-                st.sync_delayed = false;
-                self.request_sync(&myself, st);
-                self.reschedule(&myself, st);
-            }
-            ConnectionMsg::ChannelsFinished => {
-                st.channels_running = false;
-                if std::mem::take(&mut st.channels_pending) {
-                    let _ = myself.send_message(ConnectionMsg::Maintain);
-                }
-                self.reschedule(&myself, st);
-            }
-            ConnectionMsg::OutboundFinished => {
-                st.outbound_running = false;
-                if std::mem::take(&mut st.outbound_pending) {
-                    self.request_outbound_now(&myself, st).await;
-                }
-                self.reschedule(&myself, st);
-            }
-            ConnectionMsg::Maintain => {
-                if let Ok((_, effects)) = self
-                    .apply(st, &ConnectionCommand::MaintainChannels, Uuid::new_v4())
+                st.mailbox.touch(now);
+                if !self
+                    .handle_input(&myself, st, command, correlation_id, reply)
                     .await
                 {
-                    self.run_effects(&myself, st, effects);
+                    return Ok(());
                 }
             }
-            ConnectionMsg::Tick => {
-                st.timer = None;
-                if next_renewal(&st.state).is_some_and(|at| at <= Utc::now()) {
-                    let _ = myself.send_message(ConnectionMsg::Maintain);
+            ConnectionMsg::Finished { task, calls } => {
+                let prompted = match task {
+                    Task::Sync => std::mem::take(&mut st.sync_prompted),
+                    Task::Outbound => std::mem::take(&mut st.outbound_prompted),
+                    Task::Channels => false,
+                };
+                st.inflight.finished(task, calls, prompted, now);
+            }
+            ConnectionMsg::Tick => {}
+            ConnectionMsg::Wake(at) => {
+                if st.timer.as_ref().is_some_and(|(armed, _)| *armed == at) {
+                    st.timer = None;
                 }
-                let backoff_over = st.state.consecutive_failures > 0
-                    && st.state.backoff_until.is_none_or(|t| t <= Utc::now());
-                let jobs = self.sync.as_ref().is_some_and(|s| s.gates.jobs_enabled());
-                if backoff_over || jobs {
-                    self.request_sync(&myself, st);
-                }
-                // Pending writes are retried on every tick the connection
-                // may write (a successful sync can end the backoff first).
-                self.request_outbound_now(&myself, st).await;
-                self.reschedule(&myself, st);
             }
             ConnectionMsg::Inspect(reply) => {
                 let _ = reply.send(st.state.clone());
+                return Ok(());
+            }
+            ConnectionMsg::Quiet(reply) => {
+                let busy = [Task::Sync, Task::Channels, Task::Outbound]
+                    .iter()
+                    .any(|t| st.inflight.is_running(*t));
+                let _ = reply.send(!busy);
+                return Ok(());
             }
             ConnectionMsg::DrillPanic => {
                 panic!("drill: connection actor {} killed on purpose", st.id);
             }
         }
+        self.advance(&myself, st).await;
         Ok(())
     }
-}
 
-impl ConnectionActor {
-    async fn handle_command(
+    /// Decides and commits one input, answers the caller, and records what
+    /// it asks for. `false` when the actor was fenced and is stopping.
+    async fn handle_input(
         &self,
         myself: &ActorRef<ConnectionMsg>,
         st: &mut ConnectionActorState,
         command: ConnectionCommand,
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
-    ) {
+    ) -> bool {
+        let before = st.state.clone();
         let result = self.apply(st, &command, correlation_id).await;
-        if let (ConnectionCommand::AcceptNotification { .. }, Ok((ack, _)), Some(profile)) =
+        if let (ConnectionCommand::AcceptNotification { .. }, Ok(ack), Some(profile)) =
             (&command, &result, &st.state.profile)
         {
             crate::metrics::notification(profile.provider.as_str(), ack.duplicate);
@@ -318,217 +315,188 @@ impl ConnectionActor {
                 st.notified_at.get_or_insert_with(std::time::Instant::now);
             }
         }
-        let (result, effects) = match result {
-            Ok((ack, effects)) => (Ok(ack), effects),
-            Err(e) => (Err(e), Vec::new()),
-        };
+        if let Ok(ack) = &result {
+            let cause = (!correlation_id.is_nil()).then_some(correlation_id);
+            st.inflight
+                .asked(asks_for(&before, &command, ack.duplicate), cause);
+        }
         let fenced = matches!(result, Err(SendError::Fenced));
         // Answer first: the caller (a webhook waiting on its 2xx) needs only
-        // the commit, not the effects.
+        // the commit, not what follows from it.
         let _ = reply.send(result);
         if fenced {
-            tracing::warn!(connection_id = %st.id, incarnation = st.incarnation,
-                "stream moved under this actor: fenced, stopping");
-            myself.stop(Some("fenced".into()));
-            return;
+            self.fence(myself, st);
+            return false;
         }
-        self.run_effects(myself, st, effects);
-        self.reschedule(myself, st);
+        true
     }
 
-    fn run_effects(
-        &self,
-        myself: &ActorRef<ConnectionMsg>,
-        st: &mut ConnectionActorState,
-        effects: Vec<Effect>,
-    ) {
-        for effect in effects {
-            match effect {
-                Effect::Sync => self.request_sync(myself, st),
-                Effect::Channels(steps) => self.request_channels(myself, st, steps),
-                Effect::Outbound => self.request_outbound(myself, st),
+    fn fence(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
+        tracing::warn!(connection_id = %st.id, incarnation = st.incarnation,
+            "stream moved under this actor: fenced, stopping");
+        if let Some((_, timer)) = st.timer.take() {
+            timer.abort();
+        }
+        myself.stop(Some("fenced".into()));
+    }
+
+    /// Asks the planner what to do now and does it: appends the events it
+    /// names, starts its tasks, arms its one timer.
+    async fn advance(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
+        let Some(runtime) = self.sync.clone() else {
+            return;
+        };
+        let Some(provider) = st.state.profile.as_ref().map(|p| p.provider) else {
+            return;
+        };
+        let now = runtime.clock.now();
+        let ctx = Ctx {
+            id: st.id,
+            view: runtime.view(provider, st.id),
+            policy: &runtime.policy,
+            now,
+        };
+        let mut next = plan::next(&st.state, &st.inflight, &ctx);
+        if next.over_budget != st.over_budget {
+            st.over_budget = next.over_budget;
+            if next.over_budget {
+                crate::metrics::call_budget_exceeded(provider.as_str());
+                tracing::warn!(connection_id = %st.id,
+                    calls = st.inflight.unprompted_calls(now),
+                    budget = runtime.policy.budget.for_calendars(st.state.calendars.len()),
+                    "hourly provider call budget spent: background work waits");
             }
         }
-    }
-
-    /// Starts the pending outbound writes unless a run is in progress (then
-    /// one follow-up run is queued) or the connection may not write now.
-    fn request_outbound(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
-        let Some(runtime) = &self.sync else { return };
-        if !may_call_provider(&st.state, Utc::now()) {
-            return;
-        }
-        if st.outbound_running {
-            st.outbound_pending = true;
-            return;
-        }
-        let Some(profile) = &st.state.profile else {
-            return;
-        };
-        let Some(calendar) = profile.destination_calendar.clone() else {
-            return;
-        };
-        let writes: Vec<PendingWrite> = st
-            .state
-            .bookings
-            .iter()
-            .filter_map(|(booking_id, track)| {
-                track.pending.clone().map(|op| PendingWrite {
-                    booking_id: booking_id.clone(),
-                    op,
-                    version: track.pending_version.unwrap_or(track.latest.version),
-                    track: track.clone(),
-                })
-            })
-            .collect();
-        if writes.is_empty() {
-            return;
-        }
-        st.outbound_running = true;
-        tokio::spawn(super::outbound_task::run(
-            myself.clone(),
-            runtime.clone(),
-            st.id,
-            profile.provider,
-            calendar,
-            writes,
-        ));
-    }
-
-    /// Records intents for lagging bookings and runs the pending writes.
-    async fn request_outbound_now(
-        &self,
-        myself: &ActorRef<ConnectionMsg>,
-        st: &mut ConnectionActorState,
-    ) {
-        if let Ok((_, effects)) = self
-            .apply(st, &ConnectionCommand::RequestOutbound, Uuid::new_v4())
-            .await
-        {
-            self.run_effects(myself, st, effects);
-        }
-    }
-
-    /// Starts channel upkeep unless webhooks are off, no public URL is
-    /// configured, or upkeep is already running (then it re-plans after).
-    fn request_channels(
-        &self,
-        myself: &ActorRef<ConnectionMsg>,
-        st: &mut ConnectionActorState,
-        steps: Vec<crate::core::channels::ChannelStep>,
-    ) {
-        let Some(runtime) = &self.sync else { return };
-        if runtime.webhook_base.is_none() || !runtime.gates.webhooks_enabled() || steps.is_empty() {
-            return;
-        }
-        if st.channels_running {
-            st.channels_pending = true;
-            return;
-        }
-        let Some(profile) = &st.state.profile else {
-            return;
-        };
-        st.channels_running = true;
-        let task = super::channel_task::run(
-            myself.clone(),
-            runtime.clone(),
-            st.id,
-            profile.provider,
-            st.state.channels.clone(),
-            steps,
-        );
-        // Like the sync task: a child of the message's span.
-        let span = tracing::error_span!("channels", provider = profile.provider.as_str());
-        tokio::spawn(task.instrument(span));
-    }
-
-    /// Starts a sync unless one is running (then one follow-up is queued),
-    /// the sync flag is off, or the connection may not call its provider
-    /// now (backoff, paused, needs re-authorisation) — the timer brings it
-    /// back when the backoff ends.
-    fn request_sync(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
-        let Some(runtime) = &self.sync else { return };
-        if !runtime.gates.sync_enabled() || !may_call_provider(&st.state, Utc::now()) {
-            return;
-        }
-        if st.sync_running {
-            st.sync_pending = true;
-            return;
-        }
-        if let Some(started) = st.last_sync_started {
-            let since = started.elapsed();
-            if since < runtime.min_sync_interval {
-                if !st.sync_delayed {
-                    st.sync_delayed = true;
-                    let cause = st.cause;
-                    myself.send_after(runtime.min_sync_interval - since, move || {
-                        ConnectionMsg::SyncDue(cause)
-                    });
+        if !next.events.is_empty() {
+            let events = std::mem::take(&mut next.events);
+            match self
+                .apply(
+                    st,
+                    &ConnectionCommand::RecordPlanned { events },
+                    Uuid::nil(),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(SendError::Fenced) => return self.fence(myself, st),
+                Err(e) => {
+                    // The intents are not recorded: no write may start. Try
+                    // again shortly.
+                    tracing::warn!(connection_id = %st.id, error = %e, "planned events not recorded");
+                    next.writes = None;
+                    let retry = now + chrono::Duration::seconds(1);
+                    next.wake_at = Some(next.wake_at.map_or(retry, |w| w.min(retry)));
                 }
-                return;
             }
         }
-        let Some(profile) = &st.state.profile else {
-            return;
-        };
-        st.sync_running = true;
-        st.last_sync_started = Some(std::time::Instant::now());
-        let plans = st
-            .state
-            .calendars
-            .iter()
-            .map(|(calendar, sync)| CalendarPlan {
-                calendar: calendar.clone(),
-                cursor: sync.cursor.clone(),
-                free_busy_only: sync.free_busy_only,
-            })
-            .collect();
-        let sync = sync_task::run(
-            myself.clone(),
-            runtime.clone(),
-            st.id,
-            profile.provider,
-            plans,
-            st.notified_at.take(),
-        );
-        // The task's span is a child of the message's: it keeps the
-        // correlation id of the input that asked for this sync.
-        let span = tracing::error_span!("sync", provider = profile.provider.as_str());
-        tokio::spawn(sync.instrument(span));
+        self.start(myself, st, &runtime, provider, next);
     }
 
-    /// Keeps one timer, at the state's next wake-up (end of backoff or next
-    /// periodic poll). Times come from the folded state, so they survive
-    /// restarts.
-    fn reschedule(&self, myself: &ActorRef<ConnectionMsg>, st: &mut ConnectionActorState) {
-        let Some(runtime) = &self.sync else { return };
-        let now = Utc::now();
-        let wanted = if st.sync_running || !runtime.gates.sync_enabled() {
-            None
-        } else {
-            let renewal = runtime
-                .webhook_base
+    fn start(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+        runtime: &Arc<SyncRuntime>,
+        provider: crate::core::ids::CalendarProvider,
+        next: Next,
+    ) {
+        let now = runtime.clock.now();
+        let recorder: Arc<dyn Recorder> = Arc::new(ActorRecorder(myself.clone()));
+        if let Some(run) = next.sync {
+            let calendars: Vec<_> = run.rounds.iter().map(|r| r.calendar.clone()).collect();
+            let cause = st.inflight.sync_started(&calendars, now);
+            st.sync_prompted = run.prompted;
+            let task = super::sync_task::run(
+                recorder.clone(),
+                runtime.clone(),
+                st.id,
+                provider,
+                run,
+                st.notified_at.take(),
+            );
+            // The task's span keeps the correlation id of the input that
+            // asked for this sync, even when it starts later.
+            let span = tracing::error_span!(
+                "sync",
+                provider = provider.as_str(),
+                correlation_id = tracing::field::Empty
+            );
+            if let Some(cause) = cause {
+                span.record("correlation_id", tracing::field::display(cause));
+            }
+            tokio::spawn(task.instrument(span));
+        }
+        if !next.channels.is_empty() {
+            st.inflight.channels_started();
+            let task = super::channel_task::run(
+                recorder.clone(),
+                runtime.clone(),
+                st.id,
+                provider,
+                st.state.channels.clone(),
+                next.channels,
+            );
+            let span = tracing::error_span!("channels", provider = provider.as_str());
+            tokio::spawn(task.instrument(span));
+        }
+        if let Some(run) = next.writes {
+            let calendar = st
+                .state
+                .profile
                 .as_ref()
-                .and_then(|_| next_renewal(&st.state));
-            let outbound = (!st.outbound_running)
-                .then(|| next_outbound_retry(&st.state, now))
-                .flatten();
-            let poll = poll_interval(runtime.poll_every, st.id);
-            [next_wakeup(&st.state, poll, now), renewal, outbound]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|at| at.max(now + chrono::Duration::milliseconds(50)))
-        };
-        if st.timer.as_ref().map(|(at, _)| *at) == wanted {
+                .and_then(|p| p.destination_calendar.clone());
+            let writes: Vec<PendingWrite> = run
+                .bookings
+                .iter()
+                .filter_map(|booking_id| {
+                    let track = st.state.bookings.get(booking_id)?;
+                    Some(PendingWrite {
+                        booking_id: booking_id.clone(),
+                        op: track.pending.clone()?,
+                        version: track.pending_version.unwrap_or(track.latest.version),
+                        track: track.clone(),
+                    })
+                })
+                .collect();
+            if let (Some(calendar), false) = (calendar, writes.is_empty()) {
+                st.inflight.outbound_started();
+                st.outbound_prompted = run.prompted;
+                tokio::spawn(super::outbound_task::run(
+                    recorder,
+                    runtime.clone(),
+                    st.id,
+                    provider,
+                    calendar,
+                    writes,
+                ));
+            }
+        }
+        self.arm(myself, st, runtime, next.wake_at);
+    }
+
+    /// Keeps exactly one timer, at `at`.
+    fn arm(
+        &self,
+        myself: &ActorRef<ConnectionMsg>,
+        st: &mut ConnectionActorState,
+        runtime: &SyncRuntime,
+        at: Option<DateTime<Utc>>,
+    ) {
+        st.mailbox.set_wake_at(at);
+        if st.timer.as_ref().map(|(t, _)| *t) == at {
             return;
         }
         if let Some((_, handle)) = st.timer.take() {
             handle.abort();
         }
-        if let Some(at) = wanted {
-            let delay = (at - now).to_std().unwrap_or_default();
-            st.timer = Some((at, myself.send_after(delay, || ConnectionMsg::Tick)));
+        if let Some(at) = at {
+            let sleep = runtime.clock.sleep_until(at);
+            let actor = myself.clone();
+            let handle = tokio::spawn(async move {
+                sleep.await;
+                let _ = actor.send_message(ConnectionMsg::Wake(at));
+            });
+            st.timer = Some((at, handle));
         }
     }
 
@@ -539,28 +507,26 @@ impl ConnectionActor {
         st: &mut ConnectionActorState,
         command: &ConnectionCommand,
         correlation_id: Uuid,
-    ) -> Result<(Ack, Vec<Effect>), SendError> {
+    ) -> Result<Ack, SendError> {
         let policy = self
             .sync
             .as_ref()
-            .map(|s| s.policy.clone())
+            .map(|s| s.policy.sync.clone())
             .unwrap_or_default();
         let decision =
-            decide_with(&st.state, command, Utc::now(), &policy).map_err(SendError::Rejected)?;
+            decide_with(&st.state, command, self.now(), &policy).map_err(SendError::Rejected)?;
         if decision.events.is_empty() {
-            return Ok((
-                Ack {
-                    version: st.state.version,
-                    appended: 0,
-                    duplicate: decision.duplicate,
-                },
-                decision.effects,
-            ));
+            return Ok(Ack {
+                version: st.state.version,
+                appended: 0,
+                duplicate: decision.duplicate,
+            });
         }
         let next = st.state.clone().fold(&decision.events);
+        let correlation = (!correlation_id.is_nil()).then_some(correlation_id);
         let metadata = EventMetadata {
-            correlation_id: Some(correlation_id),
-            causation_id: Some(correlation_id),
+            correlation_id: correlation,
+            causation_id: correlation,
             node: Some(self.settings.node.clone()),
             incarnation: Some(st.incarnation),
             ..Default::default()
@@ -583,14 +549,11 @@ impl ConnectionActor {
                 if st.events_since_snapshot >= self.settings.snapshot_every {
                     self.snapshot(st).await;
                 }
-                Ok((
-                    Ack {
-                        version: st.state.version,
-                        appended: recorded.len(),
-                        duplicate: false,
-                    },
-                    decision.effects,
-                ))
+                Ok(Ack {
+                    version: st.state.version,
+                    appended: recorded.len(),
+                    duplicate: false,
+                })
             }
             Err(StoreError::Conflict { .. }) => Err(SendError::Fenced),
             Err(StoreError::Unavailable(e)) => Err(SendError::Unavailable(e)),

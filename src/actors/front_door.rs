@@ -5,183 +5,25 @@
 //! [`SendError::Busy`] (HTTP 503 with `Retry-After` at the edge) instead of
 //! growing memory without limit.
 
-use super::connection::{ConnectionMsg, Mailbox};
+pub use super::ack::{Ack, SendError};
+use super::connection::ConnectionMsg;
+pub use super::registry::{Entry, Registry};
+use super::runtime::SyncRuntime;
 use super::supervisor::{Supervisor, SupervisorMsg};
-use super::sync_task::SyncRuntime;
 use super::ActorSettings;
 use crate::core::decide::{ConnectionCommand, Rejection};
 use crate::core::ids::ConnectionId;
 use crate::core::state::ConnectionState;
+use crate::ports::{Clock, SystemClock};
 use crate::store::PgEventStore;
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorId, ActorRef};
+use ractor::{Actor, ActorRef};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// A committed input: the stream version after it and how many events it added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Ack {
-    pub version: u64,
-    pub appended: usize,
-    /// The input repeated one already accepted (nothing was appended).
-    pub duplicate: bool,
-}
-
-/// Why an input was not applied. Each variant says what the caller does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Too many inputs queued for this connection: retry after a moment.
-    #[error("connection busy: too many queued inputs")]
-    Busy { retry_after: Duration },
-    /// The connection failed too often and is quarantined: an operator
-    /// must look at it (`calsync connections show`).
-    #[error("connection quarantined")]
-    Quarantined,
-    /// The stream moved under the actor (another writer); nothing was
-    /// written. Safe to retry: the next actor folds the new state.
-    #[error("stream moved under the actor; nothing was written")]
-    Fenced,
-    /// The database is unavailable; nothing was acknowledged. Retry later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The command is not valid in the connection's state.
-    #[error("rejected: {0}")]
-    Rejected(Rejection),
-    #[error("bad data: {0}")]
-    BadData(String),
-    /// The actor stopped while handling the input (a crash). The input may
-    /// or may not have been committed; inputs are idempotent, so retry.
-    #[error("the connection actor stopped before answering")]
-    Stopped,
-}
-
-#[derive(Clone)]
-pub struct Entry {
-    pub actor: ActorRef<ConnectionMsg>,
-    pub mailbox: Arc<Mailbox>,
-    pub incarnation: u64,
-}
-
-/// Which actor serves which connection, shared by the front door and the
-/// supervisor. Critical sections are a map lookup long.
-#[derive(Default)]
-pub struct Registry {
-    entries: Mutex<HashMap<ConnectionId, Entry>>,
-    quarantined: Mutex<HashSet<ConnectionId>>,
-    pub restarts: AtomicU64,
-    /// Actor failures per connection since this node started (status).
-    failures: Mutex<HashMap<ConnectionId, u64>>,
-}
-
-impl Registry {
-    fn entries(&self) -> MutexGuard<'_, HashMap<ConnectionId, Entry>> {
-        // Poisoning only means a panic elsewhere; the map is still valid.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn quarantine_set(&self) -> MutexGuard<'_, HashSet<ConnectionId>> {
-        self.quarantined.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn get(&self, id: ConnectionId) -> Option<Entry> {
-        self.entries().get(&id).cloned()
-    }
-
-    pub fn insert(
-        &self,
-        id: ConnectionId,
-        actor: ActorRef<ConnectionMsg>,
-        mailbox: Arc<Mailbox>,
-        incarnation: u64,
-    ) {
-        self.entries().insert(
-            id,
-            Entry {
-                actor,
-                mailbox,
-                incarnation,
-            },
-        );
-    }
-
-    /// Removes `id` only if it is still served by `actor` (a newer
-    /// incarnation may already have taken its place).
-    pub fn remove_if(&self, id: ConnectionId, actor: ActorId) {
-        let mut entries = self.entries();
-        if entries.get(&id).is_some_and(|e| e.actor.get_id() == actor) {
-            entries.remove(&id);
-        }
-    }
-
-    /// Admits one input: bumps the queue counter under the registry lock so
-    /// passivation (which checks the counter under the same lock) can never
-    /// stop an actor that has an input on the way.
-    fn admit(&self, id: ConnectionId, bound: usize) -> Option<Result<Entry, SendError>> {
-        let entries = self.entries();
-        let entry = entries.get(&id)?;
-        if entry.mailbox.queued.load(Ordering::Acquire) >= bound {
-            return Some(Err(SendError::Busy {
-                retry_after: Duration::from_secs(1),
-            }));
-        }
-        entry.mailbox.queued.fetch_add(1, Ordering::AcqRel);
-        Some(Ok(entry.clone()))
-    }
-
-    /// Removes and returns the actors idle since before `cutoff_ms` with
-    /// nothing queued.
-    pub fn take_idle(&self, cutoff_ms: u64) -> Vec<(ConnectionId, ActorRef<ConnectionMsg>)> {
-        let mut entries = self.entries();
-        let idle: Vec<ConnectionId> = entries
-            .iter()
-            .filter(|(_, e)| {
-                e.mailbox.queued.load(Ordering::Acquire) == 0
-                    && e.mailbox.last_active_ms.load(Ordering::Relaxed) < cutoff_ms
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        idle.into_iter()
-            .filter_map(|id| entries.remove(&id).map(|e| (id, e.actor)))
-            .collect()
-    }
-
-    pub fn is_quarantined(&self, id: ConnectionId) -> bool {
-        self.quarantine_set().contains(&id)
-    }
-
-    pub fn set_quarantined(&self, id: ConnectionId, on: bool) {
-        let mut set = self.quarantine_set();
-        if on {
-            set.insert(id);
-        } else {
-            set.remove(&id);
-        }
-    }
-
-    pub fn active(&self) -> usize {
-        self.entries().len()
-    }
-
-    /// Counts one actor failure of `id` (each is followed by a restart or
-    /// a quarantine).
-    pub fn note_failure(&self, id: ConnectionId) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        *failures.entry(id).or_insert(0) += 1;
-    }
-
-    pub fn failures_of(&self, id: ConnectionId) -> u64 {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.get(&id).copied().unwrap_or(0)
-    }
-
-    pub fn ids(&self) -> Vec<ConnectionId> {
-        self.entries().keys().copied().collect()
-    }
-}
 
 /// Numbers operators and drills look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,6 +36,12 @@ pub struct ActorStats {
 type SharedAck =
     futures::future::Shared<futures::future::BoxFuture<'static, Result<Ack, SendError>>>;
 
+/// Identical notifications in flight at once share one commit; past this
+/// many distinct ones in flight, new ones are committed on their own (the
+/// dedupe window still catches repeats), so the map cannot grow without
+/// bound.
+pub const MAX_SHARED_NOTIFICATIONS: usize = 10_000;
+
 /// The handle the rest of calsync uses to reach connections.
 #[derive(Clone)]
 pub struct Connections {
@@ -202,7 +50,11 @@ pub struct Connections {
     settings: Arc<ActorSettings>,
     /// Notifications being committed right now, by (connection, key):
     /// identical copies wait for the first instead of queueing (a replay
-    /// storm costs one actor call, not one mailbox slot per copy).
+    /// storm costs one actor call, not one mailbox slot per copy). An entry
+    /// lives exactly as long as its commit: the commit runs in a task of
+    /// its own (a caller that hangs up cannot abandon it half way) and
+    /// removes its entry when done, so a later retry never sees an old
+    /// outcome.
     in_flight: Arc<Mutex<HashMap<(ConnectionId, String), SharedAck>>>,
     /// Provider access (for storing credentials); `None` without sync.
     sync: Option<Arc<SyncRuntime>>,
@@ -234,11 +86,16 @@ impl Connections {
             registry.set_quarantined(ConnectionId::from_uuid(row.get(0)), true);
         }
         drop(client);
+        let clock: Arc<dyn Clock> = match &sync {
+            Some(runtime) => runtime.clock.clone(),
+            None => Arc::new(SystemClock),
+        };
         let supervisor = Supervisor {
             store,
             settings: settings.clone(),
             registry: registry.clone(),
             sync: sync.clone(),
+            clock,
         };
         let (supervisor, _join) = Actor::spawn(None, supervisor, ()).await?;
         Ok(Connections {
@@ -296,27 +153,39 @@ impl Connections {
     ) -> Result<Ack, SendError> {
         use futures::FutureExt;
         let slot = (id, key.clone());
-        let (shared, leader) = {
+        let command = ConnectionCommand::AcceptNotification { key, channel_id };
+        let joined = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             match in_flight.get(&slot) {
-                Some(existing) => (existing.clone(), false),
+                Some(existing) => Some((existing.clone(), false)),
+                None if in_flight.len() >= MAX_SHARED_NOTIFICATIONS => None,
                 None => {
+                    // The commit runs on its own task and takes its entry out
+                    // when it ends, whether or not anyone still waits for it.
                     let this = self.clone();
-                    let command = ConnectionCommand::AcceptNotification { key, channel_id };
-                    let fut = async move { this.command(id, command, Uuid::new_v4()).await }
+                    let key = slot.clone();
+                    let command = command.clone();
+                    let commit = tokio::spawn(async move {
+                        let result = this.command(id, command, Uuid::new_v4()).await;
+                        this.in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        result
+                    });
+                    let fut = async move { commit.await.unwrap_or(Err(SendError::Stopped)) }
                         .boxed()
                         .shared();
                     in_flight.insert(slot.clone(), fut.clone());
-                    (fut, true)
+                    Some((fut, true))
                 }
             }
         };
+        let Some((shared, leader)) = joined else {
+            return self.command(id, command, Uuid::new_v4()).await;
+        };
         let result = shared.await;
         if leader {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&slot);
             result
         } else {
             result.map(|ack| Ack {
@@ -325,6 +194,14 @@ impl Connections {
                 ..ack
             })
         }
+    }
+
+    /// How many distinct notifications are being committed right now.
+    pub fn notifications_in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Sends a command to a connection's actor (activating it if needed)
@@ -368,6 +245,44 @@ impl Connections {
                 self.registry.remove_if(id, entry.actor.get_id());
                 Err(SendError::Stopped)
             }
+        }
+    }
+
+    /// Why a booking's write to connection `id` waits now, as the core's
+    /// gate sees it (`None`: nothing owed, or about to be written).
+    pub async fn booking_wait(
+        &self,
+        id: ConnectionId,
+        booking_id: &str,
+    ) -> Result<Option<crate::core::gate::Wait>, SendError> {
+        let state = self.inspect(id).await?;
+        let Some(runtime) = &self.sync else {
+            return Ok(None);
+        };
+        let Some(provider) = state.profile.as_ref().map(|p| p.provider) else {
+            return Ok(None);
+        };
+        let ctx = crate::core::plan::Ctx {
+            id,
+            view: runtime.view(provider, id),
+            policy: &runtime.policy,
+            now: runtime.clock.now(),
+        };
+        Ok(crate::core::plan::booking_wait(&state, booking_id, &ctx))
+    }
+
+    /// Whether connection `id`'s actor runs no task right now (activating
+    /// it if needed): what tests wait for after moving a clock.
+    pub async fn quiet(&self, id: ConnectionId) -> Result<bool, SendError> {
+        let entry = self.activate(id).await?;
+        match entry
+            .actor
+            .call(ConnectionMsg::Quiet, Some(self.settings.call_timeout))
+            .await
+        {
+            Ok(CallResult::Success(quiet)) => Ok(quiet),
+            Ok(CallResult::Timeout) => Err(SendError::Unavailable("timed out".into())),
+            _ => Err(SendError::Stopped),
         }
     }
 
@@ -422,7 +337,7 @@ impl Connections {
         }
     }
 
-    /// Lifts a quarantine (recorded on the stream).
+    /// Lifts a quarantine (recorded on the stream) and syncs at once.
     pub async fn lift_quarantine(&self, id: ConnectionId) -> Result<(), String> {
         match self
             .supervisor
@@ -432,8 +347,20 @@ impl Connections {
             )
             .await
         {
-            Ok(CallResult::Success(result)) => result,
-            _ => Err("supervisor not answering".into()),
+            Ok(CallResult::Success(result)) => result?,
+            _ => return Err("supervisor not answering".into()),
+        }
+        self.command(id, ConnectionCommand::RequestSync, Uuid::new_v4())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Has every active actor plan again now (a clock moved in tests, an
+    /// operator nudge).
+    pub fn wake_all(&self) {
+        for actor in self.registry.actors() {
+            let _ = actor.send_message(ConnectionMsg::Tick);
         }
     }
 
@@ -469,7 +396,11 @@ impl Connections {
     /// Stops every actor idle longer than `idle` right now (the supervisor
     /// also does this periodically with the configured idle timeout).
     pub fn passivate_idle(&self, idle: Duration) -> usize {
-        let cutoff = (chrono::Utc::now().timestamp_millis().max(0) as u64)
+        let now = match &self.sync {
+            Some(runtime) => runtime.clock.now(),
+            None => chrono::Utc::now(),
+        };
+        let cutoff = (now.timestamp_millis().max(0) as u64)
             .saturating_sub(idle.as_millis().min(u64::MAX as u128) as u64);
         let stopped = self.registry.take_idle(cutoff);
         for (_, actor) in &stopped {
@@ -494,7 +425,7 @@ impl Connections {
     pub fn stats(&self) -> ActorStats {
         ActorStats {
             active: self.registry.active(),
-            quarantined: self.registry.quarantine_set().len(),
+            quarantined: self.registry.quarantined_count(),
             restarts: self.registry.restarts.load(Ordering::Relaxed),
         }
     }

@@ -1,22 +1,34 @@
-//! Connection actors and their supervisor (ractor).
+//! Connection actors and their supervisor (ractor): the shell around the
+//! core's decisions. Imports run one way:
+//! front door → supervisor → connection actor → tasks, with the leaves
+//! ([`ack`], [`mailbox`], [`runtime`]) shared.
 //!
-//! - [`connection`]: one actor per connection, the single writer of its
-//!   stream. Its state is the fold of that stream, nothing else.
+//! - [`front_door`]: what HTTP handlers and the CLI call: bounded admission
+//!   (a typed `Busy` instead of unbounded mailboxes), activation on demand,
+//!   one commit for identical notifications in flight.
 //! - [`supervisor`]: ours, not ractor's (ractor restarts nothing by itself):
 //!   lazy activation, restart with backoff, quarantine after too many
-//!   restarts, passivation of idle actors.
-//! - [`front_door`]: what HTTP handlers and the CLI call: bounded admission
-//!   (a typed `Busy` instead of unbounded mailboxes), activation on demand.
+//!   restarts, passivation of idle actors and waking them on time.
+//! - [`registry`]: which actor serves which connection on this node.
+//! - [`connection`]: one actor per connection, the single writer of its
+//!   stream: receive, decide, append, plan, start tasks, arm one timer.
+//! - [`sync_task`], [`channel_task`], [`outbound_task`]: the provider calls
+//!   the planner asked for, reporting back through a [`task_support::Recorder`].
 
+pub mod ack;
 pub mod channel_task;
 pub mod connection;
 pub mod front_door;
+pub mod mailbox;
 pub mod outbound_task;
+pub mod registry;
+pub mod runtime;
 pub mod supervisor;
 pub mod sync_task;
-mod task_support;
+pub mod task_support;
 
-pub use front_door::{Ack, Connections, SendError};
+pub use ack::{Ack, SendError};
+pub use front_door::Connections;
 
 use std::time::Duration;
 

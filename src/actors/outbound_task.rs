@@ -1,19 +1,22 @@
-//! Running a connection's pending outbound writes, outside its actor.
+//! Running a connection's planned outbound writes, outside its actor.
 //!
 //! Each write was recorded as an intent before this task starts; the task
 //! calls the provider with the intent's idempotency key and reports the
 //! result back through the actor. A crash anywhere in between leaves the
 //! intent pending, and the next run makes the same call with the same key.
+//! Writes of different bookings are independent: a failure is recorded for
+//! its booking (the core decides between backoff, `failed` and a new id
+//! generation) and the next booking is written; only a failure that stops
+//! every call (the grant, throttling) ends the run.
 
-use super::connection::ConnectionMsg;
-use super::sync_task::SyncRuntime;
-use super::task_support::{keep_rotated_token, load_session, record};
+use super::runtime::SyncRuntime;
+use super::task_support::{keep_rotated_token, load_session, Recorder};
 use crate::core::decide::ConnectionCommand;
+use crate::core::fault::{stops_run, Fault, FaultKind};
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId};
+use crate::core::inflight::Task;
 use crate::core::outbound::{ical_uid, BookingTrack, OutboundOp, WriteOutcome};
-use crate::core::sync::FailureClass;
 use crate::providers::{CalendarApi, OutboundEvent, ProviderError};
-use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,30 +31,59 @@ pub struct PendingWrite {
 }
 
 pub async fn run(
-    actor: ActorRef<ConnectionMsg>,
+    recorder: Arc<dyn Recorder>,
     runtime: Arc<SyncRuntime>,
     id: ConnectionId,
     provider: CalendarProvider,
     calendar: CalendarId,
     writes: Vec<PendingWrite>,
 ) {
-    if let Err(e) = write_all(&actor, &runtime, id, provider, &calendar, writes).await {
+    let mut calls = 0;
+    if let Err(e) = write_all(
+        &*recorder, &runtime, id, provider, &calendar, writes, &mut calls,
+    )
+    .await
+    {
         tracing::debug!(connection_id = %id, error = %e, "outbound writes stopped");
     }
-    let _ = actor.send_message(ConnectionMsg::OutboundFinished);
+    recorder.finished(Task::Outbound, calls);
 }
 
 async fn write_all(
-    actor: &ActorRef<ConnectionMsg>,
+    recorder: &dyn Recorder,
     runtime: &SyncRuntime,
     id: ConnectionId,
     provider: CalendarProvider,
     calendar: &CalendarId,
     writes: Vec<PendingWrite>,
+    calls: &mut u32,
 ) -> Result<(), String> {
+    let attempt_started = runtime.clock.now();
+    let fail_all = |fault: Fault, writes: &[PendingWrite]| {
+        writes
+            .first()
+            .map(|w| ConnectionCommand::RecordOutboundFailure {
+                booking_id: w.booking_id.clone(),
+                version: w.version,
+                op: w.op.clone(),
+                fault,
+                unit_random: runtime.entropy.unit(),
+                attempt_started: Some(attempt_started),
+            })
+    };
     let mut session = match load_session(runtime, id).await {
         Ok(Some(s)) => s,
-        Ok(None) => return Err("no credentials".into()),
+        Ok(None) => {
+            let fault = Fault::new(
+                FaultKind::Reauthorize,
+                "reauthorize",
+                "no credentials stored for this connection",
+            );
+            if let Some(command) = fail_all(fault, &writes) {
+                recorder.record(command).await?;
+            }
+            return Err("no credentials".into());
+        }
         Err(e) => return Err(e.to_string()),
     };
     let client = runtime.client(provider);
@@ -69,7 +101,8 @@ async fn write_all(
             marked_cancelled,
         };
         let started = Instant::now();
-        let (operation, result) = match &write.op {
+        *calls += 1;
+        let (operation, result): (&str, Result<WriteOutcome, ProviderError>) = match &write.op {
             OutboundOp::Create { generation } => (
                 "create",
                 client
@@ -82,7 +115,7 @@ async fn write_all(
             ),
             OutboundOp::Update { external_event_id } => (
                 "update",
-                match client
+                client
                     .update_event(
                         &mut session,
                         calendar,
@@ -90,18 +123,11 @@ async fn write_all(
                         &event(write.track.generation, false),
                     )
                     .await
-                {
-                    Ok(w) => Ok(WriteOutcome::Updated { etag: w.etag }),
-                    // Deleted at the provider by someone else: create anew.
-                    Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
-                        Ok(WriteOutcome::Missing)
-                    }
-                    Err(e) => Err(e),
-                },
+                    .map(|w| WriteOutcome::Updated { etag: w.etag }),
             ),
             OutboundOp::MarkCancelled { external_event_id } => (
                 "mark_cancelled",
-                match client
+                client
                     .update_event(
                         &mut session,
                         calendar,
@@ -109,15 +135,7 @@ async fn write_all(
                         &event(write.track.generation, true),
                     )
                     .await
-                {
-                    Ok(w) => Ok(WriteOutcome::Updated { etag: w.etag }),
-                    // Deleted at the provider by someone else: nothing is
-                    // left to mark; a re-activation creates anew.
-                    Err(ProviderError::NotFound(_) | ProviderError::Gone(_)) => {
-                        Ok(WriteOutcome::Missing)
-                    }
-                    Err(e) => Err(e),
-                },
+                    .map(|w| WriteOutcome::Updated { etag: w.etag }),
             ),
             OutboundOp::Delete { external_event_id } => (
                 "delete",
@@ -137,10 +155,13 @@ async fn write_all(
                     )
                     .await
                 {
-                    Ok(Some(found)) => client
-                        .delete_event(&mut session, calendar, &found.external_event_id)
-                        .await
-                        .map(|_| WriteOutcome::Deleted),
+                    Ok(Some(found)) => {
+                        *calls += 1;
+                        client
+                            .delete_event(&mut session, calendar, &found.external_event_id)
+                            .await
+                            .map(|_| WriteOutcome::Deleted)
+                    }
                     Ok(None) => Ok(WriteOutcome::Deleted),
                     Err(e) => Err(e),
                 },
@@ -153,34 +174,35 @@ async fn write_all(
             started.elapsed(),
         );
         keep_rotated_token(runtime, id, &mut session).await;
-        let command = match result {
-            Ok(outcome) => ConnectionCommand::RecordOutboundResult {
-                booking_id: write.booking_id.clone(),
-                version: write.version,
-                outcome,
-            },
-            Err(e) => {
-                let class = match &e {
-                    ProviderError::Reauthorize(_) => FailureClass::Reauthorize,
-                    other => FailureClass::Transient {
-                        retry_after_ms: other
-                            .retry_after()
-                            .map(|d| d.as_millis().min(u64::MAX as u128) as u64),
-                    },
-                };
-                let failure = ConnectionCommand::RecordOutboundFailure {
+        let (command, stop) = match result {
+            Ok(outcome) => (
+                ConnectionCommand::RecordOutboundResult {
                     booking_id: write.booking_id.clone(),
-                    class,
-                    kind: e.kind().to_string(),
-                    message: e.to_string(),
-                    unit_random: rand::random(),
-                };
-                record(actor, failure).await?;
-                // The connection backs off: stop here, the rest waits.
-                return Err(e.to_string());
+                    version: write.version,
+                    outcome,
+                },
+                false,
+            ),
+            Err(e) => {
+                let fault = e.fault();
+                let stop = stops_run(&fault);
+                (
+                    ConnectionCommand::RecordOutboundFailure {
+                        booking_id: write.booking_id.clone(),
+                        version: write.version,
+                        op: write.op.clone(),
+                        fault,
+                        unit_random: runtime.entropy.unit(),
+                        attempt_started: Some(attempt_started),
+                    },
+                    stop,
+                )
             }
         };
-        record(actor, command).await?;
+        recorder.record(command).await?;
+        if stop {
+            return Err("the connection backs off; the rest waits".into());
+        }
     }
     Ok(())
 }

@@ -6,20 +6,21 @@
 //! actor that keeps failing (R failures within T) is quarantined — recorded
 //! on its stream, visible in status — instead of restarting in a hot loop.
 
-use super::connection::{recover_prefix, ConnectionActor, ConnectionArgs, ConnectionMsg, Mailbox};
-use super::front_door::Registry;
-use super::sync_task::SyncRuntime;
+use super::connection::{recover_prefix, ConnectionActor, ConnectionArgs, ConnectionMsg};
+use super::mailbox::Mailbox;
+use super::registry::Registry;
+use super::runtime::SyncRuntime;
 use super::ActorSettings;
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::ConnectionId;
 use crate::core::projection::connection_changes;
+use crate::ports::Clock;
 use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 pub enum SupervisorMsg {
     /// Spawn the actor for `id` unless one is running; reply with it.
@@ -33,6 +34,9 @@ pub enum SupervisorMsg {
     SweepIdle,
     /// Wake passivated connections whose periodic poll is due.
     PollDue,
+    /// The settings changed: every actor plans again, and passivated ones
+    /// that were waiting on a gate wake.
+    SettingsChanged,
     /// Lift a quarantine (operator action): the next input activates again.
     LiftQuarantine {
         id: ConnectionId,
@@ -45,12 +49,13 @@ pub struct Supervisor {
     pub settings: Arc<ActorSettings>,
     pub registry: Arc<Registry>,
     pub sync: Option<Arc<SyncRuntime>>,
+    pub clock: Arc<dyn Clock>,
 }
 
 pub struct SupervisorState {
     by_actor: HashMap<ActorId, ConnectionId>,
-    failures: HashMap<ConnectionId, VecDeque<Instant>>,
-    incarnations: HashMap<ConnectionId, u64>,
+    failures: BTreeMap<ConnectionId, VecDeque<DateTime<Utc>>>,
+    incarnations: BTreeMap<ConnectionId, u64>,
 }
 
 impl Actor for Supervisor {
@@ -66,10 +71,22 @@ impl Actor for Supervisor {
         let every = (self.settings.idle_timeout / 4).max(std::time::Duration::from_millis(50));
         myself.send_interval(every, || SupervisorMsg::SweepIdle);
         myself.send_interval(self.settings.poll_sweep_every, || SupervisorMsg::PollDue);
+        // Settings changes reach every actor at once: work a gate held back
+        // starts the moment it opens (guarantee 6).
+        if let Some(mut changes) = self.sync.as_ref().and_then(|s| s.gates.subscribe()) {
+            let me = myself.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    if me.send_message(SupervisorMsg::SettingsChanged).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         Ok(SupervisorState {
             by_actor: HashMap::new(),
-            failures: HashMap::new(),
-            incarnations: HashMap::new(),
+            failures: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         })
     }
 
@@ -92,8 +109,9 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::SweepIdle => {
-                let cutoff = Utc::now().timestamp_millis().max(0) as u64
-                    - self.settings.idle_timeout.as_millis().min(u64::MAX as u128) as u64;
+                let cutoff = (self.clock.now().timestamp_millis().max(0) as u64).saturating_sub(
+                    self.settings.idle_timeout.as_millis().min(u64::MAX as u128) as u64,
+                );
                 for (id, actor) in self.registry.take_idle(cutoff) {
                     st.by_actor.remove(&actor.get_id());
                     actor.stop(Some("passivated".into()));
@@ -101,26 +119,39 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::PollDue => {
-                // Active actors keep their own poll timers; this wakes the
-                // passivated ones, so polling backstops every connection.
+                // Active actors keep their own timers; this wakes passivated
+                // ones: first those this node parked with a wake-up now due,
+                // then (after a restart, when nothing is parked yet) those
+                // the database says have not synced for a poll interval.
                 let Some(sync) = &self.sync else {
                     return Ok(());
                 };
-                if !sync.gates.jobs_enabled() {
+                let now = self.clock.now();
+                for id in self.registry.take_due_parked(now, false) {
+                    self.wake(&myself, st, id).await;
+                }
+                if !crate::core::gate::background_allowed(&sync.gates.current()) {
                     return Ok(());
                 }
-                match self.due_for_poll(sync.poll_every).await {
+                match self.due_for_poll(sync.policy.poll_every, now).await {
                     Ok(due) => {
                         for id in due {
-                            if self.registry.get(id).is_some() || self.registry.is_quarantined(id) {
+                            if self.registry.is_parked(id) {
                                 continue;
                             }
-                            if let Ok(actor) = self.activate(&myself, st, id).await {
-                                let _ = actor.send_message(ConnectionMsg::Tick);
-                            }
+                            self.wake(&myself, st, id).await;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "poll sweep failed"),
+                }
+            }
+            SupervisorMsg::SettingsChanged => {
+                for actor in self.registry.actors() {
+                    let _ = actor.send_message(ConnectionMsg::Tick);
+                }
+                let now = self.clock.now();
+                for id in self.registry.take_due_parked(now, true) {
+                    self.wake(&myself, st, id).await;
                 }
             }
             SupervisorMsg::LiftQuarantine { id, reply } => {
@@ -169,19 +200,37 @@ impl Actor for Supervisor {
 }
 
 impl Supervisor {
-    /// Active connections whose least recently synced calendar is older than
-    /// the poll interval (or never synced), a bounded batch per sweep.
+    /// Activates `id` (unless running or quarantined) and has it plan.
+    async fn wake(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+        id: ConnectionId,
+    ) {
+        if self.registry.get(id).is_some() || self.registry.is_quarantined(id) {
+            return;
+        }
+        if let Ok(actor) = self.activate(myself, st, id).await {
+            let _ = actor.send_message(ConnectionMsg::Tick);
+        }
+    }
+
+    /// Candidates for a poll: active connections whose least recently
+    /// synced calendar is older than the poll interval (or never synced),
+    /// a bounded batch per sweep. Only candidates: each actor's planner
+    /// decides whether anything is due.
     async fn due_for_poll(
         &self,
         poll_every: chrono::Duration,
+        now: DateTime<Utc>,
     ) -> Result<Vec<ConnectionId>, String> {
         let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
-        let cutoff = Utc::now() - poll_every;
+        let cutoff = now - poll_every;
         let rows = client
             .query(
                 "SELECT c.connection_id FROM connections c \
                  JOIN connection_calendars k USING (connection_id) \
-                 WHERE c.status IN ('active', 'backoff') \
+                 WHERE c.status IN ('active', 'backoff', 'degraded') \
                  GROUP BY c.connection_id \
                  HAVING bool_or(k.last_success_at IS NULL) OR min(k.last_success_at) < $1 \
                  LIMIT 500",
@@ -213,6 +262,7 @@ impl Supervisor {
             *n
         };
         let mailbox = Arc::new(Mailbox::default());
+        mailbox.touch(self.clock.now());
         let actor = ConnectionActor {
             store: self.store.clone(),
             settings: self.settings.clone(),
@@ -250,14 +300,12 @@ impl Supervisor {
     ) {
         self.registry.restarts.fetch_add(1, Ordering::Relaxed);
         self.registry.note_failure(id);
-        let now = Instant::now();
+        let now = self.clock.now();
         let window = self.settings.restart_window;
+        let window_chrono = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
         let recent = st.failures.entry(id).or_default();
         recent.push_back(now);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
+        while recent.front().is_some_and(|t| now - *t > window_chrono) {
             recent.pop_front();
         }
         let count = recent.len() as u32;
@@ -303,10 +351,11 @@ impl Supervisor {
         let policy = self
             .sync
             .as_ref()
-            .map(|s| s.policy.clone())
+            .map(|s| s.policy.sync.clone())
             .unwrap_or_default();
-        let decision = crate::core::decide::decide_with(&state, &command, Utc::now(), &policy)
-            .map_err(|e| e.to_string())?;
+        let decision =
+            crate::core::decide::decide_with(&state, &command, self.clock.now(), &policy)
+                .map_err(|e| e.to_string())?;
         if decision.events.is_empty() {
             return Ok(());
         }

@@ -1,41 +1,29 @@
-//! What the sync, channel and outbound tasks share: reporting back through
-//! the actor, keeping a rotated refresh token and reusing refreshed access
+//! What the sync, channel and outbound tasks share: reporting back to their
+//! actor, keeping a rotated refresh token and reusing refreshed access
 //! tokens.
+//!
+//! Tasks know their actor only as a [`Recorder`]: they report every provider
+//! result as an input and say when they are done; they never import the
+//! actor, so the shell's imports run one way (actor → tasks).
 
-use super::connection::ConnectionMsg;
-use super::sync_task::SyncRuntime;
+use super::runtime::SyncRuntime;
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::ConnectionId;
+use crate::core::inflight::Task;
 use crate::providers::AuthSession;
 use chrono::{DateTime, Utc};
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::time::Duration;
-use uuid::Uuid;
 
-/// Sends a command to the actor and waits until it is committed: the tasks
-/// report every provider result as an input, never by touching state.
-pub async fn record(
-    actor: &ActorRef<ConnectionMsg>,
-    command: ConnectionCommand,
-) -> Result<(), String> {
-    let sent = actor
-        .call(
-            |reply| ConnectionMsg::Internal {
-                command,
-                correlation_id: Uuid::new_v4(),
-                reply,
-            },
-            Some(Duration::from_secs(60)),
-        )
-        .await;
-    match sent {
-        Ok(CallResult::Success(Ok(_))) => Ok(()),
-        Ok(CallResult::Success(Err(e))) => Err(e.to_string()),
-        _ => Err("connection actor not answering".into()),
-    }
+/// How a task reports to the actor that started it.
+pub trait Recorder: Send + Sync + 'static {
+    /// Sends `command` as an input and waits until it is committed (or
+    /// refused): results go through the actor like any other input.
+    fn record(&self, command: ConnectionCommand) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The task ended after `calls` provider calls.
+    fn finished(&self, task: Task, calls: u32);
 }
 
 /// After a provider call: Microsoft rotates refresh tokens on every
@@ -54,7 +42,9 @@ pub async fn keep_rotated_token(
         session.refresh_token_rotated = false;
     }
     if session.access_token_refreshed {
-        runtime.access_tokens.remember(id, session);
+        runtime
+            .access_tokens
+            .remember(id, session, runtime.clock.now());
         session.access_token_refreshed = false;
     }
 }
@@ -95,7 +85,7 @@ fn grant_digest(session: &AuthSession) -> [u8; 32] {
 }
 
 impl AccessTokens {
-    fn remember(&self, id: ConnectionId, session: &AuthSession) {
+    fn remember(&self, id: ConnectionId, session: &AuthSession, now: DateTime<Utc>) {
         let (Some(token), Some(expires_at)) = (&session.access_token, session.access_expires_at)
         else {
             return;
@@ -103,7 +93,6 @@ impl AccessTokens {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         // Expired entries go when the map would grow past what it held.
         if tokens.len() >= tokens.capacity() {
-            let now = Utc::now();
             tokens.retain(|_, t| t.expires_at > now);
         }
         tokens.insert(

@@ -6,7 +6,7 @@
 
 use super::report::{percentile, Figure, Machine, Report, Target};
 use super::setup::{self, BenchDb, Served};
-use crate::actors::sync_task::SyncRuntime;
+use crate::actors::runtime::SyncRuntime;
 use crate::providers::{AuthSession, ProviderEndpoints};
 use crate::store::credentials::CredentialVault;
 use anyhow::Context;

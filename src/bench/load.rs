@@ -120,6 +120,8 @@ impl History {
             changes,
             calendar_zone: Some("UTC".into()),
             completed_with: Some(format!("cursor-{round}")),
+            first_page: true,
+            window: None,
         };
         self.apply(&ConnectionCommand::RecordPage(page), now)
     }

@@ -5,7 +5,7 @@
 //! raw-PostgreSQL side of each comparison: `pgbench` against the same
 //! server.
 
-use crate::actors::sync_task::SyncRuntime;
+use crate::actors::runtime::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
 use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{

@@ -1,6 +1,6 @@
 //! `calsync serve`: the supervisor process.
 
-use crate::actors::sync_task::SyncRuntime;
+use crate::actors::runtime::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
 use crate::config::{self, DatabaseSource, FileConfig, FileProviders, GlobalArgs};
 use crate::core::outbound::CancelMode;
@@ -67,6 +67,14 @@ pub struct ServeArgs {
     /// connection [default: 100].
     #[arg(long, env = "CALSYNC_SYNC_MIN_INTERVAL_MS", value_name = "MS")]
     pub sync_min_interval_ms: Option<u64>,
+
+    /// Days before now mirrored into busy time, 0–90 [default: 1].
+    #[arg(long, env = "CALSYNC_SYNC_WINDOW_PAST_DAYS", value_name = "DAYS")]
+    pub window_past_days: Option<u32>,
+
+    /// Days after now mirrored into busy time, 1–730 [default: 180].
+    #[arg(long, env = "CALSYNC_SYNC_WINDOW_FUTURE_DAYS", value_name = "DAYS")]
+    pub window_future_days: Option<u32>,
 }
 
 impl ServeArgs {
@@ -143,14 +151,20 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .clone()
         .or(file.public_url.clone())
         .map(|u| u.trim_end_matches('/').to_string());
-    runtime.policy.on_cancel = args
+    runtime.policy.sync.on_cancel = args
         .on_cancel
         .or(file.outbound.on_cancel)
         .unwrap_or_default();
-    tracing::info!(on_cancel = ?runtime.policy.on_cancel, "outbound cancellations");
+    tracing::info!(on_cancel = ?runtime.policy.sync.on_cancel, "outbound cancellations");
     if let Some(ms) = args.sync_min_interval_ms.or(file.sync.min_interval_ms) {
-        runtime.min_sync_interval = std::time::Duration::from_millis(ms);
+        runtime.policy.min_sync_interval = chrono::Duration::milliseconds(ms as i64);
     }
+    runtime.policy.window = window_policy(&args, &file)?;
+    tracing::info!(
+        past_days = runtime.policy.window.past_days,
+        future_days = runtime.policy.window.future_days,
+        "sync window"
+    );
     let connections = Connections::start_with_sync(
         db.store(),
         ActorSettings::default(),
@@ -182,6 +196,24 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || cluster.stop(crate::pg::StopMode::Fast)).await??;
     }
     Ok(())
+}
+
+/// The sync window: flags/environment over the file over the defaults,
+/// validated (a bad value stops start-up with the bound it broke).
+fn window_policy(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<crate::core::window::WindowPolicy> {
+    let defaults = crate::core::window::WindowPolicy::default();
+    crate::core::window::WindowPolicy::new(
+        args.window_past_days
+            .or(file.sync.window_past_days)
+            .unwrap_or(defaults.past_days),
+        args.window_future_days
+            .or(file.sync.window_future_days)
+            .unwrap_or(defaults.future_days),
+    )
+    .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

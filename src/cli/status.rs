@@ -53,12 +53,21 @@ pub fn render(rows: &[ConnectionStatus], now: DateTime<Utc>) -> String {
                 "EXPIRED".into()
             }
         });
-        let error = r
-            .needs_reauthorization
-            .as_deref()
-            .or(r.quarantine_reason.as_deref())
-            .or(r.last_error.as_deref())
-            .unwrap_or("-");
+        // A reason in force first; else the newest error, with its age, so
+        // an old error on a healthy connection reads as old.
+        let error = match (
+            r.needs_reauthorization
+                .as_deref()
+                .or(r.quarantine_reason.as_deref()),
+            r.last_error.as_deref(),
+        ) {
+            (Some(reason), _) => reason.to_string(),
+            (None, Some(e)) => match r.last_error_at {
+                Some(at) => format!("{} ago: {e}", age(now - at)),
+                None => e.to_string(),
+            },
+            (None, None) => "-".to_string(),
+        };
         out.push_str(&format!(
             "{:<36}  {:<21}  {:<9}  {:>4}  {:<14}  {:<14}  {}\n",
             r.connection_id,
@@ -67,8 +76,14 @@ pub fn render(rows: &[ConnectionStatus], now: DateTime<Utc>) -> String {
             r.error_count,
             backoff,
             channel,
-            truncate(error, 80)
+            truncate(&error, 80)
         ));
+        if r.failed_bookings > 0 {
+            out.push_str(&format!(
+                "    {} booking(s) failed: calsync bookings show / retry\n",
+                r.failed_bookings
+            ));
+        }
         for c in &r.calendars {
             let synced = c.last_success_at.map_or("never synced".into(), |t| {
                 format!("synced {} ago", age(now - t))
@@ -80,7 +95,28 @@ pub fn render(rows: &[ConnectionStatus], now: DateTime<Utc>) -> String {
             } else {
                 "no cursor"
             };
-            out.push_str(&format!("    {:<40}  {synced}, {cursor}\n", c.calendar_id));
+            let health = match c.status.as_str() {
+                "ok" => String::new(),
+                status => {
+                    let retry = c
+                        .retry_at
+                        .filter(|t| *t > now)
+                        .map_or(String::new(), |t| format!(", retry in {}", age(t - now)));
+                    format!(
+                        "; {status} ({} failure(s){retry}): {}",
+                        c.failures,
+                        truncate(c.last_error.as_deref().unwrap_or("-"), 60)
+                    )
+                }
+            };
+            let channel = match (&c.channel_error, c.channel_failures) {
+                (Some(e), n) if n > 0 => format!("; channel failing ({n}): {}", truncate(e, 60)),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "    {:<40}  {synced}, {cursor}{health}{channel}\n",
+                c.calendar_id
+            ));
         }
     }
     let summary: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
@@ -125,26 +161,58 @@ mod tests {
             status: "backoff".into(),
             error_count: 3,
             last_error: Some("provider unavailable: 503".into()),
+            last_error_at: Some(now - chrono::Duration::minutes(3)),
             backoff_until: Some(now + chrono::Duration::seconds(90)),
             needs_reauthorization: None,
             quarantine_reason: None,
             pause_reason: None,
             stream_version: 7,
             updated_at: now,
-            calendars: vec![CalendarStatus {
-                calendar_id: "primary".into(),
-                has_cursor: true,
-                full_sync_in_progress: false,
-                last_success_at: Some(now - chrono::Duration::minutes(5)),
-                cursor_age_seconds: Some(300),
-            }],
+            calendars: vec![
+                CalendarStatus {
+                    calendar_id: "primary".into(),
+                    has_cursor: true,
+                    full_sync_in_progress: false,
+                    last_success_at: Some(now - chrono::Duration::minutes(5)),
+                    cursor_age_seconds: Some(300),
+                    status: "ok".into(),
+                    failures: 0,
+                    retry_at: None,
+                    last_error: None,
+                    last_error_at: None,
+                    channel_failures: 0,
+                    channel_retry_at: None,
+                    channel_error: None,
+                },
+                CalendarStatus {
+                    calendar_id: "gone".into(),
+                    has_cursor: false,
+                    full_sync_in_progress: false,
+                    last_success_at: None,
+                    cursor_age_seconds: None,
+                    status: "unavailable".into(),
+                    failures: 2,
+                    retry_at: Some(now + chrono::Duration::seconds(50 * 60 + 30)),
+                    last_error: Some("not_found (404): notFound".into()),
+                    last_error_at: Some(now),
+                    channel_failures: 0,
+                    channel_retry_at: None,
+                    channel_error: None,
+                },
+            ],
             channel_expires_at: None,
             open_channels: 0,
             pending_outbound_intents: None,
+            failed_bookings: 1,
         };
         let text = render(&[row], now);
         assert!(text.contains("backoff"), "{text}");
-        assert!(text.contains("provider unavailable: 503"), "{text}");
+        assert!(text.contains("3m ago: provider unavailable: 503"), "{text}");
+        assert!(
+            text.contains("unavailable (2 failure(s), retry in 50m): not_found (404)"),
+            "{text}"
+        );
+        assert!(text.contains("1 booking(s) failed"), "{text}");
         assert!(text.contains("synced 5m ago, cursor held"), "{text}");
         assert!(text.contains("1 connection(s) — backoff: 1"), "{text}");
         assert_eq!(truncate("ééé", 2), "éé…");

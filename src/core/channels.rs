@@ -3,17 +3,26 @@
 //!
 //! Rules (PROVIDERS.md §3, §8): one live channel per selected calendar;
 //! renew before expiry, scheduled from the expiry the provider returned
-//! minus a margin; Google channels cannot be extended, so a new channel is
-//! opened and the old one stopped once the new one works (both fire during
-//! the overlap; dedupe absorbs it); Graph subscriptions are renewed in place
-//! (PATCH); channels of calendars no longer selected are closed.
+//! (half its granted lifetime, at most an hour before expiry); Google
+//! channels cannot be extended, so a new channel is opened and the old one
+//! stopped once the new one works (both fire during the overlap; dedupe
+//! absorbs it); Graph subscriptions are renewed in place (PATCH); channels
+//! of calendars no longer selected are closed. A failed open or renewal
+//! backs off like a failed sync (`channel_retry_at` on the calendar), so
+//! upkeep makes one attempt per backoff step, never one per timer tick.
 
+use super::gate::{admit, Call, GateView};
 use super::ids::{CalendarId, CalendarProvider};
-use super::state::{ConnectionState, Lifecycle};
+use super::state::{ChannelState, ConnectionState};
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeSet;
 
-/// Renew this long before a channel expires.
+/// Renew at the latest this long before a channel expires.
 pub const RENEW_MARGIN: Duration = Duration::hours(1);
+
+/// Never renew sooner than this after the provider granted a lifetime: a
+/// provider granting seconds cannot make upkeep spin.
+pub const MIN_RENEW_AFTER: Duration = Duration::minutes(1);
 
 /// Notifications on a closed channel are still accepted this long after it
 /// closed (Google sends a few after `channels.stop`).
@@ -22,76 +31,131 @@ pub const CLOSED_GRACE: Duration = Duration::minutes(5);
 /// One step of channel upkeep for the shell to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelStep {
-    Open { calendar: CalendarId },
-    Renew { channel_id: String },
-    Close { channel_id: String },
+    Open {
+        calendar: CalendarId,
+    },
+    Renew {
+        channel_id: String,
+    },
+    /// One attempt: whatever the provider answers, the channel is
+    /// forgotten afterwards (a channel we failed to stop expires on its own).
+    Close {
+        channel_id: String,
+    },
 }
 
-/// What to do about channels at `now`. Nothing while the connection may not
-/// use its grant (paused, removed, needs re-authorisation, quarantined).
+/// What channel upkeep is due now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChannelPlan {
+    pub steps: Vec<ChannelStep>,
+    /// Channels past their expiry: forgotten without a provider call.
+    pub expired: Vec<String>,
+    /// When upkeep is next due, if anything is scheduled.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// When `channel` is due for renewal: the earlier of "expiry minus the
+/// margin" and "half of the lifetime the provider granted", but never
+/// sooner than [`MIN_RENEW_AFTER`] after the grant. Channels recorded
+/// before grant times were kept renew by the margin alone.
+pub fn renew_at(channel: &ChannelState) -> DateTime<Utc> {
+    let by_margin = channel.expires_at - RENEW_MARGIN;
+    match channel.granted_at {
+        Some(granted) => {
+            let half = granted + (channel.expires_at - granted) / 2;
+            by_margin.min(half).max(granted + MIN_RENEW_AFTER)
+        }
+        None => by_margin,
+    }
+}
+
+/// What to do about channels at `now` under the gates in `view`. Rules:
+/// one live channel per selected, available calendar, while webhooks are on
+/// and a public URL is configured; renewal at [`renew_at`] (Graph PATCH in
+/// place; Google cannot extend, so it opens a new channel and stops the old
+/// one once the new one works); a failing calendar's upkeep waits for its
+/// `channel_retry_at`; channels nobody wants any more (deselected calendar,
+/// removed connection, webhooks off, no public URL) are closed once.
 pub fn channel_plan(
     state: &ConnectionState,
     provider: CalendarProvider,
+    view: &GateView,
+    renew_now: &BTreeSet<String>,
     now: DateTime<Utc>,
-) -> Vec<ChannelStep> {
-    let mut steps = Vec::new();
-    let usable = state.lifecycle == Lifecycle::Active
-        && state.needs_reauthorization.is_none()
-        && state.quarantined_at.is_none();
+) -> ChannelPlan {
+    let mut plan = ChannelPlan::default();
+    let may_close = admit(view, state, Call::ChannelClose, now).is_ok();
+    let upkeep = admit(view, state, Call::ChannelUpkeep, now).is_ok();
+    let wanted = |calendar: &CalendarId| {
+        upkeep
+            && state
+                .calendars
+                .get(calendar)
+                .is_some_and(|c| c.unavailable.is_none())
+    };
     for (channel_id, channel) in &state.channels {
-        let selected = state.calendars.contains_key(&channel.calendar);
-        if !selected || !usable && state.lifecycle == Lifecycle::Removed {
-            steps.push(ChannelStep::Close {
+        if channel.expires_at <= now {
+            plan.expired.push(channel_id.clone());
+            continue;
+        }
+        let unwanted = !state.calendars.contains_key(&channel.calendar)
+            || state.lifecycle == super::state::Lifecycle::Removed
+            || !view.channels_wanted();
+        if unwanted && may_close {
+            plan.steps.push(ChannelStep::Close {
                 channel_id: channel_id.clone(),
             });
         }
     }
-    if !usable {
-        return steps;
+    if !upkeep {
+        return plan;
     }
-    for calendar in state.calendars.keys() {
-        let mut live: Vec<(&String, DateTime<Utc>)> = state
+    let wake = |at: DateTime<Utc>, plan: &mut ChannelPlan| {
+        plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
+    };
+    for (calendar, sync) in &state.calendars {
+        if !wanted(calendar) {
+            continue;
+        }
+        if let Some(retry) = sync.channel_retry_at.filter(|t| *t > now) {
+            wake(retry, &mut plan);
+            continue;
+        }
+        let mut live: Vec<(&String, &ChannelState)> = state
             .channels
             .iter()
-            .filter(|(_, c)| &c.calendar == calendar)
-            .map(|(id, c)| (id, c.expires_at))
+            .filter(|(_, c)| &c.calendar == calendar && c.expires_at > now)
             .collect();
-        live.sort_by_key(|(_, expires)| std::cmp::Reverse(*expires));
+        live.sort_by_key(|(_, c)| std::cmp::Reverse(c.expires_at));
         match live.first() {
-            None => steps.push(ChannelStep::Open {
+            None => plan.steps.push(ChannelStep::Open {
                 calendar: calendar.clone(),
             }),
-            Some((newest, expires)) => {
-                if *expires - RENEW_MARGIN <= now {
-                    steps.push(match provider {
-                        CalendarProvider::Microsoft if *expires > now => ChannelStep::Renew {
+            Some((newest, channel)) => {
+                let due = renew_at(channel);
+                if due <= now || renew_now.contains(*newest) {
+                    plan.steps.push(match provider {
+                        CalendarProvider::Microsoft => ChannelStep::Renew {
                             channel_id: (*newest).clone(),
                         },
-                        _ => ChannelStep::Open {
+                        CalendarProvider::Google => ChannelStep::Open {
                             calendar: calendar.clone(),
                         },
                     });
+                } else {
+                    wake(due, &mut plan);
                 }
                 // Older channels of the same calendar: the newest works, so
                 // stop the rest (Google overlap after a renewal).
                 for (old, _) in live.iter().skip(1) {
-                    steps.push(ChannelStep::Close {
+                    plan.steps.push(ChannelStep::Close {
                         channel_id: (*old).clone(),
                     });
                 }
             }
         }
     }
-    steps
-}
-
-/// When channel upkeep is next due: the earliest renewal time.
-pub fn next_renewal(state: &ConnectionState) -> Option<DateTime<Utc>> {
-    state
-        .channels
-        .values()
-        .map(|c| c.expires_at - RENEW_MARGIN)
-        .min()
+    plan
 }
 
 #[cfg(test)]
@@ -126,15 +190,41 @@ mod tests {
             resource_id: format!("res-{id}"),
             secret_sha256: "00".into(),
             expires_at: now() + expires_in,
+            at: Some(now()),
         }
+    }
+
+    fn granted(
+        calendar: &str,
+        id: &str,
+        expires_in: Duration,
+        at: DateTime<Utc>,
+    ) -> ConnectionEvent {
+        ConnectionEvent::ChannelOpened {
+            calendar: cal(calendar),
+            channel_id: id.into(),
+            resource_id: format!("res-{id}"),
+            secret_sha256: "00".into(),
+            expires_at: now() + expires_in,
+            at: Some(at),
+        }
+    }
+
+    fn plan(s: &ConnectionState, provider: CalendarProvider) -> ChannelPlan {
+        channel_plan(
+            s,
+            provider,
+            &GateView::all_open(true),
+            &BTreeSet::new(),
+            now(),
+        )
     }
 
     #[test]
     fn every_selected_calendar_gets_one_channel() {
         let s = state(&["a", "b"]);
-        let plan = channel_plan(&s, CalendarProvider::Google, now());
         assert_eq!(
-            plan,
+            plan(&s, CalendarProvider::Google).steps,
             vec![
                 ChannelStep::Open { calendar: cal("a") },
                 ChannelStep::Open { calendar: cal("b") }
@@ -144,23 +234,55 @@ mod tests {
             opened("a", "c1", Duration::days(7)),
             opened("b", "c2", Duration::days(7)),
         ]);
-        assert!(channel_plan(&s, CalendarProvider::Google, now()).is_empty());
+        let p = plan(&s, CalendarProvider::Google);
+        assert!(p.steps.is_empty());
+        // Half of the seven days granted comes before "an hour before".
+        assert_eq!(p.wake_at, Some(now() + Duration::hours(84)));
+    }
+
+    #[test]
+    fn renewal_is_due_at_half_the_granted_lifetime_but_never_within_a_minute() {
+        let channel = |lifetime: Duration| ChannelState {
+            calendar: cal("a"),
+            resource_id: "r".into(),
+            expires_at: now() + lifetime,
+            granted_at: Some(now()),
+        };
         assert_eq!(
-            next_renewal(&s),
-            Some(now() + Duration::days(7) - RENEW_MARGIN)
+            renew_at(&channel(Duration::minutes(2))),
+            now() + Duration::minutes(1)
         );
+        assert_eq!(
+            renew_at(&channel(Duration::seconds(30))),
+            now() + MIN_RENEW_AFTER
+        );
+        assert_eq!(
+            renew_at(&channel(Duration::minutes(4230))),
+            now() + Duration::minutes(2115)
+        );
+        // Recorded before grant times were kept: the margin alone.
+        let old = ChannelState {
+            granted_at: None,
+            ..channel(Duration::days(7))
+        };
+        assert_eq!(renew_at(&old), now() + Duration::days(7) - RENEW_MARGIN);
     }
 
     #[test]
     fn google_renews_by_opening_a_new_channel_then_stops_the_old_one() {
-        let s = state(&["a"]).fold(&[opened("a", "old", Duration::minutes(30))]);
+        let s = state(&["a"]).fold(&[granted(
+            "a",
+            "old",
+            Duration::minutes(30),
+            now() - Duration::days(7),
+        )]);
         assert_eq!(
-            channel_plan(&s, CalendarProvider::Google, now()),
+            plan(&s, CalendarProvider::Google).steps,
             vec![ChannelStep::Open { calendar: cal("a") }]
         );
         let s = s.fold(&[opened("a", "new", Duration::days(7))]);
         assert_eq!(
-            channel_plan(&s, CalendarProvider::Google, now()),
+            plan(&s, CalendarProvider::Google).steps,
             vec![ChannelStep::Close {
                 channel_id: "old".into()
             }]
@@ -168,19 +290,23 @@ mod tests {
     }
 
     #[test]
-    fn graph_renews_in_place_until_expired() {
-        let s = state(&["a"]).fold(&[opened("a", "sub", Duration::minutes(30))]);
+    fn graph_renews_in_place_and_forgets_expired_subscriptions() {
+        let s = state(&["a"]).fold(&[granted(
+            "a",
+            "sub",
+            Duration::minutes(30),
+            now() - Duration::days(3),
+        )]);
         assert_eq!(
-            channel_plan(&s, CalendarProvider::Microsoft, now()),
+            plan(&s, CalendarProvider::Microsoft).steps,
             vec![ChannelStep::Renew {
                 channel_id: "sub".into()
             }]
         );
         let expired = state(&["a"]).fold(&[opened("a", "sub", Duration::minutes(-1))]);
-        assert_eq!(
-            channel_plan(&expired, CalendarProvider::Microsoft, now()),
-            vec![ChannelStep::Open { calendar: cal("a") }]
-        );
+        let p = plan(&expired, CalendarProvider::Microsoft);
+        assert_eq!(p.expired, vec!["sub".to_string()]);
+        assert_eq!(p.steps, vec![ChannelStep::Open { calendar: cal("a") }]);
     }
 
     #[test]
@@ -194,13 +320,53 @@ mod tests {
             },
         ]);
         assert_eq!(
-            channel_plan(&s, CalendarProvider::Google, now()),
+            plan(&s, CalendarProvider::Google).steps,
             vec![ChannelStep::Close {
                 channel_id: "c2".into()
             }]
         );
         let paused =
             state(&["a"]).fold(&[ConnectionEvent::ConnectionPaused { reason: "x".into() }]);
-        assert!(channel_plan(&paused, CalendarProvider::Google, now()).is_empty());
+        assert_eq!(
+            plan(&paused, CalendarProvider::Google),
+            ChannelPlan::default()
+        );
+    }
+
+    #[test]
+    fn a_failing_calendar_waits_for_its_channel_retry_time() {
+        let s = state(&["a", "b"]).fold(&[ConnectionEvent::ChannelUpkeepFailed {
+            calendar: cal("a"),
+            op: "open".into(),
+            kind: "rejected".into(),
+            message: "403".into(),
+            failures: 3,
+            retry_at: now() + Duration::seconds(8),
+            at: now(),
+        }]);
+        let p = plan(&s, CalendarProvider::Google);
+        assert_eq!(p.steps, vec![ChannelStep::Open { calendar: cal("b") }]);
+        assert_eq!(p.wake_at, Some(now() + Duration::seconds(8)));
+    }
+
+    #[test]
+    fn without_webhooks_or_a_public_url_channels_are_closed_and_none_opened() {
+        let s = state(&["a"]).fold(&[opened("a", "c1", Duration::days(7))]);
+        for view in [
+            GateView {
+                webhooks_enabled: false,
+                ..GateView::all_open(true)
+            },
+            GateView::all_open(false),
+        ] {
+            let p = channel_plan(&s, CalendarProvider::Google, &view, &BTreeSet::new(), now());
+            assert_eq!(
+                p.steps,
+                vec![ChannelStep::Close {
+                    channel_id: "c1".into()
+                }]
+            );
+            assert_eq!(p.wake_at, None);
+        }
     }
 }

@@ -1,21 +1,24 @@
 //! `decide`: what happens to a connection when an input arrives.
 //!
-//! `decide(state, command, now)` is pure: it returns the events to append
-//! (and, as later capabilities arrive, the effects for the shell to run) or
-//! a typed rejection. The actor appends the events and folds them with
-//! [`ConnectionState::evolve`]; nothing else changes a connection.
+//! `decide(state, command, now)` is pure: it returns the events to append,
+//! or a typed rejection. The actor appends the events and folds them with
+//! [`ConnectionState::evolve`]; nothing else changes a connection. What the
+//! connection *does* next (sync, channel upkeep, writes, when to wake) is
+//! not decided here but by [`super::plan::next`] from the state after the
+//! events, so one function owns every schedule.
 //!
 //! Commands that would change nothing (pausing a paused connection) decide
 //! to no events: repeating a command is always safe.
 
-use super::channels::{channel_plan, ChannelStep};
 use super::dedupe::DedupeKey;
 use super::events::ConnectionEvent;
+use super::fault::{channel_scope, write_verdict, ChannelScope, Fault, WriteVerdict};
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
-use super::outbound::{next_outbound, validate, Booking, WriteOutcome};
-use super::state::{ConnectionState, Lifecycle};
+use super::outbound::{validate, Booking, OutboundOp, WriteOutcome};
+use super::state::{ConnectionState, Lifecycle, WindowBase};
 use super::sync::{
-    failure_events, may_call_provider, page_events, FailureClass, FetchedPage, SyncPolicy,
+    channel_failure_events, connection_backoff_event, page_events, reauthorization_events,
+    sync_failure_events, truncate_message, FetchedPage, SyncPolicy,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -55,15 +58,15 @@ pub enum ConnectionCommand {
         key: String,
         channel_id: String,
     },
-    /// Ask for a sync (periodic poll, operator, resync).
+    /// Ask for a sync of every calendar (operator, tests).
     RequestSync,
     /// A page of changes fetched by the shell.
     RecordPage(FetchedPage),
-    /// A failed provider call, classified by the shell.
-    RecordFailure {
-        class: FailureClass,
-        kind: String,
-        message: String,
+    /// A failed call of a sync round: of `calendar`'s own calls, or before
+    /// any calendar was touched (`None`: loading the grant, refreshing it).
+    RecordSyncFailure {
+        calendar: Option<CalendarId>,
+        fault: Fault,
         /// Uniform in `[0, 1)`: jitter for the backoff (randomness is an input).
         unit_random: f64,
         /// When the failed attempt loaded the grant. A refusal of a grant
@@ -72,8 +75,6 @@ pub enum ConnectionCommand {
     },
     /// Fresh credentials after a re-authorisation.
     RecordReauthorized,
-    /// Bring push channels in line with the selected calendars and expiries.
-    MaintainChannels,
     RecordChannelOpened {
         calendar: CalendarId,
         channel_id: String,
@@ -89,6 +90,16 @@ pub enum ConnectionCommand {
         channel_id: String,
         reason: String,
     },
+    /// Opening or renewing `calendar`'s channel failed (`op`: `open` or
+    /// `renew`; `channel_id` for a renewal).
+    RecordChannelFailure {
+        calendar: CalendarId,
+        op: String,
+        channel_id: Option<String>,
+        fault: Fault,
+        unit_random: f64,
+        attempt_started: Option<DateTime<Utc>>,
+    },
     /// A Graph lifecycle notification for one of our subscriptions.
     ChannelLifecycle {
         channel_id: String,
@@ -103,13 +114,18 @@ pub enum ConnectionCommand {
         version: u64,
         outcome: WriteOutcome,
     },
-    /// An outbound write failed, classified by the shell.
+    /// An outbound write of `op` (credited with `version`) failed.
     RecordOutboundFailure {
         booking_id: String,
-        class: FailureClass,
-        kind: String,
-        message: String,
+        version: u64,
+        op: OutboundOp,
+        fault: Fault,
         unit_random: f64,
+        attempt_started: Option<DateTime<Utc>>,
+    },
+    /// An operator asks to try a failed booking's write again.
+    RetryBooking {
+        booking_id: String,
     },
     /// Mark which selected calendars are shared as free/busy only.
     SetFreeBusyOnly {
@@ -119,10 +135,14 @@ pub enum ConnectionCommand {
     RecordFreeBusy {
         calendar: CalendarId,
         busy: Vec<super::interval::Interval>,
+        #[serde(default)]
+        window: Option<WindowBase>,
     },
-    /// Record intents for every booking whose external event lags, and run
-    /// the pending ones (after a restart, backoff or re-authorisation).
-    RequestOutbound,
+    /// Events the planner decided on its own (outbound intents recorded
+    /// before their writes, channels forgotten at expiry). Internal only.
+    RecordPlanned {
+        events: Vec<ConnectionEvent>,
+    },
 }
 
 /// Graph lifecycle notifications (PROVIDERS.md §3).
@@ -135,18 +155,6 @@ pub enum LifecycleEvent {
     SubscriptionRemoved,
     /// Notifications were dropped: resync.
     Missed,
-}
-
-/// What the shell must do after appending a decision's events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Run a sync of the connection's calendars (coalesced by the shell:
-    /// at most one in flight, one follow-up).
-    Sync,
-    /// Open, renew or close push channels, in order.
-    Channels(Vec<ChannelStep>),
-    /// Run the pending outbound writes (each already recorded as an intent).
-    Outbound,
 }
 
 /// Why a command was refused. Each says what the caller should do.
@@ -163,12 +171,10 @@ pub enum Rejection {
     Invalid(String),
 }
 
-/// The outcome of a decision: events to append, in order, and effects to
-/// run once they are committed.
+/// The outcome of a decision: events to append, in order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
     pub events: Vec<ConnectionEvent>,
-    pub effects: Vec<Effect>,
     /// The input repeated one already accepted (a duplicate notification).
     pub duplicate: bool,
 }
@@ -183,9 +189,11 @@ impl Decision {
             ..Default::default()
         }
     }
-    fn with_effect(mut self, effect: Effect) -> Self {
-        self.effects.push(effect);
-        self
+    fn of(events: Vec<ConnectionEvent>) -> Self {
+        Decision {
+            events,
+            duplicate: false,
+        }
     }
 }
 
@@ -201,95 +209,22 @@ pub fn decide(
     decide_with(state, command, now, &SyncPolicy::default())
 }
 
+/// A refusal of a grant that was replaced after the attempt loaded it says
+/// nothing about the new grant (whose own sync was asked for when it was
+/// stored).
+fn stale_refusal(
+    state: &ConnectionState,
+    fault: &Fault,
+    attempt_started: Option<DateTime<Utc>>,
+) -> bool {
+    fault.kind == super::fault::FaultKind::Reauthorize
+        && attempt_started
+            .zip(state.credentials_changed_at)
+            .is_some_and(|(started, changed)| changed >= started)
+}
+
 /// [`decide`] under explicit sync policies (busy rules, backoff).
 pub fn decide_with(
-    state: &ConnectionState,
-    command: &ConnectionCommand,
-    now: DateTime<Utc>,
-    policy: &SyncPolicy,
-) -> Result<Decision, Rejection> {
-    let mut decision = decide_inner(state, command, now, policy)?;
-    // Commands that change which calendars are live, or whether the grant
-    // may be used, also bring the push channels in line.
-    let replans = matches!(
-        command,
-        ConnectionCommand::Create { .. }
-            | ConnectionCommand::SelectCalendars { .. }
-            | ConnectionCommand::Resume
-            | ConnectionCommand::Remove { .. }
-            | ConnectionCommand::LiftQuarantine
-            | ConnectionCommand::RecordReauthorized
-            | ConnectionCommand::RecordCredentialsChanged
-    );
-    if replans && !decision.events.is_empty() {
-        let planned = channels_decision(state, decision.events.clone(), now);
-        decision.effects.extend(planned.effects);
-        // The grant or destination may be usable again: bookings that
-        // waited go out now.
-        let after = state.clone().fold(&decision.events);
-        let more = outbound_intents(&after, now, policy);
-        decision.events.extend(more.events);
-        decision.effects.extend(more.effects);
-    }
-    Ok(decision)
-}
-
-/// Intents for every booking whose external event lags (and that has none
-/// pending), plus the effect to run pending writes — when the connection
-/// may write now.
-fn outbound_intents(after: &ConnectionState, now: DateTime<Utc>, policy: &SyncPolicy) -> Decision {
-    let writable = may_call_provider(after, now)
-        && after
-            .profile
-            .as_ref()
-            .is_some_and(|p| p.destination_calendar.is_some());
-    if !writable {
-        return Decision::none();
-    }
-    let mut events = Vec::new();
-    for (booking_id, track) in &after.bookings {
-        if track.pending.is_some() {
-            continue;
-        }
-        if let Some(op) = next_outbound(track, policy.on_cancel) {
-            events.push(ConnectionEvent::OutboundIntentRecorded {
-                booking_id: booking_id.clone(),
-                version: track.latest.version,
-                op,
-            });
-        }
-    }
-    let any_pending = !events.is_empty() || after.bookings.values().any(|t| t.pending.is_some());
-    let decision = Decision {
-        events,
-        ..Decision::none()
-    };
-    if any_pending {
-        decision.with_effect(Effect::Outbound)
-    } else {
-        decision
-    }
-}
-
-/// `events` plus the outbound intents the state after them calls for.
-fn with_outbound(
-    state: &ConnectionState,
-    events: Vec<ConnectionEvent>,
-    now: DateTime<Utc>,
-    policy: &SyncPolicy,
-) -> Decision {
-    let after = state.clone().fold(&events);
-    let more = outbound_intents(&after, now, policy);
-    let mut all = events;
-    all.extend(more.events);
-    Decision {
-        events: all,
-        effects: more.effects,
-        duplicate: false,
-    }
-}
-
-fn decide_inner(
     state: &ConnectionState,
     command: &ConnectionCommand,
     now: DateTime<Utc>,
@@ -318,6 +253,11 @@ fn decide_inner(
         }
         (Lifecycle::Uncreated, _) => Err(Rejection::NotFound),
         (Lifecycle::Removed, C::Remove { .. }) => Ok(Decision::none()),
+        // A removed connection may still record that its channels closed.
+        (Lifecycle::Removed, C::RecordChannelClosed { channel_id, reason }) => {
+            Ok(closed(state, channel_id, reason, now))
+        }
+        (Lifecycle::Removed, C::RecordPlanned { events }) => Ok(Decision::of(events.clone())),
         (Lifecycle::Removed, _) => Err(Rejection::Removed),
         (_, C::Create { .. }) => Err(Rejection::AlreadyExists),
         (
@@ -350,15 +290,9 @@ fn decide_inner(
             reason: reason.clone(),
         })),
         (_, C::RecordCredentialsChanged) => {
-            // A new grant: sync at once rather than at the next poll (the
-            // connection may have been created before it had one).
-            let decision = Decision::one(ConnectionEvent::CredentialsChanged { at: now });
-            let after = state.clone().fold(&decision.events);
-            Ok(if may_call_provider(&after, now) {
-                decision.with_effect(Effect::Sync)
-            } else {
-                decision
-            })
+            Ok(Decision::one(ConnectionEvent::CredentialsChanged {
+                at: now,
+            }))
         }
         (
             _,
@@ -382,10 +316,9 @@ fn decide_inner(
             if state.quarantined_at.is_none() {
                 return Ok(Decision::none());
             }
-            Ok(Decision::one(ConnectionEvent::QuarantineLifted { at: now })
-                .with_effect(Effect::Sync))
+            Ok(Decision::one(ConnectionEvent::QuarantineLifted { at: now }))
         }
-        (lifecycle, C::AcceptNotification { key, channel_id }) => {
+        (_, C::AcceptNotification { key, channel_id }) => {
             if key.is_empty() || key.len() > 1024 {
                 return Err(Rejection::Invalid(
                     "notification key must be 1..=1024 bytes".into(),
@@ -397,60 +330,43 @@ fn decide_inner(
                     ..Decision::none()
                 });
             }
-            // Recorded even while paused, so nothing is lost; synced only
-            // while active.
-            let decision = Decision::one(ConnectionEvent::NotificationAccepted {
+            // Recorded in any state, so nothing is lost; the planner syncs
+            // only when the gates allow.
+            Ok(Decision::one(ConnectionEvent::NotificationAccepted {
                 key: key.clone(),
                 channel_id: channel_id.clone(),
                 received_at: now,
-            });
-            Ok(if lifecycle == Lifecycle::Active {
-                decision.with_effect(Effect::Sync)
-            } else {
-                decision
-            })
+            }))
         }
-        (_, C::RequestSync) => Ok(Decision::none().with_effect(Effect::Sync)),
-        (_, C::RecordPage(page)) => Ok(Decision {
-            events: page_events(state, page, now, policy),
-            ..Decision::none()
-        }),
+        (_, C::RequestSync) => Ok(Decision::none()),
+        (_, C::RecordPage(page)) => Ok(Decision::of(page_events(state, page, now, policy))),
         (
             _,
-            C::RecordFailure {
-                class,
-                kind,
-                message,
+            C::RecordSyncFailure {
+                calendar,
+                fault,
                 unit_random,
                 attempt_started,
             },
         ) => {
-            let stale_grant = matches!(class, FailureClass::Reauthorize)
-                && attempt_started
-                    .zip(state.credentials_changed_at)
-                    .is_some_and(|(started, changed)| changed >= started);
-            if stale_grant {
-                // The new grant's own sync was requested when it was stored.
+            if stale_refusal(state, fault, *attempt_started) {
                 return Ok(Decision::none());
             }
-            let events = failure_events(state, class, kind, message, now, *unit_random, policy);
-            let decision = Decision {
-                events,
-                ..Decision::none()
-            };
-            // A resync starts right away; other failures wait for backoff.
-            Ok(match class {
-                FailureClass::ResyncRequired { .. } => decision.with_effect(Effect::Sync),
-                _ => decision,
-            })
+            Ok(Decision::of(sync_failure_events(
+                state,
+                calendar.as_ref(),
+                fault,
+                now,
+                *unit_random,
+                policy,
+            )))
         }
         (_, C::RecordReauthorized) => {
             if state.needs_reauthorization.is_none() {
                 return Ok(Decision::none());
             }
-            Ok(Decision::one(ConnectionEvent::Reauthorized { at: now }).with_effect(Effect::Sync))
+            Ok(Decision::one(ConnectionEvent::Reauthorized { at: now }))
         }
-        (_, C::MaintainChannels) => Ok(channels_decision(state, Vec::new(), now)),
         (
             _,
             C::RecordChannelOpened {
@@ -464,14 +380,14 @@ fn decide_inner(
             if state.channels.contains_key(channel_id) {
                 return Ok(Decision::none());
             }
-            let event = ConnectionEvent::ChannelOpened {
+            Ok(Decision::one(ConnectionEvent::ChannelOpened {
                 calendar: calendar.clone(),
                 channel_id: channel_id.clone(),
                 resource_id: resource_id.clone(),
                 secret_sha256: secret_sha256.clone(),
                 expires_at: *expires_at,
-            };
-            Ok(channels_decision(state, vec![event], now))
+                at: Some(now),
+            }))
         }
         (
             _,
@@ -480,24 +396,50 @@ fn decide_inner(
                 expires_at,
             },
         ) => match state.channels.get(channel_id) {
-            Some(c) if c.expires_at != *expires_at => {
-                Ok(Decision::one(ConnectionEvent::ChannelRenewed {
-                    channel_id: channel_id.clone(),
-                    expires_at: *expires_at,
-                }))
-            }
-            _ => Ok(Decision::none()),
+            Some(_) => Ok(Decision::one(ConnectionEvent::ChannelRenewed {
+                channel_id: channel_id.clone(),
+                expires_at: *expires_at,
+                at: Some(now),
+            })),
+            None => Ok(Decision::none()),
         },
         (_, C::RecordChannelClosed { channel_id, reason }) => {
-            if !state.channels.contains_key(channel_id) {
+            Ok(closed(state, channel_id, reason, now))
+        }
+        (
+            _,
+            C::RecordChannelFailure {
+                calendar,
+                op,
+                channel_id,
+                fault,
+                unit_random,
+                attempt_started,
+            },
+        ) => {
+            if stale_refusal(state, fault, *attempt_started) {
                 return Ok(Decision::none());
             }
-            let event = ConnectionEvent::ChannelClosed {
-                channel_id: channel_id.clone(),
-                reason: reason.clone(),
-                at: now,
-            };
-            Ok(channels_decision(state, vec![event], now))
+            Ok(match channel_scope(fault) {
+                ChannelScope::Reauthorize => Decision::of(reauthorization_events(state, fault)),
+                // A subscription gone at the provider on renewal: forget it;
+                // the plan opens a new one.
+                ChannelScope::Gone if channel_id.is_some() => closed(
+                    state,
+                    channel_id.as_deref().unwrap_or_default(),
+                    "not found at the provider on renewal",
+                    now,
+                ),
+                ChannelScope::Gone | ChannelScope::Backoff => Decision::of(channel_failure_events(
+                    state,
+                    calendar,
+                    op,
+                    fault,
+                    now,
+                    *unit_random,
+                    policy,
+                )),
+            })
         }
         (_, C::ApplyBooking(booking)) => {
             validate(booking).map_err(Rejection::Invalid)?;
@@ -512,14 +454,9 @@ fn decide_inner(
                     ..Decision::none()
                 });
             }
-            Ok(with_outbound(
-                state,
-                vec![ConnectionEvent::BookingReceived {
-                    booking: booking.clone(),
-                }],
-                now,
-                policy,
-            ))
+            Ok(Decision::one(ConnectionEvent::BookingReceived {
+                booking: booking.clone(),
+            }))
         }
         (
             _,
@@ -532,47 +469,79 @@ fn decide_inner(
             if !state.bookings.contains_key(booking_id) {
                 return Err(Rejection::Invalid(format!("unknown booking {booking_id}")));
             }
-            Ok(with_outbound(
-                state,
-                vec![ConnectionEvent::OutboundWriteSucceeded {
-                    booking_id: booking_id.clone(),
-                    version: *version,
-                    outcome: outcome.clone(),
-                }],
-                now,
-                policy,
-            ))
+            Ok(Decision::one(ConnectionEvent::OutboundWriteSucceeded {
+                booking_id: booking_id.clone(),
+                version: *version,
+                outcome: outcome.clone(),
+            }))
         }
         (
             _,
             C::RecordOutboundFailure {
                 booking_id,
-                class,
-                kind,
-                message,
+                version,
+                op,
+                fault,
                 unit_random,
+                attempt_started,
             },
         ) => {
-            let mut events = vec![ConnectionEvent::OutboundWriteFailed {
-                booking_id: booking_id.clone(),
-                kind: kind.clone(),
-                message: message.clone(),
-            }];
-            events.extend(failure_events(
-                state,
-                class,
-                kind,
-                message,
-                now,
-                *unit_random,
-                policy,
-            ));
-            Ok(Decision {
-                events,
-                ..Decision::none()
+            let Some(track) = state.bookings.get(booking_id) else {
+                return Err(Rejection::Invalid(format!("unknown booking {booking_id}")));
+            };
+            if stale_refusal(state, fault, *attempt_started) {
+                return Ok(Decision::none());
+            }
+            let failed =
+                |failures: Option<u32>, retry_at, permanent| ConnectionEvent::OutboundWriteFailed {
+                    booking_id: booking_id.clone(),
+                    kind: fault.label.clone(),
+                    message: truncate_message(&fault.message),
+                    status: fault.status,
+                    failures,
+                    retry_at,
+                    permanent,
+                    at: Some(now),
+                };
+            Ok(match write_verdict(op, fault) {
+                WriteVerdict::Outcome(outcome) => {
+                    Decision::one(ConnectionEvent::OutboundWriteSucceeded {
+                        booking_id: booking_id.clone(),
+                        version: *version,
+                        outcome,
+                    })
+                }
+                WriteVerdict::Reauthorize => {
+                    let mut events = vec![failed(None, None, false)];
+                    events.extend(reauthorization_events(state, fault));
+                    Decision::of(events)
+                }
+                WriteVerdict::Connection => Decision::of(vec![
+                    failed(None, None, false),
+                    connection_backoff_event(state, fault, now, *unit_random, policy),
+                ]),
+                WriteVerdict::Transient => {
+                    let failures = track.failures.saturating_add(1);
+                    let delay = policy.backoff.next_delay(
+                        failures,
+                        fault.retry_after_ms.map(std::time::Duration::from_millis),
+                        *unit_random,
+                    );
+                    let retry_at = now
+                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
+                    Decision::one(failed(Some(failures), Some(retry_at), false))
+                }
+                WriteVerdict::Permanent => Decision::one(failed(None, None, true)),
             })
         }
-        (_, C::RequestOutbound) => Ok(outbound_intents(state, now, policy)),
+        (_, C::RetryBooking { booking_id }) => match state.bookings.get(booking_id) {
+            None => Err(Rejection::Invalid(format!("unknown booking {booking_id}"))),
+            Some(t) if t.failed.is_none() && t.retry_at.is_none() => Ok(Decision::none()),
+            Some(_) => Ok(Decision::one(ConnectionEvent::OutboundRetryRequested {
+                booking_id: booking_id.clone(),
+                at: now,
+            })),
+        },
         (_, C::SetFreeBusyOnly { calendars }) => {
             if let Some(unknown) = calendars.iter().find(|c| !state.calendars.contains_key(*c)) {
                 return Err(Rejection::Invalid(format!(
@@ -593,56 +562,40 @@ fn decide_inner(
             }
             Ok(Decision::one(ConnectionEvent::FreeBusyOnlySelected {
                 calendars: wanted.into_iter().cloned().collect(),
-            })
-            .with_effect(Effect::Sync))
+            }))
         }
-        (_, C::RecordFreeBusy { calendar, busy }) => Ok(Decision {
-            events: super::sync::free_busy_events(state, calendar, busy, now),
-            ..Decision::none()
-        }),
+        (
+            _,
+            C::RecordFreeBusy {
+                calendar,
+                busy,
+                window,
+            },
+        ) => Ok(Decision::of(super::sync::free_busy_events(
+            state, calendar, busy, *window, now,
+        ))),
         (_, C::ChannelLifecycle { channel_id, event }) => match event {
-            LifecycleEvent::Missed => Ok(Decision::none().with_effect(Effect::Sync)),
-            LifecycleEvent::ReauthorizationRequired => Ok(Decision::none().with_effect(
-                Effect::Channels(vec![ChannelStep::Renew {
-                    channel_id: channel_id.clone(),
-                }]),
-            )),
+            LifecycleEvent::Missed | LifecycleEvent::ReauthorizationRequired => {
+                Ok(Decision::none())
+            }
             LifecycleEvent::SubscriptionRemoved => {
-                let mut events = Vec::new();
-                if state.channels.contains_key(channel_id) {
-                    events.push(ConnectionEvent::ChannelClosed {
-                        channel_id: channel_id.clone(),
-                        reason: "subscriptionRemoved".into(),
-                        at: now,
-                    });
-                }
-                Ok(channels_decision(state, events, now).with_effect(Effect::Sync))
+                Ok(closed(state, channel_id, "subscriptionRemoved", now))
             }
         },
+        (_, C::RecordPlanned { events }) => Ok(Decision::of(events.clone())),
     }
 }
 
-/// `events` plus whatever channel upkeep the state after them needs.
-fn channels_decision(
-    state: &ConnectionState,
-    events: Vec<ConnectionEvent>,
-    now: DateTime<Utc>,
-) -> Decision {
-    let after = state.clone().fold(&events);
-    let steps = after
-        .profile
-        .as_ref()
-        .map(|p| channel_plan(&after, p.provider, now))
-        .unwrap_or_default();
-    let decision = Decision {
-        events,
-        ..Decision::none()
-    };
-    if steps.is_empty() {
-        decision
-    } else {
-        decision.with_effect(Effect::Channels(steps))
+/// The channel is closed, if it is still known.
+fn closed(state: &ConnectionState, channel_id: &str, reason: &str, now: DateTime<Utc>) -> Decision {
+    if !state.channels.contains_key(channel_id) {
+        return Decision::none();
     }
+    Decision::one(ConnectionEvent::ChannelClosed {
+        channel_id: channel_id.to_string(),
+        reason: reason.to_string(),
+        at: now,
+    })
 }
 
 fn check_calendars(
@@ -769,52 +722,102 @@ mod tests {
     }
 
     #[test]
-    fn a_new_grant_opens_channels_and_syncs_at_once() {
-        // Created before its grant: nothing could be opened yet. Storing the
-        // grant must not wait for the next poll to open the push channel.
+    fn a_new_grant_asks_for_a_sync_of_every_calendar() {
+        // Created before its grant: nothing could be synced yet. Storing the
+        // grant must not wait for the next poll.
         let (state, _) = run(&[create()]);
-        let d = decide(&state, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
-        assert!(d.effects.contains(&Effect::Sync), "{:?}", d.effects);
-        assert!(
-            d.effects.iter().any(|e| matches!(
-                e,
-                Effect::Channels(steps) if steps.contains(&ChannelStep::Open { calendar: cal("primary") })
-            )),
-            "{:?}",
-            d.effects
-        );
-        // A paused connection records the new grant but calls nobody.
-        let (paused, _) = run(&[create(), ConnectionCommand::Pause { reason: "x".into() }]);
-        let d = decide(&paused, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
+        let c = ConnectionCommand::RecordCredentialsChanged;
+        let d = decide(&state, &c, now()).unwrap();
         assert_eq!(d.events.len(), 1);
-        assert!(d.effects.is_empty(), "{:?}", d.effects);
+        assert!(crate::core::inflight::asks_for(&state, &c, d.duplicate).sync_all);
+    }
+
+    fn refusal(started: Option<DateTime<Utc>>) -> ConnectionCommand {
+        ConnectionCommand::RecordSyncFailure {
+            calendar: None,
+            fault: Fault::new(
+                crate::core::fault::FaultKind::Reauthorize,
+                "reauthorize",
+                "no credentials stored",
+            ),
+            unit_random: 0.5,
+            attempt_started: started,
+        }
     }
 
     #[test]
     fn a_refusal_of_a_replaced_grant_is_ignored() {
         let (state, _) = run(&[create()]);
-        let refused = |started| ConnectionCommand::RecordFailure {
-            class: FailureClass::Reauthorize,
-            kind: "reauthorize".into(),
-            message: "no credentials stored".into(),
-            unit_random: 0.5,
-            attempt_started: Some(started),
-        };
         let earlier = now() - chrono::Duration::seconds(1);
         let d = decide(&state, &ConnectionCommand::RecordCredentialsChanged, now()).unwrap();
         let state = state.fold(&d.events);
         // The attempt loaded the grant before the new one was stored.
         assert_eq!(
-            decide(&state, &refused(earlier), now()),
+            decide(&state, &refusal(Some(earlier)), now()),
             Ok(Decision::none())
         );
         // An attempt with the new grant that is refused still counts.
         let later = now() + chrono::Duration::seconds(1);
-        let d = decide(&state, &refused(later), later).unwrap();
+        let d = decide(&state, &refusal(Some(later)), later).unwrap();
         assert_eq!(
             state.fold(&d.events).status(),
             ConnectionStatus::NeedsReauthorization
         );
+    }
+
+    #[test]
+    fn a_permanent_write_failure_fails_only_its_booking_until_it_changes_or_is_retried() {
+        let booking = |n: u8, version| Booking {
+            booking_id: crate::core::ids::BookingId::parse(format!("bk-{n}")).unwrap(),
+            version,
+            status: crate::core::outbound::BookingStatus::Confirmed,
+            start: now(),
+            end: now() + chrono::Duration::hours(1),
+            time_zone: "UTC".into(),
+            title: "t".into(),
+            attendees: vec![],
+        };
+        let (state, _) = run(&[
+            create(),
+            ConnectionCommand::ApplyBooking(booking(1, 1)),
+            ConnectionCommand::ApplyBooking(booking(2, 1)),
+        ]);
+        let refused = ConnectionCommand::RecordOutboundFailure {
+            booking_id: "bk-1".into(),
+            version: 1,
+            op: OutboundOp::Create { generation: 0 },
+            fault: Fault::new(
+                crate::core::fault::FaultKind::Rejected,
+                "rejected",
+                "invalid attendee",
+            )
+            .with_status(400),
+            unit_random: 0.5,
+            attempt_started: None,
+        };
+        let events = decide(&state, &refused, now()).unwrap().events;
+        let state = state.fold(&events);
+        let failed = state.bookings["bk-1"].failed.as_ref().unwrap();
+        assert_eq!(failed.status, Some(400));
+        assert!(state.bookings["bk-2"].failed.is_none());
+        assert_eq!(
+            state.consecutive_failures, 0,
+            "the connection does not back off"
+        );
+        assert_eq!(state.status(), ConnectionStatus::Degraded);
+        // An operator retry clears it; so does a new version.
+        let retried = ConnectionCommand::RetryBooking {
+            booking_id: "bk-1".into(),
+        };
+        let after = state
+            .clone()
+            .fold(&decide(&state, &retried, now()).unwrap().events);
+        assert!(after.bookings["bk-1"].failed.is_none());
+        let changed = ConnectionCommand::ApplyBooking(booking(1, 2));
+        let after = state
+            .clone()
+            .fold(&decide(&state, &changed, now()).unwrap().events);
+        assert!(after.bookings["bk-1"].failed.is_none());
     }
 
     #[test]
@@ -855,13 +858,68 @@ mod tests {
         ));
     }
 
+    fn fault_kind() -> impl Strategy<Value = crate::core::fault::FaultKind> {
+        use crate::core::fault::FaultKind as K;
+        prop_oneof![
+            Just(K::Reauthorize),
+            Just(K::RateLimited),
+            Just(K::Unavailable),
+            Just(K::ResyncRequired),
+            Just(K::NotFound),
+            Just(K::Gone),
+            Just(K::Duplicate),
+            Just(K::IdRetired),
+            Just(K::PreconditionFailed),
+            Just(K::Rejected),
+        ]
+    }
+
+    /// Google events as a sync page may carry them: timed, all-day,
+    /// tombstones, free, declined and our own.
+    fn change() -> impl Strategy<Value = crate::core::wire::ProviderChange> {
+        (0u8..6, 0u8..5, 0i64..48).prop_map(|(id, shape, hour)| {
+            let start = now() + chrono::Duration::hours(hour);
+            let json = match shape {
+                0 => serde_json::json!({"id": format!("e{id}"), "status": "cancelled"}),
+                1 => serde_json::json!({"id": format!("e{id}"),
+                    "start": {"date": "2026-11-25"}, "end": {"date": "2026-11-26"}}),
+                2 => serde_json::json!({"id": format!("e{id}"), "transparency": "transparent",
+                    "start": {"dateTime": start.to_rfc3339()},
+                    "end": {"dateTime": (start + chrono::Duration::hours(1)).to_rfc3339()}}),
+                3 => serde_json::json!({"id": format!("e{id}"),
+                    "start": {"dateTime": start.to_rfc3339()},
+                    "end": {"dateTime": (start + chrono::Duration::hours(1)).to_rfc3339()},
+                    "extendedProperties": {"private": {"calsyncBookingId": "bk-1"}}}),
+                _ => serde_json::json!({"id": format!("e{id}"),
+                    "start": {"dateTime": start.to_rfc3339()},
+                    "end": {"dateTime": (start + chrono::Duration::hours(1)).to_rfc3339()}}),
+            };
+            crate::core::wire::ProviderChange::Google(serde_json::from_value(json).unwrap())
+        })
+    }
+
     fn command() -> impl Strategy<Value = ConnectionCommand> {
         let cal = prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(cal);
+        let booking =
+            (0u8..3, 1u64..4, any::<bool>()).prop_map(|(n, version, cancelled)| Booking {
+                booking_id: crate::core::ids::BookingId::parse(format!("bk-{n}")).unwrap(),
+                version,
+                status: if cancelled {
+                    crate::core::outbound::BookingStatus::Cancelled
+                } else {
+                    crate::core::outbound::BookingStatus::Confirmed
+                },
+                start: now(),
+                end: now() + chrono::Duration::hours(1),
+                time_zone: "UTC".into(),
+                title: "t".into(),
+                attendees: vec![],
+            });
         prop_oneof![
             Just(create()),
             (
                 proptest::collection::vec(cal.clone(), 0..3),
-                proptest::option::of(cal)
+                proptest::option::of(cal.clone())
             )
                 .prop_map(|(calendars, destination_calendar)| {
                     ConnectionCommand::SelectCalendars {
@@ -884,32 +942,64 @@ mod tests {
                 channel_id: "ch".into()
             }),
             Just(ConnectionCommand::RequestSync),
-            (0.0f64..1.0).prop_map(|r| ConnectionCommand::RecordFailure {
-                class: crate::core::sync::FailureClass::Transient {
-                    retry_after_ms: None
-                },
-                kind: "unavailable".into(),
-                message: "503".into(),
-                unit_random: r,
-                attempt_started: None,
+            (proptest::option::of(cal.clone()), fault_kind(), 0.0f64..1.0).prop_map(
+                |(calendar, kind, r)| ConnectionCommand::RecordSyncFailure {
+                    calendar,
+                    fault: Fault::new(kind, "f", "m").with_status(503),
+                    unit_random: r,
+                    attempt_started: None,
+                }
+            ),
+            (cal.clone(), fault_kind()).prop_map(|(calendar, kind)| {
+                ConnectionCommand::RecordChannelFailure {
+                    calendar,
+                    op: "open".into(),
+                    channel_id: None,
+                    fault: Fault::new(kind, "f", "m"),
+                    unit_random: 0.5,
+                    attempt_started: None,
+                }
             }),
-            Just(ConnectionCommand::RecordFailure {
-                class: crate::core::sync::FailureClass::Reauthorize,
-                kind: "reauthorize".into(),
-                message: "invalid_grant".into(),
+            Just(ConnectionCommand::RecordReauthorized),
+            (
+                cal.clone(),
+                any::<bool>(),
+                any::<bool>(),
+                proptest::collection::vec(change(), 0..6),
+                proptest::option::of(Just("cursor".to_string()))
+            )
+                .prop_map(|(calendar, full, first, changes, done)| {
+                    ConnectionCommand::RecordPage(crate::core::sync::FetchedPage {
+                        calendar,
+                        full_round: full,
+                        changes,
+                        calendar_zone: Some("Europe/Berlin".into()),
+                        completed_with: done,
+                        first_page: first,
+                        window: full
+                            .then(|| crate::core::window::WindowPolicy::default().base(now())),
+                    })
+                }),
+            booking.prop_map(ConnectionCommand::ApplyBooking),
+            (0u8..3, fault_kind()).prop_map(|(n, kind)| ConnectionCommand::RecordOutboundFailure {
+                booking_id: format!("bk-{n}"),
+                version: 1,
+                op: OutboundOp::Create { generation: 0 },
+                fault: Fault::new(kind, "f", "m"),
                 unit_random: 0.5,
                 attempt_started: None,
             }),
-            Just(ConnectionCommand::RecordReauthorized),
-            proptest::bool::ANY.prop_map(|full| ConnectionCommand::RecordPage(
-                crate::core::sync::FetchedPage {
-                    calendar: CalendarId::parse("a").unwrap(),
-                    full_round: full,
-                    changes: vec![],
-                    calendar_zone: None,
-                    completed_with: Some("cursor".into()),
-                }
-            )),
+            (0u8..3).prop_map(|n| ConnectionCommand::RecordOutboundResult {
+                booking_id: format!("bk-{n}"),
+                version: 1,
+                outcome: WriteOutcome::Created {
+                    external_event_id: format!("ev-{n}"),
+                    etag: None
+                },
+            }),
+            (0u8..3).prop_map(|n| ConnectionCommand::RetryBooking {
+                booking_id: format!("bk-{n}")
+            }),
         ]
     }
 
@@ -929,6 +1019,29 @@ mod tests {
             let restored: ConnectionState =
                 serde_json::from_str(&serde_json::to_string(&snapshot).unwrap()).unwrap();
             prop_assert_eq!(restored.fold(&log[split..]), state);
+        }
+
+        /// A calendar's failure never touches another calendar's sync state.
+        #[test]
+        fn one_calendars_failure_leaves_the_others_alone(
+            commands in proptest::collection::vec(command(), 0..30),
+            kind in fault_kind(),
+        ) {
+            let (state, _) = run(&commands);
+            let failure = ConnectionCommand::RecordSyncFailure {
+                calendar: Some(cal("a")),
+                fault: Fault::new(kind, "f", "m"),
+                unit_random: 0.5,
+                attempt_started: None,
+            };
+            if let Ok(d) = decide(&state, &failure, now()) {
+                let after = state.clone().fold(&d.events);
+                for (id, sync) in &state.calendars {
+                    if *id != cal("a") {
+                        prop_assert_eq!(&after.calendars[id], sync);
+                    }
+                }
+            }
         }
 
         /// Every event the decider emits survives the log's type/payload split.

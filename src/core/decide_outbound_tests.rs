@@ -1,7 +1,9 @@
 //! Outbound decisions against a model calendar (kept beside `decide.rs` to
-//! keep it small): whatever the order of booking versions, write runs and
-//! lost responses, in either cancel mode, the calendar ends as the latest
-//! versions and the mode say, never with two events for one booking.
+//! keep it small): whatever the order of booking versions (older, repeated
+//! and skipped versions included), write runs and lost responses, in either
+//! cancel mode, the calendar ends as the newest versions and the mode say,
+//! never with two events for one booking. Writes are planned the way the
+//! actor plans them ([`crate::core::plan::next`]).
 
 use super::*;
 use crate::core::ids::{BookingId, ConnectionId};
@@ -78,16 +80,23 @@ impl Calendar {
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// The next version of booking `n`.
-    Book { n: u8, cancelled: bool, title: u8 },
-    /// Run every pending write; with `lose`, the responses never arrive.
+    /// Version `version` of booking `n`: newer, older or the same as one
+    /// already sent (platforms retry and reorder).
+    Book {
+        n: u8,
+        version: u64,
+        cancelled: bool,
+        title: u8,
+    },
+    /// Run every planned write; with `lose`, the responses never arrive.
     Run { lose: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => (0u8..3, any::<bool>(), 0u8..3)
-            .prop_map(|(n, cancelled, title)| Step::Book { n, cancelled, title }),
+        3 => (0u8..3, 1u64..6, any::<bool>(), 0u8..3).prop_map(|(n, version, cancelled, title)| {
+            Step::Book { n, version, cancelled, title }
+        }),
         2 => any::<bool>().prop_map(|lose| Step::Run { lose }),
     ]
 }
@@ -126,12 +135,39 @@ impl Harness {
         self.log.extend(d.events);
     }
 
+    /// What the planner starts now: intents recorded, the bookings to write.
+    fn planned(&mut self) -> Vec<String> {
+        let policy = crate::core::plan::Policy {
+            sync: self.policy.clone(),
+            ..Default::default()
+        };
+        let ctx = crate::core::plan::Ctx {
+            id: ConnectionId::from_uuid(uuid::Uuid::from_u128(1)),
+            view: crate::core::gate::GateView::all_open(false),
+            policy: &policy,
+            now: now(),
+        };
+        let next = crate::core::plan::next(
+            &self.state,
+            &crate::core::inflight::InFlight::default(),
+            &ctx,
+        );
+        if !next.events.is_empty() {
+            self.command(ConnectionCommand::RecordPlanned {
+                events: next.events,
+            });
+        }
+        next.writes.map(|w| w.bookings).unwrap_or_default()
+    }
+
     fn run(&mut self, lose: bool) {
-        let pending: Vec<(String, BookingTrack, OutboundOp)> = self
-            .state
-            .bookings
+        let planned = self.planned();
+        let pending: Vec<(String, BookingTrack, OutboundOp)> = planned
             .iter()
-            .filter_map(|(id, t)| t.pending.clone().map(|op| (id.clone(), t.clone(), op)))
+            .filter_map(|id| {
+                let t = &self.state.bookings[id];
+                t.pending.clone().map(|op| (id.clone(), t.clone(), op))
+            })
             .collect();
         for (booking_id, track, op) in pending {
             let outcome = self.calendar.write(&track, &op);
@@ -145,11 +181,13 @@ impl Harness {
         }
     }
 
-    /// Runs writes until nothing is pending (as restarts and retries do).
+    /// Runs writes until nothing is planned (as restarts and retries do).
     fn settle(&mut self) {
         for _ in 0..20 {
-            self.command(ConnectionCommand::RequestOutbound);
-            if self.state.bookings.values().all(|t| t.pending.is_none()) {
+            if self.state.bookings.values().all(|t| {
+                t.pending.is_none()
+                    && crate::core::outbound::write_to_run(t, self.policy.on_cancel).is_none()
+            }) {
                 return;
             }
             self.run(false);
@@ -166,12 +204,12 @@ proptest! {
     ) {
         let mode = if mark { CancelMode::MarkCancelled } else { CancelMode::Delete };
         let mut h = Harness::new(mode);
-        let mut versions: BTreeMap<u8, u64> = BTreeMap::new();
+        let mut newest: BTreeMap<u8, u64> = BTreeMap::new();
         for s in &steps {
             match s {
-                Step::Book { n, cancelled, title } => {
-                    let version = versions.entry(*n).or_default();
-                    *version += 1;
+                Step::Book { n, version, cancelled, title } => {
+                    let top = newest.entry(*n).or_default();
+                    *top = (*top).max(*version);
                     let start = now() + chrono::Duration::days(1);
                     h.command(ConnectionCommand::ApplyBooking(Booking {
                         booking_id: BookingId::parse(format!("bk-{n}")).unwrap(),
@@ -212,6 +250,8 @@ proptest! {
             })
             .collect();
         for (booking_id, track) in &h.state.bookings {
+            let n: u8 = booking_id.trim_start_matches("bk-").parse().unwrap();
+            prop_assert_eq!(track.latest.version, newest[&n], "an older version won");
             let shown: Vec<&Shown> = h
                 .calendar
                 .events

@@ -8,6 +8,7 @@
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
 use super::interval::Interval;
 use super::outbound::{Booking, OutboundOp, WriteOutcome};
+use super::state::WindowBase;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,10 @@ pub enum ConnectionEvent {
         calendar: CalendarId,
         generation: u64,
         reason: String,
+        /// The window this round lists (absent in rounds recorded before
+        /// windows were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<WindowBase>,
     },
     /// An external event was seen. `blocks` is the busy time it blocks
     /// (`None`: it blocks nothing — free, declined, cancelled…); `ours` names
@@ -93,13 +98,46 @@ pub enum ConnectionEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         swept_generation: Option<u64>,
         at: DateTime<Utc>,
+        /// The calendar's zone as the provider reported it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<String>,
     },
-    /// A sync attempt failed; the connection backs off until `backoff_until`.
+    /// A connection-wide failure (throttling, the token endpoint, an
+    /// unreadable grant): the connection backs off until `backoff_until`.
+    /// (Recorded before per-calendar failures existed, it was also used for
+    /// a calendar's failure.)
     SyncFailed {
         kind: String,
         message: String,
         consecutive_failures: u32,
         backoff_until: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
+    },
+    /// One calendar's sync failed; the other calendars carry on. With
+    /// `unavailable`, the provider refuses this calendar (404, 403…) and
+    /// it is probed again at `retry_at`; otherwise it backs off until then.
+    CalendarSyncFailed {
+        calendar: CalendarId,
+        kind: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        unavailable: bool,
+        failures: u32,
+        retry_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Opening, renewing or closing a calendar's channel failed; upkeep of
+    /// that calendar's channel backs off until `retry_at`.
+    ChannelUpkeepFailed {
+        calendar: CalendarId,
+        op: String,
+        kind: String,
+        message: String,
+        failures: u32,
+        retry_at: DateTime<Utc>,
+        at: DateTime<Utc>,
     },
     /// The grant is gone: no provider calls until the user re-authorises.
     ReauthorizationRequired {
@@ -117,11 +155,16 @@ pub enum ConnectionEvent {
         resource_id: String,
         secret_sha256: String,
         expires_at: DateTime<Utc>,
+        /// When the provider granted it (absent in older events).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// The channel's expiry moved (Graph renewal).
     ChannelRenewed {
         channel_id: String,
         expires_at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
     },
     /// The channel is stopped or gone; late notifications on it are
     /// accepted during a grace period, then refused.
@@ -153,11 +196,29 @@ pub enum ConnectionEvent {
         version: u64,
         outcome: WriteOutcome,
     },
-    /// The write failed; it stays pending and is retried after backoff.
+    /// The write failed. Transient: it stays pending and is retried at
+    /// `retry_at`. `permanent`: retrying cannot help; the booking is
+    /// `failed` until it changes or an operator retries it. (Events
+    /// recorded before per-booking backoff carry neither.)
     OutboundWriteFailed {
         booking_id: String,
         kind: String,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failures: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at: Option<DateTime<Utc>>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<DateTime<Utc>>,
+    },
+    /// An operator asked to try a failed booking's write again.
+    OutboundRetryRequested {
+        booking_id: String,
+        at: DateTime<Utc>,
     },
 }
 
@@ -179,6 +240,8 @@ impl ConnectionEvent {
             ConnectionEvent::ExternalEventRemoved { .. } => "external_event_removed",
             ConnectionEvent::SyncRoundCompleted { .. } => "sync_round_completed",
             ConnectionEvent::SyncFailed { .. } => "sync_failed",
+            ConnectionEvent::CalendarSyncFailed { .. } => "calendar_sync_failed",
+            ConnectionEvent::ChannelUpkeepFailed { .. } => "channel_upkeep_failed",
             ConnectionEvent::ReauthorizationRequired { .. } => "reauthorization_required",
             ConnectionEvent::Reauthorized { .. } => "reauthorized",
             ConnectionEvent::ChannelOpened { .. } => "channel_opened",
@@ -189,6 +252,7 @@ impl ConnectionEvent {
             ConnectionEvent::OutboundIntentRecorded { .. } => "outbound_intent_recorded",
             ConnectionEvent::OutboundWriteSucceeded { .. } => "outbound_write_succeeded",
             ConnectionEvent::OutboundWriteFailed { .. } => "outbound_write_failed",
+            ConnectionEvent::OutboundRetryRequested { .. } => "outbound_retry_requested",
         }
     }
 

@@ -91,6 +91,74 @@ pub struct BookingTrack {
     #[serde(default)]
     pub pending_version: Option<u64>,
     pub last_error: Option<String>,
+    /// Transient write failures in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// No write before this instant (the booking's own backoff).
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Set when retrying cannot help: no write until the booking changes
+    /// or an operator retries it.
+    #[serde(default)]
+    pub failed: Option<FailedWrite>,
+}
+
+/// A write the provider refused for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedWrite {
+    /// The provider's HTTP status, when there was one.
+    pub status: Option<u16>,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+impl BookingTrack {
+    /// A booking seen for the first time: nothing written yet.
+    pub fn new(latest: Booking) -> Self {
+        BookingTrack {
+            latest,
+            generation: 0,
+            external_event_id: None,
+            etag: None,
+            written_version: None,
+            pending: None,
+            pending_version: None,
+            last_error: None,
+            failures: 0,
+            retry_at: None,
+            failed: None,
+        }
+    }
+}
+
+/// The write to run for a booking now, and whether it needs a new intent
+/// recorded first (`false`: an intent is already pending and is completed
+/// with its own idempotency key). `None`: nothing to write, or the
+/// booking's write failed for good and waits.
+pub fn write_to_run(track: &BookingTrack, on_cancel: CancelMode) -> Option<(OutboundOp, bool)> {
+    if track.failed.is_some() {
+        return None;
+    }
+    match &track.pending {
+        // A create whose outcome is unknown, for a booking cancelled since:
+        // when cancellations delete, clean up whatever it may have made
+        // instead of creating it first. (When they mark, the create is
+        // completed and then marked: the event stays visible, cancelled.)
+        Some(OutboundOp::Create { generation })
+            if on_cancel == CancelMode::Delete
+                && track.latest.status == BookingStatus::Cancelled
+                && track.external_event_id.is_none() =>
+        {
+            Some((
+                OutboundOp::DeleteTagged {
+                    generation: *generation,
+                },
+                true,
+            ))
+        }
+        Some(op) => Some((op.clone(), false)),
+        None => next_outbound(track, on_cancel).map(|op| (op, true)),
+    }
 }
 
 /// The outcome of one write, as the shell reports it.
@@ -248,16 +316,7 @@ mod tests {
     }
 
     fn track(b: Booking) -> BookingTrack {
-        BookingTrack {
-            latest: b,
-            generation: 0,
-            external_event_id: None,
-            etag: None,
-            written_version: None,
-            pending: None,
-            pending_version: None,
-            last_error: None,
-        }
+        BookingTrack::new(b)
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::events::ConnectionEvent;
 use super::ids::{CalendarId, ConnectionId};
 use super::interval::Interval;
 use super::outbound::{ical_uid, owes_write, BookingStatus, BookingTrack};
-use super::state::ConnectionState;
+use super::state::{CalendarSync, ConnectionState};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -29,6 +29,7 @@ pub struct ConnectionRow {
     pub stream_version: u64,
     pub error_count: u32,
     pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
     pub backoff_until: Option<DateTime<Utc>>,
     pub needs_reauthorization: Option<String>,
     pub notifications_accepted: u64,
@@ -50,8 +51,9 @@ impl ConnectionRow {
             quarantine_reason: state.quarantine_reason.clone(),
             quarantined_at: state.quarantined_at,
             stream_version: state.version,
-            error_count: state.consecutive_failures,
+            error_count: state.error_count(),
             last_error: state.last_error.clone(),
+            last_error_at: state.last_error_at,
             backoff_until: state.backoff_until,
             needs_reauthorization: state.needs_reauthorization.clone(),
             notifications_accepted: state.notifications_accepted,
@@ -59,7 +61,8 @@ impl ConnectionRow {
     }
 }
 
-/// One row of `connection_calendars`.
+/// One row of `connection_calendars`: sync position and health of one
+/// selected calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CalendarRow {
     pub connection_id: ConnectionId,
@@ -68,6 +71,36 @@ pub struct CalendarRow {
     pub generation: u64,
     pub full_sync_in_progress: bool,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// `ok`, `backoff` or `unavailable`.
+    pub status: String,
+    pub failures: u32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub channel_failures: u32,
+    pub channel_retry_at: Option<DateTime<Utc>>,
+    pub channel_error: Option<String>,
+}
+
+impl CalendarRow {
+    fn from_sync(id: ConnectionId, calendar: &CalendarId, sync: &CalendarSync) -> Self {
+        CalendarRow {
+            connection_id: id,
+            calendar_id: calendar.to_string(),
+            has_cursor: sync.cursor.is_some(),
+            generation: sync.generation,
+            full_sync_in_progress: sync.full_sync_in_progress,
+            last_success_at: sync.last_success,
+            status: sync.health().as_str().to_string(),
+            failures: sync.failures,
+            retry_at: sync.retry_at,
+            last_error: sync.last_error.as_ref().map(|e| e.message.clone()),
+            last_error_at: sync.last_error.as_ref().map(|e| e.at),
+            channel_failures: sync.channel_failures,
+            channel_retry_at: sync.channel_retry_at,
+            channel_error: sync.channel_error.as_ref().map(|e| e.message.clone()),
+        }
+    }
 }
 
 /// One row of `busy_intervals`.
@@ -92,11 +125,10 @@ pub enum RowChange {
         rows: Vec<CalendarRow>,
     },
     UpsertBusy(BusyRow),
-    /// Remove the busy row of an external event, if this connection owns it.
+    /// Remove the busy row of an external event in one calendar.
     DeleteBusy {
         connection_id: ConnectionId,
-        platform_provider_id: String,
-        provider: String,
+        calendar_id: String,
         external_event_id: String,
     },
     /// Remove busy rows of a calendar older than `below_generation`.
@@ -123,7 +155,9 @@ pub enum RowChange {
 }
 
 /// One row of `booking_events`. `state` is one of `pending` (a write is in
-/// flight or will be retried), `waiting` (cannot write now), `written`,
+/// flight or will be retried), `waiting` (cannot write now; why is asked of
+/// the gate when the row is read), `failed` (the provider refused for good:
+/// waits for a new version or `calsync bookings retry`), `written`,
 /// `cancelled` (marked cancelled: the event stays in the calendar, free and
 /// titled "Cancelled: ") or `removed` (cancelled and gone from the calendar).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,11 +172,17 @@ pub struct BookingRow {
     pub booking_version: u64,
     pub written_version: Option<u64>,
     pub last_error: Option<String>,
+    pub failures: u32,
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The provider's HTTP status of a write that failed for good.
+    pub failed_status: Option<u16>,
 }
 
 impl BookingRow {
     fn from_track(id: ConnectionId, after: &ConnectionState, track: &BookingTrack) -> Self {
-        let state = if track.pending.is_some() {
+        let state = if track.failed.is_some() {
+            "failed"
+        } else if track.pending.is_some() {
             "pending"
         } else if owes_write(track) {
             "waiting"
@@ -168,7 +208,14 @@ impl BookingRow {
             state: state.into(),
             booking_version: track.latest.version,
             written_version: track.written_version,
-            last_error: track.last_error.clone(),
+            last_error: track
+                .failed
+                .as_ref()
+                .map(|f| f.reason.clone())
+                .or_else(|| track.last_error.clone()),
+            failures: track.failures,
+            retry_at: track.retry_at,
+            failed_status: track.failed.as_ref().and_then(|f| f.status),
         }
     }
 }
@@ -220,10 +267,10 @@ pub fn connection_changes(
                     interval: *interval,
                     generation: generation_of(after, calendar),
                 }),
-                None => delete_busy(&row, id, event_id),
+                None => delete_busy(id, calendar, event_id),
             }),
-            ConnectionEvent::ExternalEventRemoved { event_id, .. } => {
-                changes.push(delete_busy(&row, id, event_id));
+            ConnectionEvent::ExternalEventRemoved { calendar, event_id } => {
+                changes.push(delete_busy(id, calendar, event_id));
             }
             ConnectionEvent::SyncRoundCompleted {
                 calendar,
@@ -253,7 +300,12 @@ pub fn connection_changes(
                 });
             }
             ConnectionEvent::FullSyncStarted { .. }
-            | ConnectionEvent::SyncRoundCompleted { .. } => {
+            | ConnectionEvent::SyncRoundCompleted { .. }
+            | ConnectionEvent::CalendarSyncFailed { .. }
+            | ConnectionEvent::ChannelUpkeepFailed { .. }
+            | ConnectionEvent::FreeBusyOnlySelected { .. }
+            | ConnectionEvent::CredentialsChanged { .. }
+            | ConnectionEvent::Reauthorized { .. } => {
                 calendars_changed = true;
             }
             ConnectionEvent::ChannelOpened {
@@ -262,22 +314,30 @@ pub fn connection_changes(
                 resource_id,
                 secret_sha256,
                 expires_at,
-            } => changes.push(RowChange::UpsertChannel(ChannelRow {
-                channel_id: channel_id.clone(),
-                provider: row.provider.clone(),
-                connection_id: id,
-                calendar_id: calendar.to_string(),
-                resource_id: resource_id.clone(),
-                secret_sha256: secret_sha256.clone(),
-                expires_at: *expires_at,
-            })),
+                ..
+            } => {
+                calendars_changed = true;
+                changes.push(RowChange::UpsertChannel(ChannelRow {
+                    channel_id: channel_id.clone(),
+                    provider: row.provider.clone(),
+                    connection_id: id,
+                    calendar_id: calendar.to_string(),
+                    resource_id: resource_id.clone(),
+                    secret_sha256: secret_sha256.clone(),
+                    expires_at: *expires_at,
+                }))
+            }
             ConnectionEvent::ChannelRenewed {
                 channel_id,
                 expires_at,
-            } => changes.push(RowChange::RenewChannel {
-                channel_id: channel_id.clone(),
-                expires_at: *expires_at,
-            }),
+                ..
+            } => {
+                calendars_changed = true;
+                changes.push(RowChange::RenewChannel {
+                    channel_id: channel_id.clone(),
+                    expires_at: *expires_at,
+                })
+            }
             ConnectionEvent::ChannelClosed { channel_id, at, .. } => {
                 changes.push(RowChange::CloseChannel {
                     channel_id: channel_id.clone(),
@@ -289,7 +349,8 @@ pub fn connection_changes(
             }
             ConnectionEvent::OutboundIntentRecorded { booking_id, .. }
             | ConnectionEvent::OutboundWriteSucceeded { booking_id, .. }
-            | ConnectionEvent::OutboundWriteFailed { booking_id, .. } => {
+            | ConnectionEvent::OutboundWriteFailed { booking_id, .. }
+            | ConnectionEvent::OutboundRetryRequested { booking_id, .. } => {
                 touched_bookings.push(booking_id.clone());
             }
             _ => {}
@@ -301,14 +362,7 @@ pub fn connection_changes(
             rows: after
                 .calendars
                 .iter()
-                .map(|(cal, sync)| CalendarRow {
-                    connection_id: id,
-                    calendar_id: cal.to_string(),
-                    has_cursor: sync.cursor.is_some(),
-                    generation: sync.generation,
-                    full_sync_in_progress: sync.full_sync_in_progress,
-                    last_success_at: sync.last_success,
-                })
+                .map(|(cal, sync)| CalendarRow::from_sync(id, cal, sync))
                 .collect(),
         });
     }
@@ -333,11 +387,10 @@ fn generation_of(state: &ConnectionState, calendar: &CalendarId) -> u64 {
         .unwrap_or(0)
 }
 
-fn delete_busy(row: &ConnectionRow, id: ConnectionId, event_id: &str) -> RowChange {
+fn delete_busy(id: ConnectionId, calendar: &CalendarId, event_id: &str) -> RowChange {
     RowChange::DeleteBusy {
         connection_id: id,
-        platform_provider_id: row.platform_provider_id.clone(),
-        provider: row.provider.clone(),
+        calendar_id: calendar.to_string(),
         external_event_id: event_id.to_string(),
     }
 }

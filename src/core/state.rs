@@ -7,7 +7,7 @@
 use super::dedupe::{DedupeKey, DedupeWindow};
 use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
-use super::outbound::{BookingTrack, WriteOutcome};
+use super::outbound::{BookingTrack, FailedWrite, WriteOutcome};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,8 +31,12 @@ pub enum ConnectionStatus {
     Uncreated,
     Active,
     Paused,
-    /// Recent sync attempts failed; retrying after `backoff_until`.
+    /// Recent sync attempts failed; retrying after `backoff_until` (the
+    /// connection as a whole, or every one of its calendars).
     Backoff,
+    /// Working, but some calendar, channel or booking is failing: see the
+    /// calendar rows and `calsync status`.
+    Degraded,
     NeedsReauthorization,
     Quarantined,
     Removed,
@@ -45,6 +49,7 @@ impl ConnectionStatus {
             ConnectionStatus::Active => "active",
             ConnectionStatus::Paused => "paused",
             ConnectionStatus::Backoff => "backoff",
+            ConnectionStatus::Degraded => "degraded",
             ConnectionStatus::NeedsReauthorization => "needs_reauthorization",
             ConnectionStatus::Quarantined => "quarantined",
             ConnectionStatus::Removed => "removed",
@@ -82,12 +87,17 @@ pub struct ConnectionState {
     pub dedupe: DedupeWindow,
     #[serde(default)]
     pub notifications_accepted: u64,
-    /// Failed sync attempts since the last success (the error count).
+    /// Connection-wide failures in a row (throttling, the token endpoint):
+    /// a calendar's own failures are counted on the calendar.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// The newest error anywhere in the connection (connection, calendar,
+    /// channel or booking), as operators see it.
     #[serde(default)]
     pub last_error: Option<String>,
-    /// No provider call before this instant.
+    #[serde(default)]
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// No provider call before this instant (connection-wide backoff).
     #[serde(default)]
     pub backoff_until: Option<DateTime<Utc>>,
     /// Set when the grant is gone; cleared by new credentials.
@@ -108,6 +118,51 @@ pub struct ChannelState {
     /// Google `resourceId` / Graph subscription id.
     pub resource_id: String,
     pub expires_at: DateTime<Utc>,
+    /// When the provider granted the current expiry (open or renewal):
+    /// renewal is due half way through the lifetime it granted.
+    #[serde(default)]
+    pub granted_at: Option<DateTime<Utc>>,
+}
+
+/// An error as operators see it: what, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The window a calendar's current sync round was based on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowBase {
+    /// When the round started; the window is re-based from here.
+    pub based_at: DateTime<Utc>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A calendar's health, derived from its sync state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum CalendarHealth {
+    Ok,
+    /// Failing transiently; retried at `retry_at`.
+    Backoff {
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// The provider refuses this calendar (404, 403…); probed rarely.
+    Unavailable {
+        reason: String,
+    },
+}
+
+impl CalendarHealth {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CalendarHealth::Ok => "ok",
+            CalendarHealth::Backoff { .. } => "backoff",
+            CalendarHealth::Unavailable { .. } => "unavailable",
+        }
+    }
 }
 
 /// Where the sync of one calendar stands.
@@ -122,9 +177,68 @@ pub struct CalendarSync {
     pub generation: u64,
     pub full_sync_in_progress: bool,
     pub last_success: Option<DateTime<Utc>>,
+    /// Sync failures of this calendar in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// No sync of this calendar before this instant.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<LastError>,
+    /// The provider's reason while this calendar is unavailable.
+    #[serde(default)]
+    pub unavailable: Option<String>,
+    /// The window of the round behind `cursor`.
+    #[serde(default)]
+    pub window: Option<WindowBase>,
+    /// The calendar's zone as the provider last reported it (Google
+    /// `timeZone`, the Graph mailbox zone), for all-day events.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Channel upkeep failures of this calendar in a row.
+    #[serde(default)]
+    pub channel_failures: u32,
+    /// No channel upkeep for this calendar before this instant.
+    #[serde(default)]
+    pub channel_retry_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub channel_error: Option<LastError>,
+}
+
+impl CalendarSync {
+    pub fn health(&self) -> CalendarHealth {
+        match (&self.unavailable, self.failures) {
+            (Some(reason), _) => CalendarHealth::Unavailable {
+                reason: reason.clone(),
+            },
+            (None, 0) => CalendarHealth::Ok,
+            (None, _) => CalendarHealth::Backoff {
+                retry_at: self.retry_at,
+            },
+        }
+    }
+}
+
+/// `kind (status): message`, the one way errors read in status.
+pub fn describe(kind: &str, status: Option<u16>, message: &str) -> String {
+    match status {
+        Some(status) => format!("{kind} ({status}): {message}"),
+        None => format!("{kind}: {message}"),
+    }
 }
 
 impl ConnectionState {
+    /// The sum of failures in a row over the connection and each of its
+    /// calendars' syncs and channels: what `error_count` shows.
+    pub fn error_count(&self) -> u32 {
+        self.calendars
+            .values()
+            .fold(self.consecutive_failures, |n, c| {
+                n.saturating_add(c.failures)
+                    .saturating_add(c.channel_failures)
+            })
+    }
+
     /// Folds one event into the state. Total: an event that makes no sense
     /// in the current state (which `decide` never emits) leaves the state as
     /// it was apart from the version, so replaying history never fails.
@@ -183,6 +297,9 @@ impl ConnectionState {
             }
             ConnectionEvent::CredentialsChanged { at } => {
                 self.credentials_changed_at = Some(*at);
+                // A new grant may fix what the old one could not reach:
+                // everything waiting on a retry is due again.
+                self.retry_everything_now();
             }
             ConnectionEvent::ConnectionQuarantined {
                 restarts,
@@ -207,12 +324,16 @@ impl ConnectionState {
             ConnectionEvent::FullSyncStarted {
                 calendar,
                 generation,
+                window,
                 ..
             } => {
                 if let Some(cal) = self.calendars.get_mut(calendar) {
                     cal.generation = *generation;
                     cal.full_sync_in_progress = true;
                     cal.cursor = None;
+                    if window.is_some() {
+                        cal.window = *window;
+                    }
                 }
             }
             ConnectionEvent::ExternalEventSeen { .. }
@@ -224,13 +345,21 @@ impl ConnectionState {
                 calendar,
                 cursor,
                 at,
+                zone,
                 ..
             } => {
                 if let Some(cal) = self.calendars.get_mut(calendar) {
                     cal.cursor = Some(cursor.clone());
                     cal.full_sync_in_progress = false;
                     cal.last_success = Some(*at);
+                    cal.failures = 0;
+                    cal.retry_at = None;
+                    cal.unavailable = None;
+                    if zone.is_some() {
+                        cal.zone = zone.clone();
+                    }
                 }
+                // A call went through: the grant and the quota are fine.
                 self.consecutive_failures = 0;
                 self.backoff_until = None;
             }
@@ -239,10 +368,53 @@ impl ConnectionState {
                 message,
                 consecutive_failures,
                 backoff_until,
+                at,
             } => {
                 self.consecutive_failures = *consecutive_failures;
-                self.last_error = Some(format!("{kind}: {message}"));
+                self.note_error(format!("{kind}: {message}"), *at);
                 self.backoff_until = Some(*backoff_until);
+            }
+            ConnectionEvent::CalendarSyncFailed {
+                calendar,
+                kind,
+                message,
+                status,
+                unavailable,
+                failures,
+                retry_at,
+                at,
+            } => {
+                let text = describe(kind, *status, message);
+                if let Some(cal) = self.calendars.get_mut(calendar) {
+                    cal.failures = *failures;
+                    cal.retry_at = Some(*retry_at);
+                    cal.unavailable = unavailable.then(|| text.clone());
+                    cal.last_error = Some(LastError {
+                        message: text.clone(),
+                        at: *at,
+                    });
+                }
+                self.note_error(format!("{calendar}: {text}"), Some(*at));
+            }
+            ConnectionEvent::ChannelUpkeepFailed {
+                calendar,
+                op,
+                kind,
+                message,
+                failures,
+                retry_at,
+                at,
+            } => {
+                let text = format!("channel {op}: {kind}: {message}");
+                if let Some(cal) = self.calendars.get_mut(calendar) {
+                    cal.channel_failures = *failures;
+                    cal.channel_retry_at = Some(*retry_at);
+                    cal.channel_error = Some(LastError {
+                        message: text.clone(),
+                        at: *at,
+                    });
+                }
+                self.note_error(format!("{calendar}: {text}"), Some(*at));
             }
             ConnectionEvent::ReauthorizationRequired { reason } => {
                 self.needs_reauthorization = Some(reason.clone());
@@ -252,12 +424,14 @@ impl ConnectionState {
                 self.needs_reauthorization = None;
                 self.consecutive_failures = 0;
                 self.backoff_until = None;
+                self.retry_everything_now();
             }
             ConnectionEvent::ChannelOpened {
                 calendar,
                 channel_id,
                 resource_id,
                 expires_at,
+                at,
                 ..
             } => {
                 self.channels.insert(
@@ -266,15 +440,26 @@ impl ConnectionState {
                         calendar: calendar.clone(),
                         resource_id: resource_id.clone(),
                         expires_at: *expires_at,
+                        granted_at: *at,
                     },
                 );
+                if let Some(cal) = self.calendars.get_mut(calendar) {
+                    cal.channel_failures = 0;
+                    cal.channel_retry_at = None;
+                }
             }
             ConnectionEvent::ChannelRenewed {
                 channel_id,
                 expires_at,
+                at,
             } => {
                 if let Some(c) = self.channels.get_mut(channel_id) {
                     c.expires_at = *expires_at;
+                    c.granted_at = *at;
+                    if let Some(cal) = self.calendars.get_mut(&c.calendar) {
+                        cal.channel_failures = 0;
+                        cal.channel_retry_at = None;
+                    }
                 }
             }
             ConnectionEvent::ChannelClosed { channel_id, .. } => {
@@ -288,21 +473,16 @@ impl ConnectionState {
             ConnectionEvent::BookingReceived { booking } => {
                 let key = booking.booking_id.to_string();
                 match self.bookings.get_mut(&key) {
-                    Some(track) => track.latest = booking.clone(),
+                    Some(track) => {
+                        track.latest = booking.clone();
+                        // A changed booking is worth another try.
+                        track.failed = None;
+                        track.failures = 0;
+                        track.retry_at = None;
+                    }
                     None => {
-                        self.bookings.insert(
-                            key,
-                            BookingTrack {
-                                latest: booking.clone(),
-                                generation: 0,
-                                external_event_id: None,
-                                etag: None,
-                                written_version: None,
-                                pending: None,
-                                pending_version: None,
-                                last_error: None,
-                            },
-                        );
+                        self.bookings
+                            .insert(key, BookingTrack::new(booking.clone()));
                     }
                 }
             }
@@ -325,6 +505,15 @@ impl ConnectionState {
                     track.pending = None;
                     track.pending_version = None;
                     track.last_error = None;
+                    track.retry_at = None;
+                    track.failed = None;
+                    // The event vanished: the create that follows is a
+                    // consequence, not a new input (so a provider losing
+                    // every event cannot make writes loop unbudgeted).
+                    track.failures = match outcome {
+                        WriteOutcome::Missing => track.failures.saturating_add(1),
+                        _ => 0,
+                    };
                     match outcome {
                         WriteOutcome::Created {
                             external_event_id,
@@ -357,13 +546,58 @@ impl ConnectionState {
                 booking_id,
                 kind,
                 message,
+                status,
+                failures,
+                retry_at,
+                permanent,
+                at,
             } => {
+                let text = describe(kind, *status, message);
                 if let Some(track) = self.bookings.get_mut(booking_id) {
                     track.last_error = Some(format!("{kind}: {message}"));
+                    if let Some(n) = failures {
+                        track.failures = *n;
+                        track.retry_at = *retry_at;
+                    }
+                    if *permanent {
+                        track.failed = Some(FailedWrite {
+                            status: *status,
+                            reason: text.clone(),
+                            at: at.unwrap_or_default(),
+                        });
+                        track.retry_at = None;
+                    }
+                }
+                if at.is_some() {
+                    self.note_error(format!("booking {booking_id}: {text}"), *at);
+                }
+            }
+            ConnectionEvent::OutboundRetryRequested { booking_id, .. } => {
+                if let Some(track) = self.bookings.get_mut(booking_id) {
+                    track.failed = None;
+                    track.failures = 0;
+                    track.retry_at = None;
                 }
             }
         }
         self
+    }
+
+    /// Records the newest error of the connection.
+    fn note_error(&mut self, message: String, at: Option<DateTime<Utc>>) {
+        self.last_error = Some(message);
+        if at.is_some() {
+            self.last_error_at = at;
+        }
+    }
+
+    /// Clears every per-calendar and per-channel retry time, so whatever
+    /// waited on one is due at once (a new grant arrived).
+    fn retry_everything_now(&mut self) {
+        for cal in self.calendars.values_mut() {
+            cal.retry_at = None;
+            cal.channel_retry_at = None;
+        }
     }
 
     /// The status operators see, derived from the fold.
@@ -377,7 +611,25 @@ impl ConnectionState {
                 ConnectionStatus::NeedsReauthorization
             }
             Lifecycle::Active if self.consecutive_failures > 0 => ConnectionStatus::Backoff,
-            Lifecycle::Active => ConnectionStatus::Active,
+            Lifecycle::Active => {
+                let failing = |c: &CalendarSync| c.failures > 0 || c.unavailable.is_some();
+                let calendars = self.calendars.values();
+                if self.calendars.is_empty() {
+                    ConnectionStatus::Active
+                } else if calendars
+                    .clone()
+                    .all(|c| c.failures > 0 && c.unavailable.is_none())
+                {
+                    ConnectionStatus::Backoff
+                } else if calendars.clone().any(failing)
+                    || self.calendars.values().any(|c| c.channel_failures > 0)
+                    || self.bookings.values().any(|b| b.failed.is_some())
+                {
+                    ConnectionStatus::Degraded
+                } else {
+                    ConnectionStatus::Active
+                }
+            }
             Lifecycle::Paused => ConnectionStatus::Paused,
             Lifecycle::Removed => ConnectionStatus::Removed,
         }

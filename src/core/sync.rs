@@ -11,9 +11,10 @@
 use super::backoff::BackoffPolicy;
 use super::busy::{google_busy, graph_busy, BusyDecision, BusyPolicy, FreeReason};
 use super::events::ConnectionEvent;
+use super::fault::{sync_scope, Fault, SyncScope};
 use super::ids::CalendarId;
 use super::outbound::CancelMode;
-use super::state::ConnectionState;
+use super::state::{ConnectionState, WindowBase};
 use super::tz::resolve_zone;
 use super::wire::ProviderChange;
 use chrono::{DateTime, Utc};
@@ -31,28 +32,36 @@ pub struct FetchedPage {
     pub calendar_zone: Option<String>,
     /// `Some(cursor)` on the last page of the round.
     pub completed_with: Option<String>,
-}
-
-/// How a failed provider call should be treated, as classified by the shell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "class")]
-pub enum FailureClass {
-    /// Back off (rate limits, 5xx, timeouts, anything unexpected).
-    Transient { retry_after_ms: Option<u64> },
-    /// The calendar's cursor is invalid: resync it from scratch, now.
-    ResyncRequired { calendar: CalendarId },
-    /// The grant is gone: stop calling until re-authorised.
-    Reauthorize,
+    /// The first page of its round: a full round starts its generation here.
+    #[serde(default)]
+    pub first_page: bool,
+    /// The window a full round lists.
+    #[serde(default)]
+    pub window: Option<WindowBase>,
 }
 
 /// The policies sync decisions follow.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyncPolicy {
     pub busy: BusyPolicy,
     pub backoff: BackoffPolicy,
     /// How a cancelled booking's event is written (configuration, given to
     /// the decider; the op chosen is recorded in the intent).
     pub on_cancel: CancelMode,
+    /// How long an unavailable calendar (404, 403 …) waits before it is
+    /// probed again. Default 1 h.
+    pub unavailable_retry: chrono::Duration,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        SyncPolicy {
+            busy: BusyPolicy::default(),
+            backoff: BackoffPolicy::default(),
+            on_cancel: CancelMode::default(),
+            unavailable_retry: chrono::Duration::hours(1),
+        }
+    }
 }
 
 /// Events for one fetched page.
@@ -68,21 +77,27 @@ pub fn page_events(
     };
     let mut events = Vec::with_capacity(page.changes.len() + 2);
     let mut generation = cal.generation;
-    if page.full_round && !cal.full_sync_in_progress {
+    // Every full round marks what it sees with a generation of its own
+    // (mark and sweep); a round that failed half way is simply superseded.
+    if page.full_round && (page.first_page || !cal.full_sync_in_progress) {
         generation += 1;
         events.push(ConnectionEvent::FullSyncStarted {
             calendar: page.calendar.clone(),
             generation,
             reason: if cal.cursor.is_none() && cal.last_success.is_none() {
                 "first sync".into()
-            } else {
+            } else if cal.cursor.is_none() {
                 "cursor invalid".into()
+            } else {
+                "window re-based".into()
             },
+            window: page.window,
         });
     }
     let zone = page
         .calendar_zone
         .as_deref()
+        .or(cal.zone.as_deref())
         .and_then(|z| resolve_zone(z).ok())
         .unwrap_or(chrono_tz::UTC);
     for change in &page.changes {
@@ -126,6 +141,10 @@ pub fn page_events(
             cursor: cursor.clone(),
             swept_generation: page.full_round.then_some(generation),
             at: now,
+            zone: page
+                .calendar_zone
+                .clone()
+                .filter(|z| cal.zone.as_deref() != Some(z.as_str())),
         });
     }
     events
@@ -141,6 +160,7 @@ pub fn free_busy_events(
     state: &ConnectionState,
     calendar: &CalendarId,
     busy: &[super::interval::Interval],
+    window: Option<WindowBase>,
     now: DateTime<Utc>,
 ) -> Vec<ConnectionEvent> {
     let Some(cal) = state.calendars.get(calendar) else {
@@ -151,6 +171,7 @@ pub fn free_busy_events(
         calendar: calendar.clone(),
         generation,
         reason: "free/busy read".into(),
+        window,
     }];
     events.extend(
         busy.iter()
@@ -170,78 +191,159 @@ pub fn free_busy_events(
         cursor: "free-busy".into(),
         swept_generation: Some(generation),
         at: now,
+        zone: None,
     });
     events
 }
 
-/// Events for a failed attempt. `unit_random` in `[0, 1)` jitters the backoff.
-pub fn failure_events(
+/// The backoff after `failures` failures in a row, from `now`.
+fn backoff_until(
+    policy: &SyncPolicy,
+    failures: u32,
+    retry_after_ms: Option<u64>,
+    unit_random: f64,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let retry_after = retry_after_ms.map(Duration::from_millis);
+    let delay = policy
+        .backoff
+        .next_delay(failures, retry_after, unit_random);
+    now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1))
+}
+
+/// A connection-wide backoff (throttling, the token endpoint).
+pub fn connection_backoff_event(
     state: &ConnectionState,
-    class: &FailureClass,
-    kind: &str,
-    message: &str,
+    fault: &Fault,
+    now: DateTime<Utc>,
+    unit_random: f64,
+    policy: &SyncPolicy,
+) -> ConnectionEvent {
+    let failures = state.consecutive_failures.saturating_add(1);
+    ConnectionEvent::SyncFailed {
+        kind: fault.label.clone(),
+        message: truncate(&fault.message),
+        consecutive_failures: failures,
+        backoff_until: backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+        at: Some(now),
+    }
+}
+
+/// The grant is gone (recorded once).
+pub fn reauthorization_events(state: &ConnectionState, fault: &Fault) -> Vec<ConnectionEvent> {
+    if state.needs_reauthorization.is_some() {
+        Vec::new()
+    } else {
+        vec![ConnectionEvent::ReauthorizationRequired {
+            reason: truncate(&fault.message),
+        }]
+    }
+}
+
+/// Events for a failed call of a sync round: of `calendar`'s own calls,
+/// or (`None`) before any calendar was touched. See [`sync_scope`].
+pub fn sync_failure_events(
+    state: &ConnectionState,
+    calendar: Option<&CalendarId>,
+    fault: &Fault,
     now: DateTime<Utc>,
     unit_random: f64,
     policy: &SyncPolicy,
 ) -> Vec<ConnectionEvent> {
-    match class {
-        FailureClass::Reauthorize => {
-            if state.needs_reauthorization.is_some() {
-                Vec::new()
-            } else {
-                vec![ConnectionEvent::ReauthorizationRequired {
-                    reason: truncate(message),
-                }]
-            }
+    let scope = sync_scope(fault, calendar.is_some());
+    let cal = calendar.and_then(|c| state.calendars.get(c).map(|s| (c, s)));
+    match (scope, cal) {
+        (SyncScope::Reauthorize, _) => reauthorization_events(state, fault),
+        (SyncScope::Connection, _) => {
+            vec![connection_backoff_event(
+                state,
+                fault,
+                now,
+                unit_random,
+                policy,
+            )]
         }
-        FailureClass::ResyncRequired { calendar } => match state.calendars.get(calendar) {
-            Some(cal) => vec![ConnectionEvent::FullSyncStarted {
+        // The calendar was deselected meanwhile: nothing to record.
+        (_, None) => Vec::new(),
+        // A full round told to start over is not a cursor problem: back off
+        // like any other failure, or a provider answering 410 to
+        // everything would be listed back to back.
+        (SyncScope::Resync, Some((calendar, sync))) if sync.cursor.is_none() => {
+            calendar_transient(calendar, sync, fault, now, unit_random, policy)
+        }
+        // The cursor is dropped; the full round's first page opens the new
+        // generation (so a resync is one generation, not two).
+        (SyncScope::Resync, Some((calendar, sync))) => vec![ConnectionEvent::FullSyncStarted {
+            calendar: calendar.clone(),
+            generation: sync.generation,
+            reason: truncate(&fault.message),
+            window: None,
+        }],
+        (SyncScope::CalendarTransient, Some((calendar, sync))) => {
+            calendar_transient(calendar, sync, fault, now, unit_random, policy)
+        }
+        (SyncScope::CalendarUnavailable, Some((calendar, sync))) => {
+            // ±10 % so a fleet's broken calendars are not probed together.
+            let spread = policy.unavailable_retry.num_milliseconds() as f64
+                * (0.9 + 0.2 * unit_random.clamp(0.0, 1.0));
+            vec![ConnectionEvent::CalendarSyncFailed {
                 calendar: calendar.clone(),
-                generation: cal.generation + 1,
-                reason: truncate(message),
-            }],
-            None => Vec::new(),
-        },
-        FailureClass::Transient { retry_after_ms } => {
-            let failures = state.consecutive_failures.saturating_add(1);
-            let retry_after = retry_after_ms.map(Duration::from_millis);
-            let delay = policy
-                .backoff
-                .next_delay(failures, retry_after, unit_random);
-            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
-            vec![ConnectionEvent::SyncFailed {
-                kind: kind.to_string(),
-                message: truncate(message),
-                consecutive_failures: failures,
-                backoff_until: now + delay,
+                kind: fault.label.clone(),
+                message: truncate(&fault.message),
+                status: fault.status,
+                unavailable: true,
+                failures: sync.failures.saturating_add(1),
+                retry_at: now + chrono::Duration::milliseconds(spread as i64),
+                at: now,
             }]
         }
     }
 }
 
-/// True when the connection may call its provider at `now`.
-pub fn may_call_provider(state: &ConnectionState, now: DateTime<Utc>) -> bool {
-    use super::state::Lifecycle;
-    state.lifecycle == Lifecycle::Active
-        && state.quarantined_at.is_none()
-        && state.needs_reauthorization.is_none()
-        && state.backoff_until.is_none_or(|until| until <= now)
+fn calendar_transient(
+    calendar: &CalendarId,
+    sync: &super::state::CalendarSync,
+    fault: &Fault,
+    now: DateTime<Utc>,
+    unit_random: f64,
+    policy: &SyncPolicy,
+) -> Vec<ConnectionEvent> {
+    let failures = sync.failures.saturating_add(1);
+    vec![ConnectionEvent::CalendarSyncFailed {
+        calendar: calendar.clone(),
+        kind: fault.label.clone(),
+        message: truncate(&fault.message),
+        status: fault.status,
+        unavailable: false,
+        failures,
+        retry_at: backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+        at: now,
+    }]
 }
 
-/// When outbound writes left pending (a failed write, then a backoff that
-/// may already have ended) should be tried again: at the end of the backoff,
-/// and never sooner than half a second from now.
-pub fn next_outbound_retry(state: &ConnectionState, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    state
-        .bookings
-        .values()
-        .any(|t| t.pending.is_some())
-        .then(|| {
-            state
-                .backoff_until
-                .unwrap_or(now)
-                .max(now + chrono::Duration::milliseconds(500))
-        })
+/// Events for a failed channel operation on `calendar`.
+pub fn channel_failure_events(
+    state: &ConnectionState,
+    calendar: &CalendarId,
+    op: &str,
+    fault: &Fault,
+    now: DateTime<Utc>,
+    unit_random: f64,
+    policy: &SyncPolicy,
+) -> Vec<ConnectionEvent> {
+    let Some(sync) = state.calendars.get(calendar) else {
+        return Vec::new();
+    };
+    let failures = sync.channel_failures.saturating_add(1);
+    vec![ConnectionEvent::ChannelUpkeepFailed {
+        calendar: calendar.clone(),
+        op: op.to_string(),
+        kind: fault.label.clone(),
+        message: truncate(&fault.message),
+        failures,
+        retry_at: backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+        at: now,
+    }]
 }
 
 /// The periodic poll interval of one connection: `base` spread by ±10 %,
@@ -257,36 +359,9 @@ pub fn poll_interval(
     chrono::Duration::milliseconds((base.num_milliseconds() as f64 * factor) as i64)
 }
 
-/// When the connection next needs to wake up on its own: the end of its
-/// backoff, or its next periodic poll (`poll_every` after the oldest
-/// calendar's last success).
-pub fn next_wakeup(
-    state: &ConnectionState,
-    poll_every: chrono::Duration,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    use super::state::Lifecycle;
-    if state.lifecycle != Lifecycle::Active
-        || state.needs_reauthorization.is_some()
-        || state.quarantined_at.is_some()
-    {
-        return None;
-    }
-    if let Some(until) = state.backoff_until {
-        if until > now {
-            return Some(until);
-        }
-    }
-    let oldest = state
-        .calendars
-        .values()
-        .map(|c| c.last_success)
-        .min()
-        .flatten();
-    Some(match oldest {
-        Some(t) => (t + poll_every).max(now),
-        None => now,
-    })
+/// Bounds a provider message kept in the log.
+pub fn truncate_message(s: &str) -> String {
+    truncate(s)
 }
 
 fn truncate(s: &str) -> String {
@@ -300,7 +375,8 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::decide::{decide, ConnectionCommand, Effect};
+    use crate::core::decide::{decide, ConnectionCommand};
+    use crate::core::fault::{Fault, FaultKind};
     use crate::core::ids::{CalendarProvider, ExternalAccount, PlatformProviderId};
     use crate::core::state::ConnectionStatus;
     use chrono::TimeZone;
@@ -353,6 +429,17 @@ mod tests {
             changes,
             calendar_zone: Some("Europe/Berlin".into()),
             completed_with: done.map(String::from),
+            first_page: false,
+            window: None,
+        }
+    }
+
+    fn failure(kind: FaultKind, retry_after_ms: Option<u64>, calendar: bool) -> ConnectionCommand {
+        ConnectionCommand::RecordSyncFailure {
+            calendar: calendar.then(cal),
+            fault: Fault::new(kind, "f", "m").with_retry_after_ms(retry_after_ms),
+            unit_random: 0.0,
+            attempt_started: None,
         }
     }
 
@@ -404,20 +491,19 @@ mod tests {
             &SyncPolicy::default(),
         );
         let s = s.fold(&e);
-        let s = apply(
-            s,
-            ConnectionCommand::RecordFailure {
-                class: FailureClass::ResyncRequired { calendar: cal() },
-                kind: "resync_required".into(),
-                message: "410 fullSyncRequired".into(),
-                unit_random: 0.5,
-                attempt_started: None,
-            },
-        );
-        assert_eq!(s.calendars[&cal()].generation, 2);
+        let s = apply(s, failure(FaultKind::ResyncRequired, None, true));
         assert_eq!(s.calendars[&cal()].cursor, None);
-        // The full round's pages do not start yet another generation, and
-        // its completion sweeps everything older than generation 2.
+        assert_eq!(s.calendars[&cal()].failures, 0, "a resync is not a failure");
+        // The full round's first page opens generation 2, its later pages
+        // no other, and its completion sweeps everything older.
+        let first = FetchedPage {
+            first_page: true,
+            ..page(true, vec![], None)
+        };
+        let e = page_events(&s, &first, now(), &SyncPolicy::default());
+        assert_eq!(types(&e), ["full_sync_started"]);
+        let s = s.fold(&e);
+        assert_eq!(s.calendars[&cal()].generation, 2);
         let e = page_events(
             &s,
             &page(true, vec![], Some("t2")),
@@ -432,34 +518,74 @@ mod tests {
                 ..
             }
         ));
+        // A full round told to start over backs off instead of looping.
+        let again = apply(s, failure(FaultKind::ResyncRequired, None, true));
+        assert_eq!(again.calendars[&cal()].failures, 1);
+        assert!(again.calendars[&cal()].retry_at.is_some());
     }
 
     #[test]
-    fn transient_failures_back_off_honouring_retry_after_and_success_resets() {
+    fn the_first_page_of_every_full_round_starts_a_generation_with_its_window() {
+        let s = created();
+        let window = crate::core::window::WindowPolicy::default().base(now());
+        let first = FetchedPage {
+            first_page: true,
+            window: Some(window),
+            ..page(true, vec![], None)
+        };
+        let e = page_events(&s, &first, now(), &SyncPolicy::default());
+        assert!(matches!(
+            &e[0],
+            ConnectionEvent::FullSyncStarted { generation: 1, window: Some(w), .. } if *w == window
+        ));
+        let s = s.fold(&e);
+        // A re-base of a synced calendar: a new round, a new generation.
+        let e = page_events(&s, &first, now(), &SyncPolicy::default());
+        assert!(matches!(
+            &e[0],
+            ConnectionEvent::FullSyncStarted { generation: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn a_calendars_transient_failure_backs_off_that_calendar_honouring_retry_after() {
         let mut s = created();
         for n in 1..=3 {
-            s = apply(
-                s,
-                ConnectionCommand::RecordFailure {
-                    class: FailureClass::Transient {
-                        retry_after_ms: Some(30_000),
-                    },
-                    kind: "rate_limited".into(),
-                    message: "429".into(),
-                    unit_random: 0.0,
-                    attempt_started: None,
-                },
-            );
+            s = apply(s, failure(FaultKind::Unavailable, Some(30_000), true));
+            let c = &s.calendars[&cal()];
+            assert_eq!(c.failures, n);
+            assert!(c.retry_at.unwrap() >= now() + chrono::Duration::seconds(30));
+        }
+        assert_eq!(
+            s.consecutive_failures, 0,
+            "the connection does not back off"
+        );
+        assert_eq!(
+            s.status(),
+            ConnectionStatus::Backoff,
+            "its only calendar does"
+        );
+        assert_eq!(s.error_count(), 3);
+        let e = page_events(
+            &s,
+            &page(true, vec![], Some("t")),
+            now(),
+            &SyncPolicy::default(),
+        );
+        let s = s.fold(&e);
+        assert_eq!(s.calendars[&cal()].failures, 0);
+        assert_eq!(s.status(), ConnectionStatus::Active);
+    }
+
+    #[test]
+    fn throttling_backs_off_the_whole_connection_and_a_success_resets_it() {
+        let mut s = created();
+        for n in 1..=3 {
+            s = apply(s, failure(FaultKind::RateLimited, Some(30_000), true));
             assert_eq!(s.consecutive_failures, n);
             assert!(s.backoff_until.unwrap() >= now() + chrono::Duration::seconds(30));
         }
         assert_eq!(s.status(), ConnectionStatus::Backoff);
-        assert!(!may_call_provider(&s, now()));
-        assert!(may_call_provider(&s, s.backoff_until.unwrap()));
-        assert_eq!(
-            next_wakeup(&s, chrono::Duration::minutes(5), now()),
-            s.backoff_until
-        );
         let e = page_events(
             &s,
             &page(true, vec![], Some("t")),
@@ -473,25 +599,27 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_calendar_is_unavailable_and_probed_again_in_about_an_hour() {
+        let s = apply(created(), failure(FaultKind::NotFound, None, true));
+        let c = &s.calendars[&cal()];
+        assert!(c.unavailable.is_some());
+        let retry = c.retry_at.unwrap();
+        assert!(retry >= now() + chrono::Duration::minutes(54));
+        assert!(retry <= now() + chrono::Duration::minutes(66));
+        assert_eq!(c.health().as_str(), "unavailable");
+    }
+
+    #[test]
     fn a_revoked_grant_stops_calls_until_reauthorised() {
-        let reauth = ConnectionCommand::RecordFailure {
-            class: FailureClass::Reauthorize,
-            kind: "reauthorize".into(),
-            message: "invalid_grant".into(),
-            unit_random: 0.5,
-            attempt_started: None,
-        };
+        let reauth = failure(FaultKind::Reauthorize, None, false);
         let s = apply(created(), reauth.clone());
         assert_eq!(s.status(), ConnectionStatus::NeedsReauthorization);
-        assert!(!may_call_provider(&s, now() + chrono::Duration::days(30)));
-        assert_eq!(next_wakeup(&s, chrono::Duration::minutes(5), now()), None);
         assert!(
             decide(&s, &reauth, now()).unwrap().events.is_empty(),
             "recorded once"
         );
         let d = decide(&s, &ConnectionCommand::RecordReauthorized, now()).unwrap();
-        assert!(d.effects.contains(&Effect::Sync), "{:?}", d.effects);
-        assert!(may_call_provider(&s.fold(&d.events), now()));
+        assert_eq!(s.fold(&d.events).status(), ConnectionStatus::Active);
     }
 
     #[test]
@@ -502,13 +630,15 @@ mod tests {
             channel_id: "chan-1".into(),
         };
         let first = decide(&s, &n, now()).unwrap();
-        assert_eq!(first.effects, vec![Effect::Sync]);
         assert!(!first.duplicate);
+        assert!(crate::core::inflight::asks_for(&s, &n, first.duplicate).sync_all);
         let s = s.fold(&first.events);
         let again = decide(&s, &n, now()).unwrap();
         assert!(again.duplicate);
-        assert!(
-            again.events.is_empty() && again.effects.is_empty(),
+        assert!(again.events.is_empty());
+        assert_eq!(
+            crate::core::inflight::asks_for(&s, &n, again.duplicate),
+            Default::default(),
             "no extra sync work"
         );
         // The window survives a snapshot round trip.
@@ -537,7 +667,7 @@ mod tests {
         let t = |h: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap();
         let a = crate::core::interval::Interval::new(t(9), t(10)).unwrap();
         let b = crate::core::interval::Interval::new(t(14), t(15)).unwrap();
-        let first = free_busy_events(&s, &cal(), &[a, b], now());
+        let first = free_busy_events(&s, &cal(), &[a, b], None, now());
         assert_eq!(
             types(&first),
             [
@@ -548,7 +678,7 @@ mod tests {
             ]
         );
         let s = s.fold(&first);
-        let second = free_busy_events(&s, &cal(), &[b], now());
+        let second = free_busy_events(&s, &cal(), &[b], None, now());
         assert!(matches!(
             second.last(),
             Some(ConnectionEvent::SyncRoundCompleted {

@@ -28,6 +28,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             axum::routing::put(credentials),
         )
         .route("/admin/connections/{id}/{action}", post(act))
+        .route("/admin/bookings/{id}/retry", post(retry_booking))
         .route("/admin/actors", get(actors))
         .route("/admin/status", get(status))
         .route("/admin/drill/kill", post(drill_kill))
@@ -184,6 +185,21 @@ async fn credentials(
     };
     let ack = state.connections.save_credentials(id, &session).await?;
     Ok(Json(json!({ "connection_id": id, "version": ack.version })))
+}
+
+/// `POST /admin/bookings/{id}/retry`: a failed booking is written again.
+async fn retry_booking(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let retried = super::platform::retry_booking(&state, &id).await?;
+    let connections: Vec<Value> = retried
+        .iter()
+        .map(|(c, appended)| json!({"connection_id": c, "retried": *appended > 0}))
+        .collect();
+    Ok(Json(
+        json!({ "booking_id": id, "connections": connections }),
+    ))
 }
 
 async fn act(

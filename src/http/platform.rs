@@ -20,6 +20,8 @@ use crate::core::outbound::{validate, Booking, BookingStatus};
 use crate::core::tz::resolve_zone;
 use crate::store::availability::{busy_in, freshness, Freshness};
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc, Weekday};
@@ -48,7 +50,7 @@ struct BookingBody {
 async fn booking_changed(
     State(state): State<AppState>,
     body: Result<Json<BookingBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let booking = Booking {
         booking_id: BookingId::parse(b.booking_id)
@@ -64,39 +66,129 @@ async fn booking_changed(
     validate(&booking).map_err(ApiError::bad_request)?;
     let targets =
         crate::store::read_models::booking_targets(&state.store, &b.platform_provider_id).await?;
+    // Every eligible connection gets the booking independently: one that
+    // refuses (quarantined, full mailbox) never keeps it from the others.
+    let outcomes = futures::future::join_all(targets.iter().map(|connection_id| {
+        state.connections.command(
+            *connection_id,
+            ConnectionCommand::ApplyBooking(booking.clone()),
+            uuid::Uuid::new_v4(),
+        )
+    }))
+    .await;
     let mut routed = Vec::new();
-    for connection_id in targets {
-        let ack = state
-            .connections
-            .command(
-                connection_id,
-                ConnectionCommand::ApplyBooking(booking.clone()),
-                uuid::Uuid::new_v4(),
-            )
-            .await?;
-        routed.push(json!({
-            "connection_id": connection_id,
-            "applied": !ack.duplicate,
-            "stream_version": ack.version,
-        }));
+    let (mut accepted, mut retryable) = (0usize, false);
+    for (connection_id, outcome) in targets.iter().zip(outcomes) {
+        routed.push(match outcome {
+            Ok(ack) => {
+                accepted += 1;
+                json!({
+                    "connection_id": connection_id,
+                    "outcome": "accepted",
+                    "applied": !ack.duplicate,
+                    "stream_version": ack.version,
+                })
+            }
+            Err(e) => {
+                retryable |= e.is_retryable();
+                json!({
+                    "connection_id": connection_id,
+                    "outcome": "refused",
+                    "reason": e.code(),
+                    "retryable": e.is_retryable(),
+                    "message": e.to_string(),
+                })
+            }
+        });
     }
-    Ok(Json(json!({
+    let refused = routed.len() - accepted;
+    // 200: every connection has it; 207: some refused (each says why; a
+    // retry of the same version is safe: the ones that have it ignore it);
+    // none took it: 503 when a retry may help, else 409.
+    let status = match (accepted, refused) {
+        (_, 0) => StatusCode::OK,
+        (0, _) if retryable => StatusCode::SERVICE_UNAVAILABLE,
+        (0, _) => StatusCode::CONFLICT,
+        _ => StatusCode::MULTI_STATUS,
+    };
+    let body = Json(json!({
         "booking_id": booking.booking_id,
         "version": booking.version,
+        "accepted": accepted,
+        "refused": refused,
         "routed_to": routed,
-    })))
+    }));
+    let mut response = (status, body).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(response)
 }
 
-/// Where a booking stands in every calendar it goes to.
+/// Where a booking stands in every calendar it goes to, and why a write
+/// that is owed waits (`waiting_for`: the gate that holds it).
 async fn booking_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = crate::store::read_models::booking_events(&state.store, &id).await?;
+    let mut rows = crate::store::read_models::booking_events(&state.store, &id).await?;
     if rows.is_empty() {
         return Err(ApiError::not_found(format!("no booking {id}")));
     }
+    for row in rows.iter_mut() {
+        let owed = matches!(
+            row["state"].as_str(),
+            Some("pending" | "waiting" | "failed")
+        );
+        let connection = row["connection_id"]
+            .as_str()
+            .and_then(|c| crate::core::ids::ConnectionId::parse(c).ok());
+        if let (true, Some(connection)) = (owed, connection) {
+            let wait = state.connections.booking_wait(connection, &id).await;
+            row["waiting_for"] = match wait {
+                Ok(Some(w)) => json!(w.code()),
+                Ok(None) => Value::Null,
+                Err(e) => json!(e.code()),
+            };
+        }
+    }
     Ok(Json(json!({ "booking_id": id, "calendars": rows })))
+}
+
+/// Operator: try a failed booking's write again (every connection that has
+/// it), with the same idempotency key.
+pub async fn retry_booking(
+    state: &AppState,
+    id: &str,
+) -> Result<Vec<(crate::core::ids::ConnectionId, usize)>, ApiError> {
+    let rows = crate::store::read_models::booking_events(&state.store, id).await?;
+    if rows.is_empty() {
+        return Err(ApiError::not_found(format!("no booking {id}")));
+    }
+    let mut retried = Vec::new();
+    for row in rows {
+        let Some(connection) = row["connection_id"]
+            .as_str()
+            .and_then(|c| crate::core::ids::ConnectionId::parse(c).ok())
+        else {
+            continue;
+        };
+        let ack = state
+            .connections
+            .command(
+                connection,
+                ConnectionCommand::RetryBooking {
+                    booking_id: id.to_string(),
+                },
+                uuid::Uuid::new_v4(),
+            )
+            .await?;
+        retried.push((connection, ack.appended));
+    }
+    Ok(retried)
 }
 
 /// The longest window one request may cover.

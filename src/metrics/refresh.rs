@@ -18,6 +18,7 @@ const STATUSES: &[&str] = &[
     "active",
     "paused",
     "backoff",
+    "degraded",
     "needs_reauthorization",
     "quarantined",
     "removed",
@@ -101,12 +102,33 @@ async fn from_database(
             "SELECT count(*) FILTER (WHERE cc.last_success_at IS NULL), \
                     COALESCE(EXTRACT(EPOCH FROM now() - min(cc.last_success_at))::float8, 0) \
              FROM connection_calendars cc JOIN connections c USING (connection_id) \
-             WHERE c.status IN ('active', 'backoff')",
+             WHERE c.status IN ('active', 'backoff', 'degraded') AND cc.status <> 'unavailable'",
             &[],
         )
         .await?;
     gauge!(CALENDARS_NEVER_SYNCED).set(row.try_get::<_, i64>(0)? as f64);
     gauge!(CALENDAR_SYNC_AGE_MAX).set(row.try_get::<_, f64>(1)?);
+    // Calendars failing on their own (the others of their connection sync
+    // on), and bookings whose write failed for good.
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE cc.status = 'backoff'), \
+                    count(*) FILTER (WHERE cc.status = 'unavailable') \
+             FROM connection_calendars cc JOIN connections c USING (connection_id) \
+             WHERE c.status <> 'removed'",
+            &[],
+        )
+        .await?;
+    super::calendars_unhealthy("backoff", row.try_get::<_, i64>(0)?.max(0) as u64);
+    super::calendars_unhealthy("unavailable", row.try_get::<_, i64>(1)?.max(0) as u64);
+    let failed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM booking_events WHERE state = 'failed'",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    super::bookings_failed(failed.max(0) as u64);
     // Channels arrived in a later migration than connections. With no open
     // channel nothing expires: +Inf (Prometheus parses it), never a
     // misleading 0 that would read as "expiring now".

@@ -330,6 +330,10 @@ pub(crate) fn assemble_free_busy(
 }
 
 impl CalendarApi for GoogleClient {
+    async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError> {
+        super::oauth::ensure_fresh(&self.http, &self.token, session, Utc::now()).await
+    }
+
     fn provider(&self) -> CalendarProvider {
         CalendarProvider::Google
     }
@@ -567,7 +571,7 @@ impl CalendarApi for GoogleClient {
                 }
                 if existing.status() == GoogleEventStatus::Cancelled {
                     // Deleted ids stay reserved: a new generation is needed.
-                    return Err(ProviderError::Duplicate(format!(
+                    return Err(ProviderError::IdRetired(format!(
                         "event id {id} belongs to a deleted event; write a new generation ({message})"
                     )));
                 }

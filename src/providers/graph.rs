@@ -319,6 +319,10 @@ impl GraphClient {
 }
 
 impl CalendarApi for GraphClient {
+    async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError> {
+        super::oauth::ensure_fresh(&self.http, &self.token, session, Utc::now()).await
+    }
+
     fn provider(&self) -> CalendarProvider {
         CalendarProvider::Microsoft
     }

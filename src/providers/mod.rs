@@ -84,25 +84,9 @@ impl std::fmt::Debug for AuthSession {
     }
 }
 
-/// The sync window: events ending before `start` or starting at/after
-/// `end` are outside. Default: 1 day back, 180 days ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncWindow {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-impl SyncWindow {
-    pub const DEFAULT_DAYS_BACK: i64 = 1;
-    pub const DEFAULT_DAYS_AHEAD: i64 = 180;
-
-    pub fn around(now: DateTime<Utc>) -> Self {
-        SyncWindow {
-            start: now - chrono::Duration::days(Self::DEFAULT_DAYS_BACK),
-            end: now + chrono::Duration::days(Self::DEFAULT_DAYS_AHEAD),
-        }
-    }
-}
+/// The sync window (the core's: `[sync] window_past_days` /
+/// `window_future_days` decide it).
+pub use crate::core::window::SyncWindow;
 
 /// Opaque per-calendar sync position: Google's `nextSyncToken`, or Graph's
 /// whole `@odata.deltaLink` URL.
@@ -239,6 +223,10 @@ pub enum ProviderError {
     /// The client-chosen id already exists (Google 409 `duplicate`).
     #[error("duplicate id: {0}")]
     Duplicate(String),
+    /// Our deterministic id belongs to an event that was deleted: Google
+    /// keeps it reserved for good, so a new id generation is needed.
+    #[error("id of a deleted event: {0}")]
+    IdRetired(String),
     /// `If-Match` failed (412): re-read and re-apply.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -258,8 +246,35 @@ impl ProviderError {
             ProviderError::NotFound(_) => "not_found",
             ProviderError::Gone(_) => "gone",
             ProviderError::Duplicate(_) => "duplicate",
+            ProviderError::IdRetired(_) => "id_retired",
             ProviderError::PreconditionFailed(_) => "precondition_failed",
             ProviderError::Rejected { .. } => "rejected",
+        }
+    }
+
+    /// The failure as plain data for the core, which decides whom it
+    /// concerns ([`crate::core::fault`]).
+    pub fn fault(&self) -> crate::core::fault::Fault {
+        use crate::core::fault::{Fault, FaultKind as K};
+        let (kind, status) = match self {
+            ProviderError::Reauthorize(_) => (K::Reauthorize, None),
+            ProviderError::RateLimited { .. } => (K::RateLimited, Some(429)),
+            ProviderError::Unavailable { .. } => (K::Unavailable, None),
+            ProviderError::ResyncRequired(_) => (K::ResyncRequired, Some(410)),
+            ProviderError::NotFound(_) => (K::NotFound, Some(404)),
+            ProviderError::Gone(_) => (K::Gone, Some(410)),
+            ProviderError::Duplicate(_) => (K::Duplicate, Some(409)),
+            ProviderError::IdRetired(_) => (K::IdRetired, Some(409)),
+            ProviderError::PreconditionFailed(_) => (K::PreconditionFailed, Some(412)),
+            ProviderError::Rejected { status, .. } => (K::Rejected, Some(*status)),
+        };
+        let fault = Fault::new(kind, self.kind(), self.to_string()).with_retry_after_ms(
+            self.retry_after()
+                .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        );
+        match status {
+            Some(status) => fault.with_status(status),
+            None => fault,
         }
     }
 
@@ -277,6 +292,10 @@ impl ProviderError {
 #[allow(async_fn_in_trait)]
 pub trait CalendarApi {
     fn provider(&self) -> CalendarProvider;
+
+    /// Refreshes the access token if it is missing or about to expire: a
+    /// failure here concerns the whole connection, not one calendar.
+    async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError>;
 
     /// One page of changes for `calendar` from `position`, within `window`
     /// (the window applies to full syncs; cursors carry their own).
@@ -404,6 +423,10 @@ impl CalendarApi for ProviderClient {
             ProviderClient::Google(c) => c.provider(),
             ProviderClient::Graph(c) => c.provider(),
         }
+    }
+
+    async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError> {
+        delegate!(self, c => c.ensure_token(session))
     }
 
     async fn list_changes(

@@ -20,9 +20,8 @@ use std::hash::BuildHasher;
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// `busy_intervals`' primary key: platform provider, calendar provider,
-/// external event id.
-pub type BusyKey = (String, String, String);
+/// `busy_intervals`' primary key: connection, calendar, external event id.
+pub type BusyKey = (ConnectionId, String, String);
 
 #[derive(Debug, Default)]
 pub struct Model {
@@ -83,7 +82,7 @@ impl Model {
 
     /// The busy row with primary key `key`.
     pub fn busy_row(&self, key: &BusyKey) -> Option<&BusyRow> {
-        self.find_busy(&key.0, &key.1, &key.2)
+        self.find_busy(key.0, &key.1, &key.2)
             .and_then(|slot| self.busy[slot].as_ref())
     }
 
@@ -109,18 +108,12 @@ impl Model {
                 RowChange::UpsertBusy(row) => self.upsert_busy(row),
                 RowChange::DeleteBusy {
                     connection_id,
-                    platform_provider_id,
-                    provider,
+                    calendar_id,
                     external_event_id,
                 } => {
-                    // Only the owner's row: another connection may have
-                    // taken the key over (the SQL checks connection_id).
-                    let slot = self.find_busy(&platform_provider_id, &provider, &external_event_id);
-                    if let Some(slot) = slot.filter(|&slot| {
-                        self.busy[slot]
-                            .as_ref()
-                            .is_some_and(|r| r.connection_id == connection_id)
-                    }) {
+                    if let Some(slot) =
+                        self.find_busy(connection_id, &calendar_id, &external_event_id)
+                    {
                         self.remove_busy(slot);
                     }
                 }
@@ -185,33 +178,26 @@ impl Model {
 
     fn touch_busy(&mut self, row: &BusyRow) {
         if let Some(d) = self.dirty.as_mut() {
-            let key = (
-                row.platform_provider_id.as_str(),
-                row.provider.as_str(),
-                row.external_event_id.as_str(),
-            );
-            d.busy.insert(owned(key));
+            d.busy.insert((
+                row.connection_id,
+                row.calendar_id.clone(),
+                row.external_event_id.clone(),
+            ));
         }
     }
 
-    fn busy_hash(&self, platform_provider_id: &str, provider: &str, event_id: &str) -> u64 {
-        self.busy_hasher
-            .hash_one((platform_provider_id, provider, event_id))
+    fn busy_hash(&self, connection: ConnectionId, calendar: &str, event_id: &str) -> u64 {
+        self.busy_hasher.hash_one((connection, calendar, event_id))
     }
 
-    fn find_busy(
-        &self,
-        platform_provider_id: &str,
-        provider: &str,
-        event_id: &str,
-    ) -> Option<usize> {
-        let hash = self.busy_hash(platform_provider_id, provider, event_id);
+    fn find_busy(&self, connection: ConnectionId, calendar: &str, event_id: &str) -> Option<usize> {
+        let hash = self.busy_hash(connection, calendar, event_id);
         let busy = &self.busy;
         self.busy_index
             .find(hash, |&slot| {
                 busy[slot].as_ref().is_some_and(|r| {
-                    r.platform_provider_id == platform_provider_id
-                        && r.provider == provider
+                    r.connection_id == connection
+                        && r.calendar_id == calendar
                         && r.external_event_id == event_id
                 })
             })
@@ -221,30 +207,12 @@ impl Model {
     fn upsert_busy(&mut self, row: BusyRow) {
         self.touch_busy(&row);
         let owner = row.connection_id;
-        match self.find_busy(
-            &row.platform_provider_id,
-            &row.provider,
-            &row.external_event_id,
-        ) {
+        match self.find_busy(owner, &row.calendar_id, &row.external_event_id) {
             Some(slot) => {
-                let previous = self.busy[slot].replace(row).map(|r| r.connection_id);
-                if previous != Some(owner) {
-                    if let Some(slots) = previous.and_then(|p| self.busy_by_connection.get_mut(&p))
-                    {
-                        slots.remove(&slot);
-                    }
-                    self.busy_by_connection
-                        .entry(owner)
-                        .or_default()
-                        .insert(slot);
-                }
+                self.busy[slot] = Some(row);
             }
             None => {
-                let hash = self.busy_hash(
-                    &row.platform_provider_id,
-                    &row.provider,
-                    &row.external_event_id,
-                );
+                let hash = self.busy_hash(owner, &row.calendar_id, &row.external_event_id);
                 let slot = match self.free_busy.pop() {
                     Some(slot) => {
                         self.busy[slot] = Some(row);
@@ -266,8 +234,8 @@ impl Model {
                 busy_index.insert_unique(hash, slot, |&s| {
                     busy[s].as_ref().map_or(0, |r| {
                         busy_hasher.hash_one((
-                            r.platform_provider_id.as_str(),
-                            r.provider.as_str(),
+                            r.connection_id,
+                            r.calendar_id.as_str(),
                             r.external_event_id.as_str(),
                         ))
                     })
@@ -286,11 +254,7 @@ impl Model {
             return;
         };
         self.touch_busy(&old);
-        let hash = self.busy_hash(
-            &old.platform_provider_id,
-            &old.provider,
-            &old.external_event_id,
-        );
+        let hash = self.busy_hash(old.connection_id, &old.calendar_id, &old.external_event_id);
         if let Ok(entry) = self.busy_index.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
@@ -313,10 +277,6 @@ impl Model {
             self.remove_busy(slot);
         }
     }
-}
-
-fn owned((a, b, c): (&str, &str, &str)) -> BusyKey {
-    (a.to_string(), b.to_string(), c.to_string())
 }
 
 /// `UpsertChannel(…)` → `UpsertChannel`.
@@ -349,22 +309,27 @@ mod tests {
     }
 
     #[test]
-    fn a_key_taken_over_by_another_connection_is_not_deleted_by_the_first() {
+    fn the_same_event_in_two_calendars_or_connections_is_two_rows() {
         let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
         let mut m = Model::default();
-        m.apply(vec![busy(a, "e1", "c", 1), busy(b, "e1", "c", 1)])
-            .unwrap();
+        m.apply(vec![
+            busy(a, "e1", "c", 1),
+            busy(a, "e1", "d", 1),
+            busy(b, "e1", "c", 1),
+        ])
+        .unwrap();
+        assert_eq!(m.busy_rows(), 3);
+        // Declined in one calendar: only that copy goes.
         m.apply(vec![RowChange::DeleteBusy {
             connection_id: a,
-            platform_provider_id: "pp".into(),
-            provider: "google".into(),
+            calendar_id: "c".into(),
             external_event_id: "e1".into(),
         }])
         .unwrap();
-        assert_eq!(m.busy_rows(), 1);
+        assert_eq!(m.busy_rows(), 2);
         m.apply(vec![RowChange::SweepBusy {
             connection_id: a,
-            calendar_id: "c".into(),
+            calendar_id: "d".into(),
             below_generation: 5,
         }])
         .unwrap();
@@ -404,24 +369,23 @@ mod tests {
     #[test]
     fn freed_busy_slots_are_reused_and_found_by_key() {
         let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
-        let key = |id: &str| ("pp".to_string(), "google".to_string(), id.to_string());
+        let key = |c: ConnectionId, cal: &str, id: &str| (c, cal.to_string(), id.to_string());
         let mut m = Model::default();
         m.apply(vec![busy(a, "e1", "c", 1), busy(a, "e2", "c", 1)])
             .unwrap();
         m.apply(vec![RowChange::DeleteBusy {
             connection_id: a,
-            platform_provider_id: "pp".into(),
-            provider: "google".into(),
+            calendar_id: "c".into(),
             external_event_id: "e1".into(),
         }])
         .unwrap();
-        assert!(m.busy_row(&key("e1")).is_none());
-        // e3 takes e1's slot; b takes e2 over, then sweeps only its own.
+        assert!(m.busy_row(&key(a, "c", "e1")).is_none());
+        // e3 takes e1's slot; b's copy of e2 is a row of its own.
         m.apply(vec![busy(a, "e3", "c", 1), busy(b, "e2", "d", 2)])
             .unwrap();
-        assert_eq!(m.busy.len(), 2, "the freed slot was reused");
-        assert_eq!(m.busy_row(&key("e3")).map(|r| r.connection_id), Some(a));
-        assert_eq!(m.busy_row(&key("e2")).map(|r| r.connection_id), Some(b));
+        assert_eq!(m.busy.len(), 3, "the freed slot was reused");
+        assert!(m.busy_row(&key(a, "c", "e3")).is_some());
+        assert!(m.busy_row(&key(b, "d", "e2")).is_some());
         m.apply(vec![RowChange::SweepBusy {
             connection_id: a,
             calendar_id: "c".into(),
@@ -429,7 +393,7 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(m.busy_rows(), 1);
-        assert_eq!(m.busy_row(&key("e2")).map(|r| r.connection_id), Some(b));
+        assert!(m.busy_row(&key(b, "d", "e2")).is_some());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct ProjectionTable {
 pub const PROJECTION_TABLES: &[ProjectionTable] = &[
     ProjectionTable {
         name: "busy_intervals",
-        key: &["platform_provider_id", "provider", "external_event_id"],
+        key: &["connection_id", "calendar_id", "external_event_id"],
         connection_column: "connection_id",
         wall_clock: &[],
     },

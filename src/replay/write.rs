@@ -50,19 +50,19 @@ async fn delete_dirty(
     let shadow = ident(&table.shadow());
     match table.name {
         "busy_intervals" => {
-            let (mut pp, mut provider, mut event) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut connection, mut calendar, mut event) = (Vec::new(), Vec::new(), Vec::new());
             for (a, b, c) in &dirty.busy {
-                pp.push(a.as_str());
-                provider.push(b.as_str());
+                connection.push(a.as_uuid());
+                calendar.push(b.as_str());
                 event.push(c.as_str());
             }
             client
                 .execute(
                     &format!(
-                        "DELETE FROM {shadow} WHERE (platform_provider_id, provider, external_event_id) \
-                         IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
+                        "DELETE FROM {shadow} WHERE (connection_id, calendar_id, external_event_id) \
+                         IN (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]))"
                     ),
-                    &[&pp, &provider, &event],
+                    &[&connection, &calendar, &event],
                 )
                 .await?;
         }
@@ -226,6 +226,14 @@ async fn copy_calendars(
         "generation",
         "full_sync_in_progress",
         "last_success_at",
+        "status",
+        "failures",
+        "retry_at",
+        "last_error",
+        "last_error_at",
+        "channel_failures",
+        "channel_retry_at",
+        "channel_error",
     ];
     let types = [
         Type::UUID,
@@ -234,6 +242,14 @@ async fn copy_calendars(
         Type::INT8,
         Type::BOOL,
         Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::INT4,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::INT4,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
     ];
     let sink = client.copy_in(&copy_sql(table, &columns)).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -248,6 +264,14 @@ async fn copy_calendars(
                 &(r.generation as i64),
                 &r.full_sync_in_progress,
                 &r.last_success_at,
+                &r.status,
+                &(r.failures as i32),
+                &r.retry_at,
+                &r.last_error,
+                &r.last_error_at,
+                &(r.channel_failures as i32),
+                &r.channel_retry_at,
+                &r.channel_error,
             ])
             .await?;
     }
@@ -271,6 +295,9 @@ async fn copy_bookings(
         "booking_version",
         "written_version",
         "last_error",
+        "failures",
+        "retry_at",
+        "failed_status",
     ];
     let types = [
         Type::TEXT,
@@ -283,6 +310,9 @@ async fn copy_bookings(
         Type::INT8,
         Type::INT8,
         Type::TEXT,
+        Type::INT4,
+        Type::TIMESTAMPTZ,
+        Type::INT4,
     ];
     let sink = client.copy_in(&copy_sql(table, &columns)).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -301,6 +331,9 @@ async fn copy_bookings(
                 &(r.booking_version as i64),
                 &r.written_version.map(|v| v as i64),
                 &r.last_error,
+                &(r.failures as i32),
+                &r.retry_at,
+                &r.failed_status.map(i32::from),
             ])
             .await?;
     }
@@ -376,6 +409,7 @@ async fn copy_connections(
         "backoff_until",
         "needs_reauthorization",
         "notifications_accepted",
+        "last_error_at",
     ];
     let types = [
         Type::UUID,
@@ -394,6 +428,7 @@ async fn copy_connections(
         Type::TIMESTAMPTZ,
         Type::TEXT,
         Type::INT8,
+        Type::TIMESTAMPTZ,
     ];
     let sink = client.copy_in(&copy_sql(table, &columns)).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -419,6 +454,7 @@ async fn copy_connections(
                 &r.backoff_until,
                 &r.needs_reauthorization,
                 &(r.notifications_accepted as i64),
+                &r.last_error_at,
             ])
             .await?;
     }

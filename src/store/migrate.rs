@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_booking_events",
         sql: include_str!("../../schema/0005_booking_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_failure_isolation",
+        sql: include_str!("../../schema/0006_failure_isolation.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

@@ -84,7 +84,10 @@ pub async fn apply(
                         .execute(
                             &format!(
                                 "INSERT INTO {t} (connection_id, calendar_id, has_cursor, generation, \
-                                 full_sync_in_progress, last_success_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                                 full_sync_in_progress, last_success_at, status, failures, retry_at, \
+                                 last_error, last_error_at, channel_failures, channel_retry_at, \
+                                 channel_error) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                             ),
                             &[
                                 &connection_id.as_uuid(),
@@ -93,6 +96,14 @@ pub async fn apply(
                                 &(r.generation as i64),
                                 &r.full_sync_in_progress,
                                 &r.last_success_at,
+                                &r.status,
+                                &(r.failures as i32),
+                                &r.retry_at,
+                                &r.last_error,
+                                &r.last_error_at,
+                                &(r.channel_failures as i32),
+                                &r.channel_retry_at,
+                                &r.channel_error,
                             ],
                         )
                         .await?;
@@ -101,23 +112,17 @@ pub async fn apply(
             RowChange::UpsertBusy(row) => upsert_busy(client, tables, row).await?,
             RowChange::DeleteBusy {
                 connection_id,
-                platform_provider_id,
-                provider,
+                calendar_id,
                 external_event_id,
             } => {
                 client
                     .execute(
                         &format!(
-                            "DELETE FROM {} WHERE platform_provider_id = $1 AND provider = $2 \
-                             AND external_event_id = $3 AND connection_id = $4",
+                            "DELETE FROM {} WHERE connection_id = $1 AND calendar_id = $2 \
+                             AND external_event_id = $3",
                             tables.name("busy_intervals")
                         ),
-                        &[
-                            platform_provider_id,
-                            provider,
-                            external_event_id,
-                            &connection_id.as_uuid(),
-                        ],
+                        &[&connection_id.as_uuid(), calendar_id, external_event_id],
                     )
                     .await?;
             }
@@ -198,14 +203,16 @@ async fn upsert_booking(
 ) -> Result<(), tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO {t} (booking_id, connection_id, calendar_id, external_event_id, ical_uid, \
-           etag, state, booking_version, written_version, last_error, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) \
+           etag, state, booking_version, written_version, last_error, failures, retry_at, \
+           failed_status, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now()) \
          ON CONFLICT (booking_id, connection_id) DO UPDATE SET \
            calendar_id = EXCLUDED.calendar_id, external_event_id = EXCLUDED.external_event_id, \
            ical_uid = EXCLUDED.ical_uid, etag = EXCLUDED.etag, state = EXCLUDED.state, \
            booking_version = EXCLUDED.booking_version, \
            written_version = EXCLUDED.written_version, last_error = EXCLUDED.last_error, \
-           updated_at = now()",
+           failures = EXCLUDED.failures, retry_at = EXCLUDED.retry_at, \
+           failed_status = EXCLUDED.failed_status, updated_at = now()",
         t = tables.name("booking_events")
     );
     client
@@ -222,6 +229,9 @@ async fn upsert_booking(
                 &(row.booking_version as i64),
                 &row.written_version.map(|v| v as i64),
                 &row.last_error,
+                &(row.failures as i32),
+                &row.retry_at,
+                &row.failed_status.map(i32::from),
             ],
         )
         .await?;
@@ -278,6 +288,7 @@ async fn upsert_connections(
         c.stream_versions.push(row.stream_version as i64);
         c.error_counts.push(row.error_count as i32);
         c.last_errors.push(row.last_error.as_deref());
+        c.last_error_at.push(row.last_error_at);
         c.backoff_until.push(row.backoff_until);
         c.needs_reauthorization
             .push(row.needs_reauthorization.as_deref());
@@ -288,12 +299,12 @@ async fn upsert_connections(
         "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
            calendars, destination_calendar, status, pause_reason, quarantine_reason, \
            quarantined_at, stream_version, error_count, last_error, backoff_until, \
-           needs_reauthorization, notifications_accepted, updated_at) \
-         SELECT i, pp, pr, a, cal::json, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, now() \
+           needs_reauthorization, notifications_accepted, last_error_at, updated_at) \
+         SELECT i, pp, pr, a, cal::json, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, lea, now() \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[], $12::int[], \
-           $13::text[], $14::timestamptz[], $15::text[], $16::bigint[]) \
-           AS u(i, pp, pr, a, cal, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na) \
+           $13::text[], $14::timestamptz[], $15::text[], $16::bigint[], $17::timestamptz[]) \
+           AS u(i, pp, pr, a, cal, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, lea) \
          ON CONFLICT (connection_id) DO UPDATE SET \
            platform_provider_id = EXCLUDED.platform_provider_id, \
            provider = EXCLUDED.provider, account = EXCLUDED.account, \
@@ -305,7 +316,8 @@ async fn upsert_connections(
            stream_version = EXCLUDED.stream_version, error_count = EXCLUDED.error_count, \
            last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
            needs_reauthorization = EXCLUDED.needs_reauthorization, \
-           notifications_accepted = EXCLUDED.notifications_accepted, updated_at = now()",
+           notifications_accepted = EXCLUDED.notifications_accepted, \
+           last_error_at = EXCLUDED.last_error_at, updated_at = now()",
         t = tables.name("connections")
     );
     client
@@ -328,6 +340,7 @@ async fn upsert_connections(
                 &c.backoff_until,
                 &c.needs_reauthorization,
                 &c.notifications_accepted,
+                &c.last_error_at,
             ],
         )
         .await?;
@@ -353,6 +366,7 @@ struct ConnectionColumns<'a> {
     backoff_until: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     needs_reauthorization: Vec<Option<&'a str>>,
     notifications_accepted: Vec<i64>,
+    last_error_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 async fn upsert_connection(
@@ -371,8 +385,8 @@ async fn upsert_busy(
     let sql = format!(
         "INSERT INTO {t} (platform_provider_id, provider, external_event_id, connection_id, \
            calendar_id, starts_at, ends_at, generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (platform_provider_id, provider, external_event_id) DO UPDATE SET \
-           connection_id = EXCLUDED.connection_id, calendar_id = EXCLUDED.calendar_id, \
+         ON CONFLICT (connection_id, calendar_id, external_event_id) DO UPDATE SET \
+           platform_provider_id = EXCLUDED.platform_provider_id, provider = EXCLUDED.provider, \
            starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, \
            generation = EXCLUDED.generation",
         t = tables.name("busy_intervals")

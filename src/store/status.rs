@@ -16,6 +16,9 @@ pub struct ConnectionStatus {
     pub status: String,
     pub error_count: i32,
     pub last_error: Option<String>,
+    /// When `last_error` happened (absent for errors recorded before times
+    /// were kept).
+    pub last_error_at: Option<DateTime<Utc>>,
     pub backoff_until: Option<DateTime<Utc>>,
     pub needs_reauthorization: Option<String>,
     pub quarantine_reason: Option<String>,
@@ -30,6 +33,8 @@ pub struct ConnectionStatus {
     /// Bookings whose external event lags (written soon, or waiting for
     /// re-authorisation / the end of a backoff).
     pub pending_outbound_intents: Option<i64>,
+    /// Bookings whose write failed for good (`calsync bookings retry`).
+    pub failed_bookings: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +45,15 @@ pub struct CalendarStatus {
     pub last_success_at: Option<DateTime<Utc>>,
     /// Seconds since the cursor last advanced (a completed sync round).
     pub cursor_age_seconds: Option<i64>,
+    /// `ok`, `backoff` or `unavailable`: each calendar fails on its own.
+    pub status: String,
+    pub failures: i32,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub channel_failures: i32,
+    pub channel_retry_at: Option<DateTime<Utc>>,
+    pub channel_error: Option<String>,
 }
 
 /// Status of every connection (or one), ordered like `connections list`.
@@ -52,7 +66,9 @@ pub async fn load(
     let mut calendars: HashMap<Uuid, Vec<CalendarStatus>> = HashMap::new();
     for r in client
         .query(
-            "SELECT connection_id, calendar_id, has_cursor, full_sync_in_progress, last_success_at \
+            "SELECT connection_id, calendar_id, has_cursor, full_sync_in_progress, last_success_at, \
+                    status, failures, retry_at, last_error, last_error_at, channel_failures, \
+                    channel_retry_at, channel_error \
              FROM connection_calendars WHERE ($1::uuid IS NULL OR connection_id = $1) \
              ORDER BY connection_id, calendar_id",
             &[&id],
@@ -72,25 +88,38 @@ pub async fn load(
                 cursor_age_seconds: last_success_at
                     .filter(|_| has_cursor)
                     .map(|at| (now - at).num_seconds()),
+                status: r.try_get(5)?,
+                failures: r.try_get(6)?,
+                retry_at: r.try_get(7)?,
+                last_error: r.try_get(8)?,
+                last_error_at: r.try_get(9)?,
+                channel_failures: r.try_get(10)?,
+                channel_retry_at: r.try_get(11)?,
+                channel_error: r.try_get(12)?,
             });
     }
     let channels = channel_expiries(&client, id).await?;
-    let pending: HashMap<Uuid, i64> = client
+    let mut pending: HashMap<Uuid, i64> = HashMap::new();
+    let mut failed: HashMap<Uuid, i64> = HashMap::new();
+    for r in client
         .query(
-            "SELECT connection_id, count(*) FROM booking_events \
-             WHERE state IN ('pending', 'waiting') AND ($1::uuid IS NULL OR connection_id = $1) \
+            "SELECT connection_id, count(*) FILTER (WHERE state IN ('pending', 'waiting')), \
+                    count(*) FILTER (WHERE state = 'failed') FROM booking_events \
+             WHERE state IN ('pending', 'waiting', 'failed') \
+               AND ($1::uuid IS NULL OR connection_id = $1) \
              GROUP BY connection_id",
             &[&id],
         )
         .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<Result<_, StoreError>>()?;
+    {
+        pending.insert(r.try_get(0)?, r.try_get(1)?);
+        failed.insert(r.try_get(0)?, r.try_get(2)?);
+    }
     let rows = client
         .query(
             "SELECT connection_id, platform_provider_id, provider, status, error_count, \
                     last_error, backoff_until, needs_reauthorization, quarantine_reason, \
-                    pause_reason, stream_version, updated_at \
+                    pause_reason, stream_version, updated_at, last_error_at \
              FROM connections WHERE ($1::uuid IS NULL OR connection_id = $1) \
              ORDER BY platform_provider_id, connection_id",
             &[&id],
@@ -108,6 +137,7 @@ pub async fn load(
                 status: r.try_get(3)?,
                 error_count: r.try_get(4)?,
                 last_error: r.try_get(5)?,
+                last_error_at: r.try_get(12)?,
                 backoff_until: r.try_get(6)?,
                 needs_reauthorization: r.try_get(7)?,
                 quarantine_reason: r.try_get(8)?,
@@ -118,6 +148,7 @@ pub async fn load(
                 channel_expires_at,
                 open_channels,
                 pending_outbound_intents: Some(pending.get(&connection_id).copied().unwrap_or(0)),
+                failed_bookings: failed.get(&connection_id).copied().unwrap_or(0),
             })
         })
         .collect()

@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use calsim::{SimConfig, SimHandle, Simulators};
-use calsync::actors::sync_task::{AllOpen, Gates, SyncRuntime};
+use calsync::actors::runtime::{AllOpen, Gates, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
 use calsync::core::backoff::BackoffPolicy;
 use calsync::core::decide::ConnectionCommand;
@@ -33,6 +33,9 @@ pub struct World {
     pub settings: SettingsHandle,
     /// calsync's own base URL when served.
     pub base: Option<String>,
+    /// calsync's clock when it is moved with the simulator's
+    /// (`Options::virtual_clock`).
+    pub clock: Option<Arc<calsync::ports::OffsetClock>>,
     _shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -48,6 +51,12 @@ pub struct Options {
     pub poll_every: Option<chrono::Duration>,
     /// What cancelled bookings do to their events (default: delete).
     pub on_cancel: CancelMode,
+    /// calsync's clock moves with the simulator's ([`World::advance`]), so
+    /// tests can run hours of provider time in seconds.
+    pub virtual_clock: bool,
+    /// The backoff policy (default: 300 ms doubling to 2 s, so tests of
+    /// failures run in seconds; production's for tests over virtual hours).
+    pub backoff: Option<BackoffPolicy>,
 }
 
 impl World {
@@ -88,14 +97,18 @@ impl World {
         };
         let mut runtime = SyncRuntime::new(endpoints, vault.clone(), db.store(), gates).unwrap();
         // Short backoff so tests run in seconds; the same policy code.
-        runtime.policy.backoff = BackoffPolicy {
+        runtime.policy.sync.backoff = options.backoff.unwrap_or(BackoffPolicy {
             base: Duration::from_millis(300),
             cap: Duration::from_secs(2),
             ..BackoffPolicy::default()
-        };
-        runtime.policy.on_cancel = options.on_cancel;
+        });
+        runtime.policy.sync.on_cancel = options.on_cancel;
+        let clock = options.virtual_clock.then(calsync::ports::OffsetClock::new);
+        if let Some(clock) = &clock {
+            runtime.clock = clock.clone();
+        }
         if let Some(poll) = options.poll_every {
-            runtime.poll_every = poll;
+            runtime.policy.poll_every = poll;
         }
         let listener = if options.serve {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -132,7 +145,41 @@ impl World {
             vault,
             settings,
             base,
+            clock,
             _shutdown: shutdown,
+        }
+    }
+
+    /// Moves the simulator's clock and calsync's (virtual_clock) by `by`,
+    /// has every actor plan, and waits until `ids` are quiet again.
+    pub async fn advance(&self, by: chrono::Duration, ids: &[ConnectionId]) {
+        self.sim.advance_clock(by);
+        if let Some(clock) = &self.clock {
+            clock.advance(by);
+        }
+        self.connections.wake_all();
+        self.settle(ids).await;
+    }
+
+    /// Waits until none of `ids` runs a task (the evidence that the last
+    /// plan of each started nothing).
+    pub async fn settle(&self, ids: &[ConnectionId]) {
+        for id in ids {
+            assert!(
+                eventually(Duration::from_secs(20), || async {
+                    self.connections.quiet(*id).await.unwrap_or(false)
+                })
+                .await,
+                "connection {id} never settled"
+            );
+        }
+    }
+
+    /// calsync's now (the simulator's when the clocks move together).
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.clock {
+            Some(clock) => calsync::ports::Clock::now(clock.as_ref()),
+            None => Utc::now(),
         }
     }
 

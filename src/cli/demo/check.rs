@@ -156,7 +156,9 @@ async fn read_calendar(
         .load(&store, d.id)
         .await?
         .ok_or_else(|| DemoError::NoCredentials(d.account.clone()))?;
-    let window = SyncWindow::around(Utc::now());
+    let window: SyncWindow = crate::core::window::WindowPolicy::default()
+        .base(Utc::now())
+        .into();
     let policy = BusyPolicy::default();
     let mut position = SyncPosition::Start;
     let mut busy = HashMap::new();

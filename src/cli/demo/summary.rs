@@ -158,8 +158,8 @@ pub fn print(r: &Report<'_>) {
     line(
         "backoffs",
         format!(
-            "{} (sync_failed in the log, during the {:.1} s Google 503 outage); {} connections still erroring{}",
-            s.event("sync_failed"),
+            "{} (sync_failed and calendar_sync_failed in the log, during the {:.1} s Google 503 outage); {} connections still erroring{}",
+            s.event("sync_failed") + s.event("calendar_sync_failed"),
             r.traffic.outage_len.as_secs_f64(),
             s.erroring,
             if s.erroring == 0 { ": all recovered" } else { "" }

@@ -4,7 +4,7 @@
 //! push notifications come back to this server's own address.
 
 use super::DemoError;
-use crate::actors::sync_task::{Gates, SyncRuntime};
+use crate::actors::runtime::{Gates, SyncRuntime};
 use crate::actors::{ActorSettings, Connections};
 use crate::config::GlobalArgs;
 use crate::core::backoff::BackoffPolicy;
@@ -82,7 +82,7 @@ impl World {
         let mut runtime = SyncRuntime::new(endpoints.clone(), vault.clone(), store.clone(), gates)?;
         // Same policy code as production, shorter delays: a provider outage
         // of a few seconds must show backoff *and* recovery within the run.
-        runtime.policy.backoff = BackoffPolicy {
+        runtime.policy.sync.backoff = BackoffPolicy {
             base: Duration::from_millis(800),
             cap: Duration::from_secs(4),
             ..BackoffPolicy::default()
