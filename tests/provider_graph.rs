@@ -407,7 +407,7 @@ async fn create_after_a_lost_response_yields_exactly_one_event() {
     let ours = graph_events(&pages.concat());
     assert_eq!(ours.len(), 1);
     assert!(matches!(
-        calsync::core::busy::graph_busy(&ours[0], &Default::default()),
+        calsync::core::busy::graph_busy(&ours[0], chrono_tz::UTC, &Default::default()),
         calsync::core::busy::BusyDecision::Ours { booking_id } if booking_id == "bk_42"
     ));
     // The extended property holds the plain booking id (what graph_busy reads).

@@ -179,7 +179,7 @@ async fn read_calendar(
         for change in &page.changes {
             let (id, decision) = match change {
                 ProviderChange::Google(e) => (e.id.clone(), google_busy(e, zone, &policy)),
-                ProviderChange::Graph(e) => (e.id.clone(), graph_busy(e, &policy)),
+                ProviderChange::Graph(e) => (e.id.clone(), graph_busy(e, zone, &policy)),
             };
             match decision {
                 BusyDecision::Free(FreeReason::Cancelled | FreeReason::Removed) => {}
