@@ -187,6 +187,17 @@ impl Scenario {
     /// events.
     fn graph_event(&self, n: usize, mailbox_zone: &str) -> Value {
         let flavour = self.pick(FLAVOURS);
+        self.graph_event_as(n, mailbox_zone, flavour, false)
+    }
+
+    /// `legacy`: an all-day event always gets the legacy custom zone.
+    fn graph_event_as(
+        &self,
+        n: usize,
+        mailbox_zone: &str,
+        flavour: Flavour,
+        legacy: bool,
+    ) -> Value {
         let zone = self.pick(ZONES);
         let (start, minutes) = self.slot();
         let tz = crate::timefmt::resolve_zone(zone).unwrap_or(chrono_tz::UTC);
@@ -208,7 +219,7 @@ impl Scenario {
                 ev["start"] =
                     json!({ "dateTime": format!("{d}T00:00:00"), "timeZone": mailbox_zone });
                 ev["end"] = json!({ "dateTime": format!("{}T00:00:00", d + Duration::days(days)), "timeZone": mailbox_zone });
-                if lock(&self.rng).random_range(0..3) == 0 {
+                if legacy || lock(&self.rng).random_range(0..3) == 0 {
                     ev["originalStartTimeZone"] = json!("tzone://Microsoft/Custom");
                 }
             }
@@ -260,14 +271,24 @@ impl Scenario {
                 .graph
                 .push(graph.create_account_in(&upn, mailbox_zone(i)));
             lock(&self.accounts).1.push(upn.clone());
-            for _ in 0..self.cfg.events_per_account {
+            for j in 0..self.cfg.events_per_account {
                 n += 1;
-                if let Ok(ev) = graph.create_event(&upn, self.graph_event(n, mailbox_zone(i))) {
+                // Every mailbox has a day off that only its zone places (a
+                // legacy custom `originalStartTimeZone`), which the
+                // mutations leave alone so every run has one.
+                let standing = j == 0;
+                let body = match standing {
+                    true => self.graph_event_as(n, mailbox_zone(i), Flavour::AllDay, true),
+                    false => self.graph_event(n, mailbox_zone(i)),
+                };
+                if let Ok(ev) = graph.create_event(&upn, body) {
                     let id = ev["id"].as_str().unwrap_or_default().to_string();
-                    lock(&self.known).push(Known::Graph {
-                        upn: upn.clone(),
-                        id,
-                    });
+                    if !standing {
+                        lock(&self.known).push(Known::Graph {
+                            upn: upn.clone(),
+                            id,
+                        });
+                    }
                     summary.events_created += 1;
                 }
             }

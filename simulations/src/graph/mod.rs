@@ -254,6 +254,14 @@ impl GraphSim {
         Ok(())
     }
 
+    /// The mailbox's zone (`mailboxSettings.timeZone`), if the mailbox exists.
+    pub fn mailbox_zone(&self, upn: &str) -> Option<String> {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| a.time_zone.clone())
+    }
+
     /// Another calendar in the mailbox; returns its id.
     pub fn create_calendar(&self, upn: &str, name: &str) -> ApiResult<String> {
         let sh = &self.shared;
