@@ -14,14 +14,17 @@
 //!   once per round — on the round's first page (a full round from the
 //!   window, or an incremental one from a deltaLink) — and handed on to the
 //!   round's later pages by the `@odata.nextLink` they are fetched with
-//!   ([`RoundZones`]): one extra call per round, none per page, and a zone
+//!   (`RoundZones`): one extra call per round, none per page, and a zone
 //!   changed in Outlook is seen by the next round. Later pages whose link
 //!   the client no longer knows (another process, an evicted entry) read it
 //!   again. A mailbox whose settings cannot be read (403 without the
 //!   `MailboxSettings.Read` permission, 404, any other refusal) has no zone
 //!   (all-day events without their own then fall back to UTC, and a
 //!   warning is logged); a transient failure fails the page like the delta
-//!   call itself would, so a round never mixes readings.
+//!   call itself would, so an outage never turns into a UTC reading.
+//!   Events already synced keep the zone they were read with: a mailbox
+//!   zone changed later re-places their days only when they change or at
+//!   the next full round.
 //! - Writes: before creating, the event is searched by its extended
 //!   property; the create itself carries `transactionId =`
 //!   [`booking_tag`]`(booking, generation)`, which is also how inbound sync
