@@ -742,7 +742,8 @@ async fn provider_client_delegates_to_the_provider_of_the_connection() {
         endpoints,
         [
             (Provider::Google, "events.list".to_string()),
-            (Provider::Graph, "delta".to_string())
+            (Provider::Graph, "delta".to_string()),
+            (Provider::Graph, "mailboxSettings".to_string())
         ]
     );
 }

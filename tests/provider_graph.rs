@@ -1,8 +1,8 @@
 //! `GraphClient` over real HTTP against the calsim Microsoft Graph
 //! simulator: rotating refresh tokens and AADSTS `invalid_grant`, 401 →
 //! refresh → retry, delta rounds, error classification, idempotent writes
-//! with `transactionId` + extended-property search, getSchedule chunking and
-//! subscriptions.
+//! with `transactionId` + extended-property search, getSchedule chunking,
+//! subscriptions, and the mailbox zone every delta page carries.
 
 use axum::extract::Query;
 use axum::http::header::CONTENT_TYPE;
@@ -219,7 +219,9 @@ async fn a_401_with_an_expired_access_token_refreshes_once_and_retries_once() {
         [
             ("delta".to_string(), 401),
             ("token".to_string(), 200),
-            ("delta".to_string(), 200)
+            ("delta".to_string(), 200),
+            // The round's one read of the mailbox's zone, with the new token.
+            ("mailboxSettings".to_string(), 200)
         ]
     );
     assert_ne!(session.access_token, first);
@@ -409,7 +411,7 @@ async fn create_after_a_lost_response_yields_exactly_one_event() {
     let ours = graph_events(&pages.concat());
     assert_eq!(ours.len(), 1);
     assert!(matches!(
-        calsync::core::busy::graph_busy(&ours[0], &Default::default()),
+        calsync::core::busy::graph_busy(&ours[0], chrono_tz::UTC, &Default::default()),
         calsync::core::busy::BusyDecision::Ours { booking_id } if booking_id == "bk_42"
     ));
     // The extended property holds the plain booking id (what graph_busy reads).
@@ -686,4 +688,108 @@ async fn writes_to_a_secondary_calendar_stay_there_and_are_found_there() {
     assert!(searches
         .iter()
         .all(|p| p.ends_with(&format!("/me/calendars/{id}/events"))));
+}
+
+/// Every page of a round carries the mailbox's zone (what all-day events
+/// without a real `originalStartTimeZone` are read in), fetched once per
+/// round, not once per page.
+#[tokio::test]
+async fn every_delta_page_carries_the_mailbox_zone_read_once_per_round() {
+    let (h, client, mut session) = setup().await;
+    let client = client.with_page_size(2);
+    h.graph()
+        .set_mailbox_zone(UPN, "AUS Eastern Standard Time")
+        .unwrap();
+    for i in 0..5 {
+        h.graph()
+            .create_event(
+                UPN,
+                timed(&format!("e{i}"), now() + Duration::hours(i + 1), 30),
+            )
+            .unwrap();
+    }
+    let mut pages = 0;
+    let mut position = SyncPosition::Start;
+    let cursor = loop {
+        let page = client
+            .list_changes(&mut session, &primary(), &position, window())
+            .await
+            .unwrap();
+        pages += 1;
+        assert_eq!(
+            page.calendar_zone.as_deref(),
+            Some("AUS Eastern Standard Time"),
+            "page {pages}"
+        );
+        match page.next {
+            PageNext::More(next) => position = SyncPosition::Page(next),
+            PageNext::Complete(cursor) => break cursor,
+        }
+    };
+    assert!(pages >= 3, "only {pages} pages");
+    assert_eq!(
+        endpoint_log(&h, "mailboxSettings").len(),
+        1,
+        "one read per round"
+    );
+    // An incremental round reads it again, so a changed zone is seen.
+    h.graph().set_mailbox_zone(UPN, "Europe/Berlin").unwrap();
+    let page = client
+        .list_changes(
+            &mut session,
+            &primary(),
+            &SyncPosition::Cursor(cursor),
+            window(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone.as_deref(), Some("Europe/Berlin"));
+    assert_eq!(endpoint_log(&h, "mailboxSettings").len(), 2);
+    // A page link this client never handed out still gets the zone.
+    let fresh = GraphClient::new(http_client().unwrap(), endpoints(&h)).with_page_size(2);
+    let first = fresh
+        .list_changes(&mut session, &primary(), &SyncPosition::Start, window())
+        .await
+        .unwrap();
+    let PageNext::More(next) = first.next else {
+        panic!("expected more pages");
+    };
+    let other = GraphClient::new(http_client().unwrap(), endpoints(&h)).with_page_size(2);
+    let page = other
+        .list_changes(
+            &mut session,
+            &primary(),
+            &SyncPosition::Page(next),
+            window(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone.as_deref(), Some("Europe/Berlin"));
+}
+
+#[tokio::test]
+async fn unreadable_mailbox_settings_mean_no_zone_but_outages_fail_the_page() {
+    let (h, client, mut session) = setup().await;
+    // Without MailboxSettings.Read consent: the round goes on, zone unknown.
+    h.add_fault(fault(
+        "mailboxSettings",
+        status(403, None, Some("ErrorAccessDenied")),
+    ));
+    let page = client
+        .list_changes(&mut session, &primary(), &SyncPosition::Start, window())
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone, None);
+    // An outage is an outage: back off, as for the delta call itself.
+    h.add_fault(fault("mailboxSettings", status(503, Some(1.0), None)));
+    let err = client
+        .list_changes(&mut session, &primary(), &SyncPosition::Start, window())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Unavailable { .. }), "{err:?}");
+    let page = client
+        .list_changes(&mut session, &primary(), &SyncPosition::Start, window())
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone.as_deref(), Some("UTC"));
 }

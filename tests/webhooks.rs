@@ -187,6 +187,125 @@ async fn graph_change_notifications_pass_the_handshake_and_become_busy_time() {
     );
 }
 
+/// Graph change notifications from a real subscription with the right
+/// `clientState` are still refused (400, nothing appended) unless
+/// `changeType` is a comma list of created/updated/deleted and `resource`
+/// and `resourceData.id` are there (`shared/PROVIDERS.md` §3); one bad
+/// notification refuses its whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_change_notifications_of_the_wrong_shape_are_refused_and_log_nothing() {
+    let w = served().await;
+    let base = w.base.clone().unwrap();
+    let id = w.graph_connection("shape@contoso.com").await;
+    wait_for_channel(&w, id).await;
+    // Quiet: the first round is recorded, nothing else is due for minutes.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.count_events(id, "sync_round_completed").await >= 1
+        })
+        .await
+    );
+    let sub = w.sim.graph().subscriptions().pop().unwrap();
+    let client_state = sub.client_state.clone().unwrap();
+    let good = |change_type: &str, etag: &str| {
+        json!({ "subscriptionId": sub.id, "clientState": client_state,
+                "changeType": change_type, "tenantId": sub.tenant_id,
+                "resource": format!("Users/{}/Events/AAMk1", sub.user_id),
+                "resourceData": { "@odata.type": "#Microsoft.Graph.Event",
+                                  "@odata.etag": etag, "id": "AAMk1" } })
+    };
+    let with = |field: &str, value: Option<serde_json::Value>| {
+        let mut n = good("updated", "W/\"1\"");
+        match value {
+            Some(v) => n[field] = v,
+            None => {
+                n.as_object_mut().unwrap().remove(field);
+            }
+        }
+        n
+    };
+    let cases: Vec<(String, serde_json::Value)> = vec![
+        (
+            "changeType exploded".into(),
+            with("changeType", Some(json!("exploded"))),
+        ),
+        (
+            "changeType empty".into(),
+            with("changeType", Some(json!(""))),
+        ),
+        (
+            "changeType with an empty item".into(),
+            with("changeType", Some(json!("created,,deleted"))),
+        ),
+        (
+            "changeType trailing comma".into(),
+            with("changeType", Some(json!("updated,"))),
+        ),
+        (
+            "changeType with another word".into(),
+            with("changeType", Some(json!("updated,exploded"))),
+        ),
+        (
+            "changeType not a string".into(),
+            with("changeType", Some(json!(["updated"]))),
+        ),
+        ("no changeType".into(), with("changeType", None)),
+        ("resource empty".into(), with("resource", Some(json!("")))),
+        (
+            "resource not a string".into(),
+            with("resource", Some(json!(7))),
+        ),
+        ("no resource".into(), with("resource", None)),
+        ("no resourceData".into(), with("resourceData", None)),
+        (
+            "resourceData not an object".into(),
+            with("resourceData", Some(json!("AAMk1"))),
+        ),
+        (
+            "resourceData without id".into(),
+            with("resourceData", Some(json!({ "@odata.etag": "W/\"1\"" }))),
+        ),
+        (
+            "resourceData with an empty id".into(),
+            with("resourceData", Some(json!({ "id": "" }))),
+        ),
+        (
+            "resourceData with a numeric id".into(),
+            with("resourceData", Some(json!({ "id": 5 }))),
+        ),
+    ];
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        http.post(format!("{base}/webhooks/graph"))
+            .json(&body)
+            .send()
+    };
+    let events_before = w.total_events().await;
+    let notifications_before = w.notifications_logged().await;
+    for (what, n) in &cases {
+        let r = post(json!({ "value": [n] })).await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        // A good notification does not carry a bad one in with it.
+        let r = post(json!({ "value": [good("created", "W/\"0\""), n] }))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{what}, batched with a good one");
+    }
+    assert_eq!(
+        w.total_events().await,
+        events_before,
+        "an invalid shape appended events"
+    );
+    assert_eq!(w.notifications_logged().await, notifications_before);
+    // The valid batch is still accepted.
+    let r =
+        post(json!({ "value": [good("created", "W/\"0\""), good("updated,deleted", "W/\"1\"")] }))
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(w.notifications_logged().await, notifications_before + 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_has_its_status_and_writes_nothing() {
     let w = served().await;

@@ -196,7 +196,8 @@ async fn m_account(State(sh): S, Json(b): Json<Value>) -> R {
     let upn = b["upn"]
         .as_str()
         .ok_or_else(|| ApiError::new(400, "invalid", "upn is required"))?;
-    ok(to_json(&graph(&sh).create_account(upn)))
+    let zone = b["timeZone"].as_str().unwrap_or("UTC");
+    ok(to_json(&graph(&sh).create_account_in(upn, zone)))
 }
 
 async fn m_calendar(State(sh): S, Path(upn): Path<String>, Json(b): Json<Value>) -> R {

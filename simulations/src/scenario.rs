@@ -65,6 +65,27 @@ pub struct Scenario {
 
 const ZONES: &[&str] = &["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo"];
 
+/// Zones of the Graph mailboxes (`mailboxSettings.timeZone`), by account
+/// index: the first is far from UTC, so its all-day events are a different
+/// UTC span than a UTC reading of their dates would give.
+const MAILBOX_ZONES: &[&str] = &[
+    "AUS Eastern Standard Time",
+    "UTC",
+    "Pacific/Auckland",
+    "Eastern Standard Time",
+];
+
+/// Zones of the Google primary calendars, by account index.
+const CALENDAR_ZONES: &[&str] = &["UTC", "Australia/Sydney", "America/New_York"];
+
+fn mailbox_zone(i: usize) -> &'static str {
+    MAILBOX_ZONES[i % MAILBOX_ZONES.len()]
+}
+
+fn calendar_zone(i: usize) -> &'static str {
+    CALENDAR_ZONES[i % CALENDAR_ZONES.len()]
+}
+
 /// The kinds of events a real calendar holds, in rough proportion.
 #[derive(Clone, Copy, Debug)]
 enum Flavour {
@@ -162,8 +183,21 @@ impl Scenario {
         ev
     }
 
-    fn graph_event(&self, n: usize) -> Value {
+    /// `mailbox_zone`: the mailbox's zone, which Outlook gives all-day
+    /// events.
+    fn graph_event(&self, n: usize, mailbox_zone: &str) -> Value {
         let flavour = self.pick(FLAVOURS);
+        self.graph_event_as(n, mailbox_zone, flavour, false)
+    }
+
+    /// `legacy`: an all-day event always gets the legacy custom zone.
+    fn graph_event_as(
+        &self,
+        n: usize,
+        mailbox_zone: &str,
+        flavour: Flavour,
+        legacy: bool,
+    ) -> Value {
         let zone = self.pick(ZONES);
         let (start, minutes) = self.slot();
         let tz = crate::timefmt::resolve_zone(zone).unwrap_or(chrono_tz::UTC);
@@ -175,10 +209,19 @@ impl Scenario {
             Flavour::Busy => {}
             Flavour::Free => ev["showAs"] = json!("free"),
             Flavour::AllDay => {
-                let d = start.date_naive();
+                // A day off is a date in the owner's zone. Some were made in
+                // old desktop Outlook and show a legacy custom zone: clients
+                // must read those in the mailbox's zone too.
+                let home = crate::timefmt::resolve_zone(mailbox_zone).unwrap_or(chrono_tz::UTC);
+                let d = start.with_timezone(&home).date_naive();
+                let days = lock(&self.rng).random_range(1..3);
                 ev["isAllDay"] = json!(true);
-                ev["start"] = json!({ "dateTime": format!("{d}T00:00:00"), "timeZone": name });
-                ev["end"] = json!({ "dateTime": format!("{}T00:00:00", d + Duration::days(1)), "timeZone": name });
+                ev["start"] =
+                    json!({ "dateTime": format!("{d}T00:00:00"), "timeZone": mailbox_zone });
+                ev["end"] = json!({ "dateTime": format!("{}T00:00:00", d + Duration::days(days)), "timeZone": mailbox_zone });
+                if legacy || lock(&self.rng).random_range(0..3) == 0 {
+                    ev["originalStartTimeZone"] = json!("tzone://Microsoft/Custom");
+                }
             }
             Flavour::Tentative => ev["showAs"] = json!("tentative"),
             Flavour::Declined => {
@@ -206,7 +249,9 @@ impl Scenario {
         let mut n = 0;
         for i in 0..self.cfg.google_accounts {
             let email = format!("user{i}@example.com");
-            summary.google.push(google.create_account(&email));
+            summary
+                .google
+                .push(google.create_account_in(&email, calendar_zone(i)));
             lock(&self.accounts).0.push(email.clone());
             for _ in 0..self.cfg.events_per_account {
                 n += 1;
@@ -222,16 +267,28 @@ impl Scenario {
         }
         for i in 0..self.cfg.graph_accounts {
             let upn = format!("user{i}@contoso.com");
-            summary.graph.push(graph.create_account(&upn));
+            summary
+                .graph
+                .push(graph.create_account_in(&upn, mailbox_zone(i)));
             lock(&self.accounts).1.push(upn.clone());
-            for _ in 0..self.cfg.events_per_account {
+            for j in 0..self.cfg.events_per_account {
                 n += 1;
-                if let Ok(ev) = graph.create_event(&upn, self.graph_event(n)) {
+                // Every mailbox has a day off that only its zone places (a
+                // legacy custom `originalStartTimeZone`), which the
+                // mutations leave alone so every run has one.
+                let standing = j == 0;
+                let body = match standing {
+                    true => self.graph_event_as(n, mailbox_zone(i), Flavour::AllDay, true),
+                    false => self.graph_event(n, mailbox_zone(i)),
+                };
+                if let Ok(ev) = graph.create_event(&upn, body) {
                     let id = ev["id"].as_str().unwrap_or_default().to_string();
-                    lock(&self.known).push(Known::Graph {
-                        upn: upn.clone(),
-                        id,
-                    });
+                    if !standing {
+                        lock(&self.known).push(Known::Graph {
+                            upn: upn.clone(),
+                            id,
+                        });
+                    }
                     summary.events_created += 1;
                 }
             }
@@ -261,8 +318,9 @@ impl Scenario {
                     lock(&self.known).push(Known::Google { email, id });
                 }
             } else {
-                let upn = accounts.1[k - accounts.0.len()].clone();
-                if let Ok(ev) = graph.create_event(&upn, self.graph_event(n)) {
+                let i = k - accounts.0.len();
+                let upn = accounts.1[i].clone();
+                if let Ok(ev) = graph.create_event(&upn, self.graph_event(n, mailbox_zone(i))) {
                     let id = ev["id"].as_str().unwrap_or_default().to_string();
                     lock(&self.known).push(Known::Graph { upn, id });
                 }

@@ -278,6 +278,161 @@ async fn times_are_offsetless_with_seven_digits_and_honour_prefer_timezone() {
     assert_eq!((s, code(&v)), (400, "TimeZoneNotSupportedException"));
 }
 
+/// PROVIDERS.md §4: an all-day event is midnight to midnight in one zone,
+/// and the event keeps its zone in `originalStartTimeZone`. [obs] Microsoft
+/// Q&A threads show the real service rendering all-day `start`/`end` as
+/// floating midnights labelled with the zone the request asked for (UTC by
+/// default), not as converted instants. The mailbox's own zone is in
+/// `mailboxSettings.timeZone`.
+#[tokio::test]
+async fn all_day_events_are_floating_midnights_and_mailboxes_have_a_zone() {
+    let h = sim_with(SimConfig::default()).await;
+    let upn = "syd@contoso.com";
+    let acct = h
+        .graph()
+        .create_account_in(upn, "AUS Eastern Standard Time");
+    let api = Api::new(h.graph_base_url(), graph_access_token(&h, &acct).await);
+    h.clear_log();
+    // The mailbox's zone, as the administrator's format has it.
+    let (s, v) = api.get("/me/mailboxSettings").await;
+    assert_eq!(
+        (s, v["timeZone"].as_str()),
+        (200, Some("AUS Eastern Standard Time"))
+    );
+    assert_eq!(
+        v["workingHours"]["timeZone"]["name"],
+        "AUS Eastern Standard Time"
+    );
+    let (s, v) = api.get(&format!("/users/{upn}/mailboxSettings")).await;
+    assert_eq!(
+        (s, v["timeZone"].as_str()),
+        (200, Some("AUS Eastern Standard Time"))
+    );
+    let (s, v) = api.get("/me/mailboxSettings/timeZone").await;
+    assert_eq!(
+        (s, v["value"].as_str()),
+        (200, Some("AUS Eastern Standard Time"))
+    );
+    let (s, v) = api.get("/users/someone@contoso.com/mailboxSettings").await;
+    assert_eq!((s, code(&v)), (403, "ErrorAccessDenied"));
+    let logged = h
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "mailboxSettings")
+        .count();
+    assert_eq!(
+        logged, 4,
+        "every settings read is logged as mailboxSettings"
+    );
+    let other = h.graph().create_account("plain@contoso.com");
+    let plain = Api::new(h.graph_base_url(), graph_access_token(&h, &other).await);
+    assert_eq!(plain.get("/me/mailboxSettings").await.1["timeZone"], "UTC");
+    h.graph()
+        .set_mailbox_zone(&other.upn, "Europe/Berlin")
+        .expect("set zone");
+    assert_eq!(
+        plain.get("/me/mailboxSettings").await.1["timeZone"],
+        "Europe/Berlin"
+    );
+
+    // A Sydney day off on 12 December 2026.
+    let (s, ev) = api
+        .post(
+            "/me/events",
+            &json!({ "subject": "day off", "isAllDay": true, "showAs": "oof",
+        "start": { "dateTime": "2026-12-12T00:00:00", "timeZone": "AUS Eastern Standard Time" },
+        "end": { "dateTime": "2026-12-13T00:00:00", "timeZone": "AUS Eastern Standard Time" },
+        "originalStartTimeZone": "Mars Standard Time" }),
+        )
+        .await;
+    assert_eq!(s, 201, "{ev}");
+    let floating = |d: &str, zone: &str| json!({ "dateTime": format!("{d}T00:00:00.0000000"), "timeZone": zone });
+    assert_eq!(
+        ev["start"],
+        floating("2026-12-12", "UTC"),
+        "not 2026-12-11T13:00 UTC"
+    );
+    assert_eq!(ev["end"], floating("2026-12-13", "UTC"));
+    assert_eq!(
+        ev["originalStartTimeZone"], "AUS Eastern Standard Time",
+        "read-only over HTTP"
+    );
+    assert_eq!(ev["originalEndTimeZone"], "AUS Eastern Standard Time");
+    let id = ev["id"].as_str().expect("id").to_string();
+    let (_, _, v) = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/me/events/{id}"),
+            None,
+            &[("Prefer", "outlook.timezone=\"Pacific Standard Time\"")],
+        )
+        .await;
+    assert_eq!(v["start"], floating("2026-12-12", "Pacific Standard Time"));
+    // Windows of calendarView are instants: the day is Sydney's.
+    let view = |from: &'static str, to: &'static str| {
+        let api = &api;
+        async move {
+            let (s, v) = api
+                .get(&format!(
+                    "/me/calendarView?startDateTime={from}&endDateTime={to}"
+                ))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v["value"].as_array().expect("value").len()
+        }
+    };
+    assert_eq!(
+        view("2026-12-11T12:00:00Z", "2026-12-11T13:30:00Z").await,
+        1
+    );
+    assert_eq!(
+        view("2026-12-12T13:00:00Z", "2026-12-12T20:00:00Z").await,
+        0
+    );
+    // Delta renders it the same way.
+    let (items, _, _) = delta_round(&api,
+        "/me/calendarView/delta?startDateTime=2026-12-01T00:00:00Z&endDateTime=2027-01-01T00:00:00Z").await;
+    let item = items
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (item["start"].clone(), item["isAllDay"].clone()),
+        (floating("2026-12-12", "UTC"), json!(true))
+    );
+
+    // What desktop Outlook can leave behind (control API only): a legacy
+    // custom zone, or none at all.
+    for legacy in [json!("tzone://Microsoft/Custom"), Value::Null] {
+        let ev = h
+            .graph()
+            .create_event(
+                upn,
+                json!({ "subject": "legacy", "isAllDay": true,
+            "start": { "dateTime": "2026-12-14T00:00:00", "timeZone": "AUS Eastern Standard Time" },
+            "end": { "dateTime": "2026-12-15T00:00:00", "timeZone": "AUS Eastern Standard Time" },
+            "originalStartTimeZone": legacy }),
+            )
+            .expect("created");
+        let id = ev["id"].as_str().expect("id");
+        let (_, v) = api.get(&format!("/me/events/{id}")).await;
+        assert_eq!(v["originalStartTimeZone"], legacy);
+        assert_eq!(v["originalEndTimeZone"], legacy);
+        assert_eq!(v["start"], floating("2026-12-14", "UTC"));
+        // Saving new times writes a real zone again.
+        let (s, v) = api
+            .patch(
+                &format!("/me/events/{id}"),
+                &json!({
+            "start": { "dateTime": "2026-12-16T00:00:00", "timeZone": "Tokyo Standard Time" },
+            "end": { "dateTime": "2026-12-17T00:00:00", "timeZone": "Tokyo Standard Time" } }),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["originalStartTimeZone"], "Tokyo Standard Time");
+    }
+}
+
 async fn weekly_series(api: &Api) -> Value {
     let (s, master) = api.post("/me/events", &json!({ "subject": "Weekly 1:1", "showAs": "busy",
         "start": { "dateTime": "2026-10-06T10:00:00", "timeZone": "UTC" }, "end": { "dateTime": "2026-10-06T10:30:00", "timeZone": "UTC" },

@@ -12,6 +12,14 @@
 //! recognised before any "free" rule, so the platform never counts its own
 //! booking twice; then the free rules; only then are times read, so a free
 //! event with odd times is still simply free.
+//!
+//! All-day events are dates in a zone, blocking from the first instant of
+//! the start date to the first instant of the (exclusive) end date there:
+//! Google's in the calendar's `timeZone`, Graph's in the event's
+//! `originalStartTimeZone`, else the mailbox's zone, else UTC
+//! ([`graph_all_day_zone`]). Midnight is read like any wall time
+//! ([`crate::core::tz::local_to_utc`]): where a DST change skips midnight,
+//! the day starts at the first instant after the gap.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
@@ -195,11 +203,18 @@ pub fn google_busy(event: &GoogleEvent, calendar_zone: Tz, policy: &BusyPolicy) 
     decide_interval(google_interval(event, calendar_zone))
 }
 
-/// Applies the Graph rules. Zone names may be Windows or IANA names. An
-/// all-day event blocks midnight to midnight in the zone Graph reports it
-/// in, which is UTC unless the request carried `Prefer: outlook.timezone`
-/// (the sync client should send the mailbox's zone).
-pub fn graph_busy(event: &GraphEvent, policy: &BusyPolicy) -> BusyDecision {
+/// Applies the Graph rules. Zone names may be Windows or IANA names.
+///
+/// A timed event is read in the zone its `start`/`end` are labelled with
+/// (UTC, as the sync client asks). An all-day event (`isAllDay`) blocks from
+/// midnight to midnight (end date exclusive) in [`graph_all_day_zone`]: its
+/// `originalStartTimeZone` when that names a real zone, else
+/// `fallback_zone`, which is the mailbox's zone (`mailboxSettings.timeZone`)
+/// or UTC when that is unknown. The label of an all-day event's times is
+/// ignored: Graph renders all-day events as floating midnights labelled with
+/// the zone the request asked for, not the event's zone
+/// (`shared/PROVIDERS.md` §4).
+pub fn graph_busy(event: &GraphEvent, fallback_zone: Tz, policy: &BusyPolicy) -> BusyDecision {
     if event.id.is_empty() {
         return BusyDecision::Invalid(InvalidEvent::MissingId);
     }
@@ -246,7 +261,22 @@ pub fn graph_busy(event: &GraphEvent, policy: &BusyPolicy) -> BusyDecision {
     if tentative && !policy.tentative_blocks {
         return BusyDecision::Free(FreeReason::Tentative);
     }
-    decide_interval(graph_interval(event))
+    decide_interval(graph_interval(event, fallback_zone))
+}
+
+/// The zone whose midnights bound a Graph all-day event: its
+/// `originalStartTimeZone` when that resolves to a real zone (Windows or
+/// IANA name), else `fallback_zone` (the mailbox's zone, or UTC). Graph's
+/// `tzone://Microsoft/Custom` (a legacy custom zone of desktop Outlook) and
+/// unknown names do not resolve: the mailbox's zone is the best guess of the
+/// day the owner meant, far better than UTC, which moves the day off by the
+/// owner's offset.
+pub fn graph_all_day_zone(event: &GraphEvent, fallback_zone: Tz) -> Tz {
+    event
+        .original_start_time_zone
+        .as_deref()
+        .and_then(|name| resolve_zone(name).ok())
+        .unwrap_or(fallback_zone)
 }
 
 fn decide_interval(bounds: Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent>) -> BusyDecision {
@@ -319,18 +349,36 @@ fn google_instant(when: GoogleWhen, calendar_zone: Tz) -> Result<DateTime<Utc>, 
     }
 }
 
-fn graph_interval(event: &GraphEvent) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent> {
-    let start = graph_point(event.start.as_ref(), TimeField::Start)?;
-    let end = graph_point(event.end.as_ref(), TimeField::End)?;
+fn graph_interval(
+    event: &GraphEvent,
+    fallback_zone: Tz,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent> {
     if event.is_all_day {
-        // isAllDay events are midnight to midnight; use the dates only, so a
-        // stray time of day cannot shift the day.
+        // Floating midnights: only the dates count (a stray time of day
+        // cannot shift the day), read in the event's own zone. Both
+        // midnights are that zone's, so a DST day blocks 23 or 25 hours.
+        let start = graph_wall(event.start.as_ref(), TimeField::Start)?.date();
+        let end = graph_wall(event.end.as_ref(), TimeField::End)?.date();
+        let zone = graph_all_day_zone(event, fallback_zone);
         return Ok((
-            local_midnight_utc(start.0.date(), start.1),
-            local_midnight_utc(end.0.date(), end.1),
+            local_midnight_utc(start, zone),
+            local_midnight_utc(end, zone),
         ));
     }
+    let start = graph_point(event.start.as_ref(), TimeField::Start)?;
+    let end = graph_point(event.end.as_ref(), TimeField::End)?;
     Ok((local_to_utc(start.0, start.1), local_to_utc(end.0, end.1)))
+}
+
+/// The wall time of a Graph `dateTimeTimeZone`, its zone label unread.
+fn graph_wall(
+    value: Option<&GraphDateTimeTimeZone>,
+    field: TimeField,
+) -> Result<NaiveDateTime, InvalidEvent> {
+    value
+        .ok_or(InvalidEvent::MissingTime(field))?
+        .wall_time()
+        .map_err(bad_time(field))
 }
 
 /// A Graph `dateTimeTimeZone` as (wall time, zone). A missing zone means UTC,
@@ -436,7 +484,8 @@ mod tests {
 
     enum Provider {
         Google(Tz),
-        Graph,
+        /// With the mailbox's zone (the all-day fallback).
+        Graph(Tz),
     }
 
     struct Case {
@@ -464,7 +513,7 @@ mod tests {
     fn graph(name: &'static str, json: &str, want: Want) -> Case {
         Case {
             name,
-            provider: Provider::Graph,
+            provider: Provider::Graph(Tz::UTC),
             policy: BusyPolicy::default(),
             json: json.to_owned(),
             want,
@@ -473,7 +522,10 @@ mod tests {
 
     impl Case {
         fn in_zone(mut self, zone: Tz) -> Self {
-            self.provider = Provider::Google(zone);
+            self.provider = match self.provider {
+                Provider::Google(_) => Provider::Google(zone),
+                Provider::Graph(_) => Provider::Graph(zone),
+            };
             self
         }
         fn policy(mut self, policy: BusyPolicy) -> Self {
@@ -918,8 +970,8 @@ mod tests {
                 &m_zoned(
                     "2026-03-29T00:00:00.0000000",
                     "2026-03-30T00:00:00.0000000",
-                    "W. Europe Standard Time",
-                    r#","isAllDay":true,"showAs":"busy""#,
+                    "UTC",
+                    r#","isAllDay":true,"showAs":"busy","originalStartTimeZone":"W. Europe Standard Time""#,
                 ),
                 Want::Blocks("2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z"),
             ),
@@ -928,8 +980,8 @@ mod tests {
                 &m_zoned(
                     "2026-10-25T00:00:00.0000000",
                     "2026-10-26T00:00:00.0000000",
-                    "W. Europe Standard Time",
-                    r#","isAllDay":true"#,
+                    "UTC",
+                    r#","isAllDay":true,"originalStartTimeZone":"W. Europe Standard Time""#,
                 ),
                 Want::Blocks("2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z"),
             ),
@@ -938,10 +990,77 @@ mod tests {
                 &m_zoned(
                     "2026-11-01T00:00:00.0000000",
                     "2026-11-02T00:00:00.0000000",
-                    "Eastern Standard Time",
-                    r#","isAllDay":true"#,
+                    "UTC",
+                    r#","isAllDay":true,"originalStartTimeZone":"Eastern Standard Time""#,
                 ),
                 Want::Blocks("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z"),
+            ),
+            graph(
+                "m: all-day: the label of the floating midnights is not the event's zone",
+                &m_zoned(
+                    "2026-07-01T00:00:00.0000000",
+                    "2026-07-02T00:00:00.0000000",
+                    "Pacific Standard Time",
+                    r#","isAllDay":true,"originalStartTimeZone":"Europe/Berlin""#,
+                ),
+                Want::Blocks("2026-06-30T22:00:00Z", "2026-07-01T22:00:00Z"),
+            ),
+            graph(
+                "m: all-day with a stray time of day keeps its date",
+                &m_zoned(
+                    "2026-07-01T05:00:00.0000000",
+                    "2026-07-02T05:00:00.0000000",
+                    "UTC",
+                    r#","isAllDay":true,"originalStartTimeZone":"Europe/Berlin""#,
+                ),
+                Want::Blocks("2026-06-30T22:00:00Z", "2026-07-01T22:00:00Z"),
+            ),
+            graph(
+                "m: all-day labelled with an unknown zone still reads its dates",
+                &m_zoned(
+                    "2026-07-01T00:00:00.0000000",
+                    "2026-07-02T00:00:00.0000000",
+                    "tzone://Microsoft/Custom",
+                    r#","isAllDay":true,"originalStartTimeZone":"Europe/Berlin""#,
+                ),
+                Want::Blocks("2026-06-30T22:00:00Z", "2026-07-01T22:00:00Z"),
+            ),
+            graph(
+                "m: all-day custom originalStartTimeZone falls back to the mailbox zone",
+                &m_zoned(
+                    "2026-12-12T00:00:00.0000000",
+                    "2026-12-13T00:00:00.0000000",
+                    "UTC",
+                    r#","isAllDay":true,"originalStartTimeZone":"tzone://Microsoft/Custom""#,
+                ),
+                Want::Blocks("2026-12-11T13:00:00Z", "2026-12-12T13:00:00Z"),
+            )
+            .in_zone(Tz::Australia__Sydney),
+            graph(
+                "m: all-day without a zone or a mailbox zone is a UTC day",
+                &m_zoned(
+                    "2026-12-12T00:00:00.0000000",
+                    "2026-12-13T00:00:00.0000000",
+                    "UTC",
+                    r#","isAllDay":true"#,
+                ),
+                Want::Blocks("2026-12-12T00:00:00Z", "2026-12-13T00:00:00Z"),
+            ),
+            graph(
+                "m: three-day all-day event in Hawaii, exclusive end date",
+                &m_zoned(
+                    "2026-12-12T00:00:00.0000000",
+                    "2026-12-15T00:00:00.0000000",
+                    "UTC",
+                    r#","isAllDay":true,"originalStartTimeZone":"Hawaiian Standard Time""#,
+                ),
+                Want::Blocks("2026-12-12T10:00:00Z", "2026-12-15T10:00:00Z"),
+            ),
+            graph(
+                "m: all-day with a missing end is invalid",
+                r#"{"id":"AAMk3","isAllDay":true,"originalStartTimeZone":"UTC",
+                    "start":{"dateTime":"2026-12-12T00:00:00.0000000","timeZone":"UTC"}}"#,
+                Want::Invalid,
             ),
             graph(
                 "m: all-day free",
@@ -1028,10 +1147,10 @@ mod tests {
                         .unwrap_or_else(|e| panic!("{}: bad fixture: {e}", case.name));
                     google_busy(&event, zone, &case.policy)
                 }
-                Provider::Graph => {
+                Provider::Graph(zone) => {
                     let event: GraphEvent = serde_json::from_str(&case.json)
                         .unwrap_or_else(|e| panic!("{}: bad fixture: {e}", case.name));
-                    graph_busy(&event, &case.policy)
+                    graph_busy(&event, zone, &case.policy)
                 }
             };
             let ok = match (&case.want, &got) {
@@ -1075,6 +1194,169 @@ mod tests {
         assert_eq!(i.end() - i.start(), chrono::Duration::hours(23));
     }
 
+    /// One all-day day in a zone: (IANA name, Windows name, date, next date,
+    /// expected start, expected end, hours). Expected instants are worked
+    /// out by hand from each zone's rules (tzdata 2026/2027):
+    /// - Sydney: AEST +10, AEDT +11; DST ends on the first Sunday of April,
+    ///   starts on the first Sunday of October.
+    /// - Auckland: NZST +12, NZDT +13; DST ends on the first Sunday of April,
+    ///   starts on the last Sunday of September.
+    /// - Berlin: CET +1, CEST +2; last Sundays of March and October.
+    /// - New York: EST −5, EDT −4; second Sunday of March, first of November.
+    #[rustfmt::skip]
+    const ALL_DAY_DAYS: &[(&str, &str, &str, &str, &str, &str, i64)] = &[
+        // ----------------------------------------------------- Sydney --
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2026-12-12", "2026-12-13",
+            "2026-12-11T13:00:00Z", "2026-12-12T13:00:00Z", 24),
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2026-07-01", "2026-07-02",
+            "2026-06-30T14:00:00Z", "2026-07-01T14:00:00Z", 24),
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2026-04-05", "2026-04-06",
+            "2026-04-04T13:00:00Z", "2026-04-05T14:00:00Z", 25),
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2026-10-04", "2026-10-05",
+            "2026-10-03T14:00:00Z", "2026-10-04T13:00:00Z", 23),
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2027-04-04", "2027-04-05",
+            "2027-04-03T13:00:00Z", "2027-04-04T14:00:00Z", 25),
+        ("Australia/Sydney", "AUS Eastern Standard Time", "2027-10-03", "2027-10-04",
+            "2027-10-02T14:00:00Z", "2027-10-03T13:00:00Z", 23),
+        // --------------------------------------------------- Auckland --
+        ("Pacific/Auckland", "New Zealand Standard Time", "2026-12-12", "2026-12-13",
+            "2026-12-11T11:00:00Z", "2026-12-12T11:00:00Z", 24),
+        ("Pacific/Auckland", "New Zealand Standard Time", "2026-07-01", "2026-07-02",
+            "2026-06-30T12:00:00Z", "2026-07-01T12:00:00Z", 24),
+        ("Pacific/Auckland", "New Zealand Standard Time", "2026-04-05", "2026-04-06",
+            "2026-04-04T11:00:00Z", "2026-04-05T12:00:00Z", 25),
+        ("Pacific/Auckland", "New Zealand Standard Time", "2026-09-27", "2026-09-28",
+            "2026-09-26T12:00:00Z", "2026-09-27T11:00:00Z", 23),
+        ("Pacific/Auckland", "New Zealand Standard Time", "2027-04-04", "2027-04-05",
+            "2027-04-03T11:00:00Z", "2027-04-04T12:00:00Z", 25),
+        ("Pacific/Auckland", "New Zealand Standard Time", "2027-09-26", "2027-09-27",
+            "2027-09-25T12:00:00Z", "2027-09-26T11:00:00Z", 23),
+        // ----------------------------------------------------- Berlin --
+        ("Europe/Berlin", "W. Europe Standard Time", "2026-12-12", "2026-12-13",
+            "2026-12-11T23:00:00Z", "2026-12-12T23:00:00Z", 24),
+        ("Europe/Berlin", "W. Europe Standard Time", "2026-07-01", "2026-07-02",
+            "2026-06-30T22:00:00Z", "2026-07-01T22:00:00Z", 24),
+        ("Europe/Berlin", "W. Europe Standard Time", "2026-03-29", "2026-03-30",
+            "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 23),
+        ("Europe/Berlin", "W. Europe Standard Time", "2026-10-25", "2026-10-26",
+            "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 25),
+        ("Europe/Berlin", "W. Europe Standard Time", "2027-03-28", "2027-03-29",
+            "2027-03-27T23:00:00Z", "2027-03-28T22:00:00Z", 23),
+        ("Europe/Berlin", "W. Europe Standard Time", "2027-10-31", "2027-11-01",
+            "2027-10-30T22:00:00Z", "2027-10-31T23:00:00Z", 25),
+        // --------------------------------------------------- New York --
+        ("America/New_York", "Eastern Standard Time", "2026-12-12", "2026-12-13",
+            "2026-12-12T05:00:00Z", "2026-12-13T05:00:00Z", 24),
+        ("America/New_York", "Eastern Standard Time", "2026-07-01", "2026-07-02",
+            "2026-07-01T04:00:00Z", "2026-07-02T04:00:00Z", 24),
+        ("America/New_York", "Eastern Standard Time", "2026-03-08", "2026-03-09",
+            "2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z", 23),
+        ("America/New_York", "Eastern Standard Time", "2026-11-01", "2026-11-02",
+            "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z", 25),
+        ("America/New_York", "Eastern Standard Time", "2027-03-14", "2027-03-15",
+            "2027-03-14T05:00:00Z", "2027-03-15T04:00:00Z", 23),
+        ("America/New_York", "Eastern Standard Time", "2027-11-07", "2027-11-08",
+            "2027-11-07T04:00:00Z", "2027-11-08T05:00:00Z", 25),
+    ];
+
+    fn blocks(decision: &BusyDecision) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        match decision {
+            BusyDecision::Blocks(i) => Some((i.start(), i.end())),
+            _ => None,
+        }
+    }
+
+    /// A Graph all-day event as Graph renders it to a client that asked for
+    /// UTC: floating midnights labelled UTC, the event's zone (if any) in
+    /// `originalStartTimeZone`.
+    fn m_all_day(date: &str, next: &str, original_zone: Option<&str>) -> GraphEvent {
+        let original = original_zone
+            .map(|z| format!(r#","originalStartTimeZone":"{z}","originalEndTimeZone":"{z}""#))
+            .unwrap_or_default();
+        let json = format!(
+            r#"{{"id":"AAMkAllDay","isAllDay":true,"showAs":"oof",
+                "start":{{"dateTime":"{date}T00:00:00.0000000","timeZone":"UTC"}},
+                "end":{{"dateTime":"{next}T00:00:00.0000000","timeZone":"UTC"}}{original}}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn all_day_events_are_days_in_their_zone_on_ordinary_and_dst_days() {
+        let policy = BusyPolicy::default();
+        let mut failures = Vec::new();
+        let mut check = |what: String, got: &BusyDecision, want: (&str, &str), hours: i64| {
+            let want = (utc(want.0), utc(want.1));
+            match blocks(got) {
+                Some(got) if got == want && got.1 - got.0 == chrono::Duration::hours(hours) => {}
+                _ => failures.push(format!("{what}: wanted {want:?} ({hours} h), got {got:?}")),
+            }
+        };
+        for &(iana, windows, date, next, start, end, hours) in ALL_DAY_DAYS {
+            let zone: Tz = iana.parse().unwrap();
+            let want = (start, end);
+            // Google: the calendar's zone.
+            let g: GoogleEvent = serde_json::from_str(&g_all_day(date, next, "")).unwrap();
+            check(
+                format!("google {iana} {date}"),
+                &google_busy(&g, zone, &policy),
+                want,
+                hours,
+            );
+            // Graph: the event's own zone, by IANA or Windows name, in a UTC
+            // mailbox and in a mailbox elsewhere (the event's zone wins).
+            for name in [iana, windows] {
+                for mailbox in [Tz::UTC, Tz::Asia__Tokyo] {
+                    let m = m_all_day(date, next, Some(name));
+                    check(
+                        format!("graph {name:?} in a {mailbox} mailbox, {date}"),
+                        &graph_busy(&m, mailbox, &policy),
+                        want,
+                        hours,
+                    );
+                }
+            }
+            // Graph: no real zone of its own → the mailbox's zone.
+            for original in [
+                None,
+                Some("tzone://Microsoft/Custom"),
+                Some("Mars Standard Time"),
+                Some(""),
+            ] {
+                let m = m_all_day(date, next, original);
+                check(
+                    format!("graph {original:?} in a {iana} mailbox, {date}"),
+                    &graph_busy(&m, zone, &policy),
+                    want,
+                    hours,
+                );
+            }
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn graph_all_day_without_any_zone_is_a_utc_day() {
+        let policy = BusyPolicy::default();
+        for original in [None, Some("tzone://Microsoft/Custom")] {
+            let m = m_all_day("2026-03-29", "2026-03-30", original);
+            assert_eq!(
+                blocks(&graph_busy(&m, Tz::UTC, &policy)),
+                Some((utc("2026-03-29T00:00:00Z"), utc("2026-03-30T00:00:00Z"))),
+                "{original:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hawaii_all_day_in_a_utc_mailbox_is_ten_to_ten() {
+        let m = m_all_day("2026-12-12", "2026-12-13", Some("Hawaiian Standard Time"));
+        assert_eq!(
+            blocks(&graph_busy(&m, Tz::UTC, &BusyPolicy::default())),
+            Some((utc("2026-12-12T10:00:00Z"), utc("2026-12-13T10:00:00Z")))
+        );
+    }
+
     #[test]
     fn invalid_reasons_are_specific() {
         let event: GoogleEvent = serde_json::from_str(
@@ -1096,7 +1378,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            graph_busy(&event, &BusyPolicy::default()),
+            graph_busy(&event, Tz::UTC, &BusyPolicy::default()),
             BusyDecision::Invalid(InvalidEvent::UnknownZone("Mars Standard Time".into()))
         );
     }
@@ -1144,3 +1426,7 @@ mod tests {
         assert_eq!(parse_booking_tag(&tag[2..]), None);
     }
 }
+
+#[cfg(test)]
+#[path = "busy_oracle_tests.rs"]
+mod oracle_tests;

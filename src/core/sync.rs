@@ -28,7 +28,9 @@ pub struct FetchedPage {
     /// True when the round started without a cursor (a full sync).
     pub full_round: bool,
     pub changes: Vec<ProviderChange>,
-    /// The calendar's own zone (Google `timeZone`), for all-day events.
+    /// The zone all-day events are dates in, when they do not name their
+    /// own: Google, the calendar's `timeZone`; Graph, the mailbox's zone
+    /// (`mailboxSettings.timeZone`). `None` or an unknown name means UTC.
     pub calendar_zone: Option<String>,
     /// `Some(cursor)` on the last page of the round.
     pub completed_with: Option<String>,
@@ -103,7 +105,7 @@ pub fn page_events(
     for change in &page.changes {
         let (event_id, decision) = match change {
             ProviderChange::Google(e) => (e.id.clone(), google_busy(e, zone, &policy.busy)),
-            ProviderChange::Graph(e) => (e.id.clone(), graph_busy(e, &policy.busy)),
+            ProviderChange::Graph(e) => (e.id.clone(), graph_busy(e, zone, &policy.busy)),
         };
         if event_id.is_empty() {
             continue;

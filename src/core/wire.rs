@@ -407,6 +407,13 @@ pub struct GraphEvent {
     pub start: Option<GraphDateTimeTimeZone>,
     #[serde(default)]
     pub end: Option<GraphDateTimeTimeZone>,
+    /// The zone the event was created in: a Windows or IANA name, or
+    /// `tzone://Microsoft/Custom` for a legacy custom zone of desktop
+    /// Outlook. Graph renders an all-day event's `start`/`end` as floating
+    /// midnights labelled with the *requested* zone, so this is where the
+    /// zone of its dates is (see `core::busy::graph_all_day_zone`).
+    #[serde(default)]
+    pub original_start_time_zone: Option<String>,
     #[serde(default)]
     pub response_status: Option<GraphResponseStatus>,
     /// RFC 3339; see [`GraphEvent::last_modified_at`].
@@ -622,8 +629,13 @@ mod tests {
           "end":   { "dateTime": "2026-10-02T14:00:00.0000000", "timeZone": "UTC" },
           "responseStatus": { "response": "accepted", "time": "2026-09-30T10:00:00Z" },
           "lastModifiedDateTime": "2026-09-30T10:00:00Z", "transactionId": null,
+          "originalStartTimeZone": "AUS Eastern Standard Time", "originalEndTimeZone": "AUS Eastern Standard Time",
           "singleValueExtendedProperties": [ { "id": "String {ABC} Name x", "value": "v" } ] }"#;
         let event: GraphEvent = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            event.original_start_time_zone.as_deref(),
+            Some("AUS Eastern Standard Time")
+        );
         assert_eq!(event.odata_etag.as_deref(), Some("W/\"DwAAABYAAA\""));
         assert_eq!(event.show_as, Some(GraphShowAs::Busy));
         assert_eq!(event.event_type, Some(GraphEventType::Occurrence));

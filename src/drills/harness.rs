@@ -489,6 +489,37 @@ impl Harness {
         Ok((id, channel))
     }
 
+    /// A Graph connection with its subscription open and its first round
+    /// recorded: (connection id, (subscription id, clientState)).
+    pub async fn graph_ready(
+        &self,
+        upn: &str,
+        pp: &str,
+    ) -> anyhow::Result<(String, (String, String))> {
+        let id = self.graph_connection(upn, pp).await?;
+        self.wait_connected(&id, Duration::from_secs(20)).await?;
+        let rounds = format!(
+            "SELECT count(*) FROM events WHERE stream = 'connection-{id}' \
+             AND event_type = 'sync_round_completed'"
+        );
+        let synced = eventually(Duration::from_secs(20), || async {
+            self.count(&rounds).await.unwrap_or(0) >= 1
+        })
+        .await;
+        if synced.is_none() {
+            bail!("connection {id} recorded no sync round within 20 s");
+        }
+        let subscription = self
+            .sim
+            .graph()
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.mailbox.eq_ignore_ascii_case(upn))
+            .and_then(|s| Some((s.id, s.client_state?)))
+            .ok_or_else(|| anyhow!("the simulator holds no subscription for {upn}"))?;
+        Ok((id, subscription))
+    }
+
     /// Calls the simulator answered for `endpoint` so far.
     pub fn provider_calls(&self, endpoint: &str) -> usize {
         self.sim

@@ -1,13 +1,16 @@
 //! `malformed-webhooks` (Guarantee 7): a corpus of malformed, oversized,
 //! unauthenticated and unknown-channel requests gets 4xx — never 5xx — and
 //! leaves no trace in the log; the server stays healthy and still accepts a
-//! good notification afterwards.
+//! good notification afterwards. Graph change notifications of the wrong
+//! shape are sent both unauthenticated and from a real subscription with
+//! the right `clientState`, so only the shape check can refuse the latter.
 
 use super::harness::{google_request, Harness};
 use super::report::DrillReport;
 use super::Sizes;
+use serde_json::{json, Value};
 
-const GRAPH_BODIES: [&str; 24] = [
+const GRAPH_BODIES: &[&str] = &[
     "",
     " ",
     "{",
@@ -32,7 +35,78 @@ const GRAPH_BODIES: [&str; 24] = [
     "<xml/>",
     "value=1&x=2",
     "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"updated\",\"resourceData\":7}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"exploded\",\"resource\":\"r\",\"resourceData\":{\"id\":\"e\"}}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"\",\"resource\":\"r\",\"resourceData\":{\"id\":\"e\"}}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"created,,deleted\",\"resource\":\"r\",\"resourceData\":{\"id\":\"e\"}}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"updated\",\"resourceData\":{\"id\":\"e\"}}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"updated\",\"resource\":\"r\"}]}",
+    "{\"value\":[{\"subscriptionId\":\"a\",\"changeType\":\"updated\",\"resource\":\"r\",\"resourceData\":{}}]}",
 ];
+
+/// Change notifications of every wrong shape, from a real subscription with
+/// its right `clientState`: (what, body).
+fn graph_shapes(subscription: &(String, String)) -> Vec<(String, Value)> {
+    let (id, client_state) = subscription;
+    let good = json!({ "subscriptionId": id, "clientState": client_state,
+        "changeType": "updated", "resource": "Users/u/Events/AAMk1",
+        "resourceData": { "@odata.etag": "W/\"1\"", "id": "AAMk1" } });
+    let with = |field: &str, value: Option<Value>| {
+        let mut n = good.clone();
+        match (value, n.as_object_mut()) {
+            (Some(v), _) => n[field] = v,
+            (None, Some(map)) => {
+                map.remove(field);
+            }
+            (None, None) => {}
+        }
+        n
+    };
+    let cases = [
+        (
+            "changeType exploded",
+            with("changeType", Some(json!("exploded"))),
+        ),
+        ("changeType empty", with("changeType", Some(json!("")))),
+        ("changeType ,", with("changeType", Some(json!(",")))),
+        (
+            "changeType created,,deleted",
+            with("changeType", Some(json!("created,,deleted"))),
+        ),
+        (
+            "changeType updated,exploded",
+            with("changeType", Some(json!("updated,exploded"))),
+        ),
+        ("no changeType", with("changeType", None)),
+        ("resource empty", with("resource", Some(json!("")))),
+        ("no resource", with("resource", None)),
+        ("no resourceData", with("resourceData", None)),
+        ("resourceData {}", with("resourceData", Some(json!({})))),
+        (
+            "resourceData id empty",
+            with("resourceData", Some(json!({ "id": "" }))),
+        ),
+        (
+            "resourceData a string",
+            with("resourceData", Some(json!("AAMk1"))),
+        ),
+    ];
+    cases
+        .into_iter()
+        .flat_map(|(what, bad)| {
+            [
+                (
+                    format!("graph shape: {what}"),
+                    json!({ "value": [bad.clone()] }),
+                ),
+                // One bad notification refuses the whole batch.
+                (
+                    format!("graph shape: {what}, batched with a good one"),
+                    json!({ "value": [good.clone(), bad] }),
+                ),
+            ]
+        })
+        .collect()
+}
 
 /// The status, or 0 when the server dropped the connection (a crash in a
 /// handler): recorded as a failure, not an abort of the drill.
@@ -42,7 +116,9 @@ async fn answer(req: reqwest::RequestBuilder) -> u16 {
 
 pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::Result<()> {
     let target = sizes.pick(120, 1000);
+    let (_, subscription) = h.graph_ready("fuzz@contoso.com", "pp-fuzz-graph").await?;
     let (_, channel) = h.google_ready("fuzz@example.com", "pp-fuzz").await?;
+    let shapes = graph_shapes(&subscription);
     let before = h.total_events().await?;
     let mut statuses: Vec<(String, u16)> = Vec::new();
     let mut round = 0u64;
@@ -59,6 +135,10 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
                 .await;
                 statuses.push((format!("{path} {body:?}"), s));
             }
+        }
+        for (what, body) in &shapes {
+            let s = answer(h.http.post(format!("{}/webhooks/graph", h.base)).json(body)).await;
+            statuses.push((what.clone(), s));
         }
         let n = 600_000 + round;
         let long = "x".repeat(2000);
@@ -138,10 +218,22 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
     let healthy =
         h.status_of("/healthz").await == Some(200) && h.status_of("/readyz").await == Some(200);
     let good = h.google_push(&channel, 1_000_000).await?;
+    let (subscription_id, client_state) = &subscription;
+    let good_graph = answer(
+        h.http
+            .post(format!("{}/webhooks/graph", h.base))
+            .json(&json!({
+        "value": [{ "subscriptionId": subscription_id, "clientState": client_state,
+            "changeType": "created,updated", "resource": "Users/u/Events/AAMk1",
+            "resourceData": { "@odata.etag": "W/\"2\"", "id": "AAMk1" } }] })),
+    )
+    .await;
     r.check(
         "server healthy afterwards",
-        healthy && good == 200,
-        format!("/healthz and /readyz 200: {healthy}; a good notification answered {good}"),
+        healthy && good == 200 && good_graph == 202,
+        format!(
+            "/healthz and /readyz 200: {healthy}; a good notification answered {good}, a good Graph batch {good_graph}"
+        ),
     );
     r.measure("malformed_requests", statuses.len());
     Ok(())

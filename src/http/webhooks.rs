@@ -373,6 +373,56 @@ fn parse_batch(body: &[u8]) -> Result<GraphBatch, ApiError> {
     Ok(batch)
 }
 
+/// What a change notification is about, once its shape is checked.
+#[derive(Debug, PartialEq, Eq)]
+struct Change<'a> {
+    change_type: &'a str,
+    resource: &'a str,
+    /// `resourceData.@odata.etag`, else `resourceData.id`: what tells two
+    /// changes of one event apart.
+    version: &'a str,
+}
+
+/// The change types of Outlook event subscriptions (`shared/PROVIDERS.md`
+/// §3).
+const CHANGE_TYPES: [&str; 3] = ["created", "updated", "deleted"];
+
+/// A change notification's shape (`shared/PROVIDERS.md` §3): `changeType`
+/// a comma list of `created`, `updated`, `deleted` (nothing empty, nothing
+/// else), a non-empty `resource`, and `resourceData` with a non-empty `id`.
+/// Lifecycle notifications have a schema of their own
+/// ([`graph_lifecycle`]).
+fn change_shape(n: &GraphNotification) -> Result<Change<'_>, ApiError> {
+    let change_type = n
+        .change_type
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("changeType missing"))?;
+    if !change_type.split(',').all(|t| CHANGE_TYPES.contains(&t)) {
+        return Err(ApiError::bad_request(
+            "changeType must be a comma list of created, updated, deleted",
+        ));
+    }
+    let resource = n
+        .resource
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad_request("resource missing"))?;
+    let data = n
+        .resource_data
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("resourceData missing"))?;
+    let id = data
+        .id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::bad_request("resourceData.id missing"))?;
+    Ok(Change {
+        change_type,
+        resource,
+        version: data.etag.as_deref().filter(|e| !e.is_empty()).unwrap_or(id),
+    })
+}
+
 async fn graph(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -384,18 +434,15 @@ async fn graph(
     check_flag(&state)?;
     let body = read_body(&state, body).await?;
     let batch = parse_batch(&body)?;
-    // Authenticate every notification before committing any.
+    // Check every shape, then authenticate every notification, before
+    // committing any: one bad notification refuses the batch.
+    let changes = batch
+        .value
+        .iter()
+        .map(change_shape)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut work = Vec::with_capacity(batch.value.len());
-    for n in &batch.value {
-        let change_type = n
-            .change_type
-            .as_deref()
-            .ok_or_else(|| ApiError::bad_request("changeType missing"))?;
-        let resource = n.resource.as_deref().unwrap_or("");
-        let data = n.resource_data.as_ref();
-        let version = data
-            .and_then(|d| d.etag.as_deref().or(d.id.as_deref()))
-            .unwrap_or("");
+    for (n, change) in batch.value.iter().zip(&changes) {
         let channel = authenticate(
             &state,
             CalendarProvider::Microsoft,
@@ -403,7 +450,12 @@ async fn graph(
             graph_secret(n),
         )
         .await?;
-        let key = DedupeKey::graph(&n.subscription_id, change_type, resource, version);
+        let key = DedupeKey::graph(
+            &n.subscription_id,
+            change.change_type,
+            change.resource,
+            change.version,
+        );
         work.push((channel, key));
     }
     let mut all_duplicates = true;
@@ -486,5 +538,75 @@ mod tests {
             parse_batch(br#"{"value": [{"subscriptionId": "s", "changeType": "updated"}]}"#)
                 .is_ok()
         );
+    }
+
+    fn shape(notification: serde_json::Value) -> Result<(String, String, String), String> {
+        let body = json!({ "value": [notification] }).to_string();
+        let batch = parse_batch(body.as_bytes()).map_err(|e| format!("{e:?}"))?;
+        change_shape(&batch.value[0])
+            .map(|c| {
+                (
+                    c.change_type.to_owned(),
+                    c.resource.to_owned(),
+                    c.version.to_owned(),
+                )
+            })
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn change_notifications_must_have_the_documented_shape() {
+        let good = || {
+            json!({ "subscriptionId": "s", "clientState": "c:x", "changeType": "updated",
+                    "resource": "Users/u/Events/AAMk1",
+                    "resourceData": { "@odata.etag": "W/\"1\"", "id": "AAMk1" } })
+        };
+        assert_eq!(
+            shape(good()),
+            Ok((
+                "updated".into(),
+                "Users/u/Events/AAMk1".into(),
+                "W/\"1\"".into()
+            ))
+        );
+        for change_type in [
+            "created",
+            "deleted",
+            "created,updated,deleted",
+            "updated,updated",
+        ] {
+            let mut n = good();
+            n["changeType"] = json!(change_type);
+            assert!(shape(n).is_ok(), "{change_type}");
+        }
+        let mut no_etag = good();
+        no_etag["resourceData"] = json!({ "id": "AAMk1" });
+        assert_eq!(shape(no_etag).unwrap().2, "AAMk1");
+        let bad: Vec<(&str, serde_json::Value)> = vec![
+            ("changeType", json!("exploded")),
+            ("changeType", json!("")),
+            ("changeType", json!(",")),
+            ("changeType", json!("updated,")),
+            ("changeType", json!("created,,deleted")),
+            ("changeType", json!("Updated")),
+            ("changeType", json!(" updated")),
+            ("changeType", json!(null)),
+            ("resource", json!("")),
+            ("resource", json!(null)),
+            ("resourceData", json!(null)),
+            ("resourceData", json!({})),
+            ("resourceData", json!({ "id": "" })),
+            ("resourceData", json!({ "@odata.etag": "W/\"1\"" })),
+        ];
+        for (field, value) in bad {
+            let mut n = good();
+            n[field] = value.clone();
+            assert!(shape(n).is_err(), "{field} = {value}");
+        }
+        for field in ["changeType", "resource", "resourceData"] {
+            let mut n = good();
+            n.as_object_mut().unwrap().remove(field);
+            assert!(shape(n).is_err(), "without {field}");
+        }
     }
 }

@@ -6,6 +6,25 @@
 //!   `@odata.deltaLink` is the cursor; parameters are never re-sent with a
 //!   link. Every call carries `Prefer: outlook.timezone="UTC"` and
 //!   `Prefer: IdType="ImmutableId"`.
+//! - The mailbox's zone: Graph renders all-day events as floating midnights
+//!   labelled with the requested zone (UTC), so the busy rules read their
+//!   dates in `originalStartTimeZone`, or, when that is a legacy custom
+//!   zone or missing, in the mailbox's zone. Every [`ChangesPage`] carries
+//!   that zone in `calendar_zone`. It is read with `GET /me/mailboxSettings`
+//!   once per round — on the round's first page (a full round from the
+//!   window, or an incremental one from a deltaLink) — and handed on to the
+//!   round's later pages by the `@odata.nextLink` they are fetched with
+//!   (`RoundZones`): one extra call per round, none per page, and a zone
+//!   changed in Outlook is seen by the next round. Later pages whose link
+//!   the client no longer knows (another process, an evicted entry) read it
+//!   again. A mailbox whose settings cannot be read (403 without the
+//!   `MailboxSettings.Read` permission, 404, any other refusal) has no zone
+//!   (all-day events without their own then fall back to UTC, and a
+//!   warning is logged); a transient failure fails the page like the delta
+//!   call itself would, so an outage never turns into a UTC reading.
+//!   Events already synced keep the zone they were read with: a mailbox
+//!   zone changed later re-places their days only when they change or at
+//!   the next full round.
 //! - Writes: before creating, the event is searched by its extended
 //!   property; the create itself carries `transactionId =`
 //!   [`booking_tag`]`(booking, generation)`, which is also how inbound sync
@@ -22,7 +41,9 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::google::{assemble_free_busy, chunks};
 use super::oauth::TokenEndpoint;
@@ -66,6 +87,49 @@ pub struct GraphClient {
     api_base: String,
     token: TokenEndpoint,
     page_size: u32,
+    round_zones: Arc<RoundZones>,
+}
+
+/// Rounds of delta in progress with more pages to come: the mailbox zone
+/// read on their first page, keyed by the `@odata.nextLink` of the page to
+/// fetch next. A link is unique to its round and used once, so an entry is
+/// taken when its page is fetched; rounds abandoned midway (an error, a
+/// crash) leave entries that age out.
+#[derive(Debug, Default)]
+struct RoundZones {
+    by_next_link: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl RoundZones {
+    /// Entries kept at most; beyond, abandoned ones are dropped first.
+    const CAPACITY: usize = 10_000;
+    /// A round's next page is fetched within seconds; older entries belong
+    /// to abandoned rounds.
+    const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+    fn take(&self, next_link: &str) -> Option<Option<String>> {
+        let mut map = self.by_next_link.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(next_link).map(|(zone, _)| zone)
+    }
+
+    fn keep(&self, next_link: &str, zone: Option<String>) {
+        let mut map = self.by_next_link.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::CAPACITY {
+            map.retain(|_, (_, at)| at.elapsed() < Self::ABANDONED_AFTER);
+            if map.len() >= Self::CAPACITY {
+                // Only costs the rounds in flight one more settings read.
+                map.clear();
+            }
+        }
+        map.insert(next_link.to_owned(), (zone, Instant::now()));
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MailboxSettings {
+    #[serde(default)]
+    time_zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,7 +313,44 @@ impl GraphClient {
             api_base: endpoints.graph_api.trim_end_matches('/').to_owned(),
             token: TokenEndpoint::microsoft(endpoints.graph_token),
             page_size: PAGE_SIZE,
+            round_zones: Arc::default(),
         }
+    }
+
+    /// The mailbox's zone (`mailboxSettings.timeZone`, a Windows or IANA
+    /// name), `None` when the mailbox's settings cannot be read (see the
+    /// module doc).
+    pub async fn mailbox_zone(
+        &self,
+        session: &mut AuthSession,
+    ) -> Result<Option<String>, ProviderError> {
+        let url = format!("{}/me/mailboxSettings", self.api_base);
+        match self.api().send(session, &self.call(Method::GET, url)).await {
+            Ok(response) => {
+                let settings: MailboxSettings = response.json()?;
+                Ok(settings.time_zone.filter(|z| !z.trim().is_empty()))
+            }
+            Err(e @ (ProviderError::Rejected { .. } | ProviderError::NotFound(_))) => {
+                tracing::warn!(error = %e, "mailbox settings unreadable: all-day events without a zone of their own are read in UTC");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The zone for a page fetched from `position`: read at the start of a
+    /// round, handed on to later pages.
+    async fn round_zone(
+        &self,
+        session: &mut AuthSession,
+        position: &SyncPosition,
+    ) -> Result<Option<String>, ProviderError> {
+        if let SyncPosition::Page(link) = position {
+            if let Some(zone) = self.round_zones.take(link) {
+                return Ok(zone);
+            }
+        }
+        self.mailbox_zone(session).await
     }
 
     /// Delta page size (`Prefer: odata.maxpagesize`), at least 1.
@@ -348,6 +449,7 @@ impl CalendarApi for GraphClient {
             .call(Method::GET, url)
             .header("Prefer", format!("odata.maxpagesize={}", self.page_size));
         let page: GraphDeltaPage = self.api().send(session, &call).await?.json()?;
+        let calendar_zone = self.round_zone(session, position).await?;
         let mut changes = Vec::with_capacity(page.value.len());
         for item in page.value {
             match item {
@@ -359,7 +461,10 @@ impl CalendarApi for GraphClient {
             }
         }
         let next = match (page.next_link, page.delta_link) {
-            (Some(next), _) => PageNext::More(next),
+            (Some(next), _) => {
+                self.round_zones.keep(&next, calendar_zone.clone());
+                PageNext::More(next)
+            }
             (None, Some(delta)) => PageNext::Complete(SyncCursor(delta)),
             (None, None) => {
                 return Err(ProviderError::Unavailable {
@@ -370,7 +475,7 @@ impl CalendarApi for GraphClient {
         };
         Ok(ChangesPage {
             changes,
-            calendar_zone: None,
+            calendar_zone,
             next,
         })
     }

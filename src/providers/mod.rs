@@ -113,7 +113,9 @@ pub use crate::core::wire::ProviderChange as ExternalChange;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangesPage {
     pub changes: Vec<ExternalChange>,
-    /// The calendar's own IANA zone (Google `timeZone`), for all-day events.
+    /// The zone all-day events are dates in when they do not name their
+    /// own: Google, the calendar's IANA `timeZone`; Graph, the mailbox's
+    /// zone (`mailboxSettings.timeZone`, Windows or IANA), on every page.
     pub calendar_zone: Option<String>,
     pub next: PageNext,
 }

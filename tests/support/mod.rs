@@ -194,7 +194,13 @@ impl World {
     }
 
     pub async fn graph_connection(&self, upn: &str) -> ConnectionId {
-        let account = self.sim.graph().create_account(upn);
+        self.graph_connection_in(upn, "UTC").await
+    }
+
+    /// A Graph connection whose mailbox is in `zone` (what
+    /// `mailboxSettings.timeZone` answers: a Windows or IANA name).
+    pub async fn graph_connection_in(&self, upn: &str, zone: &str) -> ConnectionId {
+        let account = self.sim.graph().create_account_in(upn, zone);
         let session = session(
             account.client_id,
             account.client_secret,

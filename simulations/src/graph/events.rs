@@ -160,6 +160,7 @@ pub fn create(
         end_wall: now.naive_utc(),
         zone: chrono_tz::UTC,
         zone_name: "UTC".into(),
+        legacy_zone: None,
         all_day: false,
         seq,
         deleted: false,
@@ -235,6 +236,10 @@ pub fn update(
         m.insert("start".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.start_wall), "timeZone": ev.zone_name }));
         m.insert("end".into(), json!({ "dateTime": crate::timefmt::graph_wall(ev.end_wall), "timeZone": ev.zone_name }));
         m.insert("isAllDay".into(), json!(ev.all_day));
+    }
+    if patch.get("start").is_some_and(|s| !s.is_null()) {
+        // Saving new times writes a real zone again.
+        ev.legacy_zone = None;
     }
     merge(&mut body, &patch);
     apply_times(&mut ev, &body)?;

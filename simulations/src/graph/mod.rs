@@ -13,6 +13,7 @@ pub mod limiter;
 pub mod model;
 pub mod query;
 pub mod schedule;
+pub mod settings;
 pub mod subscriptions;
 
 use axum::http::{HeaderMap, Method};
@@ -85,6 +86,9 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
         (_, ["calendarView"]) | (_, ["calendars", _, "calendarView"]) => "calendarView",
         (_, ["calendarView", "delta"]) => "delta",
         (_, ["calendar", "getSchedule"]) => "getSchedule",
+        ("GET", ["mailboxSettings"]) | ("GET", ["mailboxSettings", "timeZone"]) => {
+            "mailboxSettings"
+        }
         _ => "unknown",
     }
 }
@@ -153,6 +157,14 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
             .route(
                 &format!("{who}/calendar/getSchedule"),
                 post(schedule::get_schedule_h),
+            )
+            .route(
+                &format!("{who}/mailboxSettings"),
+                get(settings::mailbox_settings_h),
+            )
+            .route(
+                &format!("{who}/mailboxSettings/timeZone"),
+                get(settings::time_zone_h),
             );
     }
     r.route(
@@ -180,9 +192,16 @@ pub struct GraphSim {
 }
 
 impl GraphSim {
-    /// Create a mailbox (with its default `Calendar`) or, if it exists, issue
-    /// it a fresh refresh token.
+    /// Create a mailbox (with its default `Calendar`, in zone `UTC`) or, if
+    /// it exists, issue it a fresh refresh token.
     pub fn create_account(&self, upn: &str) -> GraphAccount {
+        self.create_account_in(upn, "UTC")
+    }
+
+    /// Like `create_account`, with the mailbox's zone (what
+    /// `mailboxSettings.timeZone` answers; Windows or IANA name, kept as
+    /// given) set to `time_zone` when the mailbox is new.
+    pub fn create_account_in(&self, upn: &str, time_zone: &str) -> GraphAccount {
         let sh = &self.shared;
         let key = upn.to_lowercase();
         let mut st = lock(&sh.graph);
@@ -203,6 +222,7 @@ impl GraphSim {
                     }],
                     events: BTreeMap::new(),
                     delta_generation: 0,
+                    time_zone: time_zone.to_string(),
                 },
             );
         }
@@ -225,6 +245,21 @@ impl GraphSim {
             client_secret,
             refresh_token,
         }
+    }
+
+    /// Change the mailbox's zone, as a user would in Outlook's settings.
+    pub fn set_mailbox_zone(&self, upn: &str, time_zone: &str) -> ApiResult<()> {
+        let mut st = lock(&self.shared.graph);
+        events::account_mut(&mut st, upn)?.time_zone = time_zone.to_string();
+        Ok(())
+    }
+
+    /// The mailbox's zone (`mailboxSettings.timeZone`), if the mailbox exists.
+    pub fn mailbox_zone(&self, upn: &str) -> Option<String> {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| a.time_zone.clone())
     }
 
     /// Another calendar in the mailbox; returns its id.
@@ -253,8 +288,12 @@ impl GraphSim {
         body: Value,
     ) -> ApiResult<Value> {
         let sh = &self.shared;
+        let legacy = legacy_zone(&body);
         let mut st = lock(&sh.graph);
-        let (ev, _) = events::create(sh, &mut st, upn, calendar_id, body)?;
+        let (mut ev, _) = events::create(sh, &mut st, upn, calendar_id, body)?;
+        if legacy.is_some() {
+            ev = set_legacy_zone(&mut st, upn, &ev.id, legacy)?;
+        }
         Ok(ev.render(upn, &OutZone::utc()))
     }
 
@@ -268,8 +307,12 @@ impl GraphSim {
 
     pub fn update_event(&self, upn: &str, id: &str, patch: Value) -> ApiResult<Value> {
         let sh = &self.shared;
+        let legacy = legacy_zone(&patch);
         let mut st = lock(&sh.graph);
-        let ev = events::update(sh, &mut st, upn, id, patch, None)?;
+        let mut ev = events::update(sh, &mut st, upn, id, patch, None)?;
+        if legacy.is_some() {
+            ev = set_legacy_zone(&mut st, upn, &ev.id, legacy)?;
+        }
         Ok(ev.render(upn, &OutZone::utc()))
     }
 
@@ -385,6 +428,29 @@ impl GraphSim {
     pub fn in_flight(&self, upn: &str) -> usize {
         self.shared.limiter.in_flight(upn)
     }
+}
+
+/// A control-API body may set `originalStartTimeZone` (read-only in the
+/// real API) to make an event such as desktop Outlook leaves behind: a
+/// legacy custom zone (`"tzone://Microsoft/Custom"`) or none (`null`). The
+/// event's times stay in `start.timeZone`; only what clients see of its zone
+/// changes.
+fn legacy_zone(body: &Value) -> Option<Value> {
+    let value = body.get("originalStartTimeZone")?;
+    let shown = |v: &Value| v.is_null() || v.is_string();
+    shown(value).then(|| value.clone())
+}
+
+fn set_legacy_zone(
+    st: &mut model::GraphState,
+    upn: &str,
+    id: &str,
+    legacy: Option<Value>,
+) -> ApiResult<model::MEvent> {
+    let acct = events::account_mut(st, upn)?;
+    let ev = acct.events.get_mut(id).ok_or_else(model::not_found)?;
+    ev.legacy_zone = legacy;
+    Ok(ev.clone())
 }
 
 /// Id of one occurrence of a series (what calendarView/delta return).

@@ -35,6 +35,9 @@ pub struct MAccount {
     pub events: BTreeMap<String, MEvent>,
     /// Bumped to invalidate delta tokens (→ 410 `SyncStateNotFound`).
     pub delta_generation: u64,
+    /// The mailbox's zone as `mailboxSettings.timeZone` reports it (Windows
+    /// or IANA name, stored as given; default `UTC`).
+    pub time_zone: String,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +79,11 @@ pub struct MEvent {
     pub zone: Tz,
     /// Zone name the client used (`originalStartTimeZone`).
     pub zone_name: String,
+    /// What `originalStartTimeZone` / `originalEndTimeZone` show instead of
+    /// `zone_name`: a legacy custom zone (`tzone://Microsoft/Custom`) or
+    /// `null`, as desktop Outlook leaves behind. Only the control API sets
+    /// it; a later change of the event's times clears it.
+    pub legacy_zone: Option<Value>,
     pub all_day: bool,
     pub seq: u64,
     pub deleted: bool,
@@ -143,7 +151,10 @@ impl MEvent {
     }
 
     fn wall_in(&self, wall: NaiveDateTime, out: &OutZone) -> Value {
-        // All-day events are floating dates: midnight whatever the zone.
+        // All-day events are floating dates: midnight in whatever zone the
+        // request asked for, labelled with that zone, never converted (the
+        // event's zone stays in `originalStartTimeZone`). Microsoft Q&A
+        // threads observe this of the real service; see README.md.
         let shown = if self.all_day {
             wall
         } else {
@@ -173,8 +184,12 @@ impl MEvent {
                 .cloned()
                 .unwrap_or(Value::Null),
         );
-        m.insert("originalStartTimeZone".into(), json!(self.zone_name));
-        m.insert("originalEndTimeZone".into(), json!(self.zone_name));
+        let original = self
+            .legacy_zone
+            .clone()
+            .unwrap_or_else(|| json!(self.zone_name));
+        m.insert("originalStartTimeZone".into(), original.clone());
+        m.insert("originalEndTimeZone".into(), original);
         m.insert("iCalUId".into(), json!(self.ical_uid));
         m.insert("reminderMinutesBeforeStart".into(), json!(15));
         m.insert("isReminderOn".into(), json!(true));

@@ -4,11 +4,19 @@
 //!
 //! "What the busy rules say" is computed independently of everything the
 //! run did: a fresh, full read of every calendar through the provider API
-//! (no cursor, no webhook, no actor, no log), each event put through the
-//! same pure busy rules (`core::busy`). The projection, by contrast, is the
-//! fold of a log written by incremental syncs, deduped webhooks, an outage
-//! with backoff and killed actors. Equal sets mean none of that lost,
-//! doubled or misplaced an interval.
+//! (no cursor, no webhook, no actor, no log). The projection, by contrast,
+//! is the fold of a log written by incremental syncs, deduped webhooks, an
+//! outage with backoff and killed actors. Equal sets mean none of that
+//! lost, doubled or misplaced an interval.
+//!
+//! The expectation does not lean on the rules it checks where a rule can be
+//! wrong about time: every event's times, and all-day events entirely
+//! (blocks or not, and which UTC span), come from [`own`], a plain reading
+//! written here, with the simulator's zone names and the simulator's record
+//! of each mailbox's zone. So a core that placed all-day days in the wrong
+//! zone (UTC, say, for a Sydney mailbox) makes the check FAIL rather than
+//! agree with itself. Only whether a *timed* event blocks (tentative,
+//! declined, calsync's own …) is taken from `core::busy`.
 
 use super::accounts::Demoed;
 use super::world::World;
@@ -20,7 +28,7 @@ use crate::core::tz::resolve_zone;
 use crate::core::wire::ProviderChange;
 use crate::providers::{CalendarApi, PageNext, ProviderClient, SyncPosition, SyncWindow};
 use chrono::{DateTime, DurationRound, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -97,6 +105,10 @@ pub struct Consistency {
     pub moved: Vec<String>,
     /// calsync's own events found in the calendars, per booking id.
     pub ours: BTreeMap<String, usize>,
+    /// All-day events the check's own rule placed, and the zones it placed
+    /// them in.
+    pub all_day: usize,
+    pub all_day_zones: BTreeSet<String>,
     /// Bookings: exactly one external event per live booking, none per
     /// cancelled one.
     pub outbound: super::bookings::OutboundCheck,
@@ -162,6 +174,11 @@ async fn read_calendar(
     let policy = BusyPolicy::default();
     let mut position = SyncPosition::Start;
     let mut busy = HashMap::new();
+    // The simulator's own record, not what the client read from it.
+    let mailbox_zone = match d.provider {
+        CalendarProvider::Microsoft => world.sim.graph().mailbox_zone(&d.account),
+        CalendarProvider::Google => None,
+    };
     loop {
         let page = client
             .list_changes(&mut session, calendar, &position, window)
@@ -173,20 +190,53 @@ async fn read_calendar(
             session.refresh_token_rotated = false;
         }
         let page = page.map_err(|e| DemoError::Provider(d.account.clone(), e))?;
+        // As the engine resolves it, for the core's verdicts on timed events.
         let zone = page
             .calendar_zone
             .as_deref()
             .and_then(|z| resolve_zone(z).ok())
             .unwrap_or(chrono_tz::UTC);
+        let own_zone = match d.provider {
+            CalendarProvider::Google => page.calendar_zone.as_deref(),
+            CalendarProvider::Microsoft => mailbox_zone.as_deref(),
+        }
+        .and_then(calsim::timefmt::resolve_zone)
+        .unwrap_or(chrono_tz::UTC);
         for change in &page.changes {
             let (id, decision) = match change {
-                ProviderChange::Google(e) => (e.id.clone(), google_busy(e, zone, &policy)),
-                ProviderChange::Graph(e) => (e.id.clone(), graph_busy(e, &policy)),
+                ProviderChange::Google(e) => match own::google_all_day(e, own_zone) {
+                    Some(reading) => {
+                        out.all_day_zones.insert(own_zone.name().to_owned());
+                        (e.id.clone(), reading)
+                    }
+                    None => (
+                        e.id.clone(),
+                        own::timed(google_busy(e, zone, &policy), || {
+                            own::google_times(e, own_zone)
+                        }),
+                    ),
+                },
+                ProviderChange::Graph(e) => match own::graph_all_day(e, own_zone) {
+                    Some(reading) => {
+                        out.all_day_zones
+                            .insert(own::graph_all_day_zone(e, own_zone).name().to_owned());
+                        (e.id.clone(), reading)
+                    }
+                    None => (
+                        e.id.clone(),
+                        own::timed(graph_busy(e, zone, &policy), || own::graph_times(e)),
+                    ),
+                },
+            };
+            let all_day = match change {
+                ProviderChange::Google(e) => own::is_google_all_day(e),
+                ProviderChange::Graph(e) => e.is_all_day,
             };
             match decision {
                 BusyDecision::Free(FreeReason::Cancelled | FreeReason::Removed) => {}
                 BusyDecision::Blocks(iv) => {
                     out.listed_items += 1;
+                    out.all_day += usize::from(all_day);
                     busy.insert(id, (iv.start(), iv.end()));
                 }
                 BusyDecision::Free(reason) => {
@@ -208,6 +258,187 @@ async fn read_calendar(
             PageNext::More(token) => position = SyncPosition::Page(token),
             PageNext::Complete(_) => return Ok(busy),
         }
+    }
+}
+
+/// The check's own reading of provider times, apart from `core::busy` and
+/// `core::tz`: plain chrono-tz, the simulator's zone names
+/// (`calsim::timefmt`), the documented facts of `shared/PROVIDERS.md` §4.
+/// An all-day event is a run of dates in a zone — Google's calendar zone;
+/// Graph's `originalStartTimeZone` if the simulator knows the name, else
+/// the mailbox's — from the first instant of its start date to the first
+/// instant of its (exclusive) end date.
+mod own {
+    use crate::core::busy::{BusyDecision, FreeReason, InvalidEvent};
+    use crate::core::interval::Interval;
+    use crate::core::wire::{
+        GoogleEvent, GoogleEventDateTime, GoogleEventStatus, GoogleEventType, GoogleResponseStatus,
+        GoogleTransparency, GraphDateTimeTimeZone, GraphEvent, GraphEventType, GraphResponse,
+        GraphShowAs,
+    };
+    use calsim::timefmt::resolve_zone;
+    use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    use chrono_tz::Tz;
+
+    type Times = (DateTime<Utc>, DateTime<Utc>);
+
+    /// The first instant of `date` in `zone` (where a DST change skips
+    /// midnight, the first wall time that exists).
+    fn day_start(zone: Tz, date: NaiveDate) -> Option<DateTime<Utc>> {
+        let mut wall = date.and_hms_opt(0, 0, 0)?;
+        for _ in 0..24 * 60 {
+            if let Some(t) = zone.from_local_datetime(&wall).earliest() {
+                return Some(t.with_timezone(&Utc));
+            }
+            wall += Duration::minutes(1);
+        }
+        None
+    }
+
+    fn date_of(raw: &str) -> Option<NaiveDate> {
+        NaiveDate::parse_from_str(raw.get(..10)?, "%Y-%m-%d").ok()
+    }
+
+    fn days(zone: Tz, start: Option<&str>, end: Option<&str>) -> BusyDecision {
+        let span = (
+            start.and_then(date_of).and_then(|d| day_start(zone, d)),
+            end.and_then(date_of).and_then(|d| day_start(zone, d)),
+        );
+        match span {
+            (Some(s), Some(e)) => match Interval::new(s, e) {
+                Ok(iv) if s < e => BusyDecision::Blocks(iv),
+                _ => BusyDecision::Free(FreeReason::ZeroDuration),
+            },
+            _ => BusyDecision::Invalid(InvalidEvent::MissingTime(
+                crate::core::busy::TimeField::Start,
+            )),
+        }
+    }
+
+    pub fn is_google_all_day(e: &GoogleEvent) -> bool {
+        let date_only = |v: Option<&GoogleEventDateTime>| {
+            v.is_some_and(|v| v.date.is_some() && v.date_time.is_none())
+        };
+        date_only(e.start.as_ref()) && date_only(e.end.as_ref())
+    }
+
+    /// `None` when the event is not all-day.
+    pub fn google_all_day(e: &GoogleEvent, calendar_zone: Tz) -> Option<BusyDecision> {
+        if !is_google_all_day(e) {
+            return None;
+        }
+        let declined = e
+            .attendees
+            .iter()
+            .any(|a| a.is_self && a.response_status == Some(GoogleResponseStatus::Declined));
+        Some(if e.status() == GoogleEventStatus::Cancelled {
+            BusyDecision::Free(FreeReason::Cancelled)
+        } else if e.transparency == Some(GoogleTransparency::Transparent) {
+            BusyDecision::Free(FreeReason::Transparent)
+        } else if e.event_type == Some(GoogleEventType::WorkingLocation) {
+            BusyDecision::Free(FreeReason::WorkingLocation)
+        } else if e.event_type == Some(GoogleEventType::Birthday) {
+            BusyDecision::Free(FreeReason::Birthday)
+        } else if declined {
+            BusyDecision::Free(FreeReason::Declined)
+        } else {
+            days(
+                calendar_zone,
+                e.start.as_ref().and_then(|v| v.date.as_deref()),
+                e.end.as_ref().and_then(|v| v.date.as_deref()),
+            )
+        })
+    }
+
+    pub fn graph_all_day_zone(e: &GraphEvent, mailbox_zone: Tz) -> Tz {
+        e.original_start_time_zone
+            .as_deref()
+            .and_then(resolve_zone)
+            .unwrap_or(mailbox_zone)
+    }
+
+    /// `None` when the event is not all-day.
+    pub fn graph_all_day(e: &GraphEvent, mailbox_zone: Tz) -> Option<BusyDecision> {
+        if !e.is_all_day {
+            return None;
+        }
+        let response = e.response_status.as_ref().and_then(|r| r.response.as_ref());
+        Some(if e.removed.is_some() {
+            BusyDecision::Free(FreeReason::Removed)
+        } else if e.is_cancelled {
+            BusyDecision::Free(FreeReason::Cancelled)
+        } else if e.event_type == Some(GraphEventType::SeriesMaster) {
+            BusyDecision::Free(FreeReason::SeriesMaster)
+        } else if e.show_as == Some(GraphShowAs::Free) {
+            BusyDecision::Free(FreeReason::ShowAsFree)
+        } else if e.show_as == Some(GraphShowAs::WorkingElsewhere) {
+            BusyDecision::Free(FreeReason::WorkingElsewhere)
+        } else if response == Some(&GraphResponse::Declined) {
+            BusyDecision::Free(FreeReason::Declined)
+        } else {
+            // Floating midnights: the date is all that counts.
+            days(
+                graph_all_day_zone(e, mailbox_zone),
+                e.start.as_ref().map(|v| v.date_time.as_str()),
+                e.end.as_ref().map(|v| v.date_time.as_str()),
+            )
+        })
+    }
+
+    /// The core's verdict on a timed event, with the times read here.
+    pub fn timed(core: BusyDecision, times: impl FnOnce() -> Option<Times>) -> BusyDecision {
+        match (core, times()) {
+            (BusyDecision::Blocks(core), Some((s, e))) => {
+                // Unreadable here but blocking there stays the core's, and
+                // is then compared with the projection like any other.
+                BusyDecision::Blocks(Interval::new(s, e).unwrap_or(core))
+            }
+            (other, _) => other,
+        }
+    }
+
+    fn wall(raw: &str) -> Option<NaiveDateTime> {
+        NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f").ok()
+    }
+
+    fn in_zone(zone: Tz, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+        zone.from_local_datetime(&wall)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    fn google_instant(v: &GoogleEventDateTime, calendar_zone: Tz) -> Option<DateTime<Utc>> {
+        let raw = v.date_time.as_deref()?;
+        if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+            return Some(t.with_timezone(&Utc));
+        }
+        let zone = match v.time_zone.as_deref() {
+            Some(name) => resolve_zone(name)?,
+            None => calendar_zone,
+        };
+        in_zone(zone, wall(raw)?)
+    }
+
+    pub fn google_times(e: &GoogleEvent, calendar_zone: Tz) -> Option<Times> {
+        Some((
+            google_instant(e.start.as_ref()?, calendar_zone)?,
+            google_instant(e.end.as_ref()?, calendar_zone)?,
+        ))
+    }
+
+    fn graph_instant(v: &GraphDateTimeTimeZone) -> Option<DateTime<Utc>> {
+        let zone = match v.time_zone.as_deref() {
+            Some(name) => resolve_zone(name)?,
+            None => Tz::UTC,
+        };
+        in_zone(zone, wall(&v.date_time)?)
+    }
+
+    pub fn graph_times(e: &GraphEvent) -> Option<Times> {
+        Some((
+            graph_instant(e.start.as_ref()?)?,
+            graph_instant(e.end.as_ref()?)?,
+        ))
     }
 }
 

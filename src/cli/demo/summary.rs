@@ -74,6 +74,19 @@ pub fn print(r: &Report<'_>) {
             }
         ),
     );
+    let zones: Vec<&str> = c.all_day_zones.iter().map(String::as_str).collect();
+    line(
+        "",
+        format!(
+            "{} of them all-day, placed by the check's own all-day rule (not core::busy) in {}",
+            c.all_day,
+            if zones.is_empty() {
+                "no zone".into()
+            } else {
+                zones.join(", ")
+            }
+        ),
+    );
     line(
         "busy intervals",
         format!("{} in the projection", s.busy_intervals),
