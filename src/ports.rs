@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// What time it is, and waiting until a given time.
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> DateTime<Utc>;
 
     /// Completes at (or soon after) `at` by this clock.

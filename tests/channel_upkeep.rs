@@ -170,6 +170,8 @@ async fn a_google_channel_that_can_never_reopen_backs_off_and_shows_in_status() 
         provider: Provider::Google,
         endpoint: Some("events.watch".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 403,
             retry_after: None,
@@ -226,6 +228,8 @@ async fn a_graph_subscription_whose_renewal_fails_for_good_backs_off() {
             provider: Provider::Graph,
             endpoint: Some(endpoint.into()),
             account: None,
+            path: None,
+            body_contains: None,
             kind: FaultKind::Status {
                 code: 400,
                 retry_after: None,

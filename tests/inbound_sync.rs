@@ -219,6 +219,8 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
         provider: Provider::Google,
         endpoint: Some("events.list".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 429,
             retry_after: Some(1.5),
@@ -268,6 +270,8 @@ async fn outages_and_throttling_are_backed_off_and_the_connection_converges() {
         provider: Provider::Google,
         endpoint: Some("events.list".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 503,
             retry_after: None,

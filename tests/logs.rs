@@ -279,6 +279,8 @@ async fn secrets_never_reach_the_logs_and_connection_lines_carry_their_ids() {
         provider: Provider::Google,
         endpoint: Some("events.list".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 503,
             retry_after: None,

@@ -276,6 +276,8 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
         provider: Provider::Google,
         endpoint: Some("events.list".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 503,
             retry_after: None,

@@ -168,6 +168,8 @@ async fn graph_bookings_survive_lost_responses_outages_and_throttling_without_du
             provider: Provider::Graph,
             endpoint: Some("events.create".into()),
             account: None,
+            path: None,
+            body_contains: None,
             kind,
             remaining: Some(1),
         }));
@@ -253,6 +255,8 @@ async fn kills_between_intent_and_result_never_duplicate_lose_or_leave_stale_eve
         provider: Provider::Google,
         endpoint: Some("events.*".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Latency { ms: 40 },
         remaining: None,
     });

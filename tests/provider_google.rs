@@ -77,6 +77,8 @@ fn fault(endpoint: &str, kind: FaultKind) -> FaultRule {
         provider: Provider::Google,
         endpoint: Some(endpoint.into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind,
         remaining: Some(1),
     }

@@ -78,6 +78,8 @@ fn fault(endpoint: &str, kind: FaultKind) -> FaultRule {
         provider: Provider::Graph,
         endpoint: Some(endpoint.into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind,
         remaining: Some(1),
     }

@@ -811,13 +811,14 @@ async fn a_corpus_of_malformed_requests_gets_4xx_and_leaves_no_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_are_renewed_before_they_expire_and_the_old_one_is_stopped() {
-    // The simulator grants channels of one hour and three seconds; calsync
-    // renews an hour before expiry, so a renewal is due after three seconds.
+    // The simulator grants channels of one hour; calsync renews half way
+    // through the granted lifetime. Half an hour passes on both clocks.
     let w = World::start(Options {
         serve: true,
         flag_gates: true,
+        virtual_clock: true,
         sim: SimConfig {
-            google_channel_ttl_secs: 3603,
+            google_channel_ttl_secs: 3600,
             ..SimConfig::default()
         },
         ..Default::default()
@@ -826,6 +827,27 @@ async fn channels_are_renewed_before_they_expire_and_the_old_one_is_stopped() {
     let id = w.google_connection("renew@example.com").await;
     wait_for_channel(&w, id).await;
     let first = google_channel(&w, "renew@example.com").unwrap().0;
+    w.settle(&[id]).await;
+    w.advance(chrono::Duration::minutes(29), &[id]).await;
+    let types: Vec<String> = w
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT event_type || ' ' || payload::text FROM events WHERE stream = $1 ORDER BY version",
+            &[&id.stream().as_str()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        w.count_events(id, "channel_closed").await,
+        0,
+        "renewed too early: {types:#?}"
+    );
+    w.advance(chrono::Duration::minutes(2), &[id]).await;
     let renewed = eventually(Duration::from_secs(15), || async {
         w.count_events(id, "channel_closed").await >= 1
     })

@@ -20,6 +20,14 @@ pub struct FaultRule {
     /// Only requests authenticated as this account (None = every account).
     #[serde(default)]
     pub account: Option<String>,
+    /// Only requests whose path matches this glob, e.g.
+    /// `*/calendars/zzz-missing/*` for one calendar (None = every path).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only requests whose JSON body contains this text (e.g. one booking's
+    /// id in an `events.insert`) (None = every body).
+    #[serde(default)]
+    pub body_contains: Option<String>,
     pub kind: FaultKind,
     /// How many more requests this rule may hit (None = until removed).
     #[serde(default)]
@@ -57,6 +65,16 @@ pub enum FaultKind {
         #[serde(default)]
         status: Option<u16>,
     },
+}
+
+/// What a fault rule can match a request on.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    pub provider: Provider,
+    pub endpoint: &'a str,
+    pub account: Option<&'a str>,
+    pub path: &'a str,
+    pub body: Option<&'a serde_json::Value>,
 }
 
 /// What the gate must do with one request.
@@ -162,14 +180,15 @@ impl FaultSet {
 
     /// Decide the fate of one request. Latency rules add up; the first
     /// matching status-like rule wins. Matched rules consume `remaining`.
-    pub fn evaluate(
-        &self,
-        provider: Provider,
-        endpoint: &str,
-        account: Option<&str>,
-        now: DateTime<Utc>,
-        rng: &SimRng,
-    ) -> FaultDecision {
+    pub fn evaluate(&self, request: &Probe<'_>, now: DateTime<Utc>, rng: &SimRng) -> FaultDecision {
+        let Probe {
+            provider,
+            endpoint,
+            account,
+            path,
+            body,
+        } = *request;
+        let body_text = body.map(|b| b.to_string()).unwrap_or_default();
         let mut decision = FaultDecision::default();
         let mut rules = lock(&self.rules);
         for (_, rule) in rules.iter_mut() {
@@ -180,6 +199,16 @@ impl FaultSet {
                 if !glob_match(pat, endpoint) {
                     continue;
                 }
+            }
+            if rule.path.as_ref().is_some_and(|p| !glob_match(p, path)) {
+                continue;
+            }
+            if rule
+                .body_contains
+                .as_ref()
+                .is_some_and(|needle| !body_text.contains(needle.as_str()))
+            {
+                continue;
             }
             if let Some(acc) = &rule.account {
                 if account
@@ -276,5 +305,13 @@ mod tests {
         assert!(glob_match("*.list", "events.list"));
         assert!(glob_match("events.list", "events.list"));
         assert!(!glob_match("events.lis", "events.list"));
+        assert!(glob_match(
+            "*/calendars/zzz-missing/*",
+            "/google/calendar/v3/calendars/zzz-missing/events"
+        ));
+        assert!(!glob_match(
+            "*/calendars/zzz-missing/*",
+            "/google/calendar/v3/calendars/primary/events"
+        ));
     }
 }

@@ -154,13 +154,14 @@ async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Res
         AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),
         _ => None,
     };
-    let decision = sh.faults.evaluate(
+    let probe = crate::faults::Probe {
         provider,
-        seen.endpoint,
-        account.as_deref(),
-        seen.at,
-        &sh.rng,
-    );
+        endpoint: seen.endpoint,
+        account: account.as_deref(),
+        path: &seen.path,
+        body: seen.body.as_ref(),
+    };
+    let decision = sh.faults.evaluate(&probe, seen.at, &sh.rng);
     let latency = Duration::from_millis(decision.latency_ms);
     let mut response = if let Some(s) = &decision.respond {
         tokio::time::sleep(latency).await;

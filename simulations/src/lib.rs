@@ -32,6 +32,8 @@
 //!     provider: Provider::Google,
 //!     endpoint: Some("events.list".into()),
 //!     account: None,
+//!     path: None,
+//!     body_contains: None,
 //!     kind: FaultKind::Status { code: 503, retry_after: None, reason: None },
 //!     remaining: Some(2),
 //! });

@@ -21,6 +21,8 @@ fn rule(endpoint: &str, kind: FaultKind, remaining: Option<u32>) -> FaultRule {
         provider: Provider::Google,
         endpoint: Some(endpoint.into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind,
         remaining,
     }

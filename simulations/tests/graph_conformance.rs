@@ -158,6 +158,8 @@ async fn transaction_id_dedupes_and_extended_property_filter_finds_the_event() {
         provider: Provider::Graph,
         endpoint: Some("events.create".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::CreatedButResponseLost { status: None },
         remaining: Some(1),
     });
@@ -900,6 +902,8 @@ async fn mailbox_concurrency_limit_and_fractional_retry_after() {
         provider: Provider::Graph,
         endpoint: Some("events.list".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Latency { ms: 600 },
         remaining: None,
     });
@@ -933,6 +937,8 @@ async fn mailbox_concurrency_limit_and_fractional_retry_after() {
         provider: Provider::Graph,
         endpoint: None,
         account: Some(acct.upn.clone()),
+        path: None,
+        body_contains: None,
         kind: FaultKind::Status {
             code: 429,
             retry_after: Some(2.128),

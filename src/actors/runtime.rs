@@ -104,6 +104,15 @@ impl SyncRuntime {
         })
     }
 
+    /// Runs on `clock` (tests moving time with the simulator, the
+    /// simulation): the planner, the tasks and the provider clients' token
+    /// expiry all read it.
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.google = self.google.clone().with_clock(clock.clone());
+        self.graph = self.graph.clone().with_clock(clock.clone());
+        self.clock = clock;
+    }
+
     pub fn client(&self, provider: CalendarProvider) -> &ProviderClient {
         match provider {
             CalendarProvider::Google => &self.google,

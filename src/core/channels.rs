@@ -17,7 +17,8 @@ use super::state::{ChannelState, ConnectionState};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeSet;
 
-/// Renew at the latest this long before a channel expires.
+/// Channels whose grant time is unknown (recorded before it was kept) are
+/// renewed this long before they expire.
 pub const RENEW_MARGIN: Duration = Duration::hours(1);
 
 /// Never renew sooner than this after the provider granted a lifetime: a
@@ -54,18 +55,21 @@ pub struct ChannelPlan {
     pub wake_at: Option<DateTime<Utc>>,
 }
 
-/// When `channel` is due for renewal: the earlier of "expiry minus the
-/// margin" and "half of the lifetime the provider granted", but never
-/// sooner than [`MIN_RENEW_AFTER`] after the grant. Channels recorded
-/// before grant times were kept renew by the margin alone.
+/// When `channel` is due for renewal: half way through the lifetime the
+/// provider granted (PROVIDERS.md §8: renew at ~50–70 %), never sooner
+/// than [`MIN_RENEW_AFTER`] after the grant. For lifetimes of two hours and
+/// more this is also at least [`RENEW_MARGIN`] before expiry, leaving
+/// room for retries; for short ones (a provider granting minutes) it is
+/// what keeps a channel alive without renewing it back to back — "expiry
+/// minus an hour" would already be past. Channels recorded before grant
+/// times were kept renew by the margin alone.
 pub fn renew_at(channel: &ChannelState) -> DateTime<Utc> {
-    let by_margin = channel.expires_at - RENEW_MARGIN;
     match channel.granted_at {
         Some(granted) => {
             let half = granted + (channel.expires_at - granted) / 2;
-            by_margin.min(half).max(granted + MIN_RENEW_AFTER)
+            half.max(granted + MIN_RENEW_AFTER)
         }
-        None => by_margin,
+        None => channel.expires_at - RENEW_MARGIN,
     }
 }
 
@@ -259,6 +263,11 @@ mod tests {
         assert_eq!(
             renew_at(&channel(Duration::minutes(4230))),
             now() + Duration::minutes(2115)
+        );
+        // An hour's lifetime: half way, not "an hour before expiry" (now).
+        assert_eq!(
+            renew_at(&channel(Duration::hours(1))),
+            now() + Duration::minutes(30)
         );
         // Recorded before grant times were kept: the margin alone.
         let old = ChannelState {

@@ -54,7 +54,14 @@ impl ConnectionRow {
             error_count: state.error_count(),
             last_error: state.last_error.clone(),
             last_error_at: state.last_error_at,
-            backoff_until: state.backoff_until,
+            // The connection's own backoff, or — when every calendar is
+            // backing off on its own — the first of their retry times: when
+            // this connection next calls its provider.
+            backoff_until: state.backoff_until.or_else(|| {
+                (state.status() == super::state::ConnectionStatus::Backoff)
+                    .then(|| state.calendars.values().filter_map(|c| c.retry_at).min())
+                    .flatten()
+            }),
             needs_reauthorization: state.needs_reauthorization.clone(),
             notifications_accepted: state.notifications_accepted,
         })

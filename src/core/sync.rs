@@ -77,6 +77,11 @@ pub fn page_events(
         // The calendar was deselected while the page was in flight.
         return Vec::new();
     };
+    if cal.free_busy_only {
+        // A listing planned before the calendar became free/busy only: its
+        // busy time now comes from free/busy reads alone.
+        return Vec::new();
+    }
     let mut events = Vec::with_capacity(page.changes.len() + 2);
     let mut generation = cal.generation;
     // Every full round marks what it sees with a generation of its own

@@ -282,6 +282,44 @@ impl Harness {
         provider: &str,
         account: &str,
         pp: &str,
+        grant: (String, String, String),
+    ) -> anyhow::Result<String> {
+        self.connect_with(provider, account, pp, &["primary"], Some("primary"), grant)
+            .await
+    }
+
+    /// A Google connection blocking time from `calendars`, writing bookings
+    /// to `destination` (the account is created in the simulator if new).
+    pub async fn google_calendars(
+        &self,
+        email: &str,
+        pp: &str,
+        calendars: &[&str],
+        destination: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let account = self.sim.google().create_account(email);
+        self.connect_with(
+            "google",
+            email,
+            pp,
+            calendars,
+            destination,
+            (
+                account.client_id,
+                account.client_secret,
+                account.refresh_token,
+            ),
+        )
+        .await
+    }
+
+    async fn connect_with(
+        &self,
+        provider: &str,
+        account: &str,
+        pp: &str,
+        calendars: &[&str],
+        destination: Option<&str>,
         (client_id, client_secret, refresh_token): (String, String, String),
     ) -> anyhow::Result<String> {
         let (status, body) = self
@@ -292,8 +330,8 @@ impl Harness {
                     "platform_provider_id": pp,
                     "provider": provider,
                     "account": account,
-                    "calendars": ["primary"],
-                    "destination_calendar": "primary",
+                    "calendars": calendars,
+                    "destination_calendar": destination,
                 })),
             )
             .await?;
@@ -518,6 +556,41 @@ impl Harness {
             .and_then(|s| Some((s.id, s.client_state?)))
             .ok_or_else(|| anyhow!("the simulator holds no subscription for {upn}"))?;
         Ok((id, subscription))
+    }
+
+    /// Calls of `account` to any of `endpoints` answered since `since`.
+    pub fn calls_since(
+        &self,
+        provider: calsim::Provider,
+        account: &str,
+        endpoints: &[&str],
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> usize {
+        self.sim
+            .requests_for(provider, Some(account))
+            .iter()
+            .filter(|r| r.at >= since && endpoints.contains(&r.endpoint.as_str()))
+            .count()
+    }
+
+    /// Posts one confirmed booking (version 1) for platform provider `pp`.
+    pub async fn book(&self, id: &str, pp: &str, hour: i64) -> anyhow::Result<(u16, Value)> {
+        let (start, end) = tomorrow(hour);
+        self.admin(
+            reqwest::Method::POST,
+            "/v1/bookings",
+            Some(json!({
+                "booking_id": id,
+                "version": 1,
+                "platform_provider_id": pp,
+                "status": "confirmed",
+                "start": start,
+                "end": end,
+                "time_zone": "UTC",
+                "title": format!("booking {id}"),
+            })),
+        )
+        .await
     }
 
     /// Calls the simulator answered for `endpoint` so far.

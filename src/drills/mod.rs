@@ -12,8 +12,10 @@ mod actor_kill;
 mod allowlist;
 mod database_outage;
 mod degradation;
+mod gates;
 mod idempotency;
 mod inbound;
+mod isolation;
 mod malformed;
 mod outbound;
 mod provider_outage;
@@ -24,8 +26,10 @@ use report::DrillReport;
 use std::time::Instant;
 
 /// Every drill, in the order `calsync validate` runs them.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     "allowlist",
+    "gates",
+    "isolation",
     "inbound",
     "outbound",
     "idempotency",
@@ -133,6 +137,8 @@ async fn dispatch(
 ) -> anyhow::Result<()> {
     match name {
         "allowlist" => allowlist::run(h, r, sizes).await,
+        "gates" => gates::run(h, r, sizes).await,
+        "isolation" => isolation::run(h, r, sizes).await,
         "inbound" => inbound::run(h, r, sizes).await,
         "outbound" => outbound::run(h, r, sizes).await,
         "idempotency" => idempotency::run(h, r, sizes).await,

@@ -109,6 +109,8 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
         provider: Provider::Google,
         endpoint: Some("events.insert".into()),
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::CreatedButResponseLost { status: None },
         remaining: Some(2),
     });

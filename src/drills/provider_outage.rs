@@ -20,6 +20,8 @@ fn rule(kind: FaultKind) -> FaultRule {
         provider: Provider::Google,
         endpoint: None,
         account: None,
+        path: None,
+        body_contains: None,
         kind,
         remaining: None,
     }

@@ -49,6 +49,8 @@ pub struct GoogleClient {
     api_base: String,
     token: TokenEndpoint,
     page_size: u32,
+    /// What time it is for token expiry (the simulation's clock in tests).
+    clock: std::sync::Arc<dyn crate::ports::Clock>,
 }
 
 /// What a `PageNext::More` carries for Google: the page token and the
@@ -139,7 +141,14 @@ impl GoogleClient {
             api_base: endpoints.google_api.trim_end_matches('/').to_owned(),
             token: TokenEndpoint::google(endpoints.google_token),
             page_size: PAGE_SIZE,
+            clock: std::sync::Arc::new(crate::ports::SystemClock),
         }
+    }
+
+    /// The same client, reading time (token expiry) from `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::ports::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn api(&self) -> Api<'_> {
@@ -147,6 +156,7 @@ impl GoogleClient {
             http: &self.http,
             token: &self.token,
             classify,
+            clock: &*self.clock,
         }
     }
 
@@ -331,7 +341,7 @@ pub(crate) fn assemble_free_busy(
 
 impl CalendarApi for GoogleClient {
     async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError> {
-        super::oauth::ensure_fresh(&self.http, &self.token, session, Utc::now()).await
+        super::oauth::ensure_fresh(&self.http, &self.token, session, self.clock.now()).await
     }
 
     fn provider(&self) -> CalendarProvider {

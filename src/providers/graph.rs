@@ -87,6 +87,8 @@ pub struct GraphClient {
     api_base: String,
     token: TokenEndpoint,
     page_size: u32,
+    /// What time it is for token expiry (the simulation's clock in tests).
+    clock: std::sync::Arc<dyn crate::ports::Clock>,
     round_zones: Arc<RoundZones>,
 }
 
@@ -313,6 +315,7 @@ impl GraphClient {
             api_base: endpoints.graph_api.trim_end_matches('/').to_owned(),
             token: TokenEndpoint::microsoft(endpoints.graph_token),
             page_size: PAGE_SIZE,
+            clock: std::sync::Arc::new(crate::ports::SystemClock),
             round_zones: Arc::default(),
         }
     }
@@ -359,11 +362,18 @@ impl GraphClient {
         self
     }
 
+    /// The same client, reading time (token expiry) from `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn crate::ports::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn api(&self) -> Api<'_> {
         Api {
             http: &self.http,
             token: &self.token,
             classify,
+            clock: &*self.clock,
         }
     }
 
@@ -421,7 +431,7 @@ impl GraphClient {
 
 impl CalendarApi for GraphClient {
     async fn ensure_token(&self, session: &mut AuthSession) -> Result<(), ProviderError> {
-        super::oauth::ensure_fresh(&self.http, &self.token, session, Utc::now()).await
+        super::oauth::ensure_fresh(&self.http, &self.token, session, self.clock.now()).await
     }
 
     fn provider(&self) -> CalendarProvider {

@@ -409,6 +409,16 @@ impl ProviderClient {
     }
 }
 
+impl ProviderClient {
+    /// The same client, reading time (token expiry) from `clock`.
+    pub fn with_clock(self, clock: std::sync::Arc<dyn crate::ports::Clock>) -> Self {
+        match self {
+            ProviderClient::Google(c) => ProviderClient::Google(c.with_clock(clock)),
+            ProviderClient::Graph(c) => ProviderClient::Graph(c.with_clock(clock)),
+        }
+    }
+}
+
 /// Delegates every call to the provider's client.
 macro_rules! delegate {
     ($self:ident, $client:ident => $call:expr) => {

@@ -162,6 +162,8 @@ pub(crate) struct Api<'a> {
     pub http: &'a reqwest::Client,
     pub token: &'a TokenEndpoint,
     pub classify: Classify,
+    /// Token expiry is judged by this clock.
+    pub clock: &'a dyn crate::ports::Clock,
 }
 
 impl Api<'_> {
@@ -172,7 +174,7 @@ impl Api<'_> {
         session: &mut AuthSession,
         call: &Call,
     ) -> Result<Reply, ProviderError> {
-        oauth::ensure_fresh(self.http, self.token, session, Utc::now()).await?;
+        oauth::ensure_fresh(self.http, self.token, session, self.clock.now()).await?;
         let mut refreshed = false;
         loop {
             let access = session.access_token.clone().unwrap_or_default();
@@ -193,7 +195,7 @@ impl Api<'_> {
             if status == 401 && !refreshed {
                 refreshed = true;
                 tracing::debug!("provider answered 401; refreshing the access token once");
-                oauth::refresh(self.http, self.token, session, Utc::now()).await?;
+                oauth::refresh(self.http, self.token, session, self.clock.now()).await?;
                 continue;
             }
             if (200..300).contains(&status) {

@@ -105,7 +105,7 @@ impl World {
         runtime.policy.sync.on_cancel = options.on_cancel;
         let clock = options.virtual_clock.then(calsync::ports::OffsetClock::new);
         if let Some(clock) = &clock {
-            runtime.clock = clock.clone();
+            runtime.set_clock(clock.clone());
         }
         if let Some(poll) = options.poll_every {
             runtime.policy.poll_every = poll;
@@ -208,6 +208,64 @@ impl World {
         );
         self.connect(CalendarProvider::Microsoft, upn, session)
             .await
+    }
+
+    /// A connection of `account` (created in the simulator if new) to the
+    /// platform provider `pp`, blocking time from `calendars` and writing
+    /// bookings to `destination` (several connections may share `pp`).
+    pub async fn connect_calendars(
+        &self,
+        provider: CalendarProvider,
+        account: &str,
+        pp: &str,
+        calendars: &[&str],
+        destination: Option<&str>,
+    ) -> ConnectionId {
+        let (client_id, client_secret, refresh_token) = match provider {
+            CalendarProvider::Google => {
+                let a = self.sim.google().create_account(account);
+                (a.client_id, a.client_secret, a.refresh_token)
+            }
+            CalendarProvider::Microsoft => {
+                let a = self.sim.graph().create_account(account);
+                (a.client_id, a.client_secret, a.refresh_token)
+            }
+        };
+        let id = ConnectionId::new_random();
+        self.vault
+            .save(
+                &self.db.store(),
+                id,
+                &session(client_id, client_secret, refresh_token),
+            )
+            .await
+            .unwrap();
+        self.connections
+            .command(
+                id,
+                ConnectionCommand::Create {
+                    platform_provider_id: PlatformProviderId::parse(pp).unwrap(),
+                    provider,
+                    account: ExternalAccount::parse(account).unwrap(),
+                    calendars: calendars
+                        .iter()
+                        .map(|c| CalendarId::parse(*c).unwrap())
+                        .collect(),
+                    destination_calendar: destination.map(|d| CalendarId::parse(d).unwrap()),
+                },
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Applies a settings change (flags, production mode, allowlists).
+    pub async fn settings_command(&self, command: SettingsCommand) {
+        self.settings
+            .apply(command, Actor::parse("test").unwrap())
+            .await
+            .unwrap();
     }
 
     async fn connect(

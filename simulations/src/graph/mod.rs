@@ -352,6 +352,22 @@ impl GraphSim {
             .ok_or_else(model::not_found)
     }
 
+    /// Every live stored event (singles, masters, exceptions), rendered in
+    /// UTC as `events.get` would.
+    pub fn stored_events(&self, upn: &str) -> Vec<Value> {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| {
+                a.events
+                    .values()
+                    .filter(|e| !e.deleted)
+                    .map(|e| e.render(upn, &OutZone::utc()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Number of live (non-deleted) stored events: singles and masters.
     pub fn event_count(&self, upn: &str) -> usize {
         let st = lock(&self.shared.graph);

@@ -142,6 +142,8 @@ async fn start_outage(world: &World, demoed: &[Demoed], len: Duration) {
         provider: Provider::Google,
         endpoint: None,
         account: None,
+        path: None,
+        body_contains: None,
         kind: FaultKind::Outage { until },
         remaining: None,
     });
