@@ -165,6 +165,18 @@ async fn deliver_with_retries(weak: Weak<Shared>, out: Outgoing, fault: Option<S
 
 /// One POST; returns the status or the transport error text.
 pub async fn send_once(shared: &Shared, out: &Outgoing) -> (Option<u16>, Option<String>) {
+    if let Some(target) = &shared.deliver {
+        let request = crate::state::PushRequest {
+            url: out.target.clone(),
+            headers: out.headers.clone(),
+            body: out.body.as_ref().map(|b| b.to_string().into_bytes()),
+        };
+        return match tokio::time::timeout(out.timeout, target.post(request)).await {
+            Ok(Ok(answer)) => (Some(answer.status), None),
+            Ok(Err(e)) => (None, Some(e)),
+            Err(_) => (None, Some("timeout".to_string())),
+        };
+    }
     let mut req = shared.http.post(&out.target).timeout(out.timeout);
     for (k, v) in &out.headers {
         req = req.header(k.as_str(), v.as_str());

@@ -49,11 +49,41 @@ impl ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Request/trace ids in error bodies: a process-wide counter formatted as a
-/// UUID, so runs stay reproducible (no OS randomness in responses).
+/// What an error body needs from the simulator that renders it: its own
+/// request-id counter and its clock. The gate scopes each request in its
+/// simulator's context, so two simulators in one process (seeds of the
+/// deterministic simulation run side by side) never share a counter and
+/// error bodies carry the simulator's (possibly virtual) time.
+#[derive(Clone, Debug)]
+pub struct ResponseContext {
+    pub ids: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+tokio::task_local! {
+    static RESPONSE: ResponseContext;
+}
+
+/// Runs `f` with `ctx` as the context error bodies are rendered in.
+pub async fn scoped<F: std::future::Future>(ctx: ResponseContext, f: F) -> F::Output {
+    RESPONSE.scope(ctx, f).await
+}
+
+/// Request/trace ids in error bodies: a counter formatted as a UUID, so
+/// runs stay reproducible (no OS randomness in responses). Per simulator
+/// inside a request; process-wide outside one.
 pub fn next_request_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = RESPONSE
+        .try_with(|c| c.ids.fetch_add(1, Ordering::Relaxed))
+        .unwrap_or_else(|_| COUNTER.fetch_add(1, Ordering::Relaxed));
     format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// The time error bodies report: the simulator's clock inside a request.
+pub fn response_now() -> chrono::DateTime<chrono::Utc> {
+    RESPONSE
+        .try_with(|c| c.now)
+        .unwrap_or_else(|_| chrono::Utc::now())
 }

@@ -44,11 +44,13 @@ fn injected(
 }
 
 pub async fn google_gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    gate(sh, Provider::Google, req, next).await
+    let ctx = sh.response_context();
+    crate::error::scoped(ctx, gate(sh, Provider::Google, req, next)).await
 }
 
 pub async fn graph_gate(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    gate(sh, Provider::Graph, req, next).await
+    let ctx = sh.response_context();
+    crate::error::scoped(ctx, gate(sh, Provider::Graph, req, next)).await
 }
 
 /// What the log keeps of a request, gathered before the handler runs.

@@ -76,6 +76,7 @@ pub use google::{GoogleAccount, GoogleSim};
 pub use graph::{GraphAccount, GraphSim, LifecycleEvent};
 pub use request_log::{DeliveryRecord, Provider, RequestRecord};
 pub use scenario::{Scenario, ScenarioConfig, ScenarioSummary};
+pub use state::{DeliveryTarget, PushRequest, PushResponse, SimClock};
 
 use state::{lock, Shared};
 
@@ -93,29 +94,8 @@ impl Simulators {
     pub async fn start_on(listener: TcpListener, config: SimConfig) -> anyhow::Result<SimHandle> {
         let addr = listener.local_addr()?;
         let origin = format!("http://{addr}");
-        let http = reqwest::Client::builder().no_proxy().build()?;
-        let shared = Arc::new(Shared {
-            rng: rng::SimRng::new(config.seed),
-            log: request_log::RequestLog::new(config.log_capacity),
-            config,
-            origin: origin.clone(),
-            faults: Default::default(),
-            google: Default::default(),
-            graph: Default::default(),
-            delivery: Default::default(),
-            limiter: Default::default(),
-            quotas: Default::default(),
-            runtime: tokio::runtime::Handle::try_current()?,
-            http,
-            scenario: Default::default(),
-            clock_offset_ms: Default::default(),
-        });
-        let app: Router = Router::new()
-            .merge(google::router(shared.clone()))
-            .merge(graph::router(shared.clone()))
-            .merge(control::router())
-            .fallback(gate::fallback)
-            .with_state(shared.clone());
+        let shared = Self::shared(config, origin.clone(), SimClock::Wall, None)?;
+        let app = Self::app(&shared);
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -130,6 +110,67 @@ impl Simulators {
             origin,
             shutdown: Arc::new(Mutex::new(Some((tx, server)))),
         })
+    }
+
+    /// The simulators without a socket, for the deterministic simulation:
+    /// the returned router is called in process, time is tokio's (virtual
+    /// under a paused runtime) from `epoch`, and pushes go to `deliver`.
+    /// With the same `config.seed` and the same calls, the same answers.
+    pub fn in_process(
+        config: SimConfig,
+        epoch: DateTime<Utc>,
+        deliver: Arc<dyn DeliveryTarget>,
+    ) -> anyhow::Result<(SimHandle, Router)> {
+        let origin = "http://calsim.invalid".to_string();
+        let clock = SimClock::Virtual {
+            epoch,
+            base: tokio::time::Instant::now(),
+        };
+        let shared = Self::shared(config, origin.clone(), clock, Some(deliver))?;
+        let app = Self::app(&shared);
+        let handle = SimHandle {
+            shared,
+            origin,
+            shutdown: Arc::new(Mutex::new(None)),
+        };
+        Ok((handle, app))
+    }
+
+    fn app(shared: &Arc<Shared>) -> Router {
+        Router::new()
+            .merge(google::router(shared.clone()))
+            .merge(graph::router(shared.clone()))
+            .merge(control::router())
+            .fallback(gate::fallback)
+            .with_state(shared.clone())
+    }
+
+    fn shared(
+        config: SimConfig,
+        origin: String,
+        clock: SimClock,
+        deliver: Option<Arc<dyn DeliveryTarget>>,
+    ) -> anyhow::Result<Arc<Shared>> {
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        Ok(Arc::new(Shared {
+            rng: rng::SimRng::new(config.seed),
+            log: request_log::RequestLog::new(config.log_capacity),
+            config,
+            origin: origin.clone(),
+            faults: Default::default(),
+            google: Default::default(),
+            graph: Default::default(),
+            delivery: Default::default(),
+            limiter: Default::default(),
+            quotas: Default::default(),
+            runtime: tokio::runtime::Handle::try_current()?,
+            http,
+            scenario: Default::default(),
+            clock_offset_ms: Default::default(),
+            request_ids: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            clock,
+            deliver,
+        }))
     }
 }
 

@@ -36,6 +36,51 @@ pub struct Shared {
     /// Milliseconds added to the wall clock (`advance_clock`), so tests can
     /// expire tokens, channels and subscriptions without waiting.
     pub clock_offset_ms: AtomicI64,
+    /// Request ids in error bodies (see [`crate::error::ResponseContext`]).
+    pub request_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// What the clock reads before the offset.
+    pub clock: SimClock,
+    /// Where pushes go: `None` over HTTP; in process in the simulation.
+    pub deliver: Option<Arc<dyn DeliveryTarget>>,
+}
+
+/// The simulator's base clock.
+#[derive(Clone, Copy, Debug)]
+pub enum SimClock {
+    /// The wall clock.
+    Wall,
+    /// `epoch` plus the time tokio's clock moved since `base`: under a
+    /// paused runtime, virtual and deterministic.
+    Virtual {
+        epoch: DateTime<Utc>,
+        base: tokio::time::Instant,
+    },
+}
+
+/// One push (notification or validation handshake) to a receiver.
+#[derive(Clone, Debug)]
+pub struct PushRequest {
+    /// The target URL, with its query (the handshake's `validationToken`).
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// The receiver's answer.
+#[derive(Clone, Debug)]
+pub struct PushResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// A receiver of pushes called in process (no sockets): the simulation
+/// hands notifications to calsync directly.
+pub trait DeliveryTarget: Send + Sync {
+    fn post(
+        &self,
+        request: PushRequest,
+    ) -> futures::future::BoxFuture<'static, Result<PushResponse, String>>;
 }
 
 pub type SharedRef = Arc<Shared>;
@@ -48,8 +93,22 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Simulator time: the wall clock plus the advanced offset.
+    /// What error bodies rendered for a request arriving now need.
+    pub fn response_context(&self) -> crate::error::ResponseContext {
+        crate::error::ResponseContext {
+            ids: self.request_ids.clone(),
+            now: self.now(),
+        }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
+        let base = match self.clock {
+            SimClock::Wall => Utc::now(),
+            SimClock::Virtual { epoch, base } => {
+                epoch + Duration::from_std(tokio::time::Instant::now() - base).unwrap_or_default()
+            }
+        };
+        base + Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
     }
 
     pub fn advance_clock(&self, by: Duration) {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::auth::TokenStore;
 use crate::error::{ApiError, ApiResult};
@@ -17,10 +17,10 @@ use crate::timefmt::{
 
 #[derive(Default)]
 pub struct GoogleState {
-    pub accounts: HashMap<String, GAccount>,
-    pub calendars: HashMap<String, GCalendar>,
+    pub accounts: BTreeMap<String, GAccount>,
+    pub calendars: BTreeMap<String, GCalendar>,
     pub tokens: TokenStore,
-    pub channels: HashMap<String, Channel>,
+    pub channels: BTreeMap<String, Channel>,
     /// Global change counter: every mutation gets the next value.
     pub seq: u64,
 }
@@ -379,8 +379,23 @@ impl GCalendar {
     /// `single_events`, masters are replaced by their instances, except
     /// instances overridden by a stored exception.
     pub fn rows(&self, single_events: bool, horizon: DateTime<Utc>) -> Vec<Row> {
+        self.rows_changed_after(single_events, horizon, None)
+    }
+
+    /// [`rows`](Self::rows) of the events changed after `since` only (an
+    /// instance carries its master's `seq`), so an incremental listing
+    /// renders what changed instead of the whole calendar.
+    pub fn rows_changed_after(
+        &self,
+        single_events: bool,
+        horizon: DateTime<Utc>,
+        since: Option<u64>,
+    ) -> Vec<Row> {
         let mut rows = Vec::new();
         for ev in self.events.values() {
+            if since.is_some_and(|s| ev.seq <= s) {
+                continue;
+            }
             if single_events && Self::is_master(ev) {
                 let Ok(insts) = self.instances(ev, horizon) else {
                     continue;

@@ -284,7 +284,7 @@ fn matching_rows(
         .time_max
         .unwrap_or_else(|| horizon(now, shared.config.recurrence_horizon_days));
     let mut rows: Vec<(String, Row)> = cal
-        .rows(p.single_events, until)
+        .rows_changed_after(p.single_events, until, since)
         .into_iter()
         .filter(|r| since.is_none_or(|s| r.seq > s))
         .filter(|r| keep(p, since.is_some(), r))

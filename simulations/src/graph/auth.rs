@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::Utc;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use crate::gate::LoggedAccount;
 use crate::state::{lock, Shared};
 
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
-    let now = Utc::now();
+    let now = crate::error::response_now();
     let trace = crate::error::next_request_id();
     (
         status,

@@ -232,9 +232,8 @@ fn delta_page(
     let (ws, we) = (utc(state.ws), utc(state.we));
     let cal = acct.default_calendar();
     let mut items: Vec<MEvent> = acct
-        .view_items(Some(&cal), we.max(horizon(sh)))
+        .view_items_changed_after(Some(&cal), we.max(horizon(sh)), Some(state.since))
         .into_iter()
-        .filter(|ev| ev.seq > state.since)
         .filter(|ev| {
             state
                 .after

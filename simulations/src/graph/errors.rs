@@ -3,7 +3,6 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -50,7 +49,9 @@ impl IntoResponse for MErr {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let now = Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string();
+        let now = crate::error::response_now()
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
         let request_id = crate::error::next_request_id();
         let mut inner =
             json!({ "date": now, "request-id": request_id, "client-request-id": request_id });

@@ -368,6 +368,25 @@ impl GraphSim {
             .unwrap_or_default()
     }
 
+    /// (id, `transactionId`) of every live stored event, without rendering
+    /// them: cheap enough to check after every step of a long simulation.
+    pub fn live_transaction_ids(&self, upn: &str) -> Vec<(String, Option<String>)> {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| {
+                a.events
+                    .values()
+                    .filter(|e| !e.deleted)
+                    .map(|e| {
+                        let tag = e.body.get("transactionId").and_then(|t| t.as_str());
+                        (e.id.clone(), tag.map(str::to_string))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Number of live (non-deleted) stored events: singles and masters.
     pub fn event_count(&self, upn: &str) -> usize {
         let st = lock(&self.shared.graph);

@@ -6,7 +6,7 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::auth::TokenStore;
 use crate::error::{ApiError, ApiResult};
@@ -18,9 +18,9 @@ use crate::timefmt::{
 
 #[derive(Default)]
 pub struct GraphState {
-    pub accounts: HashMap<String, MAccount>,
+    pub accounts: BTreeMap<String, MAccount>,
     pub tokens: TokenStore,
-    pub subscriptions: HashMap<String, Subscription>,
+    pub subscriptions: BTreeMap<String, Subscription>,
     /// Global change counter.
     pub seq: u64,
 }
@@ -376,9 +376,21 @@ impl MAccount {
     /// Items `calendarView` / delta can show: singles, occurrences and
     /// exceptions (never masters), including removed ones.
     pub fn view_items(&self, calendar: Option<&str>, horizon: DateTime<Utc>) -> Vec<MEvent> {
+        self.view_items_changed_after(calendar, horizon, None)
+    }
+
+    /// [`view_items`](Self::view_items) changed after `since` only (an
+    /// occurrence carries its master's `seq`), so a delta round copies
+    /// what changed instead of the whole mailbox.
+    pub fn view_items_changed_after(
+        &self,
+        calendar: Option<&str>,
+        horizon: DateTime<Utc>,
+        since: Option<u64>,
+    ) -> Vec<MEvent> {
         let mut out = Vec::new();
         for ev in self.events.values() {
-            if calendar.is_some_and(|c| c != ev.calendar_id) {
+            if calendar.is_some_and(|c| c != ev.calendar_id) || since.is_some_and(|s| ev.seq <= s) {
                 continue;
             }
             match ev.kind {

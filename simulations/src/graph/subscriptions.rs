@@ -227,6 +227,38 @@ async fn handshake(shared: &Shared, sub_id: &str, url: &str) -> ApiResult<()> {
         body: None,
         timeout,
     };
+    let fail = |m: &str| ApiError::new(400, "ValidationError", m.to_string());
+    if let Some(target) = &shared.deliver {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let request = crate::state::PushRequest {
+            url: format!(
+                "{url}{sep}validationToken={}",
+                crate::graph::query::pct(&token)
+            ),
+            headers: out.headers.clone(),
+            body: None,
+        };
+        let answer = match tokio::time::timeout(timeout, target.post(request)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                record(shared, &out, 1, None, Some(e), None);
+                return Err(fail("Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request."));
+            }
+            Err(_) => {
+                record(shared, &out, 1, None, Some("timeout".into()), None);
+                return Err(fail("Subscription validation request timed out."));
+            }
+        };
+        record(shared, &out, 1, Some(answer.status), None, None);
+        let plain = answer
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("text/plain"));
+        if answer.status != 200 || !plain || answer.body != token {
+            return Err(fail("Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request."));
+        }
+        return Ok(());
+    }
     let result = shared
         .http
         .post(url)
@@ -235,7 +267,6 @@ async fn handshake(shared: &Shared, sub_id: &str, url: &str) -> ApiResult<()> {
         .timeout(timeout)
         .send()
         .await;
-    let fail = |m: &str| ApiError::new(400, "ValidationError", m.to_string());
     match result {
         Err(e) if e.is_timeout() => {
             record(shared, &out, 1, None, Some("timeout".into()), None);
