@@ -31,5 +31,6 @@ pub mod ports;
 pub mod providers;
 pub mod replay;
 pub mod settings;
+pub mod simulate;
 pub mod store;
 pub mod testkit;

@@ -13,10 +13,8 @@ use crate::core::ids::StreamName;
 use crate::core::settings::{
     decide, Actor, SettingsCommand, SettingsEvent, SettingsRejection, SettingsState,
 };
-use crate::store::{
-    EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, StoreError,
-};
-use chrono::Utc;
+use crate::ports::{Clock, SystemClock};
+use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, Store, StoreError};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -80,23 +78,35 @@ pub struct SettingsHandle {
 }
 
 struct Inner {
-    store: PgEventStore,
+    store: Store,
     stream: StreamName,
     node: String,
     state: watch::Sender<Arc<SettingsState>>,
+    /// Stamps each change's `at` (the simulation's virtual clock there).
+    clock: Arc<dyn Clock>,
 }
 
 impl SettingsHandle {
     /// Folds the settings stream, then keeps folding new events every
     /// `refresh` in a background task. Fails only if the first fold fails:
     /// a node must not serve on settings it could not read.
-    pub async fn start(store: PgEventStore, refresh: Duration) -> Result<Self, SettingsError> {
+    pub async fn start(store: impl Into<Store>, refresh: Duration) -> Result<Self, SettingsError> {
+        Self::start_with_clock(store, refresh, Arc::new(SystemClock)).await
+    }
+
+    /// [`start`](Self::start) with the clock that stamps each change.
+    pub async fn start_with_clock(
+        store: impl Into<Store>,
+        refresh: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SettingsError> {
         let (state, _) = watch::channel(Arc::new(SettingsState::default()));
         let inner = Arc::new(Inner {
-            store,
+            store: store.into(),
             stream: StreamName::settings(),
             node: node_name(),
             state,
+            clock,
         });
         inner.catch_up().await?;
         tokio::spawn(poll(Arc::downgrade(&inner), refresh));
@@ -131,7 +141,7 @@ impl SettingsHandle {
         let correlation_id = Uuid::new_v4();
         for attempt in 1..=MAX_ATTEMPTS {
             let state = self.inner.catch_up().await?;
-            let events = decide(&state, &command, &actor, Utc::now())?;
+            let events = decide(&state, &command, &actor, self.inner.clock.now())?;
             if events.is_empty() {
                 return Ok(Applied {
                     version: state.version,

@@ -166,7 +166,7 @@ async fn a_stale_second_writer_is_fenced_and_the_stream_stays_gap_free() {
     let id = ConnectionId::new_random();
     let spawn = |incarnation| {
         let actor = ConnectionActor {
-            store: store.clone(),
+            store: store.clone().into(),
             settings: settings.clone(),
             sync: None,
         };

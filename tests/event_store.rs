@@ -1,10 +1,17 @@
-//! The event log's guarantees, against a real PostgreSQL.
+//! The event log's guarantees. The contract (atomic appends, typed
+//! conflicts, gap-free versions, one global order, payloads byte for byte,
+//! snapshots forward, read models in the append's transaction) runs
+//! against PostgreSQL and against the in-memory store the deterministic
+//! simulation uses: one suite, both implementations. The rest is
+//! PostgreSQL's own (uncommitted gaps, the immutability trigger, outages).
 
+use calsync::core::ids::ConnectionId;
 use calsync::core::ids::StreamName;
+use calsync::core::projection::{ConnectionRow, RowChange};
 use calsync::pg::{Cluster, Durability, StopMode};
 use calsync::store::{
-    EventMetadata, EventStore, ExpectedVersion, GlobalCursor, NewEvent, PgEventStore, Snapshot,
-    StoreError,
+    EventMetadata, EventStore, ExpectedVersion, GlobalCursor, MemoryStore, NewEvent, PgEventStore,
+    Snapshot, Store, StoreError,
 };
 use calsync::testkit::TestDb;
 use std::collections::HashSet;
@@ -19,10 +26,39 @@ fn event(n: usize) -> NewEvent {
     NewEvent::new("test_event", 1, format!(r#"{{"n":{n}}}"#))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_appenders_on_one_version_yield_one_winner_and_typed_conflicts() {
-    let db = TestDb::new().await;
-    let store = db.store();
+/// One contract test, run on PostgreSQL and on the in-memory store.
+macro_rules! contract {
+    ($name:ident, $on:ident, $flavor:ident) => {
+        mod $name {
+            use super::*;
+            contract!(@test postgres, $flavor, {
+                let db = TestDb::new().await;
+                $on(Store::Postgres(db.store())).await;
+            });
+            contract!(@test memory, $flavor, {
+                $on(Store::Memory(MemoryStore::default())).await;
+            });
+        }
+    };
+    (@test $store:ident, multi, $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $store() $body
+    };
+    (@test $store:ident, single, $body:block) => {
+        #[tokio::test]
+        async fn $store() $body
+    };
+}
+
+contract!(
+    fifty_concurrent_appenders_on_one_version_yield_one_winner_and_typed_conflicts,
+    fifty_concurrent_appenders_on_one_version_yield_one_winner_and_typed_conflicts_on,
+    multi
+);
+
+async fn fifty_concurrent_appenders_on_one_version_yield_one_winner_and_typed_conflicts_on(
+    store: Store,
+) {
     let s = stream("race-once");
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -53,10 +89,13 @@ async fn fifty_concurrent_appenders_on_one_version_yield_one_winner_and_typed_co
     assert_eq!(store.stream_version(&s).await.unwrap(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_appenders_retrying_on_conflict_build_a_gap_free_stream() {
-    let db = TestDb::new().await;
-    let store = db.store();
+contract!(
+    fifty_appenders_retrying_on_conflict_build_a_gap_free_stream,
+    fifty_appenders_retrying_on_conflict_build_a_gap_free_stream_on,
+    multi
+);
+
+async fn fifty_appenders_retrying_on_conflict_build_a_gap_free_stream_on(store: Store) {
     let s = stream("race-many");
     const WRITERS: usize = 50;
     const EACH: usize = 6;
@@ -68,6 +107,10 @@ async fn fifty_appenders_retrying_on_conflict_build_a_gap_free_stream() {
             for k in 0..EACH {
                 loop {
                     let v = store.stream_version(&s).await.unwrap();
+                    // Let the others run between the read and the write
+                    // (the in-memory store never waits on its own), so the
+                    // race is real on both stores.
+                    tokio::task::yield_now().await;
                     let e = NewEvent::new("w", 1, format!(r#"{{"w":{w},"k":{k}}}"#));
                     match store
                         .append(&s, ExpectedVersion::from_version(v), vec![e])
@@ -106,10 +149,13 @@ async fn fifty_appenders_retrying_on_conflict_build_a_gap_free_stream() {
     );
 }
 
-#[tokio::test]
-async fn reads_see_their_own_writes_and_multi_event_appends_are_atomic() {
-    let db = TestDb::new().await;
-    let store = db.store();
+contract!(
+    reads_see_their_own_writes_and_multi_event_appends_are_atomic,
+    reads_see_their_own_writes_and_multi_event_appends_are_atomic_on,
+    single
+);
+
+async fn reads_see_their_own_writes_and_multi_event_appends_are_atomic_on(store: Store) {
     let s = stream("ryw");
     let recorded = store
         .append(
@@ -207,10 +253,13 @@ async fn read_all_never_skips_an_event_committed_later_into_a_gap() {
     assert_eq!(positions, vec![slow_position, fast[0].position]);
 }
 
-#[tokio::test]
-async fn events_round_trip_byte_for_byte() {
-    let db = TestDb::new().await;
-    let store = db.store();
+contract!(
+    events_round_trip_byte_for_byte,
+    events_round_trip_byte_for_byte_on,
+    single
+);
+
+async fn events_round_trip_byte_for_byte_on(store: Store) {
     let payloads = [
         r#"{"b":1,"a":2}"#,
         r#"{ "spaced" :  [1, 2 ,3] }"#,
@@ -274,10 +323,71 @@ async fn the_log_refuses_updates_and_deletes() {
     );
 }
 
-#[tokio::test]
-async fn snapshots_only_move_forward() {
-    let db = TestDb::new().await;
-    let store = db.store();
+contract!(
+    read_models_change_in_the_appends_transaction,
+    read_models_change_in_the_appends_transaction_on,
+    single
+);
+
+fn quarantined_row(id: ConnectionId, version: u64) -> RowChange {
+    RowChange::UpsertConnection(ConnectionRow {
+        connection_id: id,
+        platform_provider_id: "pp".into(),
+        provider: "google".into(),
+        account: "a@example.com".into(),
+        calendars: vec!["primary".into()],
+        destination_calendar: None,
+        status: "quarantined".into(),
+        pause_reason: None,
+        quarantine_reason: Some("test".into()),
+        quarantined_at: None,
+        stream_version: version,
+        error_count: 0,
+        last_error: None,
+        last_error_at: None,
+        backoff_until: None,
+        needs_reauthorization: None,
+        notifications_accepted: 0,
+    })
+}
+
+async fn read_models_change_in_the_appends_transaction_on(store: Store) {
+    let (a, b) = (ConnectionId::new_random(), ConnectionId::new_random());
+    store
+        .append_with(
+            &a.stream(),
+            ExpectedVersion::NoStream,
+            vec![event(1)],
+            vec![quarantined_row(a, 1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.quarantined_connections().await.unwrap(), vec![a]);
+    // A conflicting append changes no read model either.
+    let err = store
+        .append_with(
+            &a.stream(),
+            ExpectedVersion::NoStream,
+            vec![event(2)],
+            vec![quarantined_row(b, 1)],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { actual: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(store.quarantined_connections().await.unwrap(), vec![a]);
+    assert_eq!(store.stream_version(&a.stream()).await.unwrap(), 1);
+}
+
+contract!(
+    snapshots_only_move_forward,
+    snapshots_only_move_forward_on,
+    single
+);
+
+async fn snapshots_only_move_forward_on(store: Store) {
     let s = stream("snap");
     assert_eq!(store.load_snapshot(&s).await.unwrap(), None);
     let newer = Snapshot {

@@ -28,7 +28,7 @@ use crate::core::plan::{self, Ctx, Next};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
 use crate::store::{
-    EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore, Snapshot, StoreError,
+    EventMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot, Store, StoreError,
 };
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -73,7 +73,7 @@ pub enum ConnectionMsg {
 }
 
 pub struct ConnectionActor {
-    pub store: PgEventStore,
+    pub store: Store,
     pub settings: Arc<ActorSettings>,
     /// Provider access; `None` runs the actor without syncing (tests of the
     /// actor machinery alone).
@@ -191,6 +191,13 @@ impl Actor for ConnectionActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some((_, timer)) = st.timer.take() {
             timer.abort();
+        }
+        // A stopped actor (passivated, most often) comes back on its next
+        // wake-up: snapshot what it folded since the last snapshot, so that
+        // activation reads one snapshot instead of refolding up to
+        // `snapshot_every` events each time a quiet connection polls.
+        if st.events_since_snapshot > 0 {
+            self.snapshot(st).await;
         }
         Ok(())
     }

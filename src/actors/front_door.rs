@@ -15,7 +15,7 @@ use crate::core::decide::{ConnectionCommand, Rejection};
 use crate::core::ids::ConnectionId;
 use crate::core::state::ConnectionState;
 use crate::ports::{Clock, SystemClock};
-use crate::store::PgEventStore;
+use crate::store::Store;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use serde::Serialize;
@@ -63,29 +63,22 @@ pub struct Connections {
 impl Connections {
     /// Starts the supervisor. Connections quarantined earlier (per the
     /// `connections` read model) stay quarantined.
-    pub async fn start(store: PgEventStore, settings: ActorSettings) -> anyhow::Result<Self> {
+    pub async fn start(store: impl Into<Store>, settings: ActorSettings) -> anyhow::Result<Self> {
         Self::start_with_sync(store, settings, None).await
     }
 
     /// Like [`Connections::start`], with provider access for syncing.
     pub async fn start_with_sync(
-        store: PgEventStore,
+        store: impl Into<Store>,
         settings: ActorSettings,
         sync: Option<Arc<SyncRuntime>>,
     ) -> anyhow::Result<Self> {
+        let store: Store = store.into();
         let settings = Arc::new(settings);
         let registry = Arc::new(Registry::default());
-        let client = store.pool().get().await?;
-        for row in client
-            .query(
-                "SELECT connection_id FROM connections WHERE status = 'quarantined'",
-                &[],
-            )
-            .await?
-        {
-            registry.set_quarantined(ConnectionId::from_uuid(row.get(0)), true);
+        for id in store.quarantined_connections().await? {
+            registry.set_quarantined(id, true);
         }
-        drop(client);
         let clock: Arc<dyn Clock> = match &sync {
             Some(runtime) => runtime.clock.clone(),
             None => Arc::new(SystemClock),
@@ -428,6 +421,16 @@ impl Connections {
             quarantined: self.registry.quarantined_count(),
             restarts: self.registry.restarts.load(Ordering::Relaxed),
         }
+    }
+
+    /// A crash of this node: every actor killed where it stands (no
+    /// handler runs), then the supervisor. Tasks already running finish
+    /// against dead actors and record nothing.
+    pub fn crash(&self) {
+        for actor in self.registry.actors() {
+            actor.kill();
+        }
+        self.supervisor.kill();
     }
 
     /// Stops the supervisor and every actor.

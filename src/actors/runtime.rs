@@ -9,7 +9,7 @@ use crate::core::settings::{Flag, SettingsState, Toggle};
 use crate::ports::{Clock, Entropy, SystemClock, SystemEntropy};
 use crate::providers::{ProviderClient, ProviderEndpoints};
 use crate::store::credentials::CredentialVault;
-use crate::store::PgEventStore;
+use crate::store::Store;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -56,7 +56,7 @@ pub struct SyncRuntime {
     pub google: ProviderClient,
     pub graph: ProviderClient,
     pub vault: CredentialVault,
-    pub store: PgEventStore,
+    pub store: Store,
     /// What the planner follows: busy rules, backoff, cancel mode, poll
     /// interval, sync spacing, window, call budget.
     pub policy: Policy,
@@ -77,11 +77,23 @@ impl SyncRuntime {
     pub fn new(
         endpoints: ProviderEndpoints,
         vault: CredentialVault,
-        store: PgEventStore,
+        store: impl Into<Store>,
         gates: Arc<dyn Gates>,
     ) -> anyhow::Result<Self> {
         let http = crate::providers::transport::http_client()?;
-        Ok(SyncRuntime {
+        Ok(Self::on(endpoints, http.into(), vault, store, gates))
+    }
+
+    /// Like [`SyncRuntime::new`], reaching the providers through `http`
+    /// (the simulation's in-process simulators).
+    pub fn on(
+        endpoints: ProviderEndpoints,
+        http: crate::providers::transport::HttpPort,
+        vault: CredentialVault,
+        store: impl Into<Store>,
+        gates: Arc<dyn Gates>,
+    ) -> Self {
+        SyncRuntime {
             google: ProviderClient::for_provider(
                 CalendarProvider::Google,
                 http.clone(),
@@ -89,7 +101,7 @@ impl SyncRuntime {
             ),
             graph: ProviderClient::for_provider(CalendarProvider::Microsoft, http, endpoints),
             vault,
-            store,
+            store: store.into(),
             policy: Policy::default(),
             gates,
             clock: Arc::new(SystemClock),
@@ -101,7 +113,7 @@ impl SyncRuntime {
             // a little under the lower one and trust the returned expiry.
             google_channel_lifetime: chrono::Duration::days(7),
             graph_channel_lifetime: chrono::Duration::minutes(4200),
-        })
+        }
     }
 
     /// Runs on `clock` (tests moving time with the simulator, the

@@ -15,7 +15,7 @@ use crate::core::decide::ConnectionCommand;
 use crate::core::ids::ConnectionId;
 use crate::core::projection::connection_changes;
 use crate::ports::Clock;
-use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, PgEventStore};
+use crate::store::{EventMetadata, EventStore, ExpectedVersion, NewEvent, Store};
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -45,7 +45,7 @@ pub enum SupervisorMsg {
 }
 
 pub struct Supervisor {
-    pub store: PgEventStore,
+    pub store: Store,
     pub settings: Arc<ActorSettings>,
     pub registry: Arc<Registry>,
     pub sync: Option<Arc<SyncRuntime>>,
@@ -224,24 +224,10 @@ impl Supervisor {
         poll_every: chrono::Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<ConnectionId>, String> {
-        let client = self.store.pool().get().await.map_err(|e| e.to_string())?;
-        let cutoff = now - poll_every;
-        let rows = client
-            .query(
-                "SELECT c.connection_id FROM connections c \
-                 JOIN connection_calendars k USING (connection_id) \
-                 WHERE c.status IN ('active', 'backoff', 'degraded') \
-                 GROUP BY c.connection_id \
-                 HAVING bool_or(k.last_success_at IS NULL) OR min(k.last_success_at) < $1 \
-                 LIMIT 500",
-                &[&cutoff],
-            )
+        self.store
+            .poll_candidates(now - poll_every, 500)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(rows
-            .iter()
-            .map(|r| ConnectionId::from_uuid(r.get(0)))
-            .collect())
+            .map_err(|e| e.to_string())
     }
 
     async fn activate(

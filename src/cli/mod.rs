@@ -11,6 +11,7 @@ mod flags;
 mod log;
 mod replay;
 mod serve;
+mod simulate;
 mod status;
 mod validate;
 
@@ -66,6 +67,9 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Benchmarks against raw PostgreSQL on a private cluster (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// The deterministic simulation: whole nodes over virtual days, one
+    /// seed a run, invariants checked throughout.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Validate(args) => validate::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
@@ -101,12 +106,26 @@ async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Command {
+    /// The log filter when `RUST_LOG` is not set: `info`, except for
+    /// `simulate`, whose injected faults would log thousands of warnings a
+    /// virtual day; it prints its own report (`RUST_LOG=warn` shows them).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Simulate(_) => "off",
+            _ => "info",
+        }
+    }
+}
+
 /// Installs the tracing subscriber: readable text on a terminal, JSON lines
-/// otherwise (or as configured). `RUST_LOG` filters, default `info`.
-pub fn init_tracing(format: LogFormat) {
+/// otherwise (or as configured). `RUST_LOG` filters, default
+/// `default_filter`.
+pub fn init_tracing(format: LogFormat, default_filter: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

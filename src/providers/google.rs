@@ -45,7 +45,7 @@ pub const GOOGLE_ICAL_UID_PROPERTY: &str = "calsyncIcalUid";
 /// Google Calendar v3 over HTTP.
 #[derive(Debug, Clone)]
 pub struct GoogleClient {
-    http: reqwest::Client,
+    http: super::transport::HttpPort,
     api_base: String,
     token: TokenEndpoint,
     page_size: u32,
@@ -135,9 +135,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError 
 }
 
 impl GoogleClient {
-    pub fn new(http: reqwest::Client, endpoints: ProviderEndpoints) -> Self {
+    pub fn new(http: impl Into<super::transport::HttpPort>, endpoints: ProviderEndpoints) -> Self {
         GoogleClient {
-            http,
+            http: http.into(),
             api_base: endpoints.google_api.trim_end_matches('/').to_owned(),
             token: TokenEndpoint::google(endpoints.google_token),
             page_size: PAGE_SIZE,

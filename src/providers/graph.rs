@@ -83,7 +83,7 @@ pub fn split_client_state(value: &str) -> Option<(&str, &str)> {
 /// Microsoft Graph v1.0 over HTTP.
 #[derive(Debug, Clone)]
 pub struct GraphClient {
-    http: reqwest::Client,
+    http: super::transport::HttpPort,
     api_base: String,
     token: TokenEndpoint,
     page_size: u32,
@@ -309,9 +309,9 @@ fn schedule_instant(
 }
 
 impl GraphClient {
-    pub fn new(http: reqwest::Client, endpoints: ProviderEndpoints) -> Self {
+    pub fn new(http: impl Into<super::transport::HttpPort>, endpoints: ProviderEndpoints) -> Self {
         GraphClient {
-            http,
+            http: http.into(),
             api_base: endpoints.graph_api.trim_end_matches('/').to_owned(),
             token: TokenEndpoint::microsoft(endpoints.graph_token),
             page_size: PAGE_SIZE,

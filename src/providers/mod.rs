@@ -395,7 +395,7 @@ impl ProviderClient {
     /// (explicit connect and request timeouts).
     pub fn for_provider(
         provider: CalendarProvider,
-        http: reqwest::Client,
+        http: impl Into<transport::HttpPort>,
         endpoints: ProviderEndpoints,
     ) -> Self {
         match provider {

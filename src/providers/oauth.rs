@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use super::transport::{parse_retry_after, transport_error};
+use super::transport::parse_retry_after;
 use super::{AuthSession, ProviderError};
 
 /// Refresh this long before the access token expires.
@@ -69,7 +69,7 @@ pub fn needs_refresh(session: &AuthSession, now: DateTime<Utc>) -> bool {
 
 /// Refreshes the access token if [`needs_refresh`] says so.
 pub async fn ensure_fresh(
-    http: &reqwest::Client,
+    http: &super::transport::HttpPort,
     endpoint: &TokenEndpoint,
     session: &mut AuthSession,
     now: DateTime<Utc>,
@@ -100,7 +100,7 @@ struct TokenRefused {
 
 /// Runs the refresh-token grant and stores the result in `session`.
 pub async fn refresh(
-    http: &reqwest::Client,
+    http: &super::transport::HttpPort,
     endpoint: &TokenEndpoint,
     session: &mut AuthSession,
     now: DateTime<Utc>,
@@ -114,15 +114,16 @@ pub async fn refresh(
     if endpoint.flavor == TokenFlavor::Microsoft {
         form.push(("scope", GRAPH_SCOPES));
     }
-    let response = http
-        .post(endpoint.url.as_str())
-        .form(&form)
-        .send()
-        .await
-        .map_err(transport_error)?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_error)?;
+    let answer = http
+        .exchange(
+            reqwest::Method::POST,
+            endpoint.url.as_str(),
+            &[],
+            None,
+            super::transport::Body::Form(&form),
+        )
+        .await?;
+    let (status, headers, body) = (answer.status, answer.headers, answer.body);
     if !(200..300).contains(&status) {
         let error = classify_token_error(status, &headers, &body, now);
         tracing::warn!(status, kind = error.kind(), "token refresh failed");

@@ -30,6 +30,133 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// How calsync reaches a provider over HTTP: reqwest in production and
+/// tests, or an in-process service (the simulator's router, no sockets) in
+/// the deterministic simulation. Either way the same requests are built
+/// and the same answers parsed.
+#[derive(Clone)]
+pub enum HttpPort {
+    Reqwest(reqwest::Client),
+    InProcess(std::sync::Arc<dyn InProcessHttp>),
+}
+
+impl std::fmt::Debug for HttpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HttpPort::Reqwest(_) => "HttpPort::Reqwest",
+            HttpPort::InProcess(_) => "HttpPort::InProcess",
+        })
+    }
+}
+
+impl From<reqwest::Client> for HttpPort {
+    fn from(client: reqwest::Client) -> Self {
+        HttpPort::Reqwest(client)
+    }
+}
+
+/// An HTTP service called in process.
+pub trait InProcessHttp: Send + Sync {
+    fn call(
+        &self,
+        request: axum::http::Request<bytes::Bytes>,
+    ) -> futures::future::BoxFuture<'static, axum::http::Response<bytes::Bytes>>;
+}
+
+/// What a request carries.
+pub(crate) enum Body<'a> {
+    Empty,
+    Json(&'a serde_json::Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// An answer: status, headers, body.
+pub(crate) struct Exchange {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl HttpPort {
+    pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, String)],
+        bearer: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Exchange, ProviderError> {
+        match self {
+            HttpPort::Reqwest(http) => {
+                let mut request = http.request(method, url);
+                if let Some(token) = bearer {
+                    request = request.bearer_auth(token);
+                }
+                for (name, value) in headers {
+                    request = request.header(*name, value.as_str());
+                }
+                request = match body {
+                    Body::Empty => request,
+                    Body::Json(v) => request.json(v),
+                    Body::Form(f) => request.form(f),
+                };
+                let response = request.send().await.map_err(transport_error)?;
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                let body = response.bytes().await.map_err(transport_error)?;
+                Ok(Exchange {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            HttpPort::InProcess(service) => {
+                let (content_type, bytes) = match body {
+                    Body::Empty => (None, bytes::Bytes::new()),
+                    Body::Json(v) => (
+                        Some("application/json"),
+                        bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+                    ),
+                    Body::Form(f) => {
+                        let text: Vec<String> = f
+                            .iter()
+                            .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+                            .collect();
+                        (
+                            Some("application/x-www-form-urlencoded"),
+                            bytes::Bytes::from(text.join("&")),
+                        )
+                    }
+                };
+                let mut builder = axum::http::Request::builder().method(method).uri(url);
+                if let Some(token) = bearer {
+                    builder = builder.header("authorization", format!("Bearer {token}"));
+                }
+                if let Some(ct) = content_type {
+                    builder = builder.header("content-type", ct);
+                }
+                for (name, value) in headers {
+                    builder = builder.header(*name, value.as_str());
+                }
+                let request = builder
+                    .body(bytes)
+                    .map_err(|e| ProviderError::Unavailable {
+                        message: format!("request not built: {e}"),
+                        retry_after: None,
+                    })?;
+                let response = service.call(request).await;
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                Ok(Exchange {
+                    status,
+                    headers,
+                    body: response.into_body(),
+                })
+            }
+        }
+    }
+}
+
 /// A provider's mapping from a non-2xx answer to the caller's next action.
 pub(crate) type Classify = fn(u16, &HeaderMap, &[u8]) -> ProviderError;
 
@@ -159,7 +286,7 @@ impl Reply {
 
 /// One provider's API: its HTTP client, token endpoint and classifier.
 pub(crate) struct Api<'a> {
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpPort,
     pub token: &'a TokenEndpoint,
     pub classify: Classify,
     /// Token expiry is judged by this clock.
@@ -178,30 +305,34 @@ impl Api<'_> {
         let mut refreshed = false;
         loop {
             let access = session.access_token.clone().unwrap_or_default();
-            let mut request = self
+            let body = match &call.json {
+                Some(v) => Body::Json(v),
+                None => Body::Empty,
+            };
+            let answer = self
                 .http
-                .request(call.method.clone(), call.url.as_str())
-                .bearer_auth(access);
-            for (name, value) in &call.headers {
-                request = request.header(*name, value.as_str());
-            }
-            if let Some(body) = &call.json {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(transport_error)?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.map_err(transport_error)?;
-            if status == 401 && !refreshed {
+                .exchange(
+                    call.method.clone(),
+                    &call.url,
+                    &call.headers,
+                    Some(&access),
+                    body,
+                )
+                .await?;
+            if answer.status == 401 && !refreshed {
                 refreshed = true;
                 tracing::debug!("provider answered 401; refreshing the access token once");
                 oauth::refresh(self.http, self.token, session, self.clock.now()).await?;
                 continue;
             }
-            if (200..300).contains(&status) {
-                return Ok(Reply { body });
+            if (200..300).contains(&answer.status) {
+                return Ok(Reply { body: answer.body });
             }
-            return Err((self.classify)(status, &headers, &body));
+            return Err((self.classify)(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+            ));
         }
     }
 }

@@ -4,7 +4,8 @@
 //! The connection id is the AEAD's associated data, so a sealed blob copied
 //! to another connection's row fails to open instead of lending it a grant.
 
-use super::{PgEventStore, StoreError};
+use super::memory::SealedRow;
+use super::{SealedCredentials, StoreError};
 use crate::core::ids::ConnectionId;
 use crate::providers::AuthSession;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -137,7 +138,7 @@ impl CredentialVault {
     /// Stores (or replaces) a connection's credentials.
     pub async fn save(
         &self,
-        store: &PgEventStore,
+        store: &impl SealedCredentials,
         id: ConnectionId,
         session: &AuthSession,
     ) -> Result<(), VaultError> {
@@ -146,39 +147,25 @@ impl CredentialVault {
         // AuthSession is plain strings and timestamps: it always serialises.
         let plaintext = serde_json::to_vec(&session).unwrap_or_default();
         let (nonce, sealed) = self.seal(id, &plaintext);
-        let client = store.pool().get().await.map_err(StoreError::from)?;
-        client
-            .execute(
-                "INSERT INTO credentials (connection_id, key_id, nonce, sealed) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (connection_id) DO UPDATE SET key_id = EXCLUDED.key_id, \
-                   nonce = EXCLUDED.nonce, sealed = EXCLUDED.sealed, updated_at = now()",
-                &[&id.as_uuid(), &self.key_id, &nonce, &sealed],
-            )
-            .await
-            .map_err(StoreError::from)?;
+        let row = SealedRow {
+            key_id: self.key_id.clone(),
+            nonce,
+            sealed,
+        };
+        store.put_sealed(id, row).await?;
         Ok(())
     }
 
     /// A connection's credentials, if stored.
     pub async fn load(
         &self,
-        store: &PgEventStore,
+        store: &impl SealedCredentials,
         id: ConnectionId,
     ) -> Result<Option<AuthSession>, VaultError> {
-        let client = store.pool().get().await.map_err(StoreError::from)?;
-        let Some(row) = client
-            .query_opt(
-                "SELECT nonce, sealed FROM credentials WHERE connection_id = $1",
-                &[&id.as_uuid()],
-            )
-            .await
-            .map_err(StoreError::from)?
-        else {
+        let Some(row) = store.get_sealed(id).await? else {
             return Ok(None);
         };
-        let nonce: Vec<u8> = row.get(0);
-        let sealed: Vec<u8> = row.get(1);
-        let plaintext = self.open(id, &nonce, &sealed)?;
+        let plaintext = self.open(id, &row.nonce, &row.sealed)?;
         serde_json::from_slice(&plaintext)
             .map(Some)
             .map_err(|_| VaultError::CannotOpen(id, self.key_id.clone()))

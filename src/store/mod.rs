@@ -1,6 +1,8 @@
 //! The event store: the append-only log every other part of calsync folds.
 //!
-//! [`EventStore`] is the port; [`PgEventStore`] implements it on PostgreSQL.
+//! [`EventStore`] is the port; [`PgEventStore`] implements it on PostgreSQL,
+//! [`MemoryStore`] in memory (the deterministic simulation), and [`Store`]
+//! is either, for the shell.
 //! Errors say what the caller should do: [`StoreError::Conflict`] — re-read
 //! and decide again (or stop: someone else owns the stream);
 //! [`StoreError::Unavailable`] — retry later (answer 503 upstream);
@@ -10,7 +12,9 @@ pub mod availability;
 pub mod credentials;
 mod errors;
 mod group_commit;
+pub mod memory;
 pub mod migrate;
+mod port;
 mod postgres;
 pub mod projections;
 pub mod read_models;
@@ -18,6 +22,8 @@ pub mod status;
 mod types;
 
 pub use errors::StoreError;
+pub use memory::MemoryStore;
+pub use port::{SealedCredentials, Store};
 pub use postgres::PgEventStore;
 pub use types::{EventMetadata, ExpectedVersion, GlobalCursor, NewEvent, RecordedEvent, Snapshot};
 
