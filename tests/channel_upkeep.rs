@@ -80,7 +80,8 @@ async fn wait_for_channel(w: &World, id: ConnectionId) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_minute_google_channel_is_renewed_every_minute_for_hours_and_never_loops() {
+async fn a_two_minute_google_channel_is_reestablished_every_ten_minutes_for_hours_and_never_loops()
+{
     let w = World::start(options(SimConfig {
         google_channel_ttl_secs: 120,
         ..SimConfig::for_tests()
@@ -102,25 +103,23 @@ async fn a_two_minute_google_channel_is_renewed_every_minute_for_hours_and_never
         3,
     );
     for h in 0..3 {
-        // Renewed at half the granted two minutes: about once a minute
-        // (steps of 30 s), the old channel stopped each time.
-        assert!((50..=70).contains(&watches[h]), "hour {h}: {watches:?}");
-        assert!((50..=70).contains(&stops[h]), "hour {h}: {stops:?}");
-        assert!(all[h] < 300, "hour {h}: {all:?} calls");
+        // A grant of two minutes lapses; upkeep waits out the ten-minute
+        // floor, so about six watches an hour (never one a minute, which
+        // would log 2,880 events a day for this one calendar). A lapsed
+        // channel needs no stop.
+        assert!((5..=7).contains(&watches[h]), "hour {h}: {watches:?}");
+        assert!(stops[h] <= 7, "hour {h}: {stops:?}");
+        assert!(all[h] < 40, "hour {h}: {all:?} calls");
     }
-    assert_eq!(
-        open_channels(&w, id).await,
-        1,
-        "one live channel at the end"
-    );
+    assert!(open_channels(&w, id).await <= 1, "never two live channels");
     let (status, errors, _) = w.status(id).await;
     assert_eq!((status.as_str(), errors), ("active", 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_minute_graph_subscription_is_renewed_in_place_for_hours() {
+async fn a_thirty_minute_graph_subscription_is_renewed_in_place_for_hours() {
     let w = World::start(options(SimConfig {
-        graph_subscription_max_minutes: 2,
+        graph_subscription_max_minutes: 30,
         ..SimConfig::for_tests()
     }))
     .await;
@@ -146,7 +145,8 @@ async fn a_two_minute_graph_subscription_is_renewed_in_place_for_hours() {
         3,
     );
     for h in 0..3 {
-        assert!((50..=70).contains(&renews[h]), "hour {h}: {renews:?}");
+        // Half of the granted thirty minutes.
+        assert!((3..=5).contains(&renews[h]), "hour {h}: {renews:?}");
         assert_eq!(
             creates[h], 0,
             "hour {h}: renewed in place, never re-created"

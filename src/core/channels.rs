@@ -21,9 +21,15 @@ use std::collections::BTreeSet;
 /// renewed this long before they expire.
 pub const RENEW_MARGIN: Duration = Duration::hours(1);
 
-/// Never renew sooner than this after the provider granted a lifetime: a
-/// provider granting seconds cannot make upkeep spin.
-pub const MIN_RENEW_AFTER: Duration = Duration::minutes(1);
+/// A calendar's channel upkeep (open or renew) happens at most once per
+/// this long: a provider granting minutes or seconds cannot make upkeep
+/// spin. A shorter-lived channel lapses until then, and the periodic poll
+/// covers the gap. One minute was tried first: bounded, but a two-minute
+/// grant then costs two provider calls and two log events a minute per
+/// calendar, 2,880 events a day, forever (the deterministic simulation
+/// found it over virtual weeks); ten minutes costs a tenth of that while
+/// keeping push for any grant of twenty minutes or more.
+pub const MIN_RENEW_AFTER: Duration = Duration::minutes(10);
 
 /// Notifications on a closed channel are still accepted this long after it
 /// closed (Google sends a few after `channels.stop`).
@@ -132,9 +138,17 @@ pub fn channel_plan(
             .collect();
         live.sort_by_key(|(_, c)| std::cmp::Reverse(c.expires_at));
         match live.first() {
-            None => plan.steps.push(ChannelStep::Open {
-                calendar: calendar.clone(),
-            }),
+            None => match sync
+                .channel_granted_at
+                .map(|t| t + MIN_RENEW_AFTER)
+                .filter(|t| *t > now)
+            {
+                // A short-lived channel lapsed: not again before the floor.
+                Some(next) => wake(next, &mut plan),
+                None => plan.steps.push(ChannelStep::Open {
+                    calendar: calendar.clone(),
+                }),
+            },
             Some((newest, channel)) => {
                 let due = renew_at(channel);
                 if due <= now || renew_now.contains(*newest) {
@@ -245,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn renewal_is_due_at_half_the_granted_lifetime_but_never_within_a_minute() {
+    fn renewal_is_due_at_half_the_granted_lifetime_but_never_within_ten_minutes() {
         let channel = |lifetime: Duration| ChannelState {
             calendar: cal("a"),
             resource_id: "r".into(),
@@ -254,11 +268,15 @@ mod tests {
         };
         assert_eq!(
             renew_at(&channel(Duration::minutes(2))),
-            now() + Duration::minutes(1)
+            now() + Duration::minutes(10)
         );
         assert_eq!(
             renew_at(&channel(Duration::seconds(30))),
             now() + MIN_RENEW_AFTER
+        );
+        assert_eq!(
+            renew_at(&channel(Duration::minutes(20))),
+            now() + Duration::minutes(10)
         );
         assert_eq!(
             renew_at(&channel(Duration::minutes(4230))),
@@ -312,10 +330,48 @@ mod tests {
                 channel_id: "sub".into()
             }]
         );
-        let expired = state(&["a"]).fold(&[opened("a", "sub", Duration::minutes(-1))]);
+        let expired = state(&["a"]).fold(&[granted(
+            "a",
+            "sub",
+            Duration::minutes(-1),
+            now() - Duration::hours(1),
+        )]);
         let p = plan(&expired, CalendarProvider::Microsoft);
         assert_eq!(p.expired, vec!["sub".to_string()]);
         assert_eq!(p.steps, vec![ChannelStep::Open { calendar: cal("a") }]);
+    }
+
+    #[test]
+    fn a_lapsed_short_lived_channel_is_reopened_only_ten_minutes_after_its_grant() {
+        for provider in [CalendarProvider::Google, CalendarProvider::Microsoft] {
+            // Granted for two minutes, three minutes ago: lapsed.
+            let s = state(&["a"]).fold(&[granted(
+                "a",
+                "short",
+                Duration::minutes(-1),
+                now() - Duration::minutes(3),
+            )]);
+            let p = plan(&s, provider);
+            assert_eq!(p.expired, vec!["short".to_string()]);
+            assert!(p.steps.is_empty(), "{provider:?}: {:?}", p.steps);
+            assert_eq!(p.wake_at, Some(now() + Duration::minutes(7)));
+            // Once forgotten, the calendar still remembers the grant.
+            let s = s.fold(&[ConnectionEvent::ChannelClosed {
+                channel_id: "short".into(),
+                reason: "expired".into(),
+                at: now(),
+            }]);
+            let p = plan(&s, provider);
+            assert!(p.steps.is_empty(), "{provider:?}: {:?}", p.steps);
+            let later = channel_plan(
+                &s,
+                provider,
+                &GateView::all_open(true),
+                &BTreeSet::new(),
+                now() + Duration::minutes(7),
+            );
+            assert_eq!(later.steps, vec![ChannelStep::Open { calendar: cal("a") }]);
+        }
     }
 
     #[test]

@@ -203,6 +203,11 @@ pub struct CalendarSync {
     pub channel_retry_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub channel_error: Option<LastError>,
+    /// When a channel of this calendar was last opened or renewed: upkeep
+    /// waits [`crate::core::channels::MIN_RENEW_AFTER`] from here, even
+    /// after a short-lived channel lapsed.
+    #[serde(default)]
+    pub channel_granted_at: Option<DateTime<Utc>>,
 }
 
 impl CalendarSync {
@@ -446,6 +451,7 @@ impl ConnectionState {
                 if let Some(cal) = self.calendars.get_mut(calendar) {
                     cal.channel_failures = 0;
                     cal.channel_retry_at = None;
+                    cal.channel_granted_at = at.or(cal.channel_granted_at);
                 }
             }
             ConnectionEvent::ChannelRenewed {
@@ -459,6 +465,7 @@ impl ConnectionState {
                     if let Some(cal) = self.calendars.get_mut(&c.calendar) {
                         cal.channel_failures = 0;
                         cal.channel_retry_at = None;
+                        cal.channel_granted_at = at.or(cal.channel_granted_at);
                     }
                 }
             }
