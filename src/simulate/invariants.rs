@@ -9,6 +9,10 @@
 //!   listing of a calendar inside that calendar's backoff;
 //! - provider calls per connection per virtual hour within the budget
 //!   (plus what inputs asked for);
+//! - channel upkeep (Google watch/stop, Graph subscription calls) at most
+//!   once per ten minutes per calendar, checked every virtual hour so that
+//!   a renewal loop fails its seed in the hour it starts, even while the
+//!   call budget keeps it from spinning freely;
 //! - one booking is at most one external event per calendar, always, and
 //!   exactly one (or none when cancelled) once quiet;
 //! - calsync's own events never block time;
@@ -87,6 +91,40 @@ pub fn continuous(w: &mut World) {
             .map_or("?", |a| a.email.as_str());
         w.violations
             .push(format!("{now}: our own event {id} blocks {email}'s time"));
+    }
+}
+
+/// Channel-upkeep endpoints in the simulators' request log.
+const UPKEEP: [&str; 6] = [
+    "events.watch",
+    "channels.stop",
+    "subscriptions.create",
+    "subscriptions.renew",
+    "subscriptions.reauthorize",
+    "subscriptions.delete",
+];
+
+/// Checked every virtual hour over the calls since `since`: channel upkeep
+/// per connection stays within one open (or renew) plus one stop per
+/// calendar per ten minutes, plus room for a few webhook toggles, grant
+/// changes and restarts in the hour.
+pub fn hourly(w: &mut World, since: DateTime<Utc>) {
+    let mut upkeep: BTreeMap<String, usize> = BTreeMap::new();
+    for r in w.node.sim.requests_since(since) {
+        if let (Some(account), true) = (&r.account, UPKEEP.contains(&r.endpoint.as_str())) {
+            *upkeep.entry(account.to_lowercase()).or_default() += 1;
+        }
+    }
+    for a in &w.accounts {
+        let n = upkeep.get(&a.email.to_lowercase()).copied().unwrap_or(0);
+        let calendars = a.calendars.len() + usize::from(a.missing.is_some());
+        let allowed = calendars * (2 * 6 + 4) + 4;
+        if n > allowed {
+            w.violations.push(format!(
+                "{} made {n} channel-upkeep calls in the hour from {since} (at most {allowed} for {calendars} calendars)",
+                a.email
+            ));
+        }
     }
 }
 
@@ -385,7 +423,30 @@ fn calls_respect_gates_backoff_and_budget(
                 ));
             }
         }
-        // Backoff windows, from the log.
+        // Backoff windows, from the log. New credentials end every window
+        // (the core retries at once what the old grant could not reach),
+        // so each window closes at the next credentials change.
+        let regrants: Vec<DateTime<Utc>> = log
+            .iter()
+            .filter(|e| e.event_type == "credentials_changed")
+            .filter_map(|e| {
+                match ConnectionEvent::from_json(
+                    &e.event_type,
+                    e.schema_version,
+                    e.payload.as_bytes(),
+                ) {
+                    Ok(ConnectionEvent::CredentialsChanged { at }) => Some(at),
+                    _ => None,
+                }
+            })
+            .collect();
+        let until = |at: DateTime<Utc>, until: DateTime<Utc>| {
+            regrants
+                .iter()
+                .copied()
+                .filter(|r| *r >= at)
+                .fold(until, DateTime::min)
+        };
         for e in &log {
             let Ok(event) =
                 ConnectionEvent::from_json(&e.event_type, e.schema_version, e.payload.as_bytes())
@@ -398,6 +459,7 @@ fn calls_respect_gates_backoff_and_budget(
                     at: Some(at),
                     ..
                 } => {
+                    let backoff_until = until(at, backoff_until);
                     if let Some(c) = calls
                         .iter()
                         .find(|r| r.at > at + GRACE && r.at < backoff_until)
@@ -421,6 +483,7 @@ fn calls_respect_gates_backoff_and_budget(
                         }
                         CalendarProvider::Microsoft => r.endpoint == "delta",
                     };
+                    let retry_at = until(at, retry_at);
                     if let Some(c) = calls
                         .iter()
                         .filter(lists_it)

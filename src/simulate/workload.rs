@@ -134,14 +134,31 @@ pub async fn run(seed: u64, scale: Scale) -> anyhow::Result<Outcome> {
     w.node.sim.set_notification_faults(Provider::Graph, faults);
 
     let end = w.node.now() + Duration::days(i64::from(scale.days));
+    let mut hour_from = w.node.now();
     while w.node.now() < end {
         let step = w.rng.random_range(5..=20);
         tokio::time::sleep(std::time::Duration::from_secs(step * 60)).await;
         w.step().await;
         invariants::continuous(&mut w);
+        if w.node.now() - hour_from >= Duration::hours(1) {
+            invariants::hourly(&mut w, hour_from);
+            hour_from = w.node.now();
+        }
+        if !w.violations.is_empty() {
+            // Fail fast: the first broken invariant is the one to report,
+            // and a loop left running only makes the seed slow to replay.
+            break;
+        }
     }
-    w.quiesce().await;
-    let (events, requests) = invariants::at_quiescence(&mut w).await;
+    let (events, requests) = if w.violations.is_empty() {
+        w.quiesce().await;
+        invariants::at_quiescence(&mut w).await
+    } else {
+        (
+            w.node.store.all_events().unwrap_or_default(),
+            w.node.sim.requests(),
+        )
+    };
     if let Ok(dir) = std::env::var("CALSYNC_SIMULATE_DUMP") {
         super::dump(std::path::Path::new(&dir), seed, &events, &requests)?;
     }
@@ -526,7 +543,9 @@ impl World {
             Undo::Fault(id) => {
                 self.node.sim.remove_fault(id);
             }
-            Undo::Regrant(i) => self.regrant(i).await,
+            Undo::Regrant(i) => {
+                self.regrant(i).await;
+            }
             Undo::Restart => {
                 if self.node.connections.is_none() && self.node.start().await.is_err() {
                     self.violations.push("the node could not restart".into());
@@ -539,7 +558,11 @@ impl World {
                     reason: "simulation".into(),
                 })
                 .await;
-                self.close_gate_window(None);
+                if flag == Flag::SyncEnabled {
+                    // Overlapping episodes may have opened several windows;
+                    // the flag is on again from now, so all of them end.
+                    self.close_gate_windows(None, "sync_enabled off");
+                }
             }
             Undo::Production => {
                 self.settings(SettingsCommand::SetProductionMode {
@@ -556,25 +579,40 @@ impl World {
             }
             Undo::Resume(i) => {
                 let id = self.accounts[i].id;
-                self.accounts[i].paused = false;
-                self.command(id, ConnectionCommand::Resume).await;
-                self.close_gate_window(Some(id));
+                if self.command(id, ConnectionCommand::Resume).await {
+                    self.accounts[i].paused = false;
+                    self.close_gate_windows(Some(id), "paused");
+                } else {
+                    // The owner presses "resume" again when it failed.
+                    let later = self.node.now() + Duration::minutes(5);
+                    self.undo.push((later, Undo::Resume(i)));
+                }
             }
         }
     }
 
-    async fn regrant(&mut self, i: usize) {
+    /// The account's owner connects again. Like a real client, it goes
+    /// through the front door and tries again later when that fails (the
+    /// node is down, or the actor died between storing the secret and
+    /// recording it): a grant stored behind calsync's back would leave the
+    /// connection waiting for a re-authorisation it never hears of.
+    async fn regrant(&mut self, i: usize) -> bool {
         let a = self.accounts[i].clone();
         if !a.revoked {
-            return;
+            return true;
         }
         let grant = self.grant(&a);
-        self.accounts[i].revoked = false;
-        if let Ok(connections) = self.node.connections() {
-            let _ = connections.save_credentials(a.id, &grant).await;
+        let stored = match self.node.connections() {
+            Ok(connections) => connections.save_credentials(a.id, &grant).await.is_ok(),
+            Err(_) => false,
+        };
+        if stored {
+            self.accounts[i].revoked = false;
         } else {
-            let _ = self.node.vault.save(&self.node.store, a.id, &grant).await;
+            let later = self.node.now() + Duration::minutes(5);
+            self.undo.push((later, Undo::Regrant(i)));
         }
+        stored
     }
 
     /// Opens a window in which `id` (or every connection) is gated.
@@ -587,13 +625,14 @@ impl World {
         });
     }
 
-    fn close_gate_window(&mut self, id: Option<ConnectionId>) {
+    /// Ends every open window of `id` opened for `why`: the gate it models
+    /// is open again from now.
+    fn close_gate_windows(&mut self, id: Option<ConnectionId>, why: &str) {
         let now = self.node.now();
-        if let Some(w) = self
+        for w in self
             .gates
             .iter_mut()
-            .rev()
-            .find(|w| w.connection == id && w.to.is_none())
+            .filter(|w| w.connection == id && w.why == why && w.to.is_none())
         {
             w.to = Some(now);
         }
@@ -739,6 +778,13 @@ impl World {
                 .await;
                 self.stats.settings_toggles += 1;
                 let state = self.node.settings.current();
+                // An episode overlapping an earlier one re-draws the lists:
+                // the earlier windows end now, the new ones start.
+                for w in self.gates.iter_mut() {
+                    if w.to.is_none() && w.why.starts_with("not allowlisted") {
+                        w.to = Some(now);
+                    }
+                }
                 for x in self.accounts.clone() {
                     let open = state.provider_allowlisted(x.provider)
                         && state.connection_allowlisted(x.id);
@@ -755,15 +801,21 @@ impl World {
                 self.undo.push((until, Undo::Production));
             }
             9 if !a.paused => {
+                let paused = self
+                    .command(
+                        a.id,
+                        ConnectionCommand::Pause {
+                            reason: "simulation".into(),
+                        },
+                    )
+                    .await;
+                // A refused pause may still have landed (the reply was what
+                // failed), so the resume is scheduled either way; the gate
+                // is only checked when the pause is known to hold.
                 self.accounts[i].paused = true;
-                self.command(
-                    a.id,
-                    ConnectionCommand::Pause {
-                        reason: "simulation".into(),
-                    },
-                )
-                .await;
-                self.open_gate_window(Some(a.id), "paused");
+                if paused {
+                    self.open_gate_window(Some(a.id), "paused");
+                }
                 let until = now + minutes(&mut self.rng, 10, 120);
                 self.undo.push((until, Undo::Resume(i)));
             }
@@ -789,22 +841,34 @@ impl World {
     /// Everything undone, every gate open, every connection asked to sync;
     /// then two virtual hours for the node to settle.
     async fn quiesce(&mut self) {
-        let undo: Vec<Undo> = std::mem::take(&mut self.undo)
-            .into_iter()
-            .map(|(_, u)| u)
-            .collect();
-        for u in undo {
-            self.apply_undo(u).await;
-        }
         self.node.sim.clear_faults();
         if self.node.connections.is_none() {
             let _ = self.node.start().await;
         }
-        self.set_flags(true).await.ok();
-        self.close_gate_window(None);
-        for i in 0..self.accounts.len() {
-            self.regrant(i).await;
+        // Undo everything still pending; what fails (an actor restarting)
+        // queues itself again, so a few rounds a virtual minute apart
+        // drain it.
+        for _ in 0..10 {
+            let undo: Vec<Undo> = std::mem::take(&mut self.undo)
+                .into_iter()
+                .map(|(_, u)| u)
+                .collect();
+            if undo.is_empty() {
+                break;
+            }
+            for u in undo {
+                self.apply_undo(u).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
+        if !self.undo.is_empty() {
+            self.violations.push(format!(
+                "{} undo steps still failing at quiescence",
+                self.undo.len()
+            ));
+        }
+        self.set_flags(true).await.ok();
+        self.close_gate_windows(None, "sync_enabled off");
         if let Ok(c) = self.node.connections() {
             let c = c.clone();
             for a in self.accounts.clone() {
