@@ -104,6 +104,17 @@ const UPKEEP: [&str; 6] = [
     "subscriptions.delete",
 ];
 
+/// The documented guarantee (README, "Nothing spins"): at most one upkeep
+/// round per calendar per ten minutes. Spelled out here rather than read
+/// from `core::channels`, so a regression of the core's constant is caught.
+const UPKEEP_SLOTS_PER_HOUR: usize = 60 / 10;
+/// Calls one slot may make for one calendar: an open (or renew) and a stop.
+const CALLS_PER_SLOT: usize = 2;
+/// Slack per calendar and per account for inputs in the hour: webhook
+/// toggles, grant changes and restarts each open or close once.
+const SLACK_PER_CALENDAR: usize = 4;
+const SLACK_PER_ACCOUNT: usize = 4;
+
 /// Checked every virtual hour over the calls since `since`: channel upkeep
 /// per connection stays within one open (or renew) plus one stop per
 /// calendar per ten minutes, plus room for a few webhook toggles, grant
@@ -118,7 +129,8 @@ pub fn hourly(w: &mut World, since: DateTime<Utc>) {
     for a in &w.accounts {
         let n = upkeep.get(&a.email.to_lowercase()).copied().unwrap_or(0);
         let calendars = a.calendars.len() + usize::from(a.missing.is_some());
-        let allowed = calendars * (2 * 6 + 4) + 4;
+        let allowed = calendars * (CALLS_PER_SLOT * UPKEEP_SLOTS_PER_HOUR + SLACK_PER_CALENDAR)
+            + SLACK_PER_ACCOUNT;
         if n > allowed {
             w.violations.push(format!(
                 "{} made {n} channel-upkeep calls in the hour from {since} (at most {allowed} for {calendars} calendars)",
@@ -426,18 +438,18 @@ fn calls_respect_gates_backoff_and_budget(
         // Backoff windows, from the log. New credentials end every window
         // (the core retries at once what the old grant could not reach),
         // so each window closes at the next credentials change.
-        let regrants: Vec<DateTime<Utc>> = log
+        let decoded: Vec<ConnectionEvent> = log
             .iter()
-            .filter(|e| e.event_type == "credentials_changed")
             .filter_map(|e| {
-                match ConnectionEvent::from_json(
-                    &e.event_type,
-                    e.schema_version,
-                    e.payload.as_bytes(),
-                ) {
-                    Ok(ConnectionEvent::CredentialsChanged { at }) => Some(at),
-                    _ => None,
-                }
+                ConnectionEvent::from_json(&e.event_type, e.schema_version, e.payload.as_bytes())
+                    .ok()
+            })
+            .collect();
+        let regrants: Vec<DateTime<Utc>> = decoded
+            .iter()
+            .filter_map(|e| match e {
+                ConnectionEvent::CredentialsChanged { at } => Some(*at),
+                _ => None,
             })
             .collect();
         let until = |at: DateTime<Utc>, until: DateTime<Utc>| {
@@ -447,12 +459,7 @@ fn calls_respect_gates_backoff_and_budget(
                 .filter(|r| *r >= at)
                 .fold(until, DateTime::min)
         };
-        for e in &log {
-            let Ok(event) =
-                ConnectionEvent::from_json(&e.event_type, e.schema_version, e.payload.as_bytes())
-            else {
-                continue;
-            };
+        for event in decoded {
             match event {
                 ConnectionEvent::SyncFailed {
                     backoff_until,
