@@ -98,34 +98,38 @@ async fn a_duplicate_notification_is_acknowledged_without_extra_sync() {
     let w = World::new().await;
     let id = w.google_connection("dup@example.com").await;
     assert!(!w.notify(id, "google:c9:5").await);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            w.status(id).await.0 == "active"
-                && w.sim.requests().iter().any(|r| r.endpoint == "events.list")
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let lists_before = w
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == "events.list")
-        .count();
+    // At rest: a sync that started after the last input has finished.
+    w.at_rest(id, "dup@example.com").await;
+    let lists_before = w.provider_calls("events.list");
+    let rounds_before = w.count_events(id, "sync_round_completed").await;
+    let accepted_before = w.count_events(id, "notification_accepted").await;
     for _ in 0..5 {
         assert!(
             w.notify(id, "google:c9:5").await,
             "a repeat must be a duplicate"
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let lists_after = w
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.endpoint == "events.list")
-        .count();
-    assert_eq!(lists_before, lists_after, "duplicates triggered sync work");
+    // The actor has answered the repeats; any task they started has
+    // finished once it is quiet, so its read would be in the log by now.
+    w.settle(&[id]).await;
+    assert_eq!(
+        w.provider_calls("events.list"),
+        lists_before,
+        "duplicates triggered sync work"
+    );
+    assert_eq!(
+        w.count_events(id, "notification_accepted").await,
+        accepted_before,
+        "a duplicate was logged"
+    );
+    // Positive control: a fresh notification does cause exactly one sync,
+    // so the absence above was not for want of a working connection.
+    w.at_rest(id, "dup@example.com").await;
+    assert_eq!(w.provider_calls("events.list"), lists_before + 1);
+    assert_eq!(
+        w.count_events(id, "sync_round_completed").await,
+        rounds_before + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,15 +200,25 @@ async fn a_revoked_grant_marks_the_connection_and_stops_calls() {
         w.status(id).await
     );
     let calls = w.sim.requests().len();
+    let accepted = w.count_events(id, "notification_accepted").await;
     for n in 2..6 {
-        w.notify(id, &format!("google:r:{n}")).await;
+        assert!(!w.notify(id, &format!("google:r:{n}")).await);
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Each notification was committed and planned (the notify returned),
+    // and the actor is quiet afterwards: a call it made would have finished
+    // and be in the simulator's log.
+    w.settle(&[id]).await;
+    assert_eq!(
+        w.count_events(id, "notification_accepted").await,
+        accepted + 4,
+        "the notifications reached the actor"
+    );
     assert_eq!(
         w.sim.requests().len(),
         calls,
         "provider called after invalid_grant"
     );
+    assert_eq!(w.status(id).await.0, "needs_reauthorization");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +400,11 @@ async fn calendars_shared_as_free_busy_only_sync_through_the_free_busy_query() {
     google
         .upsert_event("fb@example.com", "primary", google_event("fbevt002", 13))
         .unwrap();
+    // The selection's own sync has run (through the free/busy query) before
+    // counting: from here on, no calendar read may be a listing.
+    w.at_rest(id, "fb@example.com").await;
     let lists_before = w.provider_calls("events.list");
+    let free_busy_before = w.provider_calls("freeBusy");
     w.notify(id, "fb:1").await;
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -401,7 +419,6 @@ async fn calendars_shared_as_free_busy_only_sync_through_the_free_busy_query() {
         .await
         .iter()
         .all(|(ext, _, _)| ext.starts_with("freebusy:")));
-    assert!(w.provider_calls("freeBusy") >= 1);
     // A deleted event disappears on the next read (each read sweeps the last).
     google
         .delete_event("fb@example.com", "primary", "fbevt001")
@@ -415,10 +432,14 @@ async fn calendars_shared_as_free_busy_only_sync_through_the_free_busy_query() {
     );
     let (_, start, _) = w.busy(id).await[0].clone();
     assert_eq!(start.to_rfc3339(), hour(13).0);
-    // Free/busy calendars are never listed event by event.
-    let lists_after = w.provider_calls("events.list");
-    assert!(
-        lists_after <= lists_before + 1,
+    // Free/busy calendars are never listed event by event: not once after
+    // the selection, though syncs ran (each a free/busy query): at least
+    // the deletion's and the marker's.
+    w.at_rest(id, "fb@example.com").await;
+    assert!(w.provider_calls("freeBusy") >= free_busy_before + 2);
+    assert_eq!(
+        w.provider_calls("events.list"),
+        lists_before,
         "events.list used for a free/busy-only calendar"
     );
 }

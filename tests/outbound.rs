@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{eventually, Options, World};
+use support::{eventually, Logged, Options, World};
 use uuid::Uuid;
 
 fn base() -> DateTime<Utc> {
@@ -70,6 +70,44 @@ async fn booking_rows(
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
         .collect()
+}
+
+/// Inbound sync read each booking's event back and recognised it as ours
+/// (blocking nothing): the evidence that "never busy" was checked after a
+/// sync saw the event, not before.
+async fn assert_own_events_seen(w: &World, id: ConnectionId, bookings: &[&str]) {
+    let seen = w.events_after(id, "external_event_seen", 0).await;
+    for booking in bookings {
+        assert!(
+            seen.iter()
+                .any(|e| e.payload["ours"] == *booking && e.payload["blocks"].is_null()),
+            "no sync read {booking}'s event back as ours"
+        );
+    }
+}
+
+/// Intents in the log with no result (success or failure) for their
+/// booking after them: (booking id, intent position).
+async fn open_intents(w: &World, id: ConnectionId) -> Vec<(String, i64)> {
+    let mut open: HashMap<String, i64> = HashMap::new();
+    let mut all = [
+        w.events_after(id, "outbound_intent_recorded", 0).await,
+        w.events_after(id, "outbound_write_succeeded", 0).await,
+        w.events_after(id, "outbound_write_failed", 0).await,
+    ]
+    .concat();
+    all.sort_by_key(|e| e.position);
+    for e in all {
+        let booking = e.payload["booking_id"].as_str().unwrap().to_string();
+        if e.event_type == "outbound_intent_recorded" {
+            open.insert(booking, e.position);
+        } else {
+            open.remove(&booking);
+        }
+    }
+    let mut open: Vec<(String, i64)> = open.into_iter().collect();
+    open.sort();
+    open
 }
 
 async fn settled(w: &World, id: ConnectionId) -> bool {
@@ -136,9 +174,12 @@ async fn google_bookings_are_created_moved_in_place_and_removed() {
         first_id.as_str()
     );
 
-    // Our own event never blocks time: inbound sync sees it and skips it.
-    w.notify(id, "k-own").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Our own event never blocks time: a sync that started after it was
+    // written has run (at rest), it saw the event as ours, and nothing is
+    // busy.
+    assert!(eventually(Duration::from_secs(10), || async { settled(&w, id).await }).await);
+    w.at_rest(id, "out@example.com").await;
+    assert_own_events_seen(&w, id, &["bk-1"]).await;
     assert!(
         w.busy(id).await.is_empty(),
         "our own booking came back as busy time"
@@ -197,8 +238,8 @@ async fn graph_bookings_survive_lost_responses_outages_and_throttling_without_du
         "exactly one event per booking"
     );
     // Our Graph events are recognised when they come back through delta.
-    w.notify(id, "k-own").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    w.at_rest(id, "out@contoso.com").await;
+    assert_own_events_seen(&w, id, &["bk-0", "bk-1", "bk-2", "bk-3"]).await;
     assert!(w.busy(id).await.is_empty());
     // Cancel all: the calendar is empty again.
     for n in 0..4 {
@@ -250,18 +291,9 @@ async fn kills_between_intent_and_result_never_duplicate_lose_or_leave_stale_eve
     })
     .await;
     let id = w.google_connection("kill@example.com").await;
-    // Slow writes widen the window between intent and result.
-    w.sim.add_fault(FaultRule {
-        provider: Provider::Google,
-        endpoint: Some("events.*".into()),
-        account: None,
-        path: None,
-        body_contains: None,
-        kind: FaultKind::Latency { ms: 40 },
-        remaining: None,
-    });
     let mut latest: HashMap<String, Booking> = HashMap::new();
-    let mut kills = 0;
+    let mut proven = 0;
+    let mut wanted = 0;
     for round in 0..60u64 {
         let n = round % 6;
         let key = format!("bk-k{n}");
@@ -273,42 +305,97 @@ async fn kills_between_intent_and_result_never_duplicate_lose_or_leave_stale_eve
         };
         let b = booking(&key, version, 7 + (round as i64 % 10), status);
         latest.insert(key, b.clone());
-        // The actor may be dead at this moment: retry like a platform would.
-        let mut applied = false;
-        for _ in 0..50 {
-            match w
-                .connections
-                .command(
-                    id,
-                    ConnectionCommand::ApplyBooking(b.clone()),
-                    Uuid::new_v4(),
-                )
-                .await
-            {
-                Ok(_) => {
-                    applied = true;
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
+        // On odd rounds that owe a write, the next write reaching Google is
+        // held there, authenticated but not performed, until the kill.
+        let hold = format!("kill-{round}");
+        let held_round = round % 2 == 1 && status == BookingStatus::Confirmed;
+        let rules: Vec<u64> = if held_round {
+            ["events.insert", "events.patch", "events.update", "events.delete"]
+                .iter()
+                .map(|endpoint| {
+                    w.sim.add_fault(FaultRule {
+                        provider: Provider::Google,
+                        endpoint: Some(endpoint.to_string()),
+                        account: None,
+                        path: None,
+                        body_contains: None,
+                        kind: FaultKind::Hold { name: hold.clone() },
+                        remaining: Some(1),
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // The actor may be dead at this moment (restarting after the last
+        // kill): retry like a platform would, until it takes the booking.
+        support::wait_for(
+            &format!("booking {} v{} accepted", b.booking_id, b.version),
+            support::DEADLINE,
+            || async {
+                w.connections
+                    .command(
+                        id,
+                        ConnectionCommand::ApplyBooking(b.clone()),
+                        Uuid::new_v4(),
+                    )
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        if !held_round {
+            continue;
         }
+        wanted += 1;
+        // Evidence of the window: a write is held at the provider, so its
+        // result cannot be logged yet, and the log shows an intent without
+        // a result after it.
+        support::wait_for(
+            &format!("a write held at the provider in round {round}"),
+            support::DEADLINE,
+            || async { (w.sim.held(&hold) >= 1).then_some(()) },
+        )
+        .await;
+        let open = open_intents(&w, id).await;
         assert!(
-            applied,
-            "booking {} v{} was never accepted",
-            b.booking_id, b.version
+            !open.is_empty(),
+            "round {round}: a write is at the provider but no intent is open"
         );
-        if round % 2 == 1 {
-            tokio::time::sleep(Duration::from_millis(20 + (round % 4) * 15)).await;
-            if w.connections.kill(id) {
-                kills += 1;
-            }
+        let at_kill = w.log_head().await;
+        assert!(w.connections.kill(id), "round {round}: nothing to kill");
+        proven += 1;
+        w.sim.release_hold(&hold);
+        for rule in rules {
+            w.sim.remove_fault(rule);
+        }
+        // Whatever result those intents get, it is logged after the kill.
+        let results: Vec<Logged> = [
+            w.events_after(id, "outbound_write_succeeded", 0).await,
+            w.events_after(id, "outbound_write_failed", 0).await,
+        ]
+        .concat();
+        for (booking, intent_at) in &open {
+            assert!(
+                !results.iter().any(|r| r.payload["booking_id"] == booking.as_str()
+                    && r.position > *intent_at
+                    && r.position <= at_kill),
+                "round {round}: {booking}'s result was logged before the kill"
+            );
         }
     }
-    assert!(kills >= 15, "only {kills} kills");
+    assert_eq!(proven, wanted, "every held round killed inside its window");
+    assert!(proven >= 20, "only {proven} kills");
     assert!(
         eventually(Duration::from_secs(60), || async { settled(&w, id).await }).await,
         "{:?}",
         booking_rows(&w, id).await
+    );
+    // Every intent opened before a kill was completed after it.
+    assert!(
+        open_intents(&w, id).await.is_empty(),
+        "{:?}",
+        open_intents(&w, id).await
     );
     // Compare the calendar with the bookings' last versions.
     let live = google_live(&w, "kill@example.com");
@@ -389,7 +476,14 @@ async fn bookings_made_while_the_grant_is_revoked_wait_visibly_then_go_out() {
         .json::<Value>()
         .await
         .unwrap();
-    assert_ne!(state["calendars"][0]["state"], "written", "{state}");
+    // The write is owed and held by the gate, and says which gate.
+    assert_eq!(state["calendars"].as_array().unwrap().len(), 1, "{state}");
+    assert_eq!(state["calendars"][0]["state"], "waiting", "{state}");
+    assert_eq!(
+        state["calendars"][0]["waiting_for"], "needs_reauthorization",
+        "{state}"
+    );
+    assert_eq!(state["calendars"][0]["external_event_id"], Value::Null);
     assert!(google_live(&w, "wait@example.com").is_empty());
 
     // The user re-authorises: the platform hands calsync the new grant.

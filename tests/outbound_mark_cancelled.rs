@@ -320,14 +320,9 @@ async fn cancel_marks_the_one_event_and_reactivation_restores_it(side: Side) {
 
     // Our marked event comes back through inbound sync: recognised, and
     // free anyway; only the foreign event is busy time.
-    w.notify(id, "k-after-cancel").await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            busy_ids(&w, id).await.len() == 1
-        })
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // At rest: a sync that started after the mark was written has run, so
+    // it read the marked event.
+    w.at_rest(id, side.account()).await;
     let busy = busy_ids(&w, id).await;
     assert_eq!(busy.len(), 1, "{busy:?}");
     assert_ne!(busy[0], event_id, "our cancelled booking became busy time");
@@ -350,8 +345,16 @@ async fn cancel_marks_the_one_event_and_reactivation_restores_it(side: Side) {
     assert_eq!(side.event_count(&w), 2);
     assert_eq!(w.provider_calls(side.create_endpoint()), 1, "re-created");
     assert!(busy_at(&side.provider_busy(&w, id).await, 11));
-    w.notify(id, "k-after-reactivation").await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = w.log_head().await;
+    w.at_rest(id, side.account()).await;
+    // The sync after the re-activation read our event and recognised it.
+    assert!(
+        w.events_after(id, "external_event_seen", before)
+            .await
+            .iter()
+            .any(|e| e.payload["ours"] == "bk-m" && e.payload["blocks"].is_null()),
+        "the re-activated event was not read back as ours"
+    );
     let busy = busy_ids(&w, id).await;
     assert_eq!(
         busy.len(),

@@ -79,10 +79,81 @@ async fn flags_default_off_and_every_gate_refuses() {
         assert!(!state.enabled(flag), "{flag} must default to off");
     }
     assert!(!state.production());
+    // Every gate of the settings refuses, for both providers: the edge's
+    // three flag gates, the core's gate before each kind of provider call
+    // (with and without a public URL), and the background sweeps.
+    use calsync::core::gate::{admit, background_allowed, settings_gate, Call, GateView, Wait};
+    use calsync::core::settings::{jobs_gate, sync_gate};
+    for provider in [CalendarProvider::Google, CalendarProvider::Microsoft] {
+        let connection = ConnectionId::new_random();
+        assert_eq!(
+            webhook_gate(&state, provider, connection),
+            Err(Refusal::WebhooksDisabled)
+        );
+        assert_eq!(
+            sync_gate(&state, provider, connection),
+            Err(Refusal::SyncDisabled)
+        );
+        assert_eq!(
+            jobs_gate(&state, provider, connection),
+            Err(Refusal::JobsDisabled)
+        );
+        for public_url in [false, true] {
+            let view = GateView::new(&state, provider, connection, public_url);
+            assert!(!view.channels_wanted());
+            for call in Call::ALL {
+                assert_eq!(
+                    settings_gate(&view, call),
+                    Err(Wait::SyncDisabled),
+                    "{provider:?} {call:?} public_url={public_url}"
+                );
+                // An active, healthy connection changes nothing.
+                let active = calsync::core::state::ConnectionState::default().fold(&[
+                    calsync::core::events::ConnectionEvent::ConnectionCreated {
+                        platform_provider_id: calsync::core::ids::PlatformProviderId::parse("p")
+                            .unwrap(),
+                        provider,
+                        account: calsync::core::ids::ExternalAccount::parse("a@example.com")
+                            .unwrap(),
+                        calendars: vec![calsync::core::ids::CalendarId::parse("primary").unwrap()],
+                        destination_calendar: None,
+                    },
+                ]);
+                assert_eq!(
+                    admit(&view, &active, call, chrono::Utc::now()),
+                    Err(Wait::SyncDisabled),
+                    "{provider:?} {call:?} public_url={public_url}"
+                );
+            }
+        }
+    }
+    assert!(!background_allowed(&state));
+    // With only sync on, the other gates still refuse each for its own flag.
+    settings
+        .apply(set_flag(Flag::SyncEnabled, true, "test"), actor("ops:ana"))
+        .await
+        .unwrap();
+    let state = settings.current();
+    let connection = ConnectionId::new_random();
     assert_eq!(
-        webhook_gate(&state, CalendarProvider::Google, ConnectionId::new_random()),
+        sync_gate(&state, CalendarProvider::Google, connection),
+        Ok(())
+    );
+    assert_eq!(
+        jobs_gate(&state, CalendarProvider::Google, connection),
+        Err(Refusal::JobsDisabled)
+    );
+    assert_eq!(
+        webhook_gate(&state, CalendarProvider::Google, connection),
         Err(Refusal::WebhooksDisabled)
     );
+    let view = GateView::new(&state, CalendarProvider::Google, connection, true);
+    assert_eq!(settings_gate(&view, Call::Poll), Err(Wait::JobsDisabled));
+    assert_eq!(
+        settings_gate(&view, Call::ChannelUpkeep),
+        Err(Wait::WebhooksDisabled)
+    );
+    assert!(!background_allowed(&state));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

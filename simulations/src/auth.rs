@@ -82,6 +82,16 @@ impl TokenStore {
         token
     }
 
+    /// Every access token issued to `account` and still known (for tests
+    /// that search logs for leaked secrets).
+    pub fn access_tokens_of(&self, account: &str) -> Vec<String> {
+        self.access
+            .iter()
+            .filter(|(_, g)| g.account.eq_ignore_ascii_case(account))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     pub fn refresh_grant(&self, token: &str) -> Option<&RefreshGrant> {
         self.refresh.get(token)
     }

@@ -65,6 +65,12 @@ pub enum FaultKind {
         #[serde(default)]
         status: Option<u16>,
     },
+    /// Hold the request, authenticated but not yet performed, until the
+    /// hold `name` is released ([`crate::SimHandle::release_hold`]); how
+    /// many requests reached it is [`crate::SimHandle::held`]. Lets a test
+    /// keep a write in flight for exactly as long as it needs (e.g. until
+    /// it has killed the caller), instead of guessing with latency.
+    Hold { name: String },
 }
 
 /// What a fault rule can match a request on.
@@ -84,6 +90,31 @@ pub struct FaultDecision {
     pub respond: Option<InjectedStatus>,
     pub lose_response: Option<u16>,
     pub label: Option<String>,
+    /// The hold this request waits at before it is performed.
+    pub hold: Option<String>,
+}
+
+/// One named hold: how many requests reached it, and whether it is open.
+pub struct Hold {
+    reached: std::sync::atomic::AtomicUsize,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hold {
+    fn new() -> Self {
+        Hold {
+            reached: std::sync::atomic::AtomicUsize::new(0),
+            released: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Counts the request in, then waits until the hold is released.
+    pub async fn wait(&self) {
+        let mut released = self.released.subscribe();
+        self.reached
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = released.wait_for(|open| *open).await;
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +148,7 @@ pub struct FaultSet {
     rules: Mutex<Vec<(u64, FaultRule)>>,
     next_id: Mutex<u64>,
     notifications: Mutex<HashMap<Provider, NotificationFaults>>,
+    holds: Mutex<HashMap<String, std::sync::Arc<Hold>>>,
 }
 
 /// `*` matches any run of characters; everything else literally.
@@ -158,9 +190,33 @@ impl FaultSet {
         rules.len() != before
     }
 
+    /// Removes every rule and releases every hold (nothing stays stuck).
     pub fn clear(&self) {
         lock(&self.rules).clear();
         lock(&self.notifications).clear();
+        for hold in lock(&self.holds).values() {
+            hold.released.send_replace(true);
+        }
+    }
+
+    /// The hold called `name` (created closed on first use).
+    pub fn hold(&self, name: &str) -> std::sync::Arc<Hold> {
+        lock(&self.holds)
+            .entry(name.to_string())
+            .or_insert_with(|| std::sync::Arc::new(Hold::new()))
+            .clone()
+    }
+
+    /// How many requests have reached the hold `name` so far.
+    pub fn held(&self, name: &str) -> usize {
+        self.hold(name)
+            .reached
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every request waiting at `name`, and every later one, through.
+    pub fn release_hold(&self, name: &str) {
+        self.hold(name).released.send_replace(true);
     }
 
     pub fn list(&self) -> Vec<(u64, FaultRule)> {
@@ -223,6 +279,14 @@ impl FaultSet {
                 FaultKind::Latency { ms } => {
                     decision.latency_ms += ms;
                     true
+                }
+                FaultKind::Hold { name } => {
+                    if decision.hold.is_none() {
+                        decision.hold = Some(name.clone());
+                        true
+                    } else {
+                        false
+                    }
                 }
                 _ if decided => false,
                 FaultKind::Status {
@@ -288,6 +352,9 @@ impl FaultSet {
         rules.retain(|(_, r)| r.remaining != Some(0));
         if decision.latency_ms > 0 && decision.label.is_none() {
             decision.label = Some(format!("latency {}ms", decision.latency_ms));
+        }
+        if let (Some(hold), None) = (&decision.hold, &decision.label) {
+            decision.label = Some(format!("hold {hold}"));
         }
         decision
     }

@@ -184,6 +184,10 @@ async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Res
                 }
             }
         }
+        if let Some(name) = &decision.hold {
+            let hold = sh.faults.hold(name);
+            hold.wait().await;
+        }
         // Added latency models a slow backend, so it holds the mailbox slot.
         tokio::time::sleep(latency).await;
         let resp = next.run(req).await;

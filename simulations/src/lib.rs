@@ -269,6 +269,16 @@ impl SimHandle {
         self.shared.faults.list()
     }
 
+    /// How many requests have reached the hold `name` ([`FaultKind::Hold`]).
+    pub fn held(&self, name: &str) -> usize {
+        self.shared.faults.held(name)
+    }
+
+    /// Lets the requests waiting at hold `name`, and all later ones, through.
+    pub fn release_hold(&self, name: &str) {
+        self.shared.faults.release_hold(name)
+    }
+
     pub fn set_notification_faults(&self, provider: Provider, faults: NotificationFaults) {
         self.shared.faults.set_notification_faults(provider, faults)
     }

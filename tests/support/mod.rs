@@ -5,6 +5,12 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod evidence;
+pub mod fixtures;
+
+#[allow(unused_imports)] // not every test binary uses each
+pub use evidence::{wait_for, Logged, DEADLINE};
+
 use calsim::{SimConfig, SimHandle, Simulators};
 use calsync::actors::runtime::{AllOpen, Gates, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
@@ -173,6 +179,58 @@ impl World {
                 "connection {id} never settled"
             );
         }
+    }
+
+    /// The log's newest position: "after this" for [`World::wait_for_event`].
+    pub async fn log_head(&self) -> i64 {
+        evidence::log_head(&self.db).await
+    }
+
+    /// Waits for the first `event_type` on `id`'s stream after `after`.
+    pub async fn wait_for_event(&self, id: ConnectionId, event_type: &str, after: i64) -> Logged {
+        evidence::wait_for_event(&self.db, Some(id), event_type, after).await
+    }
+
+    /// `event_type` events on `id`'s stream after `after`.
+    pub async fn events_after(&self, id: ConnectionId, event_type: &str, after: i64) -> Vec<Logged> {
+        evidence::events_after(&self.db, Some(id), event_type, after).await
+    }
+
+    /// Waits for a completed sync round of `id` after `after`.
+    pub async fn wait_for_round(&self, id: ConnectionId, after: i64) -> Logged {
+        self.wait_for_event(id, "sync_round_completed", after).await
+    }
+
+    /// The simulator's newest request sequence number.
+    pub fn request_head(&self) -> u64 {
+        evidence::request_head(&self.sim)
+    }
+
+    /// Brings `id` (of `account`) to rest and proves it: a fresh
+    /// notification, then a sync read of `account` that *started* after it
+    /// (so it covers everything before it and no follow-up is owed), then
+    /// the actor quiet (that read's round is done). Returns the log head.
+    /// The positive marker every "nothing else happened" assertion needs.
+    pub async fn at_rest(&self, id: ConnectionId, account: &str) -> i64 {
+        let since = self.sim.now();
+        let seq = self.request_head();
+        let key = format!("rest:{}", Uuid::new_v4());
+        assert!(!self.notify(id, &key).await, "a fresh key is no duplicate");
+        evidence::wait_for_request(
+            &self.sim,
+            &format!("a sync read of {account} started after the marker notification"),
+            seq,
+            |r| {
+                evidence::is_sync_read(r)
+                    && r.at >= since
+                    && r.account
+                        .as_deref()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(account))
+            },
+        )
+        .await;
+        self.settle(&[id]).await;
+        self.log_head().await
     }
 
     /// calsync's now (the simulator's when the clocks move together).
@@ -426,7 +484,7 @@ where
         if check().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        evidence::poll_pause().await;
     }
     false
 }

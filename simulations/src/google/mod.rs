@@ -276,6 +276,12 @@ impl GoogleSim {
             .expire_access(email, self.shared.now());
     }
 
+    /// Every access token issued to the account that is still known
+    /// (expired ones included; revoked ones are forgotten).
+    pub fn access_tokens(&self, email: &str) -> Vec<String> {
+        lock(&self.shared.google).tokens.access_tokens_of(email)
+    }
+
     pub fn channels(&self) -> Vec<Channel> {
         let st = lock(&self.shared.google);
         let mut v: Vec<Channel> = st.channels.values().cloned().collect();

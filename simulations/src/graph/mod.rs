@@ -445,6 +445,12 @@ impl GraphSim {
             .expire_access(upn, self.shared.now());
     }
 
+    /// Every access token issued to the account that is still known
+    /// (expired ones included; revoked ones are forgotten).
+    pub fn access_tokens(&self, upn: &str) -> Vec<String> {
+        lock(&self.shared.graph).tokens.access_tokens_of(upn)
+    }
+
     pub fn subscriptions(&self) -> Vec<Subscription> {
         let st = lock(&self.shared.graph);
         let mut v: Vec<Subscription> = st.subscriptions.values().cloned().collect();
