@@ -366,7 +366,48 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
         .unwrap_or_else(|| panic!("{status}"));
     assert_eq!(row["status"], "active", "{row}");
     assert_eq!(row["error_count"], 0, "{row}");
-    assert!(row["last_error"].is_null() || row["last_error"].is_string());
+    // The one failure was the injected 503 on the calendar's listing: it
+    // stays the connection's last error (with its time) after recovery.
+    let failed: Vec<Value> = {
+        let client = w.db.client().await;
+        client
+            .query(
+                "SELECT payload::text FROM events WHERE stream = $1 \
+                 AND event_type = 'calendar_sync_failed'",
+                &[&id.stream().as_str()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+            .collect()
+    };
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["kind"], "unavailable", "{failed:?}");
+    assert_eq!(
+        row["last_error"],
+        "primary: unavailable: provider unavailable: backendError: \
+         The service is currently unavailable.",
+        "{row}"
+    );
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    // (PostgreSQL keeps microseconds.)
+    assert_eq!(
+        at(&row["last_error_at"]).timestamp_micros(),
+        at(&failed[0]["at"]).timestamp_micros(),
+        "{row}"
+    );
+    // The calendar shows the same error, without the calendar prefix, and
+    // is healthy again.
+    let cal = &row["calendars"][0];
+    assert_eq!(
+        cal["last_error"],
+        "unavailable: provider unavailable: backendError: \
+         The service is currently unavailable.",
+        "{row}"
+    );
+    assert_eq!(cal["last_error_at"], row["last_error_at"], "{row}");
+    assert_eq!((&cal["status"], &cal["failures"]), (&json!("ok"), &json!(0)), "{row}");
     assert_eq!(row["actor"]["restarts"], 1, "{row}");
     assert_eq!(row["actor"]["active"], true, "{row}");
     assert!(row["actor"]["incarnation"].as_u64().unwrap() >= 2, "{row}");
@@ -405,8 +446,8 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
     assert!(table.contains("1 connection(s) — active: 1"), "{table}");
 }
 
-/// `promtool check metrics` on the scrape when promtool is installed (the
-/// Debian `prometheus` package); says which check ran either way.
+/// `promtool check metrics` on the scrape; fails when promtool is missing
+/// (`.ci/run` installs it from the Debian `prometheus` package).
 fn promtool_check_metrics(text: &str) {
     use std::io::Write;
     let child = std::process::Command::new("promtool")
@@ -415,10 +456,12 @@ fn promtool_check_metrics(text: &str) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("promtool not on PATH: exposition format checked by the assertions above only");
-        return;
-    };
+    let mut child = child.unwrap_or_else(|e| {
+        panic!(
+            "promtool is not on PATH ({e}): install it (`.ci/run` unpacks /usr/bin/promtool \
+             from Debian's `prometheus` package into /usr/local/bin)"
+        )
+    });
     child
         .stdin
         .take()

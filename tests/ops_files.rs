@@ -2,7 +2,7 @@
 //! alert is well formed and names an existing runbook, every metric an
 //! alert or the dashboard uses is documented in ops/METRICS.md, and every
 //! metric the code defines is documented. `promtool check rules` runs too
-//! when promtool is installed (Debian: `apt-get install prometheus`).
+//! and the test fails when promtool is missing (`.ci/run` installs it).
 
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
@@ -166,32 +166,57 @@ fn every_metric_in_code_is_documented() {
     }
 }
 
+/// What to do when promtool is missing: install it the way CI does.
+pub const PROMTOOL_MISSING: &str = "promtool is not on PATH: install it (`.ci/run` unpacks \
+    /usr/bin/promtool from Debian's `prometheus` package into /usr/local/bin); \
+    the alert rules are not checked without it";
+
 #[test]
-fn promtool_accepts_the_rules_when_installed() {
+fn promtool_accepts_the_rules() {
     let rules = root().join("ops/alerts.yml");
-    match std::process::Command::new("promtool")
+    let out = match std::process::Command::new("promtool")
         .args(["check", "rules"])
         .arg(&rules)
         .output()
     {
-        Ok(out) => {
-            let report = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "promtool check rules: {report}");
-            eprintln!("promtool check rules ran: {}", report.trim());
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // The structural checks above still ran; say that this did not.
-            eprintln!(
-                "promtool not on PATH: only the Rust parser checks of {} ran",
-                rules.display()
-            );
-        }
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{PROMTOOL_MISSING}"),
         Err(e) => panic!("cannot run promtool: {e}"),
-    }
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check rules: {report}");
+    // It really read the rules: promtool names the file and counts them.
+    let groups = read("ops/alerts.yml").matches("- alert:").count();
+    assert!(groups > 0);
+    assert!(
+        report.contains(&format!("SUCCESS: {groups} rules found")),
+        "promtool did not report the {groups} rules: {report}"
+    );
+}
+
+#[test]
+fn promtool_rejects_a_broken_rule() {
+    // Positive control: the check above can fail. A rule with a PromQL
+    // syntax error must be refused.
+    let dir = std::env::temp_dir().join(format!("calsync-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.yml");
+    std::fs::write(
+        &broken,
+        "groups:\n  - name: broken\n    rules:\n      - alert: Broken\n        expr: rate(calsync_x_total[5m] > 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&broken)
+        .output()
+        .unwrap_or_else(|e| panic!("{PROMTOOL_MISSING}: {e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success(), "promtool accepted a broken rule");
 }
 
 #[test]
