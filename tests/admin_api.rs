@@ -215,6 +215,7 @@ async fn drill_kills_need_the_drill_flag_and_actors_come_back() {
             back = true;
             break;
         }
+        // Poll interval: the incarnation is checked again right after.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(back, "the killed actor was not restarted");

@@ -265,6 +265,7 @@ async fn a_restart_storm_ends_in_quarantine_and_others_keep_working() {
                 quarantined = true;
                 break;
             }
+            // Poll interval: the command is tried again right after.
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
@@ -329,6 +330,7 @@ async fn quarantine_of_a_foldable_connection_is_visible_and_can_be_lifted() {
         }
         let _ = connections.inspect(id).await;
         connections.panic(id);
+        // Poll interval: the quarantine is checked again right after.
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert_eq!(connections.stats().quarantined, 1);
@@ -412,6 +414,7 @@ async fn ten_thousand_connections_activate_and_passivate() {
         if connections.stats().active == 0 {
             break;
         }
+        // Poll interval: the count is checked again right after.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(connections.stats().active, 0);

@@ -189,6 +189,7 @@ async fn reads_see_their_own_writes_and_multi_event_appends_are_atomic_on(store:
         if seen.len() == 3 {
             break;
         }
+        // Poll interval: the log is read again right after.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen, recorded);
@@ -228,6 +229,9 @@ async fn read_all_never_skips_an_event_committed_later_into_a_gap() {
             fast[0].position,
             slow_position
         );
+        // Not a wait for evidence: `fast` is committed (its append
+        // returned), so every read here had the chance to return it; the
+        // pause spreads a few reads out.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cursor_before = store
@@ -247,6 +251,7 @@ async fn read_all_never_skips_an_event_committed_later_into_a_gap() {
         if after.len() == 2 {
             break;
         }
+        // Poll interval: the log is read again right after.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let positions: Vec<i64> = after.iter().map(|e| e.position).collect();
@@ -458,6 +463,7 @@ async fn a_dead_database_yields_unavailable_and_appends_resume_after_restart() {
         if result.is_ok() {
             break;
         }
+        // Poll interval: the append is tried again right after.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(result.unwrap()[0].version, 2);

@@ -203,6 +203,7 @@ where
         if check().await {
             return true;
         }
+        // Poll interval: the condition is checked again right after.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
@@ -526,6 +527,7 @@ async fn serve_exposes_metrics_without_a_token() {
             assert_eq!(r.status(), 200, "no token needed for /metrics");
             body = Some(Scrape(r.text().await.unwrap()));
         } else {
+            // Poll interval: the server is asked again right after.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

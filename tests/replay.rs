@@ -2,6 +2,8 @@
 //! real syncs and random histories, finds and repairs corrupted rows, and
 //! swaps while appends run without losing or duplicating anything.
 
+mod support;
+
 use calsim::{SimConfig, SimHandle, Simulators};
 use calsync::actors::runtime::{AllOpen, SyncRuntime};
 use calsync::actors::{ActorSettings, Connections};
@@ -288,6 +290,8 @@ async fn run_history(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Kill(i) => {
                 c.kill(ids[i]);
                 // The next command re-activates it from snapshot and tail.
+                // Not a wait for evidence: a short pause so the kill usually
+                // lands first; the property holds either way.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -518,12 +522,28 @@ async fn swap_while_appends_run_loses_and_duplicates_nothing() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The writers are under way before the first swap ...
+    let written = |n: u64| {
+        let appended = appended.clone();
+        async move {
+            support::wait_for(
+                &format!("{n} events appended by the writers"),
+                support::DEADLINE,
+                || {
+                    let done = appended.load(Ordering::Relaxed) >= n;
+                    async move { done.then_some(()) }
+                },
+            )
+            .await
+        }
+    };
+    written(50).await;
     let first = replay::swap(&db.store(), &quiet()).await.unwrap();
     assert!(first.differences >= 5, "{:#?}", first.tables);
     let second = replay::swap(&db.store(), &quiet()).await.unwrap();
     assert_eq!(second.differences, 0, "{:#?}", second.tables);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and still writing after the second.
+    written(appended.load(Ordering::Relaxed) + 50).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
@@ -681,6 +701,7 @@ impl World {
             if check().await {
                 return;
             }
+            // Poll interval: the condition is checked again right after.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("timed out waiting for {what}");
@@ -777,7 +798,13 @@ async fn replay_after_real_syncs_with_410_resyncs_finds_no_difference() {
             && w.generation(m1).await == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The rounds that swept are complete once no connection runs a task.
+    for id in [g1, g2, m1] {
+        w.until("the connection is quiet", async || {
+            w.connections.quiet(id).await.unwrap_or(false)
+        })
+        .await;
+    }
 
     let report = verify(&w.db, &quiet()).await;
     assert_clean(&report);

@@ -23,6 +23,7 @@ async fn wait_for_status(url: &str, want: u16, within: Duration) -> bool {
                 return true;
             }
         }
+        // Poll interval: the status is asked again right after.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
@@ -86,12 +87,14 @@ async fn serve_starts_its_own_database_reports_readiness_and_exits_cleanly() {
             Instant::now() < deadline,
             "serve did not exit after SIGTERM"
         );
+        // Poll interval: the exit status is checked again right after.
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "serve exited with {status}");
     // Nothing is left running on that data directory.
     let deadline = Instant::now() + Duration::from_secs(10);
     while data.join("postmaster.pid").exists() && Instant::now() < deadline {
+        // Poll interval: the pid file is checked again right after.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
