@@ -108,7 +108,8 @@ async fn outage_latency_and_lost_responses() {
     ));
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 503);
-    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    // The outage ends in simulator time: move its clock, not the test's.
+    h.advance_clock(Duration::milliseconds(350));
     let (s, _) = api.get("/calendars/primary/events").await;
     assert_eq!(s, 200, "outage over");
     h.clear_faults();
@@ -189,6 +190,8 @@ async fn request_log_records_every_call_and_proves_silence() {
         "secrets stay out of the log"
     );
     let quiet = Utc::now();
+    // No evidence to wait for: the simulator itself makes no calls, and
+    // this asserts that nothing in it does on its own.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
         h.requests_since(quiet).is_empty(),
@@ -221,7 +224,9 @@ async fn notification_faults_drop_and_duplicate() {
         )
         .await;
     assert_eq!(s, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The drop is recorded when the delivery is decided: wait for that.
+    h.wait_for_deliveries(std::time::Duration::from_secs(3), |log| !log.is_empty())
+        .await;
     assert!(hook.notifications().is_empty(), "sync message dropped");
     assert_eq!(h.deliveries()[0].fault.as_deref(), Some("dropped"));
     h.set_notification_faults(
@@ -399,6 +404,8 @@ async fn stopped_channels_may_still_fire_and_reordered_notifications_all_arrive(
         .expect("insert");
     g.upsert_event(&acct.email, "primary", day(2))
         .expect("insert");
+    // Absence after stop: no delivery completes a marker for a channel
+    // that gets nothing, so a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(
         hook.notifications().len(),
@@ -452,7 +459,7 @@ async fn optional_quotas_and_token_ttls() {
     let api = Api::new(h.google_base_url(), google_access_token(&h, &acct).await);
     let (_, v) = api.get("/calendars/primary/events").await;
     let token = v["nextSyncToken"].as_str().expect("token").to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    h.advance_clock(Duration::milliseconds(20));
     let (s, v) = api
         .get(&format!("/calendars/primary/events?syncToken={token}"))
         .await;
@@ -480,7 +487,7 @@ async fn optional_quotas_and_token_ttls() {
         .as_str()
         .expect("deltaLink")
         .to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    h.advance_clock(Duration::milliseconds(20));
     let (s, headers, v) = graph
         .send(reqwest::Method::GET, &delta_link, None, &[])
         .await;
@@ -591,6 +598,8 @@ async fn advancing_the_clock_expires_tokens_channels_and_subscriptions() {
         .expect("insert");
     h.graph().create_event(&mb.upn, json!({ "subject": "x", "start": { "dateTime": "2026-10-02T09:00:00", "timeZone": "UTC" },
         "end": { "dateTime": "2026-10-02T10:00:00", "timeZone": "UTC" } })).expect("create");
+    // Absence for expired channels: nothing is delivered, so nothing marks
+    // the end; a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(
         hook.notifications().len(),
@@ -626,4 +635,47 @@ async fn logs_are_bounded_and_updated_min_can_be_too_old() {
         log[2].seq, 6,
         "sequence numbers keep counting: token, updatedMin, 4 lists"
     );
+}
+
+#[tokio::test]
+async fn a_hold_keeps_a_request_unperformed_until_released() {
+    let (h, api, acct) = google_setup().await;
+    h.add_fault(rule(
+        "events.insert",
+        FaultKind::Hold {
+            name: "window".into(),
+        },
+        Some(1),
+    ));
+    let call = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.post(
+                "/calendars/primary/events",
+                &json!({ "id": "held0001", "start": { "date": "2026-10-01" }, "end": { "date": "2026-10-02" } }),
+            )
+            .await
+        })
+    };
+    // Evidence that the request is at the hold, not a guess.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while h.held("window") == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the hold");
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        h.google()
+            .get_event(&acct.email, "primary", "held0001")
+            .is_err(),
+        "a held write is not performed"
+    );
+    assert!(!call.is_finished());
+    h.release_hold("window");
+    let (s, _) = call.await.unwrap();
+    assert_eq!(s, 200);
+    assert!(h.google().get_event(&acct.email, "primary", "held0001").is_ok());
+    let logged = h.requests().into_iter().find(|r| r.endpoint == "events.insert").unwrap();
+    assert_eq!(logged.fault.as_deref(), Some("hold window"));
+    // The rule was used up: the next insert passes straight through.
+    assert_eq!(h.held("window"), 1);
 }

@@ -571,6 +571,8 @@ async fn watch_sends_sync_then_exists_with_gaps_until_stopped() {
         timed(None, "2026-10-03T09:00:00Z", "2026-10-03T10:00:00Z"),
     )
     .expect("insert");
+    // Absence after stop: nothing is delivered, so nothing marks the end;
+    // a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(hook.notifications().len(), 3, "nothing after stop");
 }
@@ -637,7 +639,12 @@ async fn push_retries_only_on_500_502_503_504() {
         )
         .await;
     assert_eq!(s, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Evidence: the 404 answer is in the delivery log.
+    h.wait_for_deliveries(std::time::Duration::from_secs(3), |log| {
+        log.iter()
+            .any(|d| d.subject == "rejecting" && d.status == Some(404))
+    })
+    .await;
     assert_eq!(
         rejecting.notifications().len(),
         1,
@@ -668,7 +675,8 @@ async fn channels_expire_and_conditional_get_and_unknown_paths() {
     let (s, _) = api.post("/calendars/primary/events/watch", &json!({ "id": "short", "type": "web_hook", "address": hook.url, "expiration": expiration })).await;
     assert_eq!(s, 200);
     assert_eq!(hook.wait_for(1, 3000).await.len(), 1, "sync message");
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Expiry is simulator time: move its clock past it.
+    h.advance_clock(Duration::milliseconds(400));
     h.google()
         .upsert_event(
             &acct.email,
@@ -676,6 +684,8 @@ async fn channels_expire_and_conditional_get_and_unknown_paths() {
             timed(None, "2026-10-02T09:00:00Z", "2026-10-02T10:00:00Z"),
         )
         .expect("insert");
+    // Absence: an expired channel gets no delivery, so nothing marks the
+    // end; a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(
         hook.notifications().len(),

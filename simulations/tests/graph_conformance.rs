@@ -607,13 +607,16 @@ async fn expired_subscriptions_get_no_notifications() {
     let exp = (Utc::now() + Duration::milliseconds(400)).to_rfc3339();
     let (s, sub) = api.post("/subscriptions", &json!({ "changeType": "created", "notificationUrl": hook.url, "resource": "me/events", "expirationDateTime": exp })).await;
     assert_eq!(s, 201);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Expiry is simulator time: move its clock past it.
+    h.advance_clock(Duration::milliseconds(500));
     h.graph()
         .create_event(
             &acct.upn,
             event("late", "2026-10-02T09:00:00", "2026-10-02T10:00:00"),
         )
         .expect("create");
+    // Absence: an expired subscription gets no delivery at all, so nothing
+    // marks the end; a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(hook.notifications().is_empty());
     let (s, v) = api
@@ -823,7 +826,12 @@ async fn change_notifications_retry_until_2xx_within_deadline() {
             event("y", "2026-10-03T09:00:00", "2026-10-03T10:00:00"),
         )
         .expect("create");
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    // Evidence: a delivery attempt recorded without a status (timed out).
+    h.wait_for_deliveries(std::time::Duration::from_secs(5), |log| {
+        log.iter()
+            .any(|d| d.kind == "change" && d.status.is_none())
+    })
+    .await;
     let timeouts = h
         .deliveries()
         .iter()
@@ -859,6 +867,8 @@ async fn lifecycle_notifications_pause_and_remove() {
         event("lost", "2026-10-02T09:00:00", "2026-10-02T10:00:00"),
     )
     .expect("create");
+    // Absence while paused: nothing is delivered, so nothing marks the
+    // end; a bounded pause is all there is.
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert!(
         changes.notifications().is_empty(),

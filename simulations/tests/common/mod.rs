@@ -217,6 +217,7 @@ impl Hook {
             if got.len() >= n || std::time::Instant::now() > deadline {
                 return got;
             }
+            // Poll interval: the hook is checked again right after.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -262,6 +263,7 @@ async fn hook_handler(State(hook): State<Hook>, req: Request) -> Response {
         (s, b.delay_ms, b.echo_validation, b.validation_delay_ms)
     };
     if let Some(token) = query.get("validationToken") {
+        // Not a wait: the hook's configured slowness, which tests set.
         tokio::time::sleep(Duration::from_millis(vdelay)).await;
         if echo {
             return (
@@ -273,6 +275,7 @@ async fn hook_handler(State(hook): State<Hook>, req: Request) -> Response {
         }
         return (StatusCode::OK, [("content-type", "text/plain")], "nope").into_response();
     }
+    // Not a wait: the hook's configured slowness, which tests set.
     tokio::time::sleep(Duration::from_millis(delay)).await;
     StatusCode::from_u16(status)
         .unwrap_or(StatusCode::OK)
