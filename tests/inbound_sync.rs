@@ -480,3 +480,50 @@ async fn syncs_reuse_the_access_token_until_it_expires() {
     assert!(count("events.list") >= 5, "{} syncs", count("events.list"));
     assert_eq!(count("token"), 1, "one refresh for all syncs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realistic_calendars_in_several_zones_block_exactly_their_busy_time() {
+    // Two connections of each provider, two platform providers, Sydney,
+    // Berlin and New York (Graph under Windows zone names), each reading two
+    // calendars with series, DST all-day events, declined, tentative, free
+    // and out-of-office events, and writing to a third.
+    let app = support::fixtures::spawn_app().with_range().start().await;
+    let w = &app.world;
+    for f in &app.fixtures {
+        f.wait_for_expected_busy(w).await;
+    }
+    // A change in the last blocking calendar of each is synced too, and
+    // nothing from the destination calendar ever blocks.
+    let mut expected = Vec::new();
+    for f in &app.fixtures {
+        let start = f.zone.midnight(f.dst_day + TimeDelta::days(3)) + TimeDelta::hours(15);
+        f.add_busy(w, f.blocking.len() - 1, start, 30);
+        w.notify(f.id, "range:added").await;
+        let mut want = f.expected_busy.clone();
+        want.push((start, start + TimeDelta::minutes(30)));
+        want.sort();
+        expected.push(want);
+    }
+    for (f, want) in app.fixtures.iter().zip(expected) {
+        let mut f = f.clone();
+        f.expected_busy = want;
+        f.wait_for_expected_busy(w).await;
+        let client = w.db.client().await;
+        let calendars: Vec<String> = client
+            .query(
+                "SELECT DISTINCT calendar_id FROM busy_intervals WHERE connection_id = $1",
+                &[&f.id.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            calendars.len(),
+            f.blocking.len(),
+            "every blocking calendar: {calendars:?}"
+        );
+        assert!(!calendars.contains(&f.destination));
+    }
+}

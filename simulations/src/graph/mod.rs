@@ -368,6 +368,26 @@ impl GraphSim {
             .unwrap_or_default()
     }
 
+    /// Live stored events of one calendar (`None` or `primary`: the
+    /// default calendar), rendered in UTC.
+    pub fn stored_events_in(&self, upn: &str, calendar_id: Option<&str>) -> Vec<Value> {
+        let st = lock(&self.shared.graph);
+        st.accounts
+            .get(&upn.to_lowercase())
+            .map(|a| {
+                let calendar = match calendar_id {
+                    None | Some("primary") => a.default_calendar(),
+                    Some(c) => c.to_string(),
+                };
+                a.events
+                    .values()
+                    .filter(|e| !e.deleted && e.calendar_id == calendar)
+                    .map(|e| e.render(upn, &OutZone::utc()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// (id, `transactionId`) of every live stored event, without rendering
     /// them: cheap enough to check after every step of a long simulation.
     pub fn live_transaction_ids(&self, upn: &str) -> Vec<(String, Option<String>)> {
