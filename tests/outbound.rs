@@ -555,3 +555,67 @@ async fn bookings_made_while_the_grant_is_revoked_wait_visibly_then_go_out() {
         assert_eq!(r.status(), 400);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_goes_to_each_destination_of_its_platform_provider_and_blocks_nothing() {
+    let app = support::fixtures::spawn_app()
+        .options(Options {
+            serve: true,
+            ..Default::default()
+        })
+        .with_range()
+        .start()
+        .await;
+    let w = &app.world;
+    for f in &app.fixtures {
+        f.wait_for_expected_busy(w).await;
+    }
+    let clinic: Vec<_> = app
+        .fixtures
+        .iter()
+        .filter(|f| f.platform_provider == "pp-clinic")
+        .collect();
+    assert_eq!(clinic.len(), 2, "a Google and a Graph connection");
+    let start = clinic[0].zone.midnight(clinic[0].dst_day + TimeDelta::days(4)) + TimeDelta::hours(10);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/bookings", w.base.clone().unwrap()))
+        .bearer_auth("admin")
+        .json(&json!({
+            "booking_id": "bk-range", "version": 1, "platform_provider_id": "pp-clinic",
+            "status": "confirmed", "start": start, "end": start + TimeDelta::hours(1),
+            "time_zone": "Australia/Sydney", "title": "Consultation", "attendees": []
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let routed: Value = r.json().await.unwrap();
+    assert_eq!(routed["routed_to"].as_array().unwrap().len(), 2, "{routed}");
+    for f in &clinic {
+        assert!(
+            eventually(Duration::from_secs(15), || async {
+                f.live_events(w, &f.destination).len() == 1
+            })
+            .await,
+            "{}: no event in the destination calendar",
+            f.account
+        );
+        for calendar in &f.blocking {
+            assert!(
+                f.live_events(w, calendar)
+                    .iter()
+                    .all(|e| !e.to_string().contains("Consultation")),
+                "{}: the booking landed in blocking calendar {calendar}",
+                f.account
+            );
+        }
+        // A sync after the write has run: the booking blocks nothing, the
+        // calendars' busy time is unchanged.
+        w.at_rest(f.id, &f.account).await;
+        assert_eq!(f.busy(w).await, f.expected_busy, "{}", f.account);
+    }
+    // The other platform provider's connections got nothing.
+    for f in app.fixtures.iter().filter(|f| f.platform_provider != "pp-clinic") {
+        assert!(f.live_events(w, &f.destination).is_empty(), "{}", f.account);
+    }
+}

@@ -1017,3 +1017,16 @@ async fn replay_rate_beside_a_bare_copy_of_the_log() {
         ordered_rate
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_realistic_connections_of_both_providers_finds_no_difference() {
+    let app = support::fixtures::spawn_app().with_range().start().await;
+    let w = &app.world;
+    for f in &app.fixtures {
+        f.wait_for_expected_busy(w).await;
+        w.at_rest(f.id, &f.account).await;
+    }
+    let report = verify(&w.db, &quiet()).await;
+    assert_clean(&report);
+    assert_eq!(report.streams, app.fixtures.len() as u64);
+}

@@ -870,3 +870,55 @@ async fn channels_are_renewed_before_they_expire_and_the_old_one_is_stopped() {
     );
     assert!(!live.is_empty(), "no live channel after renewal");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_pushes_for_realistic_connections_update_busy_time_without_polling() {
+    let app = support::fixtures::spawn_app()
+        .options(Options {
+            serve: true,
+            flag_gates: true,
+            ..Default::default()
+        })
+        .with_range()
+        .start()
+        .await;
+    let w = &app.world;
+    for f in &app.fixtures {
+        f.wait_for_expected_busy(w).await;
+        wait_for_channel_count(w, f.id, f.blocking.len()).await;
+    }
+    // A change in a blocking calendar reaches calsync only through the
+    // provider's push (no test-side notify, polls are 15 minutes away).
+    for f in &app.fixtures {
+        let at = w.log_head().await;
+        let start = f.zone.midnight(f.dst_day + TimeDelta::days(5)) + TimeDelta::hours(8);
+        f.add_busy(w, f.blocking.len() - 1, start, 45);
+        w.wait_for_event(f.id, "notification_accepted", at).await;
+        let mut f = f.clone();
+        f.expected_busy.push((start, start + TimeDelta::minutes(45)));
+        f.expected_busy.sort();
+        f.wait_for_expected_busy(w).await;
+    }
+}
+
+async fn wait_for_channel_count(w: &World, id: ConnectionId, n: usize) {
+    support::wait_for(
+        &format!("{n} open channels for {id}"),
+        support::DEADLINE,
+        || async {
+            let open: i64 = w
+                .db
+                .client()
+                .await
+                .query_one(
+                    "SELECT count(*) FROM channels WHERE connection_id = $1 AND closed_at IS NULL",
+                    &[&id.as_uuid()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (open as usize == n).then_some(())
+        },
+    )
+    .await;
+}
