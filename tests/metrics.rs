@@ -408,7 +408,11 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
         "{row}"
     );
     assert_eq!(cal["last_error_at"], row["last_error_at"], "{row}");
-    assert_eq!((&cal["status"], &cal["failures"]), (&json!("ok"), &json!(0)), "{row}");
+    assert_eq!(
+        (&cal["status"], &cal["failures"]),
+        (&json!("ok"), &json!(0)),
+        "{row}"
+    );
     assert_eq!(row["actor"]["restarts"], 1, "{row}");
     assert_eq!(row["actor"]["active"], true, "{row}");
     assert!(row["actor"]["incarnation"].as_u64().unwrap() >= 2, "{row}");

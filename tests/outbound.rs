@@ -310,20 +310,25 @@ async fn kills_between_intent_and_result_never_duplicate_lose_or_leave_stale_eve
         let hold = format!("kill-{round}");
         let held_round = round % 2 == 1 && status == BookingStatus::Confirmed;
         let rules: Vec<u64> = if held_round {
-            ["events.insert", "events.patch", "events.update", "events.delete"]
-                .iter()
-                .map(|endpoint| {
-                    w.sim.add_fault(FaultRule {
-                        provider: Provider::Google,
-                        endpoint: Some(endpoint.to_string()),
-                        account: None,
-                        path: None,
-                        body_contains: None,
-                        kind: FaultKind::Hold { name: hold.clone() },
-                        remaining: Some(1),
-                    })
+            [
+                "events.insert",
+                "events.patch",
+                "events.update",
+                "events.delete",
+            ]
+            .iter()
+            .map(|endpoint| {
+                w.sim.add_fault(FaultRule {
+                    provider: Provider::Google,
+                    endpoint: Some(endpoint.to_string()),
+                    account: None,
+                    path: None,
+                    body_contains: None,
+                    kind: FaultKind::Hold { name: hold.clone() },
+                    remaining: Some(1),
                 })
-                .collect()
+            })
+            .collect()
         } else {
             Vec::new()
         };
@@ -377,9 +382,11 @@ async fn kills_between_intent_and_result_never_duplicate_lose_or_leave_stale_eve
         .concat();
         for (booking, intent_at) in &open {
             assert!(
-                !results.iter().any(|r| r.payload["booking_id"] == booking.as_str()
-                    && r.position > *intent_at
-                    && r.position <= at_kill),
+                !results
+                    .iter()
+                    .any(|r| r.payload["booking_id"] == booking.as_str()
+                        && r.position > *intent_at
+                        && r.position <= at_kill),
                 "round {round}: {booking}'s result was logged before the kill"
             );
         }
@@ -576,7 +583,10 @@ async fn a_booking_goes_to_each_destination_of_its_platform_provider_and_blocks_
         .filter(|f| f.platform_provider == "pp-clinic")
         .collect();
     assert_eq!(clinic.len(), 2, "a Google and a Graph connection");
-    let start = clinic[0].zone.midnight(clinic[0].dst_day + TimeDelta::days(4)) + TimeDelta::hours(10);
+    let start = clinic[0]
+        .zone
+        .midnight(clinic[0].dst_day + TimeDelta::days(4))
+        + TimeDelta::hours(10);
     let r = reqwest::Client::new()
         .post(format!("{}/v1/bookings", w.base.clone().unwrap()))
         .bearer_auth("admin")
@@ -615,7 +625,11 @@ async fn a_booking_goes_to_each_destination_of_its_platform_provider_and_blocks_
         assert_eq!(f.busy(w).await, f.expected_busy, "{}", f.account);
     }
     // The other platform provider's connections got nothing.
-    for f in app.fixtures.iter().filter(|f| f.platform_provider != "pp-clinic") {
+    for f in app
+        .fixtures
+        .iter()
+        .filter(|f| f.platform_provider != "pp-clinic")
+    {
         assert!(f.live_events(w, &f.destination).is_empty(), "{}", f.account);
     }
 }

@@ -465,7 +465,10 @@ async fn a_replay_storm_of_one_notification_is_one_event_and_one_sync() {
     w.settle(&[id]).await;
     let syncs = w.provider_calls("events.list") - lists_before;
     assert_eq!(syncs, 1, "{syncs} syncs for one notification");
-    assert_eq!(w.events_after(id, "sync_round_completed", at).await.len(), 1);
+    assert_eq!(
+        w.events_after(id, "sync_round_completed", at).await.len(),
+        1
+    );
     // A later, different notification still syncs once more: the storm
     // left nothing queued behind it (no follow-up counted into the marker).
     w.at_rest(id, "storm@example.com").await;
@@ -895,7 +898,8 @@ async fn provider_pushes_for_realistic_connections_update_busy_time_without_poll
         f.add_busy(w, f.blocking.len() - 1, start, 45);
         w.wait_for_event(f.id, "notification_accepted", at).await;
         let mut f = f.clone();
-        f.expected_busy.push((start, start + TimeDelta::minutes(45)));
+        f.expected_busy
+            .push((start, start + TimeDelta::minutes(45)));
         f.expected_busy.sort();
         f.wait_for_expected_busy(w).await;
     }

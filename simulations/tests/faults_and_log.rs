@@ -660,7 +660,10 @@ async fn a_hold_keeps_a_request_unperformed_until_released() {
     // Evidence that the request is at the hold, not a guess.
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     while h.held("window") == 0 {
-        assert!(Instant::now() < deadline, "the request never reached the hold");
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the hold"
+        );
         tokio::task::yield_now().await;
     }
     assert!(
@@ -673,8 +676,15 @@ async fn a_hold_keeps_a_request_unperformed_until_released() {
     h.release_hold("window");
     let (s, _) = call.await.unwrap();
     assert_eq!(s, 200);
-    assert!(h.google().get_event(&acct.email, "primary", "held0001").is_ok());
-    let logged = h.requests().into_iter().find(|r| r.endpoint == "events.insert").unwrap();
+    assert!(h
+        .google()
+        .get_event(&acct.email, "primary", "held0001")
+        .is_ok());
+    let logged = h
+        .requests()
+        .into_iter()
+        .find(|r| r.endpoint == "events.insert")
+        .unwrap();
     assert_eq!(logged.fault.as_deref(), Some("hold window"));
     // The rule was used up: the next insert passes straight through.
     assert_eq!(h.held("window"), 1);

@@ -828,8 +828,7 @@ async fn change_notifications_retry_until_2xx_within_deadline() {
         .expect("create");
     // Evidence: a delivery attempt recorded without a status (timed out).
     h.wait_for_deliveries(std::time::Duration::from_secs(5), |log| {
-        log.iter()
-            .any(|d| d.kind == "change" && d.status.is_none())
+        log.iter().any(|d| d.kind == "change" && d.status.is_none())
     })
     .await;
     let timeouts = h

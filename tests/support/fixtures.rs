@@ -252,7 +252,10 @@ fn fill(
             busy.push(*interval);
         }
     }
-    let all_day = (spec.zone.midnight(dst_day), spec.zone.midnight(dst_day + Duration::days(1)));
+    let all_day = (
+        spec.zone.midnight(dst_day),
+        spec.zone.midnight(dst_day + Duration::days(1)),
+    );
     busy.push(all_day);
     let mut put = |kind: Kind, day: NaiveDate, hour: u32, minutes: i64| {
         let start = at(day, hour);
@@ -272,9 +275,13 @@ fn fill(
             let g = |s: DateTime<Utc>| json!({"dateTime": s.with_timezone(&tz).to_rfc3339(), "timeZone": spec.zone.iana});
             let master = format!("series{n}{}", series_day.format("%Y%m%d"));
             google
-                .upsert_event(&spec.account, calendar, json!({"id": master, "summary": "Weekly 1:1",
+                .upsert_event(
+                    &spec.account,
+                    calendar,
+                    json!({"id": master, "summary": "Weekly 1:1",
                     "start": g(series[0].0), "end": g(series[0].1),
-                    "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}))
+                    "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=4"]}),
+                )
                 .unwrap();
             google
                 .cancel_instance(&spec.account, calendar, &master, series[2].0)
@@ -301,12 +308,16 @@ fn fill(
             let m = |s: DateTime<Utc>| json!({"dateTime": s.with_timezone(&tz).naive_local().format("%Y-%m-%dT%H:%M:%S").to_string(), "timeZone": zone});
             let target = (calendar != "primary").then_some(calendar);
             let master = graph
-                .create_event_in(&spec.account, target, json!({"subject": "Weekly 1:1", "showAs": "busy",
+                .create_event_in(
+                    &spec.account,
+                    target,
+                    json!({"subject": "Weekly 1:1", "showAs": "busy",
                     "start": m(series[0].0), "end": m(series[0].1),
                     "recurrence": {"pattern": {"type": "weekly", "interval": 1,
                         "daysOfWeek": [weekday(series_day)]},
                         "range": {"type": "numbered", "numberOfOccurrences": 4,
-                            "startDate": series_day.to_string()}}}))
+                            "startDate": series_day.to_string()}}}),
+                )
                 .unwrap();
             graph
                 .cancel_occurrence(&spec.account, master["id"].as_str().unwrap(), series[2].0)

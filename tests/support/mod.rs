@@ -192,7 +192,12 @@ impl World {
     }
 
     /// `event_type` events on `id`'s stream after `after`.
-    pub async fn events_after(&self, id: ConnectionId, event_type: &str, after: i64) -> Vec<Logged> {
+    pub async fn events_after(
+        &self,
+        id: ConnectionId,
+        event_type: &str,
+        after: i64,
+    ) -> Vec<Logged> {
         evidence::events_after(&self.db, Some(id), event_type, after).await
     }
 
