@@ -693,12 +693,14 @@ async fn writes_to_a_secondary_calendar_stay_there_and_are_found_there() {
 }
 
 /// Every page of a round carries the mailbox's zone (what all-day events
-/// without a real `originalStartTimeZone` are read in), fetched once per
-/// round, not once per page.
+/// without a real `originalStartTimeZone` are read in), fetched on a full
+/// round's first page, never once per page, and by incremental rounds
+/// (the 15-minute poll) at most once an hour per account.
 #[tokio::test]
-async fn every_delta_page_carries_the_mailbox_zone_read_once_per_round() {
+async fn every_delta_page_carries_the_mailbox_zone_read_once_per_round_and_hourly_when_polled() {
     let (h, client, mut session) = setup().await;
-    let client = client.with_page_size(2);
+    let clock = calsync::ports::OffsetClock::new();
+    let client = client.with_page_size(2).with_clock(clock.clone());
     h.graph()
         .set_mailbox_zone(UPN, "AUS Eastern Standard Time")
         .unwrap();
@@ -734,8 +736,38 @@ async fn every_delta_page_carries_the_mailbox_zone_read_once_per_round() {
         1,
         "one read per round"
     );
-    // An incremental round reads it again, so a changed zone is seen.
+    // Incremental rounds within the hour use the zone already read: an
+    // idle mailbox polled every 15 minutes is not read at every poll.
     h.graph().set_mailbox_zone(UPN, "Europe/Berlin").unwrap();
+    let mut cursor = cursor;
+    for _ in 0..3 {
+        clock.advance(Duration::minutes(15));
+        let page = client
+            .list_changes(
+                &mut session,
+                &primary(),
+                &SyncPosition::Cursor(cursor.clone()),
+                window(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.calendar_zone.as_deref(),
+            Some("AUS Eastern Standard Time")
+        );
+        let PageNext::Complete(next) = page.next else {
+            panic!("an idle incremental round is one page");
+        };
+        cursor = next;
+    }
+    assert_eq!(
+        endpoint_log(&h, "mailboxSettings").len(),
+        1,
+        "no read within the hour"
+    );
+    // Past the hour an incremental round reads it again: a zone changed in
+    // Outlook is seen within the hour.
+    clock.advance(Duration::minutes(16));
     let page = client
         .list_changes(
             &mut session,
@@ -747,6 +779,15 @@ async fn every_delta_page_carries_the_mailbox_zone_read_once_per_round() {
         .unwrap();
     assert_eq!(page.calendar_zone.as_deref(), Some("Europe/Berlin"));
     assert_eq!(endpoint_log(&h, "mailboxSettings").len(), 2);
+    // A full round always reads it.
+    h.graph().set_mailbox_zone(UPN, "Pacific/Honolulu").unwrap();
+    let page = client
+        .list_changes(&mut session, &primary(), &SyncPosition::Start, window())
+        .await
+        .unwrap();
+    assert_eq!(page.calendar_zone.as_deref(), Some("Pacific/Honolulu"));
+    assert_eq!(endpoint_log(&h, "mailboxSettings").len(), 3);
+    h.graph().set_mailbox_zone(UPN, "Europe/Berlin").unwrap();
     // A page link this client never handed out still gets the zone.
     let fresh = GraphClient::new(http_client().unwrap(), endpoints(&h)).with_page_size(2);
     let first = fresh

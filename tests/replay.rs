@@ -206,14 +206,16 @@ proptest! {
     }
 }
 
-/// The model's busy rows by primary key (their storage order is arbitrary).
+/// The model's busy rows by primary key — connection, calendar, external
+/// event (schema 0006: the same event in two calendars is two rows) —
+/// since their storage order is arbitrary.
 fn busy_by_key(model: &Model) -> std::collections::BTreeMap<(String, String, String), &BusyRow> {
     model
         .busy()
         .map(|r| {
             let key = (
-                r.platform_provider_id.clone(),
-                r.provider.clone(),
+                r.connection_id.to_string(),
+                r.calendar_id.clone(),
                 r.external_event_id.clone(),
             );
             (key, r)

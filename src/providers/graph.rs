@@ -11,13 +11,16 @@
 //!   dates in `originalStartTimeZone`, or, when that is a legacy custom
 //!   zone or missing, in the mailbox's zone. Every [`ChangesPage`] carries
 //!   that zone in `calendar_zone`. It is read with `GET /me/mailboxSettings`
-//!   once per round — on the round's first page (a full round from the
-//!   window, or an incremental one from a deltaLink) — and handed on to the
-//!   round's later pages by the `@odata.nextLink` they are fetched with
-//!   (`RoundZones`): one extra call per round, none per page, and a zone
-//!   changed in Outlook is seen by the next round. Later pages whose link
-//!   the client no longer knows (another process, an evicted entry) read it
-//!   again. A mailbox whose settings cannot be read (403 without the
+//!   on the first page of every full round (from the window: first sync,
+//!   resync, the daily re-base), and on an incremental round's first page
+//!   only when the account's last read is older than
+//!   [`MAILBOX_ZONE_MAX_AGE`] (`MailboxZones`, per account, on the client's
+//!   clock); the round's later pages get it through the `@odata.nextLink`
+//!   they are fetched with (`RoundZones`). So an idle mailbox polled every
+//!   15 minutes costs one settings read an hour, not one per poll (which
+//!   doubled Graph's calls), and a zone changed in Outlook is seen within
+//!   the hour. Later pages whose link the client no longer knows (another
+//!   process, an evicted entry) read it again. A mailbox whose settings cannot be read (403 without the
 //!   `MailboxSettings.Read` permission, 404, any other refusal) has no zone
 //!   (all-day events without their own then fall back to UTC, and a
 //!   warning is logged); a transient failure fails the page like the delta
@@ -90,6 +93,51 @@ pub struct GraphClient {
     /// What time it is for token expiry (the simulation's clock in tests).
     clock: std::sync::Arc<dyn crate::ports::Clock>,
     round_zones: Arc<RoundZones>,
+    mailbox_zones: Arc<MailboxZones>,
+}
+
+/// How long an incremental round may use the mailbox zone read earlier
+/// for the same account (a full round always reads it again).
+pub const MAILBOX_ZONE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The mailbox zone last read per account, keyed by a digest of the grant
+/// (client id and refresh token: the client knows no account id, and a
+/// rotated refresh token only costs one read more). Bounded: when full,
+/// entries older than [`MAILBOX_ZONE_MAX_AGE`] go first, then all.
+#[derive(Debug, Default)]
+struct MailboxZones {
+    by_grant: Mutex<HashMap<[u8; 32], (Option<String>, DateTime<Utc>)>>,
+}
+
+impl MailboxZones {
+    const CAPACITY: usize = 100_000;
+
+    fn key(session: &AuthSession) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(session.client_id.as_bytes());
+        hash.update([0]);
+        hash.update(session.refresh_token.as_bytes());
+        hash.finalize().into()
+    }
+
+    fn fresh(&self, session: &AuthSession, now: DateTime<Utc>) -> Option<Option<String>> {
+        let map = self.by_grant.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&Self::key(session))
+            .filter(|(_, at)| now - *at < MAILBOX_ZONE_MAX_AGE && *at <= now)
+            .map(|(zone, _)| zone.clone())
+    }
+
+    fn keep(&self, session: &AuthSession, zone: Option<String>, now: DateTime<Utc>) {
+        let mut map = self.by_grant.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::CAPACITY {
+            map.retain(|_, (_, at)| now - *at < MAILBOX_ZONE_MAX_AGE);
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(Self::key(session), (zone, now));
+    }
 }
 
 /// Rounds of delta in progress with more pages to come: the mailbox zone
@@ -317,6 +365,7 @@ impl GraphClient {
             page_size: PAGE_SIZE,
             clock: std::sync::Arc::new(crate::ports::SystemClock),
             round_zones: Arc::default(),
+            mailbox_zones: Arc::default(),
         }
     }
 
@@ -342,18 +391,33 @@ impl GraphClient {
     }
 
     /// The zone for a page fetched from `position`: read at the start of a
-    /// round, handed on to later pages.
+    /// full round, at the start of an incremental one when the account's
+    /// last read is older than [`MAILBOX_ZONE_MAX_AGE`], handed on to later
+    /// pages.
     async fn round_zone(
         &self,
         session: &mut AuthSession,
         position: &SyncPosition,
     ) -> Result<Option<String>, ProviderError> {
-        if let SyncPosition::Page(link) = position {
-            if let Some(zone) = self.round_zones.take(link) {
-                return Ok(zone);
+        let now = self.clock.now();
+        match position {
+            SyncPosition::Page(link) => {
+                if let Some(zone) = self.round_zones.take(link) {
+                    return Ok(zone);
+                }
             }
+            SyncPosition::Cursor(_) => {
+                if let Some(zone) = self.mailbox_zones.fresh(session, now) {
+                    return Ok(zone);
+                }
+            }
+            SyncPosition::Start => {}
         }
-        self.mailbox_zone(session).await
+        let zone = self.mailbox_zone(session).await?;
+        // Keyed by the grant as it stands after the read (a refresh during
+        // the read may have rotated the refresh token).
+        self.mailbox_zones.keep(session, zone.clone(), now);
+        Ok(zone)
     }
 
     /// Delta page size (`Prefer: odata.maxpagesize`), at least 1.

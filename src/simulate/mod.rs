@@ -107,7 +107,10 @@ pub(crate) fn digest(
         hash.update(e.payload.as_bytes());
     }
     for r in requests {
-        hash.update(format!("{:?}", r.provider).as_bytes());
+        hash.update(match r.provider {
+            calsim::Provider::Google => b"G",
+            calsim::Provider::Graph => b"M",
+        });
         hash.update(r.endpoint.as_bytes());
         hash.update(r.method.as_bytes());
         hash.update(r.path.as_bytes());
