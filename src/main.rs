@@ -1,6 +1,13 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: calsync allocates many small,
+/// short-lived buffers per request and per event (JSON, ids, log rows),
+/// and glibc's allocator was a quarter of the CPU of `calsync simulate`
+/// (BENCHMARKS.md, "The deterministic simulation").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = calsync::cli::Cli::parse();
