@@ -19,24 +19,26 @@ fn now() -> DateTime<Utc> {
 
 /// What the provider shows for one external event.
 #[derive(Debug, Clone, PartialEq)]
-struct Shown {
-    booking_id: String,
+pub(super) struct Shown {
+    pub(super) booking_id: String,
     title: String,
     busy: bool,
+    /// The booking version whose content the last write carried.
+    pub(super) version: u64,
 }
 
 /// A provider calendar with the idempotency the real clients give: a
 /// create of an existing deterministic id returns it unchanged, a delete of
 /// a missing event counts as done.
 #[derive(Debug, Default)]
-struct Calendar {
-    events: BTreeMap<String, Shown>,
+pub(super) struct Calendar {
+    pub(super) events: BTreeMap<String, Shown>,
 }
 
 impl Calendar {
     /// Runs `op` the way the outbound task does: with the track's latest
     /// content.
-    fn write(&mut self, track: &BookingTrack, op: &OutboundOp) -> WriteOutcome {
+    pub(super) fn write(&mut self, track: &BookingTrack, op: &OutboundOp) -> WriteOutcome {
         let b = &track.latest;
         let shown = |marked: bool| Shown {
             booking_id: b.booking_id.to_string(),
@@ -46,6 +48,7 @@ impl Calendar {
                 b.title.clone()
             },
             busy: !marked,
+            version: b.version,
         };
         let mut patch = |id: &str, marked: bool| match self.events.get_mut(id) {
             Some(e) => {
