@@ -46,7 +46,9 @@ fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
 }
 
-/// A Google event change: busy, free (transparent) or cancelled.
+/// A Google event change: busy, free (transparent), cancelled, all-day
+/// (days in the calendar's zone) or an instance of a weekly series (wall
+/// time in Sydney).
 fn google(id: &str, hour: u32, kind: u8) -> ProviderChange {
     let s = base() + TimeDelta::hours(i64::from(hour));
     let e = s + TimeDelta::minutes(45);
@@ -55,9 +57,69 @@ fn google(id: &str, hour: u32, kind: u8) -> ProviderChange {
     match kind {
         1 => v["transparency"] = json!("transparent"),
         2 => v = json!({"id": id, "status": "cancelled"}),
+        3 => {
+            let day = s.date_naive();
+            v["start"] = json!({"date": day.to_string()});
+            v["end"] =
+                json!({"date": (day + TimeDelta::days(1 + i64::from(hour % 2))).to_string()});
+        }
+        4 => {
+            let wall = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            v = json!({"id": format!("{id}_{}", s.format("%Y%m%dT%H%M%SZ")),
+                "recurringEventId": id, "status": "confirmed",
+                "originalStartTime": {"dateTime": wall(s), "timeZone": "Australia/Sydney"},
+                "start": {"dateTime": wall(s), "timeZone": "Australia/Sydney"},
+                "end": {"dateTime": wall(e), "timeZone": "Australia/Sydney"}});
+        }
         _ => {}
     }
     ProviderChange::Google(serde_json::from_value(v).unwrap())
+}
+
+/// The same kinds of change as Graph delivers them: busy, `showAs: free`,
+/// `@removed`, all-day (floating midnights; the day in the event's own
+/// zone or the mailbox's), or an occurrence labelled with a Windows zone.
+fn graph_change(id: &str, hour: u32, kind: u8) -> ProviderChange {
+    let s = base() + TimeDelta::hours(i64::from(hour));
+    let e = s + TimeDelta::minutes(45);
+    let at = |t: DateTime<Utc>, zone: &str| json!({"dateTime": t.format("%Y-%m-%dT%H:%M:%S.0000000").to_string(), "timeZone": zone});
+    let mut v = json!({"id": id, "type": "singleInstance", "showAs": "busy",
+        "start": at(s, "UTC"), "end": at(e, "UTC")});
+    match kind {
+        1 => v["showAs"] = json!("free"),
+        2 => v = json!({"id": id, "@removed": {"reason": "deleted"}}),
+        3 => {
+            let midnight = s.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+            v["isAllDay"] = json!(true);
+            v["start"] = at(midnight, "UTC");
+            v["end"] = at(midnight + TimeDelta::days(1 + i64::from(hour % 2)), "UTC");
+            if hour % 3 == 0 {
+                v["originalStartTimeZone"] = json!("New Zealand Standard Time");
+            }
+        }
+        4 => {
+            v = json!({"id": format!("{id}-{}", s.format("%Y%m%d")), "type": "occurrence",
+                "seriesMasterId": id, "showAs": "busy",
+                "start": at(s, "AUS Eastern Standard Time"),
+                "end": at(e, "AUS Eastern Standard Time")});
+        }
+        _ => {}
+    }
+    ProviderChange::Graph(serde_json::from_value(v).unwrap())
+}
+
+/// Each calendar's zone as the provider reports it (Google: IANA; Graph:
+/// the mailbox's Windows name): what all-day events are days in.
+fn zone_of(provider: CalendarProvider, calendar: &str) -> &'static str {
+    let google = provider == CalendarProvider::Google;
+    match calendar {
+        "a" if google => "Australia/Sydney",
+        "a" => "AUS Eastern Standard Time",
+        "b" if google => "Pacific/Auckland",
+        "b" => "New Zealand Standard Time",
+        _ if google => "Pacific/Honolulu",
+        _ => "Hawaiian Standard Time",
+    }
 }
 
 fn page(calendar: &str, full: bool, changes: Vec<ProviderChange>, done: bool) -> ConnectionCommand {
@@ -82,9 +144,18 @@ fn failure(calendar: Option<&str>, kind: FaultKind, unit_random: f64) -> Connect
 }
 
 fn create(pp: &str, account: &str, calendars: &[&str]) -> ConnectionCommand {
+    create_for(CalendarProvider::Google, pp, account, calendars)
+}
+
+fn create_for(
+    provider: CalendarProvider,
+    pp: &str,
+    account: &str,
+    calendars: &[&str],
+) -> ConnectionCommand {
     ConnectionCommand::Create {
         platform_provider_id: PlatformProviderId::parse(pp).unwrap(),
-        provider: CalendarProvider::Google,
+        provider,
         account: ExternalAccount::parse(account).unwrap(),
         calendars: calendars.iter().map(|c| cal(c)).collect(),
         // Bookings are written to the first calendar.
@@ -131,10 +202,23 @@ async fn send(c: &Connections, id: ConnectionId, command: ConnectionCommand) {
 // ---------------------------------------------------------------------
 // Per append vs per event: the fold replay relies on.
 
-/// Commands a connection may receive, for the pure property test.
+/// Commands a connection may receive, for the pure property test (pages
+/// of either provider's changes).
 fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
-    let change = (0u8..6, 0u32..48, 0u8..4)
-        .prop_map(|(id, hour, kind)| google(&format!("e{id}"), hour, kind.min(2)));
+    prop_oneof![
+        command_strategy_for(CalendarProvider::Google),
+        command_strategy_for(CalendarProvider::Microsoft),
+    ]
+}
+
+/// Commands a connection of `provider` may receive: its pages carry that
+/// provider's changes (timed, free, removed, all-day on the days around
+/// 2026-12-01, series instances) and name the calendar's zone.
+fn command_strategy_for(provider: CalendarProvider) -> impl Strategy<Value = ConnectionCommand> {
+    let change = (0u8..6, 0u32..48, 0u8..5).prop_map(move |(id, hour, kind)| match provider {
+        CalendarProvider::Google => google(&format!("e{id}"), hour, kind),
+        CalendarProvider::Microsoft => graph_change(&format!("e{id}"), hour, kind),
+    });
     let calendars = prop::sample::subsequence(vec!["a", "b", "c"], 1..=3);
     prop_oneof![
         4 => (
@@ -143,7 +227,13 @@ fn command_strategy() -> impl Strategy<Value = ConnectionCommand> {
             prop::collection::vec(change, 0..6),
             any::<bool>()
         )
-            .prop_map(|(c, full, changes, done)| page(c, full, changes, done)),
+            .prop_map(move |(c, full, changes, done)| match page(c, full, changes, done) {
+                ConnectionCommand::RecordPage(p) => ConnectionCommand::RecordPage(FetchedPage {
+                    calendar_zone: Some(zone_of(provider, c).into()),
+                    ..p
+                }),
+                other => other,
+            }),
         1 => calendars.prop_map(|cs| ConnectionCommand::SelectCalendars {
             calendars: cs.iter().map(|c| cal(c)).collect(),
             destination_calendar: None,
@@ -253,9 +343,20 @@ enum Step {
     Kill(usize),
 }
 
+/// Connection 1 of a history is Microsoft's, the others Google's.
+fn provider_of(i: usize) -> CalendarProvider {
+    if i == 1 {
+        CalendarProvider::Microsoft
+    } else {
+        CalendarProvider::Google
+    }
+}
+
 fn history_strategy() -> impl Strategy<Value = Vec<Step>> {
     let step = prop_oneof![
-        8 => (0usize..3, command_strategy()).prop_map(|(i, c)| Step::Command(i, c)),
+        8 => (0usize..3).prop_flat_map(|i| {
+            command_strategy_for(provider_of(i)).prop_map(move |c| Step::Command(i, c))
+        }),
         1 => (0usize..3).prop_map(|i| Step::Command(i, ConnectionCommand::Remove { reason: "r".into() })),
         1 => (0usize..3).prop_map(Step::Kill),
     ];
@@ -275,14 +376,19 @@ async fn run_history(steps: Vec<Step>) -> Result<(), TestCaseError> {
         ConnectionId::new_random(),
         ConnectionId::new_random(),
     ];
-    // Connections 0 and 1 share a platform provider: the same external
-    // event id seen by both is one busy row that moves between them.
+    // Connections 0 (Google) and 1 (Microsoft) share a platform provider:
+    // the same external event id may be seen by both.
     for (i, id) in ids.iter().enumerate() {
         let pp = if i == 2 { "pp-2" } else { "pp-shared" };
         send(
             &c,
             *id,
-            create(pp, &format!("u{i}@example.com"), &["a", "b"]),
+            create_for(
+                provider_of(i),
+                pp,
+                &format!("u{i}@example.com"),
+                &["a", "b"],
+            ),
         )
         .await;
     }

@@ -251,14 +251,22 @@ fn mailbox_tz(mailbox: Option<usize>) -> Tz {
 
 /// The rule's verdict and the oracle's interval for one generated event.
 fn run(g: &Generated) -> (BusyDecision, DateTime<Utc>, DateTime<Utc>) {
-    let policy = BusyPolicy::default();
+    run_with(g, &Flags::Plain, &BusyPolicy::default())
+}
+
+/// [`run`] for the event with `flags` merged into its JSON, under `policy`.
+fn run_with(
+    g: &Generated,
+    flags: &Flags,
+    policy: &BusyPolicy,
+) -> (BusyDecision, DateTime<Utc>, DateTime<Utc>) {
     let google = |json: String, calendar: usize| {
-        let event: GoogleEvent = serde_json::from_str(&json).unwrap();
-        google_busy(&event, ZONES[calendar].0.parse().unwrap(), &policy)
+        let event: GoogleEvent = serde_json::from_value(flags.merge(&json)).unwrap();
+        google_busy(&event, ZONES[calendar].0.parse().unwrap(), policy)
     };
     let graph = |json: String, mailbox: Option<usize>| {
-        let event: GraphEvent = serde_json::from_str(&json).unwrap();
-        graph_busy(&event, mailbox_tz(mailbox), &policy)
+        let event: GraphEvent = serde_json::from_value(flags.merge(&json)).unwrap();
+        graph_busy(&event, mailbox_tz(mailbox), policy)
     };
     match g.clone() {
         Generated::GoogleAllDay {
@@ -431,4 +439,321 @@ fn the_oracle_agrees_with_hand_worked_instants() {
         "2026-11-01T05:30:00+00:00"
     );
     assert_eq!(oracle_zone("tzone://Microsoft/Custom"), None);
+}
+
+// ------------------------------------------------ verdicts, not only times --
+//
+// The same generated times, now with the fields that decide *whether* an
+// event blocks: status, transparency / showAs, event type, the owner's
+// answer, the organizer, and calsync's own markers. The oracle below is the
+// suggested rule of `shared/PROVIDERS.md` §4 in the order the module
+// documents (gone, then ours, then free, then times), written out over the
+// generated flags themselves: it never looks at a parsed event.
+
+/// The booking id our markers name.
+const OUR_BOOKING: &str = "bk-7";
+
+/// `"cs"` + lower-case unpadded base32hex of `"0:bk-7"`, worked out by hand
+/// (Python's `base64.b32hexencode`), not by `booking_tag`.
+const OUR_TAG: &str = "cs60t64qpd6s";
+
+/// How an event says it is calsync's own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Marker {
+    None,
+    /// Google `extendedProperties.private.calsyncBookingId` / the Graph
+    /// single-value extended property.
+    Property,
+    /// Google: our tag as the event id; Graph: as `transactionId`.
+    Tag,
+}
+
+#[derive(Debug, Clone)]
+struct GoogleFlags {
+    status: Option<&'static str>,
+    transparency: Option<&'static str>,
+    event_type: Option<&'static str>,
+    /// The owner's attendee entry: (is the organizer, responseStatus).
+    me: Option<(bool, &'static str)>,
+    /// `organizer.self: false`: someone else's event, we are invited.
+    other_organizer: bool,
+    marker: Marker,
+}
+
+#[derive(Debug, Clone)]
+struct GraphFlags {
+    removed: bool,
+    cancelled: bool,
+    kind: Option<&'static str>,
+    show_as: Option<&'static str>,
+    response: Option<&'static str>,
+    marker: Marker,
+}
+
+#[derive(Debug, Clone)]
+enum Flags {
+    /// Nothing but the times (the times-only property).
+    Plain,
+    Google(GoogleFlags),
+    Graph(GraphFlags),
+}
+
+impl Flags {
+    /// The generated event JSON with these fields set.
+    fn merge(&self, json: &str) -> serde_json::Value {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let o = v.as_object_mut().unwrap();
+        let mut set = |k: &str, x: Option<&str>| {
+            if let Some(x) = x {
+                o.insert(k.into(), serde_json::json!(x));
+            }
+        };
+        match self {
+            Flags::Plain => {}
+            Flags::Google(f) => {
+                set("status", f.status);
+                set("transparency", f.transparency);
+                set("eventType", f.event_type);
+                if let Some((organizer, response)) = f.me {
+                    o.insert(
+                        "attendees".into(),
+                        serde_json::json!([
+                            {"email": "other@example.com", "responseStatus": "accepted"},
+                            {"email": "me@example.com", "self": true,
+                             "organizer": organizer, "responseStatus": response}
+                        ]),
+                    );
+                }
+                if f.other_organizer {
+                    o.insert(
+                        "organizer".into(),
+                        serde_json::json!({"email": "other@example.com", "self": false}),
+                    );
+                }
+                match f.marker {
+                    Marker::None => {}
+                    Marker::Property => {
+                        o.insert(
+                            "extendedProperties".into(),
+                            serde_json::json!({"private": {"calsyncBookingId": OUR_BOOKING}}),
+                        );
+                    }
+                    Marker::Tag => {
+                        o.insert("id".into(), serde_json::json!(OUR_TAG));
+                    }
+                }
+            }
+            Flags::Graph(f) => {
+                set("type", f.kind);
+                set("showAs", f.show_as);
+                if f.cancelled {
+                    o.insert("isCancelled".into(), serde_json::json!(true));
+                }
+                if f.removed {
+                    o.insert("@removed".into(), serde_json::json!({"reason": "deleted"}));
+                }
+                if let Some(r) = f.response {
+                    o.insert("responseStatus".into(), serde_json::json!({"response": r}));
+                }
+                match f.marker {
+                    Marker::None => {}
+                    Marker::Property => {
+                        o.insert(
+                            "singleValueExtendedProperties".into(),
+                            serde_json::json!([{
+                                "id": "String {6F2B8C1E-3D4A-4E5F-9A6B-7C8D9E0F1A2B} Name calsyncBookingId",
+                                "value": OUR_BOOKING}]),
+                        );
+                    }
+                    Marker::Tag => {
+                        o.insert("transactionId".into(), serde_json::json!(OUR_TAG));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The oracle's verdict from the flags alone; `None`: the event blocks
+    /// its times (the times oracle decides).
+    fn verdict(&self, tentative_blocks: bool) -> Option<BusyDecision> {
+        let free = |r| Some(BusyDecision::Free(r));
+        let ours = || {
+            Some(BusyDecision::Ours {
+                booking_id: OUR_BOOKING.into(),
+            })
+        };
+        match self {
+            Flags::Plain => None,
+            Flags::Google(f) => {
+                let response = f.me.map(|(_, r)| r);
+                let invited = f.other_organizer || f.me.is_some_and(|(organizer, _)| !organizer);
+                if f.status == Some("cancelled") {
+                    free(FreeReason::Cancelled)
+                } else if f.marker == Marker::Property || (f.marker == Marker::Tag && !invited) {
+                    // Our tag as the id of an event we are only invited to
+                    // is another provider's booking: it blocks.
+                    ours()
+                } else if f.transparency == Some("transparent") {
+                    free(FreeReason::Transparent)
+                } else if f.event_type == Some("workingLocation") {
+                    free(FreeReason::WorkingLocation)
+                } else if f.event_type == Some("birthday") {
+                    free(FreeReason::Birthday)
+                } else if response == Some("declined") {
+                    free(FreeReason::Declined)
+                } else if !tentative_blocks
+                    && (f.status == Some("tentative")
+                        || matches!(response, Some("tentative" | "needsAction")))
+                {
+                    free(FreeReason::Tentative)
+                } else {
+                    None
+                }
+            }
+            Flags::Graph(f) => {
+                if f.removed {
+                    free(FreeReason::Removed)
+                } else if f.cancelled {
+                    free(FreeReason::Cancelled)
+                } else if f.marker != Marker::None {
+                    ours()
+                } else if f.kind == Some("seriesMaster") {
+                    free(FreeReason::SeriesMaster)
+                } else if f.show_as == Some("free") {
+                    free(FreeReason::ShowAsFree)
+                } else if f.show_as == Some("workingElsewhere") {
+                    free(FreeReason::WorkingElsewhere)
+                } else if f.response == Some("declined") {
+                    free(FreeReason::Declined)
+                } else if !tentative_blocks
+                    && (f.show_as == Some("tentative")
+                        || matches!(f.response, Some("tentativelyAccepted" | "notResponded")))
+                {
+                    free(FreeReason::Tentative)
+                } else {
+                    // busy, oof, unknown, a new value or none: blocks.
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn marker() -> impl Strategy<Value = Marker> {
+    prop_oneof![4 => Just(Marker::None), 1 => Just(Marker::Property), 1 => Just(Marker::Tag)]
+}
+
+fn google_flags() -> impl Strategy<Value = Flags> {
+    let some = |values: &'static [&'static str]| prop::option::of(prop::sample::select(values));
+    (
+        some(&["confirmed", "tentative", "cancelled"]),
+        some(&["opaque", "transparent"]),
+        some(&[
+            "default",
+            "outOfOffice",
+            "focusTime",
+            "workingLocation",
+            "birthday",
+            "fromGmail",
+        ]),
+        prop::option::of((
+            any::<bool>(),
+            prop::sample::select(&["needsAction", "declined", "tentative", "accepted"][..]),
+        )),
+        any::<bool>(),
+        marker(),
+    )
+        .prop_map(
+            |(status, transparency, event_type, me, other_organizer, marker)| {
+                Flags::Google(GoogleFlags {
+                    status,
+                    transparency,
+                    event_type,
+                    me,
+                    other_organizer,
+                    marker,
+                })
+            },
+        )
+}
+
+fn graph_flags() -> impl Strategy<Value = Flags> {
+    let some = |values: &'static [&'static str]| prop::option::of(prop::sample::select(values));
+    (
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.15),
+        some(&["singleInstance", "occurrence", "exception", "seriesMaster"]),
+        some(&[
+            "free",
+            "tentative",
+            "busy",
+            "oof",
+            "workingElsewhere",
+            "unknown",
+            "somethingNew",
+        ]),
+        some(&[
+            "none",
+            "organizer",
+            "tentativelyAccepted",
+            "accepted",
+            "declined",
+            "notResponded",
+        ]),
+        marker(),
+    )
+        .prop_map(|(removed, cancelled, kind, show_as, response, marker)| {
+            Flags::Graph(GraphFlags {
+                removed,
+                cancelled,
+                kind,
+                show_as,
+                response,
+                marker,
+            })
+        })
+}
+
+/// A generated event with flags of its own provider.
+fn flagged() -> impl Strategy<Value = (Generated, Flags)> {
+    generated().prop_flat_map(|g| {
+        let flags = match g {
+            Generated::GoogleAllDay { .. }
+            | Generated::GoogleOffset { .. }
+            | Generated::GoogleLocal { .. } => google_flags().boxed(),
+            Generated::GraphTimed { .. } | Generated::GraphAllDay { .. } => graph_flags().boxed(),
+        };
+        (Just(g), flags)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    /// Whether and when an event blocks, for every combination of the
+    /// fields that decide it, both providers, every zone above (Windows
+    /// names for Graph), all-day events on DST days, and either tentative
+    /// policy: the rules' verdict is the oracle's.
+    #[test]
+    fn busy_verdicts_equal_the_oracle((g, flags) in flagged(), tentative_blocks in any::<bool>()) {
+        let policy = BusyPolicy { tentative_blocks };
+        let (decision, start, end) = run_with(&g, &flags, &policy);
+        let want = flags.verdict(tentative_blocks).unwrap_or_else(|| match start.cmp(&end) {
+            std::cmp::Ordering::Equal => BusyDecision::Free(FreeReason::ZeroDuration),
+            std::cmp::Ordering::Greater => {
+                BusyDecision::Invalid(InvalidEvent::EndBeforeStart { start, end })
+            }
+            std::cmp::Ordering::Less => BusyDecision::Blocks(Interval::new(start, end).unwrap()),
+        });
+        prop_assert_eq!(decision, want, "{:?} {:?}", g, flags);
+    }
+}
+
+#[test]
+fn the_oracles_tag_is_what_calsync_writes() {
+    // The hand-worked tag must be the one calsync puts on its events, or
+    // the property above would test a marker nobody writes.
+    assert_eq!(parse_booking_tag(OUR_TAG), Some((OUR_BOOKING.into(), 0)));
+    assert_eq!(booking_tag(OUR_BOOKING, 0), OUR_TAG);
 }

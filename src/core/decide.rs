@@ -1066,3 +1066,7 @@ mod tests {
 #[cfg(test)]
 #[path = "decide_outbound_tests.rs"]
 mod outbound_tests;
+
+#[cfg(test)]
+#[path = "decide_sync_tests.rs"]
+mod sync_tests;

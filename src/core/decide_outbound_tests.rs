@@ -19,24 +19,26 @@ fn now() -> DateTime<Utc> {
 
 /// What the provider shows for one external event.
 #[derive(Debug, Clone, PartialEq)]
-struct Shown {
-    booking_id: String,
+pub(super) struct Shown {
+    pub(super) booking_id: String,
     title: String,
     busy: bool,
+    /// The booking version whose content the last write carried.
+    pub(super) version: u64,
 }
 
 /// A provider calendar with the idempotency the real clients give: a
 /// create of an existing deterministic id returns it unchanged, a delete of
 /// a missing event counts as done.
 #[derive(Debug, Default)]
-struct Calendar {
-    events: BTreeMap<String, Shown>,
+pub(super) struct Calendar {
+    pub(super) events: BTreeMap<String, Shown>,
 }
 
 impl Calendar {
     /// Runs `op` the way the outbound task does: with the track's latest
     /// content.
-    fn write(&mut self, track: &BookingTrack, op: &OutboundOp) -> WriteOutcome {
+    pub(super) fn write(&mut self, track: &BookingTrack, op: &OutboundOp) -> WriteOutcome {
         let b = &track.latest;
         let shown = |marked: bool| Shown {
             booking_id: b.booking_id.to_string(),
@@ -46,6 +48,7 @@ impl Calendar {
                 b.title.clone()
             },
             busy: !marked,
+            version: b.version,
         };
         let mut patch = |id: &str, marked: bool| match self.events.get_mut(id) {
             Some(e) => {
@@ -129,10 +132,11 @@ impl Harness {
         h
     }
 
-    fn command(&mut self, command: ConnectionCommand) {
+    fn command(&mut self, command: ConnectionCommand) -> Decision {
         let d = decide_with(&self.state, &command, now(), &self.policy).unwrap();
         self.state = self.state.clone().fold(&d.events);
-        self.log.extend(d.events);
+        self.log.extend(d.events.iter().cloned());
+        d
     }
 
     /// What the planner starts now: intents recorded, the bookings to write.
@@ -278,6 +282,123 @@ proptest! {
                     prop_assert!(shown.is_empty(), "{} was cancelled but is shown", booking_id);
                     prop_assert_eq!(row, "removed");
                 }
+            }
+        }
+    }
+}
+
+/// One booking version as the platform sends it; its title names its
+/// version, so the calendar shows which version it was written from.
+fn version_of(n: u8, version: u64, cancelled: bool) -> Booking {
+    let start = now() + chrono::Duration::days(1) + chrono::Duration::hours(version as i64);
+    Booking {
+        booking_id: BookingId::parse(format!("bk-{n}")).unwrap(),
+        version,
+        status: if cancelled {
+            BookingStatus::Cancelled
+        } else {
+            BookingStatus::Confirmed
+        },
+        start,
+        end: start + chrono::Duration::hours(1),
+        time_zone: "UTC".into(),
+        title: format!("v{version}"),
+        attendees: vec![],
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Sent {
+    /// A version, in whatever order the generator picks.
+    Book {
+        n: u8,
+        version: u64,
+        cancelled: bool,
+    },
+    /// The `i`-th booking sent so far, sent again unchanged (a platform
+    /// retry, a replayed delivery).
+    Again(usize),
+    Run {
+        lose: bool,
+    },
+}
+
+fn sent() -> impl Strategy<Value = Sent> {
+    prop_oneof![
+        3 => (0u8..2, 1u64..8, prop::bool::weighted(0.3))
+            .prop_map(|(n, version, cancelled)| Sent::Book { n, version, cancelled }),
+        2 => any::<usize>().prop_map(Sent::Again),
+        2 => any::<bool>().prop_map(|lose| Sent::Run { lose }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+
+    /// Versions in any order, and the same version again: a version older
+    /// than or equal to one already accepted appends nothing and changes
+    /// nothing, and the external event only ever moves forward: every
+    /// write carries a version at least as new as any shown before, and the
+    /// calendar ends as the newest version says.
+    #[test]
+    fn older_and_repeated_versions_never_move_the_event_back(
+        mark in any::<bool>(),
+        steps in proptest::collection::vec(sent(), 1..48),
+    ) {
+        let mode = if mark { CancelMode::MarkCancelled } else { CancelMode::Delete };
+        let mut h = Harness::new(mode);
+        let mut history: Vec<Booking> = Vec::new();
+        let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+        let mut shown_high: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            let booking = match s {
+                Sent::Book { n, version, cancelled } => Some(version_of(*n, *version, *cancelled)),
+                Sent::Again(k) if !history.is_empty() => Some(history[k % history.len()].clone()),
+                Sent::Again(_) => None,
+                Sent::Run { lose } => {
+                    h.run(*lose);
+                    None
+                }
+            };
+            if let Some(b) = booking {
+                let id = b.booking_id.to_string();
+                let before = h.state.clone();
+                let stale = newest.get(&id).is_some_and(|v| b.version <= *v);
+                let d = h.command(ConnectionCommand::ApplyBooking(b.clone()));
+                if stale {
+                    prop_assert!(d.duplicate, "step {}: stale {:?} not acknowledged as such", i, b);
+                    prop_assert!(d.events.is_empty(), "step {}: stale version appended {:?}", i, d.events);
+                    prop_assert_eq!(&h.state, &before, "step {}: a stale version changed the state", i);
+                } else {
+                    prop_assert_eq!(d.events.len(), 1);
+                    newest.insert(id.clone(), b.version);
+                }
+                prop_assert_eq!(h.state.bookings[&id].latest.version, newest[&id]);
+                history.push(b);
+            }
+            // The calendar never goes back to an older version.
+            for e in h.calendar.events.values() {
+                let high = shown_high.entry(e.booking_id.clone()).or_default();
+                prop_assert!(
+                    e.version >= *high,
+                    "step {}: {} went back from v{} to v{}", i, e.booking_id, *high, e.version
+                );
+                *high = e.version;
+                prop_assert!(e.version <= newest[&e.booking_id]);
+            }
+            let mut per_booking: BTreeMap<&str, usize> = BTreeMap::new();
+            for e in h.calendar.events.values() {
+                *per_booking.entry(e.booking_id.as_str()).or_default() += 1;
+            }
+            prop_assert!(per_booking.values().all(|n| *n <= 1), "step {}: {:?}", i, h.calendar.events);
+        }
+        h.settle();
+        for (id, track) in &h.state.bookings {
+            let shown: Vec<&Shown> = h.calendar.events.values().filter(|e| &e.booking_id == id).collect();
+            if track.latest.status == BookingStatus::Confirmed {
+                prop_assert_eq!(shown.len(), 1);
+                prop_assert_eq!(shown[0].version, newest[id], "{} settled on an older version", id);
+                prop_assert_eq!(&shown[0].title, &format!("v{}", newest[id]));
             }
         }
     }
