@@ -115,3 +115,45 @@ async fn create_template(cluster: &Cluster) -> anyhow::Result<()> {
     let _ = task.await;
     Ok(())
 }
+
+/// The `promtool` to check alert rules and `/metrics` with: the one on
+/// `PATH`, else installed once per process by `ops/install-promtool.sh`
+/// (Debian's `prometheus` package, the binary only), so a plain `cargo
+/// test` on a fresh machine checks the rules instead of skipping them.
+/// Panics with what to do when it cannot be had: a missing checker must
+/// fail the test, never pass it silently.
+pub fn promtool() -> &'static str {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let on_path = std::process::Command::new("promtool")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if on_path {
+            return Ok(());
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/install-promtool.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .map_err(|e| format!("cannot run {script}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{script} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(why) = ready {
+        panic!(
+            "promtool is missing and could not be installed ({why}); install Debian's \
+             `prometheus` package or put promtool on PATH: the alert rules and /metrics \
+             are not checked without it"
+        );
+    }
+    "promtool"
+}

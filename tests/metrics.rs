@@ -451,11 +451,11 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
     assert!(table.contains("1 connection(s) — active: 1"), "{table}");
 }
 
-/// `promtool check metrics` on the scrape; fails when promtool is missing
-/// (`.ci/run` installs it from the Debian `prometheus` package).
+/// `promtool check metrics` on the scrape; a missing promtool is installed
+/// (`ops/install-promtool.sh`) or fails the test.
 fn promtool_check_metrics(text: &str) {
     use std::io::Write;
-    let child = std::process::Command::new("promtool")
+    let child = std::process::Command::new(calsync::testkit::promtool())
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

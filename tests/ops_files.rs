@@ -1,8 +1,9 @@
 //! The operations files agree with each other and with the code: every
 //! alert is well formed and names an existing runbook, every metric an
 //! alert or the dashboard uses is documented in ops/METRICS.md, and every
-//! metric the code defines is documented. `promtool check rules` runs too
-//! and the test fails when promtool is missing (`.ci/run` installs it).
+//! metric the code defines is documented. `promtool check rules` runs too;
+//! a missing promtool is installed (`ops/install-promtool.sh`) or fails the
+//! test.
 
 use serde_json::Value as Json;
 use serde_norway::Value as Yaml;
@@ -166,15 +167,15 @@ fn every_metric_in_code_is_documented() {
     }
 }
 
-/// What to do when promtool is missing: install it the way CI does.
-pub const PROMTOOL_MISSING: &str = "promtool is not on PATH: install it (`.ci/run` unpacks \
-    /usr/bin/promtool from Debian's `prometheus` package into /usr/local/bin); \
-    the alert rules are not checked without it";
+/// What to do when promtool cannot be run after `testkit::promtool()`.
+pub const PROMTOOL_MISSING: &str = "promtool could not be run: install it \
+    (`ops/install-promtool.sh` unpacks /usr/bin/promtool from Debian's `prometheus` \
+    package into /usr/local/bin); the alert rules are not checked without it";
 
 #[test]
 fn promtool_accepts_the_rules() {
     let rules = root().join("ops/alerts.yml");
-    let out = match std::process::Command::new("promtool")
+    let out = match std::process::Command::new(calsync::testkit::promtool())
         .args(["check", "rules"])
         .arg(&rules)
         .output()
@@ -210,7 +211,7 @@ fn promtool_rejects_a_broken_rule() {
         "groups:\n  - name: broken\n    rules:\n      - alert: Broken\n        expr: rate(calsync_x_total[5m] > 0\n",
     )
     .unwrap();
-    let out = std::process::Command::new("promtool")
+    let out = std::process::Command::new(calsync::testkit::promtool())
         .args(["check", "rules"])
         .arg(&broken)
         .output()

@@ -19,6 +19,7 @@
 
 pub mod invariants;
 pub mod node;
+pub mod stall;
 pub mod wiring;
 mod workload;
 

@@ -2,6 +2,7 @@
 //! virtual clock, a seeded RNG and the in-process simulators. It can crash
 //! and restart on the surviving store, as a real process would.
 
+use super::stall::StallWatch;
 use super::wiring::{InProcessSimulator, PushTarget, Pushes};
 use crate::actors::runtime::{Gates, SyncRuntime};
 use crate::actors::{ActorSettings, Connections};
@@ -34,6 +35,9 @@ pub struct Node {
     pub starts: u32,
     /// How this node's actors are tuned (the seed picks it).
     pub actor_settings: ActorSettings,
+    /// Trips when the node spins (provider calls and appends per virtual
+    /// minute far beyond any real load).
+    pub watch: Arc<StallWatch>,
 }
 
 impl Node {
@@ -45,9 +49,18 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let clock = Arc::new(TokioClock::starting_at(epoch));
         let store = MemoryStore::new(clock.clone());
+        let watch = Arc::new(StallWatch::default());
+        let on_append = watch.clone();
+        store.on_append(Arc::new(move |stream: &str| {
+            // The stream's kind (`connection`, `settings`), not its id.
+            on_append.record(stream.split('-').next().unwrap_or(stream));
+        }));
         let push = Arc::new(PushTarget::default());
         let (sim, router) = Simulators::in_process(sim, epoch, Arc::new(Pushes(push.clone())))?;
-        let http = HttpPort::InProcess(Arc::new(InProcessSimulator { router }));
+        let http = HttpPort::InProcess(Arc::new(InProcessSimulator {
+            router,
+            watch: watch.clone(),
+        }));
         // Settings changes are applied through this handle (in force at
         // once); its poll for changes made elsewhere is only a backstop.
         let settings = SettingsHandle::start_with_clock(
@@ -68,6 +81,7 @@ impl Node {
             connections: None,
             starts: 0,
             actor_settings,
+            watch,
         })
     }
 

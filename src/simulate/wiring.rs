@@ -17,6 +17,8 @@ use tower::ServiceExt;
 /// The simulator's router, called in process.
 pub struct InProcessSimulator {
     pub router: Router,
+    /// Counts every call (a node that spins trips it: [`super::stall`]).
+    pub watch: Arc<super::stall::StallWatch>,
 }
 
 impl InProcessHttp for InProcessSimulator {
@@ -24,6 +26,7 @@ impl InProcessHttp for InProcessSimulator {
         &self,
         request: axum::http::Request<bytes::Bytes>,
     ) -> BoxFuture<'static, axum::http::Response<bytes::Bytes>> {
+        self.watch.record(request.uri().path());
         let router = self.router.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();

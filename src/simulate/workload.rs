@@ -135,10 +135,22 @@ pub async fn run(seed: u64, scale: Scale) -> anyhow::Result<Outcome> {
 
     let end = w.node.now() + Duration::days(i64::from(scale.days));
     let mut hour_from = w.node.now();
+    let watch = w.node.watch.clone();
     while w.node.now() < end {
         let step = w.rng.random_range(5..=20);
-        tokio::time::sleep(std::time::Duration::from_secs(step * 60)).await;
-        w.step().await;
+        // A node that spins never lets virtual time reach the next step:
+        // the watch ends the seed with a verdict instead of a hang.
+        let stepped = tokio::select! {
+            biased;
+            _ = watch.tripped() => false,
+            _ = async {
+                tokio::time::sleep(std::time::Duration::from_secs(step * 60)).await;
+                w.step().await;
+            } => true,
+        };
+        if !stepped {
+            break;
+        }
         invariants::continuous(&mut w);
         if w.node.now() - hour_from >= Duration::hours(1) {
             invariants::hourly(&mut w, hour_from);
@@ -150,8 +162,19 @@ pub async fn run(seed: u64, scale: Scale) -> anyhow::Result<Outcome> {
             break;
         }
     }
-    let (events, requests) = if w.violations.is_empty() {
-        w.quiesce().await;
+    let quiet = w.violations.is_empty()
+        && watch.report().is_none()
+        && tokio::select! {
+            biased;
+            _ = watch.tripped() => false,
+            _ = w.quiesce() => true,
+        };
+    if let Some(spin) = watch.report() {
+        w.violations.push(format!("{}: {spin}", w.node.now()));
+        // Stop the spinning actors; what they logged is the evidence.
+        w.node.crash();
+    }
+    let (events, requests) = if quiet && w.violations.is_empty() {
         invariants::at_quiescence(&mut w).await
     } else {
         (

@@ -40,10 +40,16 @@ struct Inner {
 }
 
 /// A cheap handle: clones share one store.
+/// Called with the stream's name on every committed append.
+pub type AppendHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     down: Arc<AtomicBool>,
+    /// Told of every committed append (the simulation counts them to see a
+    /// node that spins).
+    on_append: Arc<std::sync::OnceLock<AppendHook>>,
     /// Where commit times come from (the simulation's clock).
     clock: Arc<dyn crate::ports::Clock>,
 }
@@ -65,8 +71,15 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::default(),
             down: Arc::default(),
+            on_append: Arc::default(),
             clock,
         }
+    }
+
+    /// Calls `hook` with the stream's name after every committed append
+    /// (set once; later calls are ignored).
+    pub fn on_append(&self, hook: AppendHook) {
+        let _ = self.on_append.set(hook);
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -168,6 +181,10 @@ impl MemoryStore {
             inner.events.push(event.clone());
             inner.streams.entry(stream.clone()).or_default().push(index);
             recorded.push(event);
+        }
+        drop(inner);
+        if let Some(hook) = self.on_append.get() {
+            hook(stream.as_str());
         }
         Ok(recorded)
     }
