@@ -106,13 +106,18 @@ pub const MAILBOX_ZONE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// entries older than [`MAILBOX_ZONE_MAX_AGE`] go first, then all.
 #[derive(Debug, Default)]
 struct MailboxZones {
-    by_grant: Mutex<HashMap<[u8; 32], (Option<String>, DateTime<Utc>)>>,
+    by_grant: Mutex<HashMap<GrantDigest, ZoneRead>>,
 }
+
+/// SHA-256 of a grant's client id and refresh token.
+type GrantDigest = [u8; 32];
+/// A mailbox zone (`None`: unreadable) and when it was read.
+type ZoneRead = (Option<String>, DateTime<Utc>);
 
 impl MailboxZones {
     const CAPACITY: usize = 100_000;
 
-    fn key(session: &AuthSession) -> [u8; 32] {
+    fn key(session: &AuthSession) -> GrantDigest {
         use sha2::Digest;
         let mut hash = sha2::Sha256::new();
         hash.update(session.client_id.as_bytes());
