@@ -86,6 +86,24 @@ pub struct FileConfig {
     pub outbound: FileOutbound,
     #[serde(default)]
     pub sync: FileSync,
+    #[serde(default)]
+    pub server: FileServer,
+}
+
+/// The HTTP server's limits (defaults: `http::server::defaults`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    #[serde(default)]
+    pub header_read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub api_body_limit: Option<usize>,
 }
 
 /// Inbound sync tunables.
@@ -288,6 +306,16 @@ mod tests {
                 .map(std::time::Duration::from_millis),
             Some(crate::actors::sync_task::DEFAULT_MIN_SYNC_INTERVAL)
         );
+        let limits = crate::http::ServerLimits::default();
+        let ms = |d: std::time::Duration| Some(d.as_millis() as u64);
+        assert_eq!(
+            file.server.header_read_timeout_ms,
+            ms(limits.header_read_timeout)
+        );
+        assert_eq!(file.server.request_timeout_ms, ms(limits.request_timeout));
+        assert_eq!(file.server.idle_timeout_ms, ms(limits.idle_timeout));
+        assert_eq!(file.server.max_connections, Some(limits.max_connections));
+        assert_eq!(file.server.api_body_limit, Some(limits.api_body_limit));
         let window = crate::core::window::WindowPolicy::default();
         assert_eq!(file.sync.window_past_days, Some(window.past_days));
         assert_eq!(file.sync.window_future_days, Some(window.future_days));

@@ -75,6 +75,31 @@ pub struct ServeArgs {
     /// Days after now mirrored into busy time, 1–730 [default: 180].
     #[arg(long, env = "CALSYNC_SYNC_WINDOW_FUTURE_DAYS", value_name = "DAYS")]
     pub window_future_days: Option<u32>,
+
+    /// Longest wait for a request's headers, from the moment a connection
+    /// waits for one (also bounds a kept-alive connection's wait for its
+    /// next request) [default: 10000].
+    #[arg(long, env = "CALSYNC_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
+    pub header_read_timeout_ms: Option<u64>,
+
+    /// Longest a request may take, body and handling included; 503 after
+    /// [default: 30000].
+    #[arg(long, env = "CALSYNC_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// A connection with no request for this long is closed [default: 60000].
+    #[arg(long, env = "CALSYNC_IDLE_TIMEOUT_MS", value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Connections served at once; past it new ones wait to be accepted
+    /// [default: 1024].
+    #[arg(long, env = "CALSYNC_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest API and admin request body in bytes; 413 above
+    /// [default: 262144].
+    #[arg(long, env = "CALSYNC_API_BODY_LIMIT", value_name = "BYTES")]
+    pub api_body_limit: Option<usize>,
 }
 
 impl ServeArgs {
@@ -125,6 +150,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let settings = global.settings_with(&file)?;
     let settings_source = settings.database.clone();
     let listen = config::listen_addr(args.listen, &file);
+    let limits = server_limits(&args, &file)?;
     // Before anything is recorded: without a recorder, metrics are dropped.
     crate::metrics::install();
     let (db, report) = Database::open(&settings).await?;
@@ -187,7 +213,8 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 .unwrap_or(crate::http::webhooks::WebhookConfig::default().body_limit),
         },
     };
-    http::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!(?limits, "server limits");
+    http::serve_with(listener, state, limits, shutdown_signal()).await?;
     tracing::info!("shutting down");
     connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
@@ -196,6 +223,41 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || cluster.stop(crate::pg::StopMode::Fast)).await??;
     }
     Ok(())
+}
+
+/// The server's limits: flags/environment over the file over the defaults,
+/// validated (a limit of 0 would switch a protection off).
+fn server_limits(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<http::ServerLimits> {
+    let d = http::ServerLimits::default();
+    let f = &file.server;
+    let ms = |flag: Option<u64>, file: Option<u64>, default: std::time::Duration| {
+        flag.or(file)
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(default)
+    };
+    http::ServerLimits {
+        header_read_timeout: ms(
+            args.header_read_timeout_ms,
+            f.header_read_timeout_ms,
+            d.header_read_timeout,
+        ),
+        request_timeout: ms(
+            args.request_timeout_ms,
+            f.request_timeout_ms,
+            d.request_timeout,
+        ),
+        idle_timeout: ms(args.idle_timeout_ms, f.idle_timeout_ms, d.idle_timeout),
+        max_connections: args
+            .max_connections
+            .or(f.max_connections)
+            .unwrap_or(d.max_connections),
+        api_body_limit: args
+            .api_body_limit
+            .or(f.api_body_limit)
+            .unwrap_or(d.api_body_limit),
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("invalid server limit: {e}"))
 }
 
 /// The sync window: flags/environment over the file over the defaults,

@@ -117,7 +117,7 @@ async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateConnection>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(body) = body.map_err(ApiError::from)?;
     let free_busy = body
         .free_busy_calendars
         .iter()
@@ -162,7 +162,7 @@ async fn credentials(
     body: Result<Json<CredentialsBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(body) = body.map_err(ApiError::from)?;
     for (name, value) in [
         ("client_id", &body.client_id),
         ("client_secret", &body.client_secret),
@@ -304,7 +304,7 @@ async fn drill_kill(
             "drill hooks are off: start serve with --enable-drills (CALSYNC_DRILLS_ENABLED=true)",
         ));
     }
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let panic = match req.mode.as_deref() {
         None | Some("kill") => false,
         Some("panic") => true,

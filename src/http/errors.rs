@@ -65,6 +65,20 @@ impl From<SendError> for ApiError {
     }
 }
 
+/// A JSON body axum could not take: too large (413, the route's body
+/// limit), otherwise bad input (400).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            _ => ApiError::bad_request(message),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         if err.is_retryable() {

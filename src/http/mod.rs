@@ -9,13 +9,16 @@ pub mod errors;
 mod health;
 pub mod metrics;
 mod platform;
+pub mod server;
 pub mod settings;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
+pub use server::ServerLimits;
 
 use crate::actors::Connections;
 use crate::store::PgEventStore;
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::future::Future;
 use tokio::net::TcpListener;
@@ -36,24 +39,43 @@ pub struct AppState {
     pub channels: channel_cache::ChannelCache,
 }
 
+/// The whole surface with the default limits.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &ServerLimits::default())
+}
+
+/// Every route with its body limit stated: the API and admin endpoints take
+/// `limits.api_body_limit` (413 above, before the body is parsed and after
+/// the caller is authenticated), the webhooks their own
+/// (`state.webhooks.body_limit`, checked as they read).
+pub fn router_with(state: AppState, limits: &ServerLimits) -> Router {
+    let api = DefaultBodyLimit::max(limits.api_body_limit);
     Router::new()
         .merge(health::routes())
         .merge(metrics::routes())
-        .merge(admin::routes(state.clone()))
-        .merge(settings::routes(state.clone()))
-        .merge(webhooks::routes())
-        .merge(platform::routes(state.clone()))
+        .merge(admin::routes(state.clone()).layer(api))
+        .merge(settings::routes(state.clone()).layer(api))
+        .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
+        .merge(platform::routes(state.clone()).layer(api))
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Serves with the default limits until `shutdown` completes, then finishes
+/// in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, ServerLimits::default(), shutdown).await
+}
+
+/// Serves under `limits` (see [`server`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(listener, router_with(state, &limits), limits, shutdown).await
 }

@@ -51,7 +51,7 @@ async fn booking_changed(
     State(state): State<AppState>,
     body: Result<Json<BookingBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(b) = body.map_err(ApiError::from)?;
     let booking = Booking {
         booking_id: BookingId::parse(b.booking_id)
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
@@ -303,7 +303,7 @@ async fn availability(
     Path(id): Path<String>,
     body: Result<Json<AvailabilityRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from)?;
     let range = window(req.from, req.to)?;
     let length = minutes("slot_minutes", req.slot_minutes, 1)?;
     let step = minutes(

@@ -2,7 +2,8 @@
 //! lifecycle notifications.
 //!
 //! Every request is checked in this fixed order, and a failed check writes
-//! nothing: the Graph validation handshake (answered before anything else);
+//! nothing: the Graph validation handshake (answered before the other
+//! checks, only while webhooks are on, only for a token of 1..=1024 bytes);
 //! the webhooks flag (403); the body size (413); headers and JSON shape
 //! (400); the channel or subscription (404, also for channels closed longer
 //! than the grace period); the channel secret (401, compared in constant
@@ -285,18 +286,49 @@ async fn google(
     Ok(accepted(StatusCode::OK, duplicate))
 }
 
-/// The Graph validation handshake: echo the token as plain text, before
-/// any other check (Graph gives the endpoint 10 s and no credentials).
-fn handshake(query: &HashMap<String, String>) -> Option<Response> {
+/// Longest validation token echoed. Graph's are opaque strings of a few
+/// dozen to a few hundred characters; anything far longer is not Graph.
+pub const MAX_VALIDATION_TOKEN: usize = 1024;
+
+/// A validation token calsync will echo: 1..=[`MAX_VALIDATION_TOKEN`]
+/// bytes, no control characters (the echo is a reflected string: keep it
+/// short and inert).
+fn sane_validation_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= MAX_VALIDATION_TOKEN && !token.chars().any(char::is_control)
+}
+
+/// The Graph validation handshake: echo the token as plain text that no
+/// browser may sniff into anything else, before the other checks (Graph
+/// gives the endpoint 10 s and no credentials) but only while webhooks are
+/// on (no channel can be opened otherwise) and only for a sane token (400).
+fn handshake(
+    state: &AppState,
+    query: &HashMap<String, String>,
+) -> Option<Result<Response, ApiError>> {
     let token = query.get("validationToken")?;
-    Some(
-        (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            token.clone(),
-        )
-            .into_response(),
+    Some(handshake_answer(state, token))
+}
+
+fn handshake_answer(state: &AppState, token: &str) -> Result<Response, ApiError> {
+    check_flag(state)?;
+    if !sane_validation_token(token) {
+        return Err(ApiError::bad_request(format!(
+            "validationToken must be 1..={MAX_VALIDATION_TOKEN} bytes without control characters"
+        )));
+    }
+    Ok(echo(token))
+}
+
+fn echo(token: &str) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        token.to_owned(),
     )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,8 +460,8 @@ async fn graph(
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if let Some(response) = handshake(&query) {
-        return Ok(response);
+    if let Some(answer) = handshake(&state, &query) {
+        return answer;
     }
     check_flag(&state)?;
     let body = read_body(&state, body).await?;
@@ -470,8 +502,8 @@ async fn graph_lifecycle(
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if let Some(response) = handshake(&query) {
-        return Ok(response);
+    if let Some(answer) = handshake(&state, &query) {
+        return answer;
     }
     check_flag(&state)?;
     let body = read_body(&state, body).await?;
@@ -515,16 +547,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_handshake_echoes_the_decoded_token_as_plain_text() {
-        let mut q = HashMap::new();
-        q.insert("validationToken".to_string(), "a b<&>".to_string());
-        let r = handshake(&q).unwrap();
+    fn the_handshake_echoes_the_decoded_token_as_inert_plain_text() {
+        let r = echo("a b<&>");
         assert_eq!(r.status(), StatusCode::OK);
         assert!(r.headers()[header::CONTENT_TYPE]
             .to_str()
             .unwrap()
             .starts_with("text/plain"));
-        assert!(handshake(&HashMap::new()).is_none());
+        assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+
+    #[test]
+    fn only_sane_validation_tokens_are_echoed() {
+        assert!(sane_validation_token("a b<&>"));
+        assert!(sane_validation_token(&"x".repeat(MAX_VALIDATION_TOKEN)));
+        assert!(!sane_validation_token(""));
+        assert!(!sane_validation_token(
+            &"x".repeat(MAX_VALIDATION_TOKEN + 1)
+        ));
+        assert!(!sane_validation_token("a\r\nSet-Cookie: x"));
+        assert!(!sane_validation_token("a\u{0}b"));
     }
 
     #[test]
