@@ -63,6 +63,9 @@ pub enum LogFormat {
 pub struct FileConfig {
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// A second listener for /metrics and /admin/* alone.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     #[serde(default)]
     pub log_format: Option<LogFormat>,
     #[serde(default)]
@@ -104,6 +107,8 @@ pub struct FileServer {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub api_body_limit: Option<usize>,
+    #[serde(default)]
+    pub metrics_refresh_ms: Option<u64>,
 }
 
 /// Inbound sync tunables.
@@ -316,6 +321,8 @@ mod tests {
         assert_eq!(file.server.idle_timeout_ms, ms(limits.idle_timeout));
         assert_eq!(file.server.max_connections, Some(limits.max_connections));
         assert_eq!(file.server.api_body_limit, Some(limits.api_body_limit));
+        assert_eq!(file.server.metrics_refresh_ms, ms(limits.metrics_refresh));
+        assert_eq!(file.admin_listen, None);
         let window = crate::core::window::WindowPolicy::default();
         assert_eq!(file.sync.window_past_days, Some(window.past_days));
         assert_eq!(file.sync.window_future_days, Some(window.future_days));

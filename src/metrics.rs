@@ -12,7 +12,7 @@
 //! recorder): [`install`] is idempotent, so `serve`, the `/metrics` route
 //! and tests can all call it.
 
-mod refresh;
+pub mod refresh;
 
 pub use refresh::refresh;
 
@@ -130,6 +130,7 @@ fn build() -> PrometheusHandle {
         tracing::error!(error = %e, "a metrics recorder was already installed; /metrics will be empty");
     }
     describe();
+    prime();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         // Histograms keep samples until rendered; without scrapes this
@@ -143,6 +144,62 @@ fn build() -> PrometheusHandle {
         });
     }
     handle
+}
+
+/// Registers every family at zero, so a fresh node exposes all of them
+/// (dashboards and absence alerts see a 0, not nothing), each with its
+/// main label sets.
+fn prime() {
+    for provider in ["google", "microsoft"] {
+        for outcome in ["accepted", "duplicate"] {
+            counter!(WEBHOOKS_RECEIVED, "provider" => provider, "outcome" => outcome, "reason" => "none")
+                .absolute(0);
+            let _ = histogram!(WEBHOOK_DURATION, "provider" => provider, "outcome" => outcome);
+            counter!(NOTIFICATIONS, "provider" => provider, "result" => outcome).absolute(0);
+        }
+        let _ = histogram!(WEBHOOK_TO_BUSY, "provider" => provider);
+        counter!(SYNCS_STARTED, "provider" => provider).absolute(0);
+        counter!(SYNCS_SUCCEEDED, "provider" => provider).absolute(0);
+        counter!(SYNCS_FAILED, "provider" => provider, "kind" => "other").absolute(0);
+        for result in ["succeeded", "failed"] {
+            let _ = histogram!(SYNC_DURATION, "provider" => provider, "result" => result);
+        }
+        for operation in ["create", "update", "delete"] {
+            counter!(OUTBOUND_WRITES, "provider" => provider, "operation" => operation, "result" => "ok")
+                .absolute(0);
+            let _ = histogram!(OUTBOUND_WRITE_DURATION, "provider" => provider, "operation" => operation);
+        }
+        counter!(CALL_BUDGET_EXCEEDED, "provider" => provider).absolute(0);
+        for op in ["open", "renew"] {
+            counter!(CHANNEL_UPKEEP_FAILURES, "provider" => provider, "op" => op).absolute(0);
+        }
+    }
+    for kind in ["connection", "settings"] {
+        counter!(EVENTS_APPENDED, "stream_kind" => kind).absolute(0);
+        counter!(APPEND_CONFLICTS, "stream_kind" => kind).absolute(0);
+        let _ = histogram!(APPEND_DURATION, "stream_kind" => kind);
+    }
+    let _ = histogram!(APPEND_BATCH_SIZE);
+    counter!(ACTOR_RESTARTS).absolute(0);
+    counter!(ACTOR_QUARANTINES).absolute(0);
+    counter!(REFRESH_ERRORS).absolute(0);
+    for state in ["running", "passivated", "quarantined"] {
+        gauge!(ACTORS, "state" => state).set(0.0);
+    }
+    for status in ["backoff", "unavailable"] {
+        gauge!(CALENDARS_UNHEALTHY, "status" => status).set(0.0);
+    }
+    gauge!(BOOKINGS_FAILED).set(0.0);
+    outbound_intents(0, None);
+    channel_expiry_horizon(f64::INFINITY);
+    gauge!(CHANNELS_OPEN).set(0.0);
+    gauge!(CALENDAR_SYNC_AGE_MAX).set(0.0);
+    gauge!(CALENDARS_NEVER_SYNCED).set(0.0);
+    gauge!(PRODUCTION_MODE).set(0.0);
+    for flag in crate::core::settings::Flag::ALL {
+        gauge!(FLAG_ENABLED, "flag" => flag.as_str()).set(0.0);
+    }
+    refresh::prime_connections();
 }
 
 fn describe() {

@@ -80,7 +80,12 @@ impl World {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(http::serve(listener, state, async {
+        // The database gauges are refreshed in the background: often here.
+        let limits = http::ServerLimits {
+            metrics_refresh: Duration::from_millis(100),
+            ..Default::default()
+        };
+        tokio::spawn(http::serve_with(listener, state, limits, async {
             let _ = rx.await;
         }));
         World {
@@ -339,7 +344,17 @@ async fn metrics_move_with_traffic_and_status_shows_the_connection() {
     assert_eq!(delta("calsync_actor_restarts_total"), 1.0);
     assert_eq!(delta("calsync_actor_quarantines_total"), 0.0);
 
-    // State gauges are read at scrape time from this test's database.
+    // State gauges are read in the background from this test's database.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            w.scrape()
+                .await
+                .value(r#"calsync_connections{status="active"}"#)
+                == 1.0
+        })
+        .await
+    );
+    let after = w.scrape().await;
     assert_eq!(after.value(r#"calsync_connections{status="active"}"#), 1.0);
     assert_eq!(after.value(r#"calsync_connections{status="backoff"}"#), 0.0);
     assert!(after.value(r#"calsync_actors{state="running"}"#) >= 1.0);

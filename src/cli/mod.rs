@@ -36,7 +36,7 @@ pub enum Command {
     /// Apply pending schema migrations and exit.
     Migrate,
     /// Run the supervisor process: HTTP ingress, connection actors, timers.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The whole system on this machine: private PostgreSQL, provider
     /// simulators, traffic with faults, then a summary and a consistency check.
     Demo(demo::DemoArgs),
@@ -76,7 +76,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => migrate(&cli.global).await,
-        Command::Serve(args) => serve::run(args, &cli.global).await,
+        Command::Serve(args) => serve::run(*args, &cli.global).await,
         Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
         Command::Connections(cmd) => connections::run(cmd, &cli.global).await,

@@ -100,6 +100,16 @@ pub struct ServeArgs {
     /// [default: 262144].
     #[arg(long, env = "CALSYNC_API_BODY_LIMIT", value_name = "BYTES")]
     pub api_body_limit: Option<usize>,
+
+    /// How often /metrics' database gauges are read (one query; scrapes
+    /// never touch the database) [default: 5000].
+    #[arg(long, env = "CALSYNC_METRICS_REFRESH_MS", value_name = "MS")]
+    pub metrics_refresh_ms: Option<u64>,
+
+    /// A second listener for /metrics and /admin/* alone (they leave the
+    /// main listener) [default: none: everything on --listen].
+    #[arg(long, env = "CALSYNC_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -163,6 +173,16 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "calsync serve listening");
+    let operator = match args.admin_listen.or(file.admin_listen) {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?;
+            tracing::info!(addr = %l.local_addr()?, "/metrics and /admin/* listening");
+            Some(l)
+        }
+        None => None,
+    };
     let settings =
         crate::settings::SettingsHandle::start(db.store(), crate::settings::DEFAULT_REFRESH)
             .await?;
@@ -214,7 +234,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?limits, "server limits");
-    http::serve_with(listener, state, limits, shutdown_signal()).await?;
+    http::serve_split(listener, operator, state, limits, shutdown_signal()).await?;
     tracing::info!("shutting down");
     connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
@@ -255,6 +275,11 @@ fn server_limits(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<http::Se
             .api_body_limit
             .or(f.api_body_limit)
             .unwrap_or(d.api_body_limit),
+        metrics_refresh: ms(
+            args.metrics_refresh_ms,
+            f.metrics_refresh_ms,
+            d.metrics_refresh,
+        ),
     }
     .validate()
     .map_err(|e| anyhow::anyhow!("invalid server limit: {e}"))

@@ -1,4 +1,5 @@
-//! `GET /metrics`: the Prometheus scrape endpoint. No admin token:
+//! `GET /metrics`: the Prometheus scrape endpoint, served from memory. No
+//! admin token (put it on `--admin-listen` to keep it off the internet):
 //! Prometheus scrapes it, and it carries no connection ids or secrets
 //! (labels are bounded sets, see `crate::metrics`).
 
@@ -10,34 +11,18 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use std::time::{Duration, Instant};
-
-/// The state gauges are read from the database at scrape time; a slow
-/// database must not make the scrape itself time out.
-const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+use std::time::Instant;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// Renders memory only: the database gauges are kept fresh by the
+/// background refresher (`crate::metrics::refresh::spawn`), so a scrape
+/// never takes a database connection.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let handle = crate::metrics::install();
-    let refreshed = tokio::time::timeout(
-        REFRESH_TIMEOUT,
-        crate::metrics::refresh(
-            &state.store,
-            Some(&state.connections),
-            Some(&state.settings),
-        ),
-    )
-    .await;
-    match refreshed {
-        Ok(Ok(())) => {}
-        // Counters and histograms are still worth serving; the stale
-        // gauges show up as calsync_metrics_refresh_errors_total.
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: state gauges not refreshed"),
-        Err(_) => tracing::warn!("metrics: state gauges not refreshed (timeout)"),
-    }
+    crate::metrics::refresh::from_memory(Some(&state.connections), Some(&state.settings));
     (
         [(
             header::CONTENT_TYPE,

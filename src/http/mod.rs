@@ -49,14 +49,25 @@ pub fn router(state: AppState) -> Router {
 /// the caller is authenticated), the webhooks their own
 /// (`state.webhooks.body_limit`, checked as they read).
 pub fn router_with(state: AppState, limits: &ServerLimits) -> Router {
-    let api = DefaultBodyLimit::max(limits.api_body_limit);
+    public_router(state.clone(), limits).merge(operator_routes(state, limits))
+}
+
+/// What faces the providers and the platform: health, webhooks, `/v1`.
+fn public_router(state: AppState, limits: &ServerLimits) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
+        .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
+        .with_state(state)
+}
+
+/// What only operators and Prometheus need: `/metrics` and `/admin/*`.
+fn operator_routes(state: AppState, limits: &ServerLimits) -> Router {
+    let api = DefaultBodyLimit::max(limits.api_body_limit);
+    Router::new()
         .merge(metrics::routes())
         .merge(admin::routes(state.clone()).layer(api))
         .merge(settings::routes(state.clone()).layer(api))
-        .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
-        .merge(platform::routes(state.clone()).layer(api))
         .with_state(state)
 }
 
@@ -70,12 +81,53 @@ pub async fn serve(
     serve_with(listener, state, ServerLimits::default(), shutdown).await
 }
 
-/// Serves under `limits` (see [`server`]).
+/// Serves everything on one listener under `limits` (see [`server`]).
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router_with(state, &limits), limits, shutdown).await
+    serve_split(listener, None, state, limits, shutdown).await
+}
+
+/// Serves the public routes on `public` and, when `operator` is given,
+/// `/metrics` and `/admin/*` on it alone (with `/healthz` and `/readyz` on
+/// both); without it everything is on `public`. The metrics refresher runs
+/// as long as the server does.
+pub async fn serve_split(
+    public: TcpListener,
+    operator: Option<TcpListener>,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::metrics::install();
+    let _refresher = crate::metrics::refresh::spawn(
+        state.store.clone(),
+        state.connections.clone(),
+        state.settings.clone(),
+        limits.metrics_refresh,
+    );
+    let Some(operator) = operator else {
+        return server::serve(public, router_with(state, &limits), limits, shutdown).await;
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    let ops =
+        operator_routes(state.clone(), &limits).merge(health::routes().with_state(state.clone()));
+    let (a, b) = tokio::join!(
+        server::serve(operator, ops, limits, stop.clone().cancelled_owned()),
+        server::serve(
+            public,
+            public_router(state, &limits),
+            limits,
+            stop.cancelled_owned()
+        ),
+    );
+    a.and(b)
 }

@@ -44,6 +44,9 @@ pub struct ServerLimits {
     /// Largest body of the API and admin endpoints (413 above). Webhooks
     /// have their own limit (`webhook_body_limit`).
     pub api_body_limit: usize,
+    /// How often the database gauges of `/metrics` are read (one query);
+    /// scrapes never read the database.
+    pub metrics_refresh: Duration,
 }
 
 pub mod defaults {
@@ -53,6 +56,7 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const MAX_CONNECTIONS: usize = 1024;
     pub const API_BODY_LIMIT: usize = 256 * 1024;
+    pub const METRICS_REFRESH: Duration = Duration::from_secs(5);
 }
 
 impl Default for ServerLimits {
@@ -63,6 +67,7 @@ impl Default for ServerLimits {
             idle_timeout: defaults::IDLE_TIMEOUT,
             max_connections: defaults::MAX_CONNECTIONS,
             api_body_limit: defaults::API_BODY_LIMIT,
+            metrics_refresh: defaults::METRICS_REFRESH,
         }
     }
 }
@@ -74,6 +79,7 @@ impl ServerLimits {
             ("header_read_timeout", self.header_read_timeout),
             ("request_timeout", self.request_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("metrics_refresh", self.metrics_refresh),
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be more than 0"));
