@@ -78,6 +78,9 @@ pub struct FileConfig {
     /// Base64 32-byte key sealing credentials at rest.
     #[serde(default)]
     pub credentials_key: Option<String>,
+    /// Earlier keys: they open rows, never seal.
+    #[serde(default)]
+    pub credentials_old_keys: Vec<String>,
     /// Largest accepted webhook body in bytes (413 above).
     #[serde(default)]
     pub webhook_body_limit: Option<usize>,
@@ -323,6 +326,7 @@ mod tests {
         assert_eq!(file.server.api_body_limit, Some(limits.api_body_limit));
         assert_eq!(file.server.metrics_refresh_ms, ms(limits.metrics_refresh));
         assert_eq!(file.admin_listen, None);
+        assert!(file.credentials_old_keys.is_empty());
         let window = crate::core::window::WindowPolicy::default();
         assert_eq!(file.sync.window_past_days, Some(window.past_days));
         assert_eq!(file.sync.window_future_days, Some(window.future_days));

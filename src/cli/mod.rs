@@ -5,6 +5,7 @@ mod allowlist;
 mod bench;
 mod bookings;
 mod connections;
+mod credentials;
 mod demo;
 mod drill;
 mod flags;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Manage connections.
     #[command(subcommand)]
     Connections(connections::ConnectionsCommand),
+    /// Credentials at rest: key rotation.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Look a booking's external events up.
     #[command(subcommand)]
     Bookings(bookings::BookingsCommand),
@@ -80,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
         Command::Connections(cmd) => connections::run(cmd, &cli.global).await,
+        Command::Credentials(cmd) => credentials::run(cmd, &cli.global).await,
         Command::Bookings(cmd) => bookings::run(cmd, &cli.global).await,
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,

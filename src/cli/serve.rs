@@ -2,12 +2,11 @@
 
 use crate::actors::runtime::SyncRuntime;
 use crate::actors::{ActorSettings, Connections};
-use crate::config::{self, DatabaseSource, FileConfig, FileProviders, GlobalArgs};
+use crate::config::{self, FileConfig, FileProviders, GlobalArgs};
 use crate::core::outbound::CancelMode;
 use crate::database::Database;
 use crate::http::{self, AppState};
 use crate::providers::ProviderEndpoints;
-use crate::store::credentials::CredentialVault;
 use clap::Args;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,15 +36,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CALSYNC_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
-    /// Base64 32-byte key sealing credentials at rest. Unset with a private
-    /// cluster: a key file beside the cluster is created and used.
-    #[arg(
-        long,
-        env = "CALSYNC_CREDENTIALS_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    pub credentials_key: Option<String>,
+    #[command(flatten)]
+    pub keys: super::credentials::KeyArgs,
 
     /// Provider API base URLs (default: the real services; the demo and the
     /// drills point them at the simulators).
@@ -132,29 +124,6 @@ impl ServeArgs {
     }
 }
 
-/// The vault for credentials at rest: the configured key, or (private
-/// cluster only) a key file beside the cluster.
-fn vault(
-    args: &ServeArgs,
-    file: &FileConfig,
-    source: &DatabaseSource,
-) -> anyhow::Result<CredentialVault> {
-    match (
-        args.credentials_key
-            .as_ref()
-            .or(file.credentials_key.as_ref()),
-        source,
-    ) {
-        (Some(key), _) => Ok(CredentialVault::from_base64("configured", key)?),
-        (None, DatabaseSource::Private(dir)) => Ok(CredentialVault::load_or_create(
-            &dir.join("credentials.key"),
-        )?),
-        (None, DatabaseSource::Url(_)) => anyhow::bail!(
-            "set CALSYNC_CREDENTIALS_KEY (base64 of 32 random bytes) to seal credentials at rest"
-        ),
-    }
-}
-
 pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let file = global.file()?;
     let settings = global.settings_with(&file)?;
@@ -188,7 +157,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .await?;
     let mut runtime = SyncRuntime::new(
         args.endpoints(&file.providers),
-        vault(&args, &file, &settings_source)?,
+        args.keys.vault(&file, &settings_source)?,
         db.store(),
         Arc::new(settings.clone()),
     )?;

@@ -63,6 +63,8 @@ pub struct Options {
     /// The backoff policy (default: 300 ms doubling to 2 s, so tests of
     /// failures run in seconds; production's for tests over virtual hours).
     pub backoff: Option<BackoffPolicy>,
+    /// The credentials vault (default: a random key).
+    pub vault: Option<CredentialVault>,
 }
 
 impl World {
@@ -95,7 +97,7 @@ impl World {
             graph_api: sim.graph_base_url(),
             graph_token: sim.graph_token_url("common"),
         };
-        let vault = CredentialVault::random();
+        let vault = options.vault.unwrap_or_else(CredentialVault::random);
         let gates: Arc<dyn Gates> = if options.flag_gates {
             Arc::new(settings.clone())
         } else {
