@@ -134,3 +134,45 @@ async fn rows_under_two_old_keys_end_under_the_new_one_and_sync_goes_on() {
     assert!(!w.notify(id, "google:rotate:1").await);
     w.wait_for_round(id, head).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_connection_erases_its_grant_and_the_log_says_so() {
+    let w = World::new().await;
+    let store = w.db.store();
+    let id = w.google_connection("leaving@example.com").await;
+    let kept = w.google_connection("staying@example.com").await;
+    w.wait_for_round(id, 0).await;
+    assert!(store.get_sealed(id).await.unwrap().is_some());
+    let head = w.log_head().await;
+    w.connections
+        .command(
+            id,
+            calsync::core::decide::ConnectionCommand::Remove {
+                reason: "offboarded".into(),
+            },
+            uuid::Uuid::new_v4(),
+        )
+        .await
+        .unwrap();
+    // Erased with the removal, in its transaction, and recorded.
+    let removed = w.wait_for_event(id, "connection_removed", head).await;
+    let erased = w.wait_for_event(id, "credentials_erased", head).await;
+    assert!(erased.position > removed.position);
+    assert!(store.get_sealed(id).await.unwrap().is_none());
+    assert!(
+        store.get_sealed(kept).await.unwrap().is_some(),
+        "only its own"
+    );
+    // Replay folds the new event (and leaves secrets alone).
+    let report = calsync::replay::verify(
+        &store,
+        &calsync::replay::ReplayOptions {
+            progress: calsync::replay::ProgressMode::Quiet,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_clean());
+    assert!(store.get_sealed(kept).await.unwrap().is_some());
+}

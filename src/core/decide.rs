@@ -286,9 +286,14 @@ pub fn decide_with(
         })),
         (Lifecycle::Paused, C::Resume) => Ok(Decision::one(ConnectionEvent::ConnectionResumed {})),
         (_, C::Resume) => Ok(Decision::none()),
-        (_, C::Remove { reason }) => Ok(Decision::one(ConnectionEvent::ConnectionRemoved {
-            reason: reason.clone(),
-        })),
+        // A removed connection keeps no grant: its sealed credentials are
+        // erased in the same transaction (the projection deletes the row).
+        (_, C::Remove { reason }) => Ok(Decision::of(vec![
+            ConnectionEvent::ConnectionRemoved {
+                reason: reason.clone(),
+            },
+            ConnectionEvent::CredentialsErased { at: now },
+        ])),
         (_, C::RecordCredentialsChanged) => {
             Ok(Decision::one(ConnectionEvent::CredentialsChanged {
                 at: now,

@@ -44,6 +44,11 @@ pub enum ConnectionEvent {
     CredentialsChanged {
         at: DateTime<Utc>,
     },
+    /// The connection's sealed grant was deleted (with its removal): the
+    /// credentials table holds nothing of it any more.
+    CredentialsErased {
+        at: DateTime<Utc>,
+    },
     /// The supervisor gave up restarting this connection's actor: it failed
     /// `restarts` times within `window_secs`. No work runs until lifted.
     ConnectionQuarantined {
@@ -232,6 +237,7 @@ impl ConnectionEvent {
             ConnectionEvent::ConnectionResumed { .. } => "connection_resumed",
             ConnectionEvent::ConnectionRemoved { .. } => "connection_removed",
             ConnectionEvent::CredentialsChanged { .. } => "credentials_changed",
+            ConnectionEvent::CredentialsErased { .. } => "credentials_erased",
             ConnectionEvent::ConnectionQuarantined { .. } => "connection_quarantined",
             ConnectionEvent::QuarantineLifted { .. } => "quarantine_lifted",
             ConnectionEvent::NotificationAccepted { .. } => "notification_accepted",

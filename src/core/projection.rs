@@ -159,6 +159,11 @@ pub enum RowChange {
         channel_id: String,
         closed_at: DateTime<Utc>,
     },
+    /// Delete the connection's sealed credentials (live tables only: the
+    /// credentials table is no read model, and replay never touches it).
+    EraseCredentials {
+        connection_id: ConnectionId,
+    },
 }
 
 /// One row of `booking_events`. `state` is one of `pending` (a write is in
@@ -298,6 +303,9 @@ pub fn connection_changes(
                     connection_id: id,
                     calendars: row.calendars.clone(),
                 });
+            }
+            ConnectionEvent::CredentialsErased { .. } => {
+                changes.push(RowChange::EraseCredentials { connection_id: id });
             }
             ConnectionEvent::ConnectionRemoved { .. } => {
                 calendars_changed = true;

@@ -300,6 +300,8 @@ impl ConnectionState {
             ConnectionEvent::ConnectionRemoved { .. } => {
                 self.lifecycle = Lifecycle::Removed;
             }
+            // Only ever after `ConnectionRemoved`: nothing is left to sync.
+            ConnectionEvent::CredentialsErased { .. } => {}
             ConnectionEvent::CredentialsChanged { at } => {
                 self.credentials_changed_at = Some(*at);
                 // A new grant may fix what the old one could not reach:

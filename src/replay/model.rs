@@ -158,6 +158,8 @@ impl Model {
                         *closed = Some(closed_at);
                     }
                 }
+                // Secrets are no read model: replay leaves them alone.
+                RowChange::EraseCredentials { .. } => {}
                 other => return Err(ReplayError::Unsupported(variant_name(&other))),
             }
         }

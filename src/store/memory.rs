@@ -157,6 +157,11 @@ impl MemoryStore {
         }
         // The read models first: they refuse only a change they do not know
         // (a programming error), and then nothing of the append is kept.
+        for change in &changes {
+            if let RowChange::EraseCredentials { connection_id } = change {
+                inner.credentials.remove(connection_id);
+            }
+        }
         inner
             .model
             .apply(changes)

@@ -177,6 +177,16 @@ pub async fn apply(
                     )
                     .await?;
             }
+            RowChange::EraseCredentials { connection_id } => {
+                if tables == Tables::Live {
+                    client
+                        .execute(
+                            "DELETE FROM credentials WHERE connection_id = $1",
+                            &[&connection_id.as_uuid()],
+                        )
+                        .await?;
+                }
+            }
             RowChange::CloseChannel {
                 channel_id,
                 closed_at,
