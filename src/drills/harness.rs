@@ -42,15 +42,20 @@ pub struct Harness {
 /// The calsync binary serve and replay run from: a private copy of this
 /// process's own executable, taken once. `cargo build` replaces the binary
 /// in place, and a rebuild during a validation run would otherwise leave
-/// nothing to spawn; `/proc/self/exe` still reads the running image.
+/// nothing to spawn; `/proc/self/exe` still reads the running image. The
+/// copy lives in a fresh directory only this user can enter, with an
+/// unpredictable name (`mkdtemp`): a binary that is run must not sit at a
+/// path someone else could create first.
 pub fn calsync_exe() -> anyhow::Result<PathBuf> {
     static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     EXE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("calsync-drills-bin-{}", std::process::id()));
-        let copy = dir.join("calsync");
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::copy("/proc/self/exe", &copy))
-            .map(|_| copy)
+        private_temp_dir("calsync-drills-bin-")
+            .and_then(|dir| {
+                let copy = dir.join("calsync");
+                std::fs::copy("/proc/self/exe", &copy)?;
+                let _ = EXE_DIR.set(dir);
+                Ok(copy)
+            })
             .or_else(|_| std::env::current_exe())
             .map_err(|e| format!("cannot find the calsync binary: {e}"))
     })
@@ -58,10 +63,21 @@ pub fn calsync_exe() -> anyhow::Result<PathBuf> {
     .map_err(|e| anyhow!(e))
 }
 
+/// The private directory holding the binary's copy, once made.
+static EXE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// A fresh directory under the temp dir, mode 0700, named `prefix` and six
+/// random characters (`mkdtemp`: created atomically, never reused).
+pub fn private_temp_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
+    nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)
+}
+
 /// Removes the private copy of the binary (after the last drill).
 pub fn remove_exe_copy() {
-    let dir = std::env::temp_dir().join(format!("calsync-drills-bin-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(dir);
+    if let Some(dir) = EXE_DIR.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -83,9 +99,7 @@ impl Harness {
         let db_url = cluster.connection_string("postgres");
         let sim = Simulators::start(SimConfig::for_tests()).await?;
         let port = free_port()?;
-        let work_dir =
-            std::env::temp_dir().join(format!("calsync-drill-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&work_dir)?;
+        let work_dir = private_temp_dir(&format!("calsync-drill-{name}-"))?;
         let mut harness = Harness {
             cluster,
             db_url,
@@ -717,4 +731,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drill_directories_are_fresh_private_and_unpredictable() {
+        use std::os::unix::fs::MetadataExt;
+        let a = private_temp_dir("calsync-test-").unwrap();
+        let b = private_temp_dir("calsync-test-").unwrap();
+        assert_ne!(a, b, "never reused");
+        for dir in [&a, &b] {
+            let meta = std::fs::symlink_metadata(dir).unwrap();
+            assert!(meta.is_dir());
+            assert_eq!(meta.mode() & 0o777, 0o700);
+            assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw());
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.contains(&std::process::id().to_string()), "{name}");
+            std::fs::remove_dir(dir).unwrap();
+        }
+    }
 }

@@ -393,6 +393,8 @@ fn usable_root(root: &Path, run_as: Option<(Uid, Gid)>) -> Result<PathBuf, PgErr
                 using = %fallback.display(),
                 "the postgres OS user cannot reach the requested data directory; using another"
             );
+            // A shared directory: the name must be one calsync made.
+            private_dir(&fallback, run_as)?;
             fallback
         }
         _ => absolute,
@@ -426,6 +428,10 @@ fn traversable_by(path: &Path, uid: Uid) -> bool {
         })
 }
 
+/// The socket directory: the cluster's root when its path is short enough,
+/// else a directory under the temp dir named after the root, which must be
+/// one calsync made (see [`private_dir`]): anyone can create a name under
+/// `/tmp` first and wait for the server's socket to appear in it.
 fn socket_dir_for(root: &Path, run_as: Option<(Uid, Gid)>) -> Result<PathBuf, PgError> {
     let preferred = root.to_path_buf();
     if preferred.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
@@ -433,17 +439,75 @@ fn socket_dir_for(root: &Path, run_as: Option<(Uid, Gid)>) -> Result<PathBuf, Pg
     }
     let digest = hex::encode(&sha2_digest(root.to_string_lossy().as_bytes())[..6]);
     let dir = std::env::temp_dir().join(format!("calsync-sock-{digest}"));
-    std::fs::create_dir_all(&dir).map_err(|source| PgError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    if let Some((uid, gid)) = run_as {
-        nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(|e| PgError::Io {
-            path: dir.clone(),
-            source: e.into(),
-        })?;
-    }
+    private_dir(&dir, run_as)?;
     Ok(dir)
+}
+
+/// Makes `dir` (mode 0700, owned by the server's user: `run_as`, or this
+/// process's user), or accepts it if it already is exactly that: a real
+/// directory (no symlink), owned by that user, with no group or other
+/// permissions. Anything else is refused with [`PgError::UnsafeDirectory`].
+pub fn private_dir(dir: &Path, run_as: Option<(Uid, Gid)>) -> Result<(), PgError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let io = |source| PgError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let owner = run_as.map_or_else(Uid::effective, |(uid, _)| uid);
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            if let Some((uid, gid)) = run_as {
+                nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| io(e.into()))?;
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+            let found = Found {
+                symlink: meta.file_type().is_symlink(),
+                directory: meta.is_dir(),
+                uid: meta.uid(),
+                mode: meta.mode() & 0o7777,
+            };
+            judge_existing(found, owner.as_raw()).map_err(|reason| PgError::UnsafeDirectory {
+                path: dir.to_path_buf(),
+                reason,
+            })
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// What was found at a private directory's path.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    symlink: bool,
+    directory: bool,
+    uid: u32,
+    mode: u32,
+}
+
+/// Whether an existing path is a private directory of `owner`.
+fn judge_existing(found: Found, owner: u32) -> Result<(), String> {
+    if found.symlink {
+        return Err("it is a symbolic link".into());
+    }
+    if !found.directory {
+        return Err("it is not a directory".into());
+    }
+    if found.uid != owner {
+        return Err(format!(
+            "it is owned by uid {}, not by uid {owner}",
+            found.uid
+        ));
+    }
+    if found.mode & 0o077 != 0 {
+        return Err(format!(
+            "its mode is {:o}: others may enter or write it",
+            found.mode
+        ));
+    }
+    Ok(())
 }
 
 /// Removes `calsync-pg-<pid>-<n>` temp directories whose process is gone
@@ -464,5 +528,79 @@ fn sweep_stale_temporaries() {
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_private_directory_of_the_servers_user_is_accepted() {
+        let ok = Found {
+            symlink: false,
+            directory: true,
+            uid: 70,
+            mode: 0o700,
+        };
+        assert!(judge_existing(ok, 70).is_ok());
+        for (found, says) in [
+            (Found { uid: 0, ..ok }, "owned by uid 0"),
+            (Found { mode: 0o755, ..ok }, "mode is 755"),
+            (Found { mode: 0o1777, ..ok }, "mode is 1777"),
+            (
+                Found {
+                    symlink: true,
+                    ..ok
+                },
+                "symbolic link",
+            ),
+            (
+                Found {
+                    directory: false,
+                    ..ok
+                },
+                "not a directory",
+            ),
+        ] {
+            let reason = judge_existing(found, 70).unwrap_err();
+            assert!(reason.contains(says), "{found:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_private_directory_is_made_0700_and_a_foreign_one_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sock");
+        private_dir(&dir, None).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.uid(), Uid::effective().as_raw());
+        // Made by calsync: accepted again on the next start.
+        private_dir(&dir, None).unwrap();
+        // Someone else's (here: the server would run as another uid) is
+        // refused, with the reason.
+        let other = Some((
+            Uid::from_raw(Uid::effective().as_raw() + 1),
+            Gid::effective(),
+        ));
+        let err = private_dir(&dir, other).unwrap_err().to_string();
+        assert!(
+            err.contains("refusing to use") && err.contains("owned by uid"),
+            "{err}"
+        );
+        // Opened to others: refused.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(private_dir(&dir, None).is_err());
+        // A symlink to a private directory: refused.
+        let real = tmp.path().join("real");
+        private_dir(&real, None).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(private_dir(&link, None)
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic link"));
     }
 }

@@ -40,6 +40,12 @@ pub enum PgError {
         log: PathBuf,
         tail: String,
     },
+    #[error(
+        "refusing to use {path} as a private PostgreSQL directory: {reason}. \
+         calsync only uses a directory it created itself (mode 0700, owned by the server's user); \
+         remove it, or choose a shorter --pg-dir so the socket lives inside it"
+    )]
+    UnsafeDirectory { path: PathBuf, reason: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
