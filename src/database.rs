@@ -72,6 +72,29 @@ impl Database {
         ))
     }
 
+    /// Whether this connection's role is a superuser, and whether it owns
+    /// the event log (and so could drop the trigger that keeps it
+    /// append-only). `serve` should be neither (`calsync migrate
+    /// --runtime-role`).
+    pub async fn privileges(&self) -> anyhow::Result<Privileges> {
+        let client = self.store.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT r.rolsuper, \
+                        COALESCE((SELECT pg_has_role(current_user, c.relowner, 'USAGE') \
+                                  FROM pg_class c WHERE c.oid = to_regclass('events')), false), \
+                        current_user::text \
+                 FROM pg_roles r WHERE r.rolname = current_user",
+                &[],
+            )
+            .await?;
+        Ok(Privileges {
+            superuser: row.try_get(0)?,
+            owner: row.try_get(1)?,
+            role: row.try_get(2)?,
+        })
+    }
+
     pub fn store(&self) -> PgEventStore {
         self.store.clone()
     }
@@ -129,4 +152,13 @@ fn redact(url: &str) -> String {
         ),
         Err(_) => "(unparseable DATABASE_URL)".into(),
     }
+}
+
+/// What the connected role may do beyond what `serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    pub superuser: bool,
+    /// Owns the event log (or is a member of its owner).
+    pub owner: bool,
+    pub role: String,
 }

@@ -83,6 +83,20 @@ impl TestDb {
         self.store.clone()
     }
 
+    /// A store on this database connected as `role` (which must exist).
+    pub fn store_as(&self, role: &str) -> PgEventStore {
+        let mut config = self.config.clone();
+        config.user(role);
+        let pool = database::pool(config, 32)
+            .unwrap_or_else(|e| panic!("cannot build the pool of {role}: {e}"));
+        PgEventStore::new(pool)
+    }
+
+    /// The connection string as `role`, usable as `DATABASE_URL`.
+    pub fn url_as(&self, role: &str) -> String {
+        self.url().replace("user=postgres", &format!("user={role}"))
+    }
+
     /// A direct (unpooled) connection, for tests that hold transactions.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = self

@@ -34,8 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply pending schema migrations and exit.
-    Migrate,
+    /// Apply pending schema migrations and exit (as the schema's owner);
+    /// `--runtime-role` also creates and grants the role serve should run as.
+    Migrate(MigrateArgs),
     /// Run the supervisor process: HTTP ingress, connection actors, timers.
     Serve(Box<serve::ServeArgs>),
     /// The whole system on this machine: private PostgreSQL, provider
@@ -79,7 +80,7 @@ pub enum Command {
 /// Runs the parsed command line; the error is printed by `main`.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Migrate => migrate(&cli.global).await,
+        Command::Migrate(args) => migrate(args, &cli.global).await,
         Command::Serve(args) => serve::run(*args, &cli.global).await,
         Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Log(cmd) => log::run(cmd, &cli.global).await,
@@ -97,9 +98,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn migrate(global: &GlobalArgs) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Create (if missing) and grant the least-privilege role `serve`
+    /// should connect as: it appends to `events` but cannot update or
+    /// delete it, changes no schema and owns nothing.
+    #[arg(long, env = "CALSYNC_RUNTIME_ROLE", value_name = "ROLE")]
+    pub runtime_role: Option<crate::store::migrate::RuntimeRole>,
+}
+
+async fn migrate(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let settings = global.settings()?;
     let (db, report) = crate::database::Database::open(&settings).await?;
+    if let Some(role) = &args.runtime_role {
+        let client = db.store().pool().get().await?;
+        crate::store::migrate::grant_runtime_role(&client, role).await?;
+        println!(
+            "runtime role {} granted: SELECT and INSERT on events (no UPDATE, DELETE or DDL), \
+             reads and writes of the read models; connect serve as it",
+            role.as_str()
+        );
+    }
     if report.applied.is_empty() {
         println!(
             "schema is up to date ({} migrations applied earlier) on {}",

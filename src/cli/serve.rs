@@ -138,6 +138,17 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         migrations_applied = report.applied.len(),
         "database ready"
     );
+    match db.privileges().await {
+        Ok(p) if p.superuser || p.owner => tracing::warn!(
+            role = %p.role,
+            superuser = p.superuser,
+            owner = p.owner,
+            "serve runs as a role that can rewrite the event log (superuser or owner); \
+             run `calsync migrate --runtime-role NAME` as the owner and connect serve as NAME"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the database role's privileges"),
+    }
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

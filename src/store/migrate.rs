@@ -118,16 +118,25 @@ async fn run_locked(
     client: &mut Client,
     migrations: &[Migration],
 ) -> Result<MigrationReport, MigrateError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS calsync_migrations (
+    // A runtime role without DDL rights may check that nothing is pending:
+    // create the table only when it is missing (CREATE … IF NOT EXISTS still
+    // needs the right to create).
+    let exists: bool = client
+        .query_one("SELECT to_regclass('calsync_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS calsync_migrations (
                 version    integer PRIMARY KEY,
                 name       text NOT NULL,
                 checksum   text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
-        )
-        .await?;
+            )
+            .await?;
+    }
     let applied: Vec<(i32, String, String)> = client
         .query(
             "SELECT version, name, checksum FROM calsync_migrations ORDER BY version",
@@ -180,9 +189,101 @@ async fn run_locked(
     Ok(report)
 }
 
+/// The name of the role `serve` runs as: a plain SQL identifier
+/// (lower-case letters, digits, `_`; 1–63 bytes; not starting with a digit
+/// or `pg_`), so it can be quoted into GRANT statements safely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRole(String);
+
+impl RuntimeRole {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && !name.starts_with("pg_")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(RuntimeRole(name.to_string()))
+        } else {
+            Err(format!(
+                "runtime role {name:?}: use 1-63 lower-case letters, digits and _, \
+                 not starting with a digit or pg_"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RuntimeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RuntimeRole::parse(s)
+    }
+}
+
+/// The statements giving `role` exactly what `serve` needs, and no more:
+/// it logs in (no password is set: use the server's authentication, or
+/// `ALTER ROLE … PASSWORD`), reads and writes the read models, the
+/// credentials and the leases, appends to `events` but never updates or
+/// deletes a row of it, reads the migration record, and owns nothing, so
+/// it can neither change the schema nor drop the trigger that keeps the log
+/// append-only. Idempotent: run after every migration (new tables).
+pub fn runtime_grants(role: &RuntimeRole) -> String {
+    let r = role.as_str();
+    format!(
+        "DO $$ BEGIN \
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') THEN \
+             CREATE ROLE \"{r}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT; \
+           END IF; \
+           EXECUTE format('GRANT CONNECT ON DATABASE %I TO \"{r}\"', current_database()); \
+         END $$;
+         GRANT USAGE ON SCHEMA public TO \"{r}\";
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{r}\";
+         REVOKE UPDATE, DELETE, TRUNCATE ON events FROM \"{r}\";
+         REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON calsync_migrations FROM \"{r}\";
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{r}\";"
+    )
+}
+
+/// Creates (if missing) and grants the runtime role; run as the owner.
+pub async fn grant_runtime_role(client: &Client, role: &RuntimeRole) -> Result<(), MigrateError> {
+    client
+        .batch_execute(&runtime_grants(role))
+        .await
+        .map_err(|source| MigrateError::Failed {
+            name: format!("runtime role {}", role.as_str()),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_role_names_are_plain_identifiers() {
+        for ok in ["calsync_rt", "rt", "a1_b2"] {
+            assert!(RuntimeRole::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1rt",
+            "pg_rt",
+            "Rt",
+            "rt\"; DROP",
+            "r t",
+            &"r".repeat(64),
+        ] {
+            assert!(RuntimeRole::parse(bad).is_err(), "{bad}");
+        }
+        let sql = runtime_grants(&RuntimeRole::parse("rt").unwrap());
+        assert!(sql.contains("REVOKE UPDATE, DELETE, TRUNCATE ON events"));
+    }
 
     #[test]
     fn migrations_are_numbered_in_order_without_gaps() {

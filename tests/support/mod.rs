@@ -65,6 +65,10 @@ pub struct Options {
     pub backoff: Option<BackoffPolicy>,
     /// The credentials vault (default: a random key).
     pub vault: Option<CredentialVault>,
+    /// calsync (actors, settings, HTTP) connects as this least-privilege
+    /// role, created by `calsync migrate`'s grants; the test's own helpers
+    /// keep the owner's connection.
+    pub runtime_role: Option<String>,
 }
 
 impl World {
@@ -82,8 +86,18 @@ impl World {
             .with_test_writer()
             .try_init();
         let db = TestDb::new().await;
+        let store = match &options.runtime_role {
+            Some(role) => {
+                let role = calsync::store::migrate::RuntimeRole::parse(role).unwrap();
+                calsync::store::migrate::grant_runtime_role(&db.client().await, &role)
+                    .await
+                    .unwrap();
+                db.store_as(role.as_str())
+            }
+            None => db.store(),
+        };
         let sim = Simulators::start(options.sim).await.unwrap();
-        let settings = SettingsHandle::start(db.store(), Duration::from_millis(100))
+        let settings = SettingsHandle::start(store.clone(), Duration::from_millis(100))
             .await
             .unwrap();
         if options.flag_gates {
@@ -103,7 +117,7 @@ impl World {
         } else {
             Arc::new(AllOpen)
         };
-        let mut runtime = SyncRuntime::new(endpoints, vault.clone(), db.store(), gates).unwrap();
+        let mut runtime = SyncRuntime::new(endpoints, vault.clone(), store.clone(), gates).unwrap();
         // Short backoff so tests run in seconds; the same policy code.
         runtime.policy.sync.backoff = options.backoff.unwrap_or(BackoffPolicy {
             base: Duration::from_millis(300),
@@ -127,13 +141,13 @@ impl World {
         };
         let base = runtime.webhook_base.clone();
         let connections =
-            Connections::start_with_sync(db.store(), options.actors, Some(Arc::new(runtime)))
+            Connections::start_with_sync(store.clone(), options.actors, Some(Arc::new(runtime)))
                 .await
                 .unwrap();
         let shutdown = listener.map(|listener| {
             let state = AppState {
                 channels: Default::default(),
-                store: db.store(),
+                store: store.clone(),
                 connections: connections.clone(),
                 admin_token: Some("admin".into()),
                 drills_enabled: true,
