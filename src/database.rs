@@ -3,6 +3,7 @@
 //! and a connection pool is returned.
 
 use crate::config::{defaults, DatabaseSource, Settings};
+use crate::pg::tls::DbConnect;
 use crate::pg::{Cluster, ClusterOptions};
 use crate::store::migrate::{self, MigrationReport};
 use crate::store::PgEventStore;
@@ -32,12 +33,11 @@ impl Database {
     /// Connects (starting the private cluster if configured), creates the
     /// database if it is missing and applies pending migrations.
     pub async fn open(settings: &Settings) -> anyhow::Result<(Database, MigrationReport)> {
-        let (config, cluster, location) = match &settings.database {
+        let (connect, cluster, location) = match &settings.database {
             DatabaseSource::Url(url) => {
-                let config = tokio_postgres::Config::from_str(url).map_err(|e| {
-                    anyhow::anyhow!("DATABASE_URL is not a valid connection string: {e}")
-                })?;
-                (config, None, redact(url))
+                let connect = DbConnect::from_url(url)?;
+                let location = format!("{} ({})", redact(&connect.config), connect.describe());
+                (connect, None, location)
             }
             DatabaseSource::Private(dir) => {
                 let options = ClusterOptions::new(dir);
@@ -52,15 +52,13 @@ impl Database {
                     cluster.data_dir().display(),
                     cluster.socket_dir().display()
                 );
-                (config, Some(Arc::new(cluster)), location)
+                (DbConnect::plain(config), Some(Arc::new(cluster)), location)
             }
         };
-        let pool = pool(config.clone(), settings.db_pool_size)?;
-        let (mut client, connection) = config.connect(NoTls).await?;
-        let conn_task = tokio::spawn(connection);
+        let pool = pool_with(&connect, settings.db_pool_size)?;
+        let mut client = connect.connect().await?;
         let report = migrate::run(&mut client).await?;
         drop(client);
-        let _ = conn_task.await;
         Ok((
             Database {
                 store: PgEventStore::new(pool.clone()),
@@ -100,15 +98,22 @@ impl Database {
     }
 }
 
-/// A connection pool over `config` that gives up waiting after [`POOL_WAIT`].
+/// A plain-text connection pool over `config` (the private cluster's
+/// socket) that gives up waiting after [`POOL_WAIT`].
 pub fn pool(config: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    pool_with(&DbConnect::plain(config), size)
+}
+
+/// A connection pool with `connect`'s TLS.
+pub fn pool_with(connect: &DbConnect, size: usize) -> anyhow::Result<Pool> {
+    let config = connect.config.clone();
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match &connect.tls {
+        None => Manager::from_config(config, NoTls, manager_config),
+        Some(tls) => Manager::from_config(config, tls.clone(), manager_config),
+    };
     Ok(Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(POOL_WAIT))
@@ -142,16 +147,13 @@ pub async fn ensure_database(cluster: &Cluster, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match tokio_postgres::Config::from_str(url) {
-        Ok(cfg) => format!(
-            "{:?} db={}",
-            cfg.get_hosts(),
-            cfg.get_dbname().unwrap_or("(default)")
-        ),
-        Err(_) => "(unparseable DATABASE_URL)".into(),
-    }
+/// Where a connection string leads, without its password, for logs.
+fn redact(cfg: &tokio_postgres::Config) -> String {
+    format!(
+        "{:?} db={}",
+        cfg.get_hosts(),
+        cfg.get_dbname().unwrap_or("(default)")
+    )
 }
 
 /// What the connected role may do beyond what `serve` needs.

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod inflight;
 pub mod interval;
 pub mod outbound;
+pub mod pg_tls;
 pub mod plan;
 pub mod projection;
 pub mod settings;

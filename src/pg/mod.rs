@@ -9,6 +9,7 @@
 
 mod binaries;
 mod cluster;
+pub mod tls;
 
 pub use binaries::{find_bin_dir, PgBinaries};
 pub use cluster::{Cluster, ClusterOptions, Durability, StopMode};
