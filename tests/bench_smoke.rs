@@ -40,10 +40,13 @@ async fn ingest_reports_its_rate_and_the_pgbench_ratio() {
         &[
             "calsync accepted/s",
             "calsync latency p99",
+            "calsync accepted/s during a /metrics flood",
+            "/metrics scrapes/s during the flood",
             "pgbench single-row INSERT",
         ],
     );
     assert!(report.comparisons[0].ratio > 0.0);
+    assert!(report.comparisons[1].what.contains("/metrics flood"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,9 +105,19 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
     let counter = Arc::new(AtomicU64::new(1));
     let (mut rates, mut p50s, mut p99s, mut errors) = (vec![], vec![], vec![], vec![]);
     let (mut pg_rates, mut pg_latency) = (vec![], vec![]);
+    let (mut flooded_rates, mut scrape_rates) = (vec![], vec![]);
     for _ in 0..options.runs {
         let run = load(&client, &base, &channels, options, counter.clone()).await?;
         rates.push(run.accepted as f64 / run.seconds);
+        // The same load while /metrics is scraped as fast as it answers:
+        // scrapes render memory, so ingest must keep its rate.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = tokio::spawn(scrape_flood(base.clone(), stop.clone()));
+        let flooded = load(&client, &base, &channels, options, counter.clone()).await?;
+        stop.store(true, Ordering::Relaxed);
+        let scrapes = flood.await?;
+        flooded_rates.push(flooded.accepted as f64 / flooded.seconds);
+        scrape_rates.push(scrapes as f64 / flooded.seconds);
         p50s.push(percentile(&run.latencies_ms, 50.0));
         p99s.push(percentile(&run.latencies_ms, 99.0));
         errors.push(run.errors as f64);
@@ -126,6 +136,16 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
         "count",
         errors,
     ));
+    report.figure(Figure::new(
+        "calsync accepted/s during a /metrics flood",
+        "req/s",
+        flooded_rates,
+    ));
+    report.figure(Figure::new(
+        "/metrics scrapes/s during the flood",
+        "req/s",
+        scrape_rates,
+    ));
     report.figure(Figure::new("pgbench single-row INSERT", "tps", pg_rates));
     report.figure(Figure::new("pgbench latency average", "ms", pg_latency));
     report.figure(Figure::single(
@@ -139,6 +159,21 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
         "pgbench",
         report.median_of("pgbench single-row INSERT").unwrap_or(0.0),
         Some(1.0),
+    ));
+    report.comparisons.push(Comparison::new(
+        "ingest accepted/s during a /metrics flood vs without",
+        report
+            .median_of("calsync accepted/s during a /metrics flood")
+            .unwrap_or(0.0),
+        "no flood",
+        report.median_of("calsync accepted/s").unwrap_or(0.0),
+        Some(0.9),
+    ));
+    report.notes.push(format!(
+        "the /metrics flood: {SCRAPERS} clients scraping every {} ms (about 100/s) \
+         while the same ingest load runs; scrapes render memory and never take a \
+         database connection",
+        SCRAPE_PAUSE.as_millis()
     ));
     report.notes.push(
         "notifications for different connections that arrive together are committed in one \
@@ -188,6 +223,41 @@ async fn open_channels(served: &Served, n: usize) -> anyhow::Result<Arc<Vec<Chan
     })
     .await?;
     Ok(Arc::new(channels.into_iter().map(|(_, c)| c).collect()))
+}
+
+/// Clients of the /metrics flood, and the pause each takes between two
+/// scrapes: 100 scrapes/s together, 1,500 times what one Prometheus
+/// scraping every 15 s asks (an unpaced flood would only measure how CPU
+/// is shared on this 2-core machine).
+const SCRAPERS: usize = 4;
+const SCRAPE_PAUSE: Duration = Duration::from_millis(40);
+
+/// Scrapes `/metrics` with [`SCRAPERS`] clients until `stop`; how many
+/// scrapes were answered 200.
+async fn scrape_flood(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/metrics");
+    let mut scrapers = Vec::new();
+    for _ in 0..SCRAPERS {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        scrapers.push(tokio::spawn(async move {
+            let mut answered = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(r) = client.get(&url).send().await {
+                    if r.status().is_success() && r.bytes().await.is_ok() {
+                        answered += 1;
+                    }
+                }
+                tokio::time::sleep(SCRAPE_PAUSE).await;
+            }
+            answered
+        }));
+    }
+    let mut total = 0;
+    for s in scrapers {
+        total += s.await.unwrap_or(0);
+    }
+    total
 }
 
 struct LoadRun {

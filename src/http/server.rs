@@ -85,8 +85,9 @@ impl ServerLimits {
                 return Err(format!("{name} must be more than 0"));
             }
         }
-        if self.max_connections == 0 {
-            return Err("max_connections must be at least 1".into());
+        // Bounded so shutdown can wait for every slot at once.
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err("max_connections must be 1..=1000000".into());
         }
         if self.api_body_limit < 1024 {
             return Err("api_body_limit must be at least 1024 bytes".into());
@@ -197,6 +198,7 @@ pub async fn serve(
     drop(listener);
     stop.cancel();
     // Every connection holds a slot until it is done.
+    // `validate` bounds max_connections far below u32::MAX.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
