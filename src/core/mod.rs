@@ -11,6 +11,7 @@ pub mod dedupe;
 pub mod events;
 pub mod fault;
 pub mod gate;
+pub mod group_availability;
 pub mod ids;
 pub mod inflight;
 pub mod interval;
