@@ -3,7 +3,9 @@
 //! - `GET /v1/providers/{id}/busy?from=&to=` — busy intervals in a window;
 //! - `POST /v1/providers/{id}/availability` — free slots: availability
 //!   windows (or weekly working hours in a time zone) minus busy time and
-//!   buffers, cut into slots.
+//!   buffers, cut into slots;
+//! - `POST /v1/availability` — the same for a group of providers: everyone
+//!   free (`all`), anyone free (`any`) or at least N free.
 //!
 //! Every answer says how fresh it is: each connection's status, backoff and
 //! re-authorisation state, and the last successful sync of each calendar —
@@ -14,6 +16,7 @@ use super::errors::ApiError;
 use super::AppState;
 use crate::core::availability::{free_slots, weekly_free_slots, SlotSpec, WeeklyRule};
 use crate::core::decide::ConnectionCommand;
+use crate::core::group_availability::{group_slots, GroupMode};
 use crate::core::ids::BookingId;
 use crate::core::interval::Interval;
 use crate::core::outbound::{validate, Booking, BookingStatus};
@@ -198,6 +201,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/providers/{id}/busy", get(busy))
         .route("/v1/providers/{id}/availability", post(availability))
+        .route("/v1/availability", post(group_availability))
         .route("/v1/bookings", post(booking_changed))
         .route("/v1/bookings/{id}", get(booking_state))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -213,10 +217,10 @@ struct WindowQuery {
 }
 
 fn window(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Interval, ApiError> {
-    let w = Interval::new(from, to).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let w = Interval::new(from, to).map_err(|e| ApiError::bad_request(format!("from/to: {e}")))?;
     if to - from > TimeDelta::days(MAX_WINDOW_DAYS) {
         return Err(ApiError::bad_request(format!(
-            "window longer than {MAX_WINDOW_DAYS} days"
+            "from/to: window longer than {MAX_WINDOW_DAYS} days"
         )));
     }
     Ok(w)
@@ -298,72 +302,230 @@ fn minutes(name: &str, m: i64, min: i64) -> Result<TimeDelta, ApiError> {
     Ok(TimeDelta::minutes(m))
 }
 
+/// A parsed availability request: the query range, how slots are cut, the
+/// busy window to read (the range widened by the buffers) and where the
+/// availability comes from. Shared by the single and the group endpoint.
+struct SlotPlan {
+    range: Interval,
+    spec: SlotSpec,
+    busy_window: Interval,
+    source: SlotSource,
+}
+
+enum SlotSource {
+    Windows(Vec<Interval>),
+    Weekly(Vec<WeeklyRule>, chrono_tz::Tz),
+}
+
+impl SlotPlan {
+    fn parse(req: AvailabilityRequest) -> Result<Self, ApiError> {
+        let range = window(req.from, req.to)?;
+        let length = minutes("slot_minutes", req.slot_minutes, 1)?;
+        let step = minutes(
+            "step_minutes",
+            req.step_minutes.unwrap_or(req.slot_minutes),
+            1,
+        )?;
+        let spec = SlotSpec::new(length).with_step(step).with_buffers(
+            minutes("buffer_before_minutes", req.buffer_before_minutes, 0)?,
+            minutes("buffer_after_minutes", req.buffer_after_minutes, 0)?,
+        );
+        // Busy time just outside the range still matters through the buffers.
+        let reach = spec.buffer_before.max(spec.buffer_after);
+        let busy_window = Interval::new(range.start() - reach, range.end() + reach)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let source = match (req.windows, req.weekly) {
+            (Some(windows), None) => {
+                let windows = windows
+                    .iter()
+                    .map(|w| Interval::new(w.start, w.end))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                SlotSource::Windows(
+                    windows
+                        .iter()
+                        .filter_map(|w| w.intersection(&range))
+                        .collect(),
+                )
+            }
+            (None, Some(weekly)) => {
+                let zone = resolve_zone(&weekly.time_zone)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let rules = weekly
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        r.weekday
+                            .parse::<Weekday>()
+                            .map(|d| (d, r.start, r.end))
+                            .map_err(|_| {
+                                ApiError::bad_request(format!("bad weekday {:?}", r.weekday))
+                            })
+                    })
+                    .collect::<Result<Vec<WeeklyRule>, _>>()?;
+                SlotSource::Weekly(rules, zone)
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give exactly one of \"windows\" or \"weekly\"",
+                ))
+            }
+        };
+        Ok(SlotPlan {
+            range,
+            spec,
+            busy_window,
+            source,
+        })
+    }
+
+    /// One provider's busy intervals in the busy window.
+    async fn busy(&self, state: &AppState, id: &str) -> Result<Vec<Interval>, ApiError> {
+        Ok(busy_in(&state.store, id, self.busy_window)
+            .await?
+            .iter()
+            .filter_map(|b| Interval::new(b.start, b.end).ok())
+            .collect())
+    }
+
+    /// The free slots left by `busy`.
+    fn slots(&self, busy: &[Interval]) -> Result<Vec<Interval>, ApiError> {
+        match &self.source {
+            SlotSource::Windows(windows) => free_slots(windows, busy, &self.spec),
+            SlotSource::Weekly(rules, zone) => {
+                weekly_free_slots(rules, *zone, self.range, busy, &self.spec)
+            }
+        }
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
 async fn availability(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Result<Json<AvailabilityRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body.map_err(ApiError::from)?;
-    let range = window(req.from, req.to)?;
-    let length = minutes("slot_minutes", req.slot_minutes, 1)?;
-    let step = minutes(
-        "step_minutes",
-        req.step_minutes.unwrap_or(req.slot_minutes),
-        1,
-    )?;
-    let spec = SlotSpec::new(length).with_step(step).with_buffers(
-        minutes("buffer_before_minutes", req.buffer_before_minutes, 0)?,
-        minutes("buffer_after_minutes", req.buffer_after_minutes, 0)?,
-    );
-    // Busy time just outside the range still matters through the buffers.
-    let reach = spec.buffer_before.max(spec.buffer_after);
-    let busy_window = Interval::new(range.start() - reach, range.end() + reach)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let busy: Vec<Interval> = busy_in(&state.store, &id, busy_window)
-        .await?
-        .iter()
-        .filter_map(|b| Interval::new(b.start, b.end).ok())
-        .collect();
-    let slots = match (req.windows, req.weekly) {
-        (Some(windows), None) => {
-            let windows = windows
-                .iter()
-                .map(|w| Interval::new(w.start, w.end))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let windows: Vec<Interval> = windows
-                .iter()
-                .filter_map(|w| w.intersection(&range))
-                .collect();
-            free_slots(&windows, &busy, &spec)
-        }
-        (None, Some(weekly)) => {
-            let zone = resolve_zone(&weekly.time_zone)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let rules = weekly
-                .rules
-                .iter()
-                .map(|r| {
-                    r.weekday
-                        .parse::<Weekday>()
-                        .map(|d| (d, r.start, r.end))
-                        .map_err(|_| ApiError::bad_request(format!("bad weekday {:?}", r.weekday)))
-                })
-                .collect::<Result<Vec<WeeklyRule>, _>>()?;
-            weekly_free_slots(&rules, zone, range, &busy, &spec)
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of \"windows\" or \"weekly\"",
-            ))
-        }
-    }
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plan = SlotPlan::parse(req)?;
+    let busy = plan.busy(&state, &id).await?;
+    let slots = plan.slots(&busy)?;
     let fresh = freshness(&state.store, &id).await?;
     Ok(Json(json!({
         "platform_provider_id": id,
         "slots": slots,
         "busy_considered": busy.len(),
         "freshness": fresh_json(&fresh),
+    })))
+}
+
+/// The most providers one group request may name.
+pub const MAX_GROUP_PROVIDERS: usize = 50;
+
+/// `mode` of a group request: `"all"`, `"any"` or `{"at_least": N}`.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ModeBody {
+    All,
+    Any,
+    AtLeast(usize),
+}
+
+impl From<ModeBody> for GroupMode {
+    fn from(m: ModeBody) -> Self {
+        match m {
+            ModeBody::All => GroupMode::All,
+            ModeBody::Any => GroupMode::Any,
+            ModeBody::AtLeast(n) => GroupMode::AtLeast(n),
+        }
+    }
+}
+
+/// Takes a required field out of a group request's JSON object, naming it
+/// when it is missing or malformed.
+fn take_field<T: serde::de::DeserializeOwned>(
+    body: &mut serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<T, ApiError> {
+    let value = body
+        .remove(name)
+        .ok_or_else(|| ApiError::bad_request(format!("{name}: missing")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+}
+
+/// `POST /v1/availability`: the slots of a group of platform providers —
+/// everyone free (`all`), anyone free (`any`, each slot listing who) or at
+/// least N free — from the same windows / weekly hours, buffers and slot
+/// options as the single-provider endpoint, with each provider's freshness.
+async fn group_availability(
+    State(state): State<AppState>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body.map_err(ApiError::from)?;
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let ids: Vec<String> = take_field(&mut body, "platform_provider_ids")?;
+    let mode: ModeBody = take_field(&mut body, "mode")?;
+    // The rest is exactly the single endpoint's request.
+    let req: AvailabilityRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "platform_provider_ids: give at least one provider",
+        ));
+    }
+    if ids.len() > MAX_GROUP_PROVIDERS {
+        return Err(ApiError::bad_request(format!(
+            "platform_provider_ids: at most {MAX_GROUP_PROVIDERS} providers, got {}",
+            ids.len()
+        )));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            return Err(ApiError::bad_request(format!(
+                "platform_provider_ids[{i}]: {id:?} is listed twice"
+            )));
+        }
+    }
+    GroupMode::from(mode)
+        .required(ids.len())
+        .map_err(|e| ApiError::bad_request(format!("mode: {e}")))?;
+    let plan = SlotPlan::parse(req)?;
+
+    let mut per_provider = Vec::with_capacity(ids.len());
+    let mut providers = Vec::with_capacity(ids.len());
+    let mut degraded = false;
+    for (i, id) in ids.iter().enumerate() {
+        let fresh = freshness(&state.store, id).await?;
+        if fresh.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "platform_provider_ids[{i}]: unknown provider {id:?} (no live connection)"
+            )));
+        }
+        let busy = plan.busy(&state, id).await?;
+        per_provider.push(plan.slots(&busy)?);
+        let fresh = fresh_json(&fresh);
+        degraded |= fresh["degraded"] == json!(true);
+        providers.push(json!({
+            "platform_provider_id": id,
+            "busy_considered": busy.len(),
+            "freshness": fresh,
+        }));
+    }
+    let slots = group_slots(&per_provider, mode.into())
+        .map_err(|e| ApiError::bad_request(format!("mode: {e}")))?;
+    let slots: Vec<Value> = slots
+        .iter()
+        .map(|s| {
+            let free: Vec<&String> = s.free.iter().filter_map(|&i| ids.get(i)).collect();
+            json!({ "start": s.slot.start(), "end": s.slot.end(), "free": free })
+        })
+        .collect();
+    Ok(Json(json!({
+        "platform_provider_ids": ids,
+        "mode": mode,
+        "slots": slots,
+        "degraded": degraded,
+        "providers": providers,
     })))
 }
