@@ -10,29 +10,11 @@ use std::time::Duration;
 use support::{eventually, Options, World};
 
 fn day() -> DateTime<Utc> {
-    Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        + TimeDelta::days(2)
+    support::midnight_in_days(2)
 }
 
 async fn post(w: &World, body: Value) -> (u16, Value) {
-    let base = w.base.clone().unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v1/availability"))
-        .bearer_auth("admin")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    w.api("POST", "/v1/availability", Some(&body)).await
 }
 
 /// Slot starts as "HH:MM", each with the providers free in it.

@@ -240,29 +240,13 @@ async fn an_event_in_two_calendars_declined_in_one_still_blocks_time() {
 }
 
 async fn post(w: &World, path: &str, body: &Value) -> (u16, Value) {
-    let base = w.base.clone().unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .bearer_auth("admin")
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    w.api("POST", path, Some(body)).await
 }
 
 async fn get(w: &World, path: &str) -> Value {
-    let base = w.base.clone().unwrap();
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth("admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let (status, body) = w.api("GET", path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 fn booking(n: usize, pp: &str) -> Value {

@@ -9,12 +9,7 @@ use std::time::Duration;
 use support::{eventually, Options, World};
 
 fn day() -> DateTime<Utc> {
-    Utc::now()
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        + TimeDelta::days(2)
+    support::midnight_in_days(2)
 }
 
 async fn call(

@@ -72,6 +72,37 @@ pub struct Options {
 }
 
 impl World {
+    /// One call to the served API as the admin (`Options::serve`): the
+    /// status and the body as JSON (a non-JSON body comes back as a JSON
+    /// string, so an error page still shows in a failed assertion).
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let base = self
+            .base
+            .clone()
+            .expect("the world serves HTTP (Options::serve)");
+        let mut request = reqwest::Client::new()
+            .request(
+                method.parse().expect("an HTTP method"),
+                format!("{base}{path}"),
+            )
+            .bearer_auth("admin");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a readable body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     pub async fn new() -> World {
         World::start(Options::default()).await
     }
@@ -508,4 +539,14 @@ where
         evidence::poll_pause().await;
     }
     false
+}
+
+/// Midnight UTC `days` from today: a day whose slots are all in the future.
+pub fn midnight_in_days(days: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        + chrono::TimeDelta::days(days)
 }
