@@ -14,6 +14,7 @@ mod replay;
 mod serve;
 mod simulate;
 mod status;
+mod tokens;
 mod validate;
 
 use crate::config::{GlobalArgs, LogFormat};
@@ -75,6 +76,9 @@ pub enum Command {
     /// The deterministic simulation: whole nodes over virtual days, one
     /// seed a run, invariants checked throughout.
     Simulate(simulate::SimulateArgs),
+    /// Scoped API tokens: create, list, revoke; the admin audit trail.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -95,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Validate(args) => validate::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Tokens(cmd) => tokens::run(cmd, &cli.global).await,
     }
 }
 

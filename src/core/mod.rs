@@ -22,6 +22,7 @@ pub mod projection;
 pub mod settings;
 pub mod state;
 pub mod sync;
+pub mod tokens;
 pub mod tz;
 pub mod window;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! The admin API: everything that is not a provider webhook or a health
-//! check needs `Authorization: Bearer <admin token>` (compared in constant
-//! time). Without a configured token the admin API is closed (403).
+//! check needs `Authorization: Bearer <token>` with the `admin` scope
+//! (`drills` for `/admin/drill/*`; see [`super::auth`]). Without the shared
+//! token and without any scoped token the admin API is closed (403).
 
 use super::errors::ApiError;
 use super::AppState;
@@ -8,15 +9,13 @@ use crate::core::decide::ConnectionCommand;
 use crate::core::ids::{
     CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
 };
-use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -35,33 +34,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-pub(super) async fn require_admin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some(expected) = state.admin_token.as_deref() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "the admin API is disabled: set CALSYNC_ADMIN_TOKEN",
-        ));
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong admin token",
-        ));
-    }
-    Ok(next.run(request).await)
-}
+/// Every admin route needs the path's scope (see [`super::auth`]).
+pub(super) use super::auth::require_scope as require_admin;
 
 fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))

@@ -4,6 +4,7 @@
 //! arguments, so tests run the real server on `127.0.0.1:0`.
 
 mod admin;
+pub mod auth;
 pub mod channel_cache;
 pub mod errors;
 mod health;

@@ -10,7 +10,7 @@
 //! Every answer says how fresh it is: each connection's status, backoff and
 //! re-authorisation state, and the last successful sync of each calendar —
 //! so the platform can decide whether to trust or hedge the answer. Behind
-//! the same bearer token as the admin API.
+//! a token with the `platform` scope (see [`super::auth`]).
 
 use super::errors::ApiError;
 use super::AppState;

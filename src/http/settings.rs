@@ -3,8 +3,10 @@
 //!
 //! Every change goes through [`SettingsHandle::apply`], so it is an event on
 //! the `settings` stream (who, why, when) and reaches the other nodes by
-//! their polling. The actor recorded is `admin-api`, refined by an optional
-//! `X-Calsync-Actor` header because the shared token names no person.
+//! their polling. The actor recorded is `admin-api:<token name>` for a
+//! scoped token (the auth layer sets `X-Calsync-Actor` to it, whatever the
+//! caller sent); with the shared token, which names no person, it is
+//! `admin-api`, refined by the caller's optional `X-Calsync-Actor` header.
 
 use super::admin::require_admin;
 use super::errors::ApiError;

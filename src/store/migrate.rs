@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_failure_isolation",
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_connect_and_tokens",
+        sql: include_str!("../../schema/0009_connect_and_tokens.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

@@ -19,6 +19,7 @@ mod postgres;
 pub mod projections;
 pub mod read_models;
 pub mod status;
+pub mod tokens;
 mod types;
 
 pub use errors::StoreError;
