@@ -356,8 +356,7 @@ async fn admin_changes_are_audited_with_the_token_name_not_a_header() {
     assert_eq!(
         calsync::store::tokens::lookup(&db.store(), &calsync::core::tokens::hash(&token))
             .await
-            .unwrap()
-            .map(|(n, s)| (n, s)),
+            .unwrap(),
         Some(("ops-dee".to_string(), vec![Scope::Admin]))
     );
 }

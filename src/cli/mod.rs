@@ -79,6 +79,12 @@ pub enum Command {
     /// Scoped API tokens: create, list, revoke; the admin audit trail.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API (or write it to a file).
+    Openapi {
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs the parsed command line; the error is printed by `main`.
@@ -100,6 +106,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Validate(args) => validate::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Tokens(cmd) => tokens::run(cmd, &cli.global).await,
+        Command::Openapi { output } => {
+            let doc = crate::http::openapi::document_json();
+            match output {
+                Some(path) => std::fs::write(&path, doc + "\n")?,
+                None => println!("{doc}"),
+            }
+            Ok(())
+        }
     }
 }
 

@@ -41,8 +41,12 @@ fn parse_id(id: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "platform_provider_id": "stylist-7", "provider": "google", "account": "ana@example.com",
+    "calendars": ["primary"], "destination_calendar": "primary"
+}))]
 pub struct CreateConnection {
     pub id: Option<Uuid>,
     pub platform_provider_id: String,
@@ -87,6 +91,7 @@ impl CreateConnection {
     }
 }
 
+#[utoipa::path(post, path = "/admin/connections", tag = "admin", request_body = CreateConnection, security(("bearer" = [])), responses((status = 201, description = "Created (paused until credentials are stored)", body = Object), crate::http::openapi::AuthErrors))]
 async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateConnection>, axum::extract::rejection::JsonRejection>,
@@ -121,8 +126,9 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"client_id": "app-123", "client_secret": "s3cret", "refresh_token": "1//refresh"}))]
 struct CredentialsBody {
     client_id: String,
     client_secret: String,
@@ -130,6 +136,7 @@ struct CredentialsBody {
 }
 
 /// Stores a connection's OAuth grant. The body never reaches a log.
+#[utoipa::path(put, path = "/admin/connections/{id}/credentials", tag = "admin", params(("id" = String, Path, description = "The connection id (UUID)")), request_body = CredentialsBody, security(("bearer" = [])), responses((status = 200, description = "Sealed and stored", body = Object), crate::http::openapi::AuthErrors))]
 async fn credentials(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -162,6 +169,7 @@ async fn credentials(
 }
 
 /// `POST /admin/bookings/{id}/retry`: a failed booking is written again.
+#[utoipa::path(post, path = "/admin/bookings/{id}/retry", tag = "admin", params(("id" = String, Path, description = "The booking id")), security(("bearer" = [])), responses((status = 200, description = "Retried on every connection that has it", body = Object), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn retry_booking(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -176,6 +184,7 @@ async fn retry_booking(
     ))
 }
 
+#[utoipa::path(post, path = "/admin/connections/{id}/{action}", tag = "admin", params(("id" = String, Path, description = "The connection id (UUID)"), ("action" = String, Path, description = "pause, resume, remove or unquarantine")), security(("bearer" = [])), responses((status = 200, description = "Done", body = Object), (status = 404, description = "`not_found`: no such action", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn act(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -208,12 +217,14 @@ async fn act(
     ))
 }
 
+#[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Every connection", body = [Object]), crate::http::openapi::AuthErrors))]
 async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(Value::Array(
         crate::store::read_models::connections(&state.store, None).await?,
     )))
 }
 
+#[utoipa::path(get, path = "/admin/connections/{id}", tag = "admin", params(("id" = String, Path, description = "The connection id (UUID)")), security(("bearer" = [])), responses((status = 200, description = "One connection and its actor", body = Object), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -230,11 +241,13 @@ async fn show(
     Ok(Json(row))
 }
 
+#[utoipa::path(get, path = "/admin/actors", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "This node's actor counts", body = Object), crate::http::openapi::AuthErrors))]
 async fn actors(State(state): State<AppState>) -> Json<Value> {
     Json(json!(state.connections.stats()))
 }
 
 /// What `calsync status --json` prints, plus this node's actor view.
+#[utoipa::path(get, path = "/admin/status", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Per-connection health and this node's actor view", body = Object), crate::http::openapi::AuthErrors))]
 async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = crate::store::status::load(&state.store, None).await?;
     let connections: Vec<Value> = rows
@@ -257,8 +270,9 @@ async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"random": 2, "mode": "kill"}))]
 struct KillRequest {
     connection: Option<String>,
     random: Option<usize>,
@@ -267,6 +281,7 @@ struct KillRequest {
     mode: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/drill/kill", tag = "drills", request_body = KillRequest, security(("bearer" = [])), responses((status = 200, description = "Killed actors", body = Object), (status = 403, description = "`drills_disabled`, or the token lacks the `drills` scope", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn drill_kill(
     State(state): State<AppState>,
     body: Result<Json<KillRequest>, axum::extract::rejection::JsonRejection>,
@@ -305,3 +320,21 @@ async fn drill_kill(
         json!({ "killed": killed, "stats": state.connections.stats() }),
     ))
 }
+
+/// The admin API in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        create,
+        credentials,
+        retry_booking,
+        act,
+        list,
+        show,
+        actors,
+        status,
+        drill_kill
+    ),
+    components(schemas(CreateConnection, CredentialsBody, KillRequest))
+)]
+pub(super) struct ApiDoc;

@@ -20,10 +20,12 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process serves HTTP", body = Object, example = json!({"status": "ok"}))))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "Ready: the database answers", body = Object, example = json!({"ready": true, "checks": {"database": true}})), (status = 503, description = "Not ready", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping())
         .await
@@ -38,3 +40,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Json(json!({ "ready": database, "checks": { "database": database } })),
     )
 }
+
+/// `/healthz` and `/readyz` in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(healthz, readyz))]
+pub(super) struct ApiDoc;

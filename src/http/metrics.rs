@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
 /// Renders memory only: the database gauges are kept fresh by the
 /// background refresher (`crate::metrics::refresh::spawn`), so a scrape
 /// never takes a database connection.
+#[utoipa::path(get, path = "/metrics", tag = "operator", responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let handle = crate::metrics::install();
     crate::metrics::refresh::from_memory(Some(&state.connections), Some(&state.settings));
@@ -88,6 +89,11 @@ fn webhook_outcome(response: &Response) -> &'static str {
         _ => "rejected",
     }
 }
+
+/// `/metrics` in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics))]
+pub(super) struct ApiDoc;
 
 #[cfg(test)]
 mod tests {

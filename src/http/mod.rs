@@ -9,6 +9,7 @@ pub mod channel_cache;
 pub mod errors;
 mod health;
 pub mod metrics;
+pub mod openapi;
 mod platform;
 pub mod server;
 pub mod settings;
@@ -57,6 +58,7 @@ pub fn router_with(state: AppState, limits: &ServerLimits) -> Router {
 fn public_router(state: AppState, limits: &ServerLimits) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(openapi::routes())
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .with_state(state)

@@ -33,12 +33,18 @@ use serde_json::{json, Value};
 
 /// A booking change from the platform: created, rescheduled, details
 /// changed or cancelled — always the whole booking at a new version.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "booking_id": "b-1", "version": 1, "platform_provider_id": "stylist-7",
+    "status": "confirmed", "start": "2026-12-08T10:00:00Z", "end": "2026-12-08T10:30:00Z",
+    "time_zone": "Europe/Berlin", "title": "Haircut", "attendees": ["ana@example.com"]
+}))]
 struct BookingBody {
     booking_id: String,
     version: u64,
     platform_provider_id: String,
+    #[schema(value_type = String, pattern = "^(confirmed|cancelled)$")]
     status: BookingStatus,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -50,6 +56,7 @@ struct BookingBody {
 
 /// Routes a booking change to every connection of its platform provider
 /// that has a destination calendar, and answers once each has committed it.
+#[utoipa::path(post, path = "/v1/bookings", tag = "platform", request_body = BookingBody, security(("bearer" = [])), responses((status = 200, description = "Every connection took the booking", body = Object), (status = 207, description = "Some refused (each says why)", body = Object), (status = 409, description = "None took it; a retry will not help", body = Object), crate::http::openapi::AuthErrors))]
 async fn booking_changed(
     State(state): State<AppState>,
     body: Result<Json<BookingBody>, axum::extract::rejection::JsonRejection>,
@@ -133,6 +140,7 @@ async fn booking_changed(
 
 /// Where a booking stands in every calendar it goes to, and why a write
 /// that is owed waits (`waiting_for`: the gate that holds it).
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "platform", params(("id" = String, Path, description = "The booking id")), security(("bearer" = [])), responses((status = 200, description = "Where the booking stands in each calendar", body = Object), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn booking_state(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -210,7 +218,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WindowQuery {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -233,6 +242,7 @@ fn fresh_json(freshness: &[Freshness]) -> Value {
     json!({ "degraded": degraded, "connections": freshness })
 }
 
+#[utoipa::path(get, path = "/v1/providers/{id}/busy", tag = "platform", params(("id" = String, Path, description = "The platform provider id"), WindowQuery), security(("bearer" = [])), responses((status = 200, description = "Busy intervals in the window, with freshness", body = Object), crate::http::openapi::AuthErrors))]
 async fn busy(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -251,8 +261,13 @@ async fn busy(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "from": "2026-12-08T00:00:00Z", "to": "2026-12-09T00:00:00Z", "slot_minutes": 30,
+    "buffer_before_minutes": 10,
+    "weekly": {"time_zone": "Europe/Berlin", "rules": [{"weekday": "tue", "start": "09:00:00", "end": "17:00:00"}]}
+}))]
 struct AvailabilityRequest {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -271,21 +286,21 @@ struct AvailabilityRequest {
     weekly: Option<WeeklyBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WindowBody {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WeeklyBody {
     time_zone: String,
     rules: Vec<RuleBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RuleBody {
     weekday: String,
@@ -400,6 +415,7 @@ impl SlotPlan {
     }
 }
 
+#[utoipa::path(post, path = "/v1/providers/{id}/availability", tag = "platform", params(("id" = String, Path, description = "The platform provider id")), request_body = AvailabilityRequest, security(("bearer" = [])), responses((status = 200, description = "Free slots, with freshness", body = Object), crate::http::openapi::AuthErrors))]
 async fn availability(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -422,7 +438,7 @@ async fn availability(
 pub const MAX_GROUP_PROVIDERS: usize = 50;
 
 /// `mode` of a group request: `"all"`, `"any"` or `{"at_least": N}`.
-#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum ModeBody {
     All,
@@ -456,6 +472,7 @@ fn take_field<T: serde::de::DeserializeOwned>(
 /// everyone free (`all`), anyone free (`any`, each slot listing who) or at
 /// least N free — from the same windows / weekly hours, buffers and slot
 /// options as the single-provider endpoint, with each provider's freshness.
+#[utoipa::path(post, path = "/v1/availability", tag = "platform", request_body = GroupAvailabilityRequest, security(("bearer" = [])), responses((status = 200, description = "Slots of the group, with each provider's freshness", body = Object), crate::http::openapi::AuthErrors))]
 async fn group_availability(
     State(state): State<AppState>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
@@ -529,3 +546,49 @@ async fn group_availability(
         "providers": providers,
     })))
 }
+
+/// The body of `POST /v1/availability`: the single endpoint's request plus
+/// the group (documentation only: the handler splits the object itself).
+#[allow(dead_code)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "platform_provider_ids": ["stylist-7", "stylist-8"],
+    "mode": {"at_least": 1},
+    "from": "2026-12-08T00:00:00Z", "to": "2026-12-09T00:00:00Z",
+    "slot_minutes": 30,
+    "windows": [{"start": "2026-12-08T09:00:00Z", "end": "2026-12-08T17:00:00Z"}]
+}))]
+struct GroupAvailabilityRequest {
+    platform_provider_ids: Vec<String>,
+    mode: ModeBody,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    slot_minutes: i64,
+    #[serde(default)]
+    step_minutes: Option<i64>,
+    #[serde(default)]
+    buffer_before_minutes: i64,
+    #[serde(default)]
+    buffer_after_minutes: i64,
+    #[serde(default)]
+    windows: Option<Vec<WindowBody>>,
+    #[serde(default)]
+    weekly: Option<WeeklyBody>,
+}
+
+/// The platform API in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(booking_changed, booking_state, busy, availability, group_availability),
+    components(schemas(
+        BookingBody,
+        AvailabilityRequest,
+        GroupAvailabilityRequest,
+        WindowBody,
+        WeeklyBody,
+        RuleBody,
+        ModeBody
+    ))
+)]
+pub(super) struct ApiDoc;

@@ -44,16 +44,18 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"enabled": true, "reason": "nightly jobs back"}))]
 struct SetToggle {
     enabled: bool,
     #[serde(default)]
     reason: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "launch"}))]
 struct Reason {
     #[serde(default)]
     reason: String,
@@ -150,14 +152,17 @@ async fn apply(
     Ok(state.settings.apply(command, actor).await?)
 }
 
+#[utoipa::path(get, path = "/admin/flags", tag = "settings", security(("bearer" = [])), responses((status = 200, description = "Every flag and production mode", body = Object), crate::http::openapi::AuthErrors))]
 async fn list_flags(State(state): State<AppState>) -> Json<Value> {
     Json(flags_json(&state.settings.current()))
 }
 
+#[utoipa::path(get, path = "/admin/allowlist", tag = "settings", security(("bearer" = [])), responses((status = 200, description = "The allowlists", body = Object), crate::http::openapi::AuthErrors))]
 async fn list_allowlist(State(state): State<AppState>) -> Json<Value> {
     Json(allowlist_json(&state.settings.current()))
 }
 
+#[utoipa::path(put, path = "/admin/flags/{flag}", tag = "settings", params(("flag" = String, Path, description = "sync_enabled, jobs_enabled or webhooks_enabled")), request_body = SetToggle, security(("bearer" = [])), responses((status = 200, description = "Set", body = Object), (status = 404, description = "`not_found`: no such flag", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn set_flag(
     State(state): State<AppState>,
     Path(flag): Path<String>,
@@ -180,6 +185,7 @@ async fn set_flag(
     })))
 }
 
+#[utoipa::path(put, path = "/admin/production", tag = "settings", request_body = SetToggle, security(("bearer" = [])), responses((status = 200, description = "Set", body = Object), crate::http::openapi::AuthErrors))]
 async fn set_production(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -218,6 +224,7 @@ async fn listing(
     Ok(Json(out))
 }
 
+#[utoipa::path(post, path = "/admin/allowlist/providers/{provider}", tag = "settings", params(("provider" = String, Path, description = "google or microsoft")), request_body(content = Option<Reason>, description = "Optional: why"), security(("bearer" = [])), responses((status = 200, description = "Allowlisted", body = Object), crate::http::openapi::AuthErrors))]
 async fn allow_provider(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -230,6 +237,7 @@ async fn allow_provider(
     listing(&state, &headers, &body, command, subject).await
 }
 
+#[utoipa::path(delete, path = "/admin/allowlist/providers/{provider}", tag = "settings", params(("provider" = String, Path, description = "google or microsoft")), request_body(content = Option<Reason>, description = "Optional: why"), security(("bearer" = [])), responses((status = 200, description = "Unlisted", body = Object), crate::http::openapi::AuthErrors))]
 async fn unlist_provider(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -242,6 +250,7 @@ async fn unlist_provider(
     listing(&state, &headers, &body, command, subject).await
 }
 
+#[utoipa::path(post, path = "/admin/allowlist/connections/{id}", tag = "settings", params(("id" = String, Path, description = "The connection id (UUID)")), request_body(content = Option<Reason>, description = "Optional: why"), security(("bearer" = [])), responses((status = 200, description = "Allowlisted", body = Object), crate::http::openapi::AuthErrors))]
 async fn allow_connection(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -257,6 +266,7 @@ async fn allow_connection(
     listing(&state, &headers, &body, command, subject).await
 }
 
+#[utoipa::path(delete, path = "/admin/allowlist/connections/{id}", tag = "settings", params(("id" = String, Path, description = "The connection id (UUID)")), request_body(content = Option<Reason>, description = "Optional: why"), security(("bearer" = [])), responses((status = 200, description = "Unlisted", body = Object), crate::http::openapi::AuthErrors))]
 async fn unlist_connection(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -293,3 +303,20 @@ impl From<Refusal> for ApiError {
         ApiError::new(StatusCode::FORBIDDEN, refusal.code(), refusal.to_string())
     }
 }
+
+/// Flags and allowlists in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        list_flags,
+        list_allowlist,
+        set_flag,
+        set_production,
+        allow_provider,
+        unlist_provider,
+        allow_connection,
+        unlist_connection
+    ),
+    components(schemas(SetToggle, Reason))
+)]
+pub(super) struct ApiDoc;

@@ -239,6 +239,7 @@ fn accepted(status: StatusCode, duplicate: bool) -> Response {
 }
 
 /// Google push: no body, everything in `X-Goog-*` headers.
+#[utoipa::path(post, path = "/webhooks/google", tag = "webhooks", description = "Google push notification (X-Goog-Channel-* headers, no body). Authenticated by the channel token.", responses((status = 200, description = "Accepted (or a duplicate, dropped)", body = Object), (status = 400, description = "`bad_request`", body = crate::http::openapi::ErrorBody), (status = 401, description = "Not a channel of ours, or a wrong channel secret", body = crate::http::openapi::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::http::openapi::ErrorBody), (status = 503, description = "`unavailable`: the provider retries", body = crate::http::openapi::ErrorBody)))]
 async fn google(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -455,6 +456,7 @@ fn change_shape(n: &GraphNotification) -> Result<Change<'_>, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/webhooks/graph", tag = "webhooks", description = "Microsoft Graph change notifications; answers `validationToken` as text/plain.", request_body(content = Object, description = "Graph notification collection"), params(("validationToken" = Option<String>, Query, description = "Subscription validation")), responses((status = 200, description = "Accepted (or a duplicate, dropped)", body = Object), (status = 400, description = "`bad_request`", body = crate::http::openapi::ErrorBody), (status = 401, description = "Not a channel of ours, or a wrong channel secret", body = crate::http::openapi::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::http::openapi::ErrorBody), (status = 503, description = "`unavailable`: the provider retries", body = crate::http::openapi::ErrorBody)))]
 async fn graph(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -497,6 +499,7 @@ async fn graph(
     Ok(accepted(StatusCode::ACCEPTED, all_duplicates))
 }
 
+#[utoipa::path(post, path = "/webhooks/graph/lifecycle", tag = "webhooks", description = "Microsoft Graph lifecycle notifications.", request_body(content = Object, description = "Graph lifecycle notification collection"), params(("validationToken" = Option<String>, Query, description = "Subscription validation")), responses((status = 200, description = "Accepted (or a duplicate, dropped)", body = Object), (status = 400, description = "`bad_request`", body = crate::http::openapi::ErrorBody), (status = 401, description = "Not a channel of ours, or a wrong channel secret", body = crate::http::openapi::ErrorBody), (status = 413, description = "`payload_too_large`", body = crate::http::openapi::ErrorBody), (status = 503, description = "`unavailable`: the provider retries", body = crate::http::openapi::ErrorBody)))]
 async fn graph_lifecycle(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -541,6 +544,11 @@ async fn graph_lifecycle(
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "accepted"}))).into_response())
 }
+
+/// The webhook routes in the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(google, graph, graph_lifecycle))]
+pub(super) struct ApiDoc;
 
 #[cfg(test)]
 mod tests {
