@@ -51,8 +51,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "0009_connect_and_tokens",
-        sql: include_str!("../../schema/0009_connect_and_tokens.sql"),
+        name: "0009_api_tokens",
+        sql: include_str!("../../schema/0009_api_tokens.sql"),
     },
 ];
 
