@@ -150,7 +150,7 @@ fn admit(
 
 async fn serve(sh: Arc<Shared>, seen: Seen, mut req: Request, next: Next) -> Response {
     let provider = seen.provider;
-    let needs_auth = seen.endpoint != "token" && seen.endpoint != "revoke";
+    let needs_auth = !matches!(seen.endpoint, "token" | "revoke" | "authorize");
     let check = authenticate(&sh, &seen, &req, needs_auth);
     let mut account = match &check {
         AccessCheck::Valid(a) | AccessCheck::Expired(a) => Some(a.clone()),

@@ -45,6 +45,7 @@
 //! ```
 
 pub mod auth;
+pub mod code_flow;
 pub mod config;
 pub mod control;
 pub mod delivery;
@@ -206,6 +207,17 @@ impl SimHandle {
     /// `http://127.0.0.1:P/google/token`
     pub fn google_token_url(&self) -> String {
         format!("{}/google/token", self.origin)
+    }
+
+    /// `http://127.0.0.1:P/google/authorize` (Google's
+    /// `accounts.google.com/o/oauth2/v2/auth`).
+    pub fn google_authorize_url(&self) -> String {
+        format!("{}/google/authorize", self.origin)
+    }
+
+    /// `http://127.0.0.1:P/graph/{tenant}/oauth2/v2.0/authorize`
+    pub fn graph_authorize_url(&self, tenant: &str) -> String {
+        format!("{}/graph/{tenant}/oauth2/v2.0/authorize", self.origin)
     }
 
     /// `http://127.0.0.1:P/graph/v1.0`

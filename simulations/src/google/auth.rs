@@ -33,11 +33,14 @@ pub async fn token_h(
             "Invalid request body.",
         );
     };
+    if f.get("grant_type").map(String::as_str) == Some("authorization_code") {
+        return code_grant(&sh, &f);
+    }
     if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "Invalid grant_type: only refresh_token is simulated.",
+            "Invalid grant_type: only refresh_token and authorization_code are simulated.",
         );
     }
     let Some(refresh) = f.get("refresh_token") else {
@@ -54,8 +57,13 @@ pub async fn token_h(
     let Some(account) = st.accounts.get(&grant.account.to_lowercase()).cloned() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Bad Request");
     };
-    if f.get("client_id") != Some(&account.client_id)
-        || f.get("client_secret") != Some(&account.client_secret)
+    // The account's own client, or the registered app the grant was
+    // issued to by the code flow.
+    let app_client = f.get("client_id") == Some(&grant.client_id)
+        && st.code_flow.apps.get(&grant.client_id) == f.get("client_secret");
+    if !app_client
+        && (f.get("client_id") != Some(&account.client_id)
+            || f.get("client_secret") != Some(&account.client_secret))
     {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Unauthorized");
     }
@@ -80,6 +88,59 @@ pub async fn token_h(
     }))
     .into_response();
     resp.extensions_mut().insert(LoggedAccount(account.email));
+    resp
+}
+
+/// `GET /google/authorize`: the consent screen, answered by the consent
+/// switch (see [`crate::code_flow`]).
+pub async fn authorize_h(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let now = sh.now();
+    let mut st = lock(&sh.google);
+    let st = &mut *st;
+    let accounts = &st.accounts;
+    crate::code_flow::authorize(
+        &mut st.code_flow,
+        |a| accounts.contains_key(&a.to_lowercase()),
+        &q,
+        now,
+        &sh.rng,
+        "4/0A",
+    )
+}
+
+/// The `authorization_code` grant: a refresh token for the app, as on first
+/// consent (Google's refresh token comes with `access_type=offline`).
+fn code_grant(sh: &Shared, f: &HashMap<String, String>) -> Response {
+    let now = sh.now();
+    let mut st = lock(&sh.google);
+    let pending = match crate::code_flow::exchange(&mut st.code_flow, f, now) {
+        Ok(p) => p,
+        Err(r) => return oauth_error(r.status, r.error, r.description),
+    };
+    let lifetime = sh.config.access_token_lifetime_secs;
+    let access = st
+        .tokens
+        .issue_access(&pending.account, "ya29.", lifetime, now, &sh.rng);
+    let refresh = st
+        .tokens
+        .issue_refresh(&pending.account, &pending.client_id, "1//", &sh.rng);
+    let scope = if pending.scope.is_empty() {
+        "https://www.googleapis.com/auth/calendar".to_string()
+    } else {
+        pending.scope.clone()
+    };
+    let mut resp = Json(json!({
+        "access_token": access,
+        "expires_in": lifetime - 1,
+        "refresh_token": refresh,
+        "scope": scope,
+        "token_type": "Bearer",
+    }))
+    .into_response();
+    resp.extensions_mut().insert(LoggedAccount(pending.account));
     resp
 }
 

@@ -45,6 +45,7 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
     let segs: Vec<&str> = p.trim_matches('/').split('/').collect();
     match (method.as_str(), segs.as_slice()) {
         ("POST", ["token"]) => "token",
+        ("GET", ["authorize"]) => "authorize",
         ("POST", ["revoke"]) => "revoke",
         (_, ["calendar", "v3", "freeBusy"]) => "freeBusy",
         (_, ["calendar", "v3", "channels", "stop"]) => "channels.stop",
@@ -65,6 +66,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let v3 = "/google/calendar/v3";
     Router::new()
         .route("/google/token", post(auth::token_h))
+        .route("/google/authorize", get(auth::authorize_h))
         .route("/google/revoke", post(auth::revoke_h))
         .route(&format!("{v3}/freeBusy"), post(freebusy::query_h))
         .route(
@@ -101,6 +103,19 @@ pub struct GoogleSim {
 }
 
 impl GoogleSim {
+    /// Registers an OAuth app for the authorization-code flow.
+    pub fn register_app(&self, client_id: &str, client_secret: &str) {
+        lock(&self.shared.google)
+            .code_flow
+            .apps
+            .insert(client_id.to_string(), client_secret.to_string());
+    }
+
+    /// What the next visitor of the consent screen does.
+    pub fn set_consent(&self, consent: crate::code_flow::Consent) {
+        lock(&self.shared.google).code_flow.consent = consent;
+    }
+
     /// Create an account (calendar `primary` in UTC) or, if it exists, issue
     /// it a fresh refresh token.
     pub fn create_account(&self, email: &str) -> GoogleAccount {

@@ -21,6 +21,8 @@ pub struct GoogleState {
     pub calendars: BTreeMap<String, GCalendar>,
     pub tokens: TokenStore,
     pub channels: BTreeMap<String, Channel>,
+    /// Registered apps, the consent switch and issued codes.
+    pub code_flow: crate::code_flow::CodeFlow,
     /// Global change counter: every mutation gets the next value.
     pub seq: u64,
 }

@@ -44,6 +44,9 @@ pub async fn token_h(
             "The request body must contain the following parameter: 'grant_type'.",
         );
     };
+    if f.get("grant_type").map(String::as_str) == Some("authorization_code") {
+        return code_grant(&sh, &f);
+    }
     if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -90,6 +93,11 @@ pub async fn token_h(
             "Invalid request. Request is malformed or invalid.",
         );
     };
+    // A grant issued by the code flow belongs to the registered app.
+    let (client_id, secret) = match st.code_flow.apps.get(&grant.client_id) {
+        Some(app_secret) => (grant.client_id.clone(), app_secret.clone()),
+        None => (client_id, secret),
+    };
     if f.get("client_id") != Some(&client_id) {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -129,5 +137,71 @@ pub async fn token_h(
         }
     };
     resp.extensions_mut().insert(LoggedAccount(upn));
+    resp
+}
+
+/// `GET /graph/{tenant}/oauth2/v2.0/authorize`: the consent screen,
+/// answered by the consent switch (see [`crate::code_flow`]).
+pub async fn authorize_h(
+    State(sh): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let now = sh.now();
+    let mut st = lock(&sh.graph);
+    let st = &mut *st;
+    let accounts = &st.accounts;
+    crate::code_flow::authorize(
+        &mut st.code_flow,
+        |a| accounts.contains_key(&a.to_lowercase()),
+        &q,
+        now,
+        &sh.rng,
+        "0.AXEA_code.",
+    )
+}
+
+/// The `authorization_code` grant, with the AADSTS codes Microsoft answers.
+fn code_grant(sh: &Shared, f: &HashMap<String, String>) -> Response {
+    let now = sh.now();
+    let mut st = lock(&sh.graph);
+    let pending = match crate::code_flow::exchange(&mut st.code_flow, f, now) {
+        Ok(p) => p,
+        Err(r) => {
+            let code = match (r.error, r.description) {
+                ("invalid_client", _) => 7000215,
+                (_, "The authorization code was already redeemed.") => 54005,
+                (_, "The authorization code has expired.") => 70008,
+                (_, "Invalid code verifier.") => 501481,
+                _ => 9002313,
+            };
+            return aad_error(r.status, r.error, code, r.description);
+        }
+    };
+    let lifetime = sh.config.access_token_lifetime_secs;
+    let access = st.tokens.issue_access(
+        &pending.account,
+        "eyJ0eXAiOiJKV1QiLCJub25jZSI6.",
+        lifetime,
+        now,
+        &sh.rng,
+    );
+    let refresh = st
+        .tokens
+        .issue_refresh(&pending.account, &pending.client_id, "0.AXEA", &sh.rng);
+    let scope = if pending.scope.is_empty() {
+        "Calendars.ReadWrite User.Read".to_string()
+    } else {
+        pending.scope.clone()
+    };
+    let mut resp = Json(json!({
+        "token_type": "Bearer",
+        "scope": scope,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access,
+        "refresh_token": refresh,
+    }))
+    .into_response();
+    resp.extensions_mut().insert(LoggedAccount(pending.account));
     resp
 }

@@ -52,6 +52,9 @@ pub fn classify(method: &Method, path: &str) -> &'static str {
     if let [_, "oauth2", "v2.0", "token"] = segs.as_slice() {
         return "token";
     }
+    if let [_, "oauth2", "v2.0", "authorize"] = segs.as_slice() {
+        return "authorize";
+    }
     let rest: &[&str] = match segs.as_slice() {
         ["v1.0", "me", rest @ ..] => rest,
         ["v1.0", "users", _, rest @ ..] => rest,
@@ -182,6 +185,10 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         post(subscriptions::reauthorize_h),
     )
     .route("/graph/{tenant}/oauth2/v2.0/token", post(auth::token_h))
+    .route(
+        "/graph/{tenant}/oauth2/v2.0/authorize",
+        axum::routing::get(auth::authorize_h),
+    )
     .layer(from_fn_with_state(shared, graph_gate))
 }
 
@@ -192,6 +199,19 @@ pub struct GraphSim {
 }
 
 impl GraphSim {
+    /// Registers an OAuth app for the authorization-code flow.
+    pub fn register_app(&self, client_id: &str, client_secret: &str) {
+        lock(&self.shared.graph)
+            .code_flow
+            .apps
+            .insert(client_id.to_string(), client_secret.to_string());
+    }
+
+    /// What the next visitor of the consent screen does.
+    pub fn set_consent(&self, consent: crate::code_flow::Consent) {
+        lock(&self.shared.graph).code_flow.consent = consent;
+    }
+
     /// Create a mailbox (with its default `Calendar`, in zone `UTC`) or, if
     /// it exists, issue it a fresh refresh token.
     pub fn create_account(&self, upn: &str) -> GraphAccount {

@@ -21,6 +21,8 @@ pub struct GraphState {
     pub accounts: BTreeMap<String, MAccount>,
     pub tokens: TokenStore,
     pub subscriptions: BTreeMap<String, Subscription>,
+    /// Registered apps, the consent switch and issued codes.
+    pub code_flow: crate::code_flow::CodeFlow,
     /// Global change counter.
     pub seq: u64,
 }
