@@ -121,11 +121,19 @@ const SLACK_PER_ACCOUNT: usize = 4;
 /// changes and restarts in the hour.
 pub fn hourly(w: &mut World, since: DateTime<Utc>) {
     let mut upkeep: BTreeMap<String, usize> = BTreeMap::new();
-    for r in w.node.sim.requests_since(since) {
-        if let (Some(account), true) = (&r.account, UPKEEP.contains(&r.endpoint.as_str())) {
-            *upkeep.entry(account.to_lowercase()).or_default() += 1;
+    // The log is in order of completion and a record carries its arrival:
+    // reading back to an hour before `since` finds every call that arrived
+    // since, as no call of the simulation takes that long (injected
+    // latency is seconds), without walking the whole week each hour.
+    let horizon = since - Duration::hours(1);
+    w.node.sim.visit_requests_newest_first(|r| {
+        if r.at >= since {
+            if let (Some(account), true) = (&r.account, UPKEEP.contains(&r.endpoint.as_str())) {
+                *upkeep.entry(account.to_lowercase()).or_default() += 1;
+            }
         }
-    }
+        r.at >= horizon
+    });
     for a in &w.accounts {
         let n = upkeep.get(&a.email.to_lowercase()).copied().unwrap_or(0);
         let calendars = a.calendars.len() + usize::from(a.missing.is_some());
@@ -141,30 +149,34 @@ pub fn hourly(w: &mut World, since: DateTime<Utc>) {
 }
 
 /// Live events calsync wrote in `email`'s destination calendar: (booking
-/// id, external event id).
+/// id, external event id). Read in place (nothing rendered or copied but
+/// our own events): this runs for every account after every step.
 fn booking_events(w: &World, provider: CalendarProvider, email: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     match provider {
-        CalendarProvider::Google => w
-            .node
-            .sim
-            .google()
-            .live_event_ids(email, "primary")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|id| parse_booking_tag(&id).map(|(b, _)| (b, id)))
-            .collect(),
-        CalendarProvider::Microsoft => w
-            .node
-            .sim
-            .graph()
-            .live_transaction_ids(email)
-            .into_iter()
-            .filter_map(|(id, tag)| {
-                let (b, _) = parse_booking_tag(tag.as_deref()?)?;
-                Some((b, id))
-            })
-            .collect(),
+        CalendarProvider::Google => {
+            let _ = w
+                .node
+                .sim
+                .google()
+                .visit_live_event_ids(email, "primary", |id| {
+                    if let Some((b, _)) = parse_booking_tag(id) {
+                        out.push((b, id.to_string()));
+                    }
+                });
+        }
+        CalendarProvider::Microsoft => {
+            w.node
+                .sim
+                .graph()
+                .visit_live_transaction_ids(email, |id, tag| {
+                    if let Some((b, _)) = tag.and_then(parse_booking_tag) {
+                        out.push((b, id.to_string()));
+                    }
+                });
+        }
     }
+    out
 }
 
 /// The checks once the run is quiet. Returns the final log and request
