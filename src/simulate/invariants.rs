@@ -22,7 +22,9 @@
 //! - replay of the whole log equals the live read models.
 
 use super::workload::World;
-use crate::core::busy::{google_busy, graph_busy, parse_booking_tag, BusyDecision, BusyPolicy};
+use crate::core::busy::{
+    google_busy, graph_busy, parse_booking_tag, BusyDecision, BusyPolicy, BOOKING_TAG_PREFIX,
+};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId, StreamName};
 use crate::core::plan::CallBudget;
@@ -155,15 +157,16 @@ fn booking_events(w: &World, provider: CalendarProvider, email: &str) -> Vec<(St
     let mut out = Vec::new();
     match provider {
         CalendarProvider::Google => {
-            let _ = w
-                .node
-                .sim
-                .google()
-                .visit_live_event_ids(email, "primary", |id| {
+            let _ = w.node.sim.google().visit_live_event_ids_with_prefix(
+                email,
+                "primary",
+                BOOKING_TAG_PREFIX,
+                |id| {
                     if let Some((b, _)) = parse_booking_tag(id) {
                         out.push((b, id.to_string()));
                     }
-                });
+                },
+            );
         }
         CalendarProvider::Microsoft => {
             w.node
@@ -450,8 +453,16 @@ fn calls_respect_gates_backoff_and_budget(
         // Backoff windows, from the log. New credentials end every window
         // (the core retries at once what the old grant could not reach),
         // so each window closes at the next credentials change.
+        // Only the kinds read below are decoded (most of a log is sync
+        // rounds).
         let decoded: Vec<ConnectionEvent> = log
             .iter()
+            .filter(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "sync_failed" | "calendar_sync_failed" | "credentials_changed"
+                )
+            })
             .filter_map(|e| {
                 ConnectionEvent::from_json(&e.event_type, e.schema_version, e.payload.as_bytes())
                     .ok()
