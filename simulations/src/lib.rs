@@ -299,12 +299,6 @@ impl SimHandle {
         self.shared.log.visit_requests_newest_first(f)
     }
 
-    /// Calls `f` with every request, oldest first, copying nothing (the
-    /// log is locked meanwhile, so `f` must not call the simulator).
-    pub fn visit_requests(&self, f: impl FnMut(&RequestRecord)) {
-        self.shared.log.visit_requests(f)
-    }
-
     /// Requests to one provider, optionally only those of one account.
     pub fn requests_for(&self, provider: Provider, account: Option<&str>) -> Vec<RequestRecord> {
         self.shared

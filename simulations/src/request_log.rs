@@ -118,13 +118,6 @@ impl RequestLog {
         }
     }
 
-    /// Calls `f` with every request, oldest first, without copying them.
-    pub fn visit_requests(&self, mut f: impl FnMut(&RequestRecord)) {
-        for r in lock(&self.requests).1.iter() {
-            f(r);
-        }
-    }
-
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         lock(&self.deliveries).1.iter().cloned().collect()
     }
