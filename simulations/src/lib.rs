@@ -304,6 +304,13 @@ impl SimHandle {
         self.shared.log.requests_since(t)
     }
 
+    /// Calls `f` with each request, newest first, until it returns `false`
+    /// (nothing is copied; the log is locked meanwhile, so `f` must not
+    /// call the simulator).
+    pub fn visit_requests_newest_first(&self, f: impl FnMut(&RequestRecord) -> bool) {
+        self.shared.log.visit_requests_newest_first(f)
+    }
+
     /// Requests to one provider, optionally only those of one account.
     pub fn requests_for(&self, provider: Provider, account: Option<&str>) -> Vec<RequestRecord> {
         self.shared

@@ -108,6 +108,16 @@ impl RequestLog {
             .collect()
     }
 
+    /// Calls `f` with each request, newest first, until it returns
+    /// `false`: reads the recent end of a long log without copying it.
+    pub fn visit_requests_newest_first(&self, mut f: impl FnMut(&RequestRecord) -> bool) {
+        for r in lock(&self.requests).1.iter().rev() {
+            if !f(r) {
+                break;
+            }
+        }
+    }
+
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         lock(&self.deliveries).1.iter().cloned().collect()
     }

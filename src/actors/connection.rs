@@ -23,7 +23,7 @@ use super::ActorSettings;
 use crate::core::decide::{decide_with, ConnectionCommand};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{ConnectionId, StreamName};
-use crate::core::inflight::{asks_for, InFlight, Task};
+use crate::core::inflight::{asks_for, Ask, InFlight, Task};
 use crate::core::plan::{self, Ctx, Next};
 use crate::core::projection::connection_changes;
 use crate::core::state::ConnectionState;
@@ -312,7 +312,10 @@ impl ConnectionActor {
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     ) -> bool {
-        let before = st.state.clone();
+        // What the input asks for depends on the state before it (which
+        // calendar a channel belongs to): worked out now, instead of
+        // keeping a copy of that state (a duplicate asks for nothing).
+        let ask = asks_for(&st.state, &command, false);
         let result = self.apply(st, &command, correlation_id).await;
         if let (ConnectionCommand::AcceptNotification { .. }, Ok(ack), Some(profile)) =
             (&command, &result, &st.state.profile)
@@ -324,8 +327,8 @@ impl ConnectionActor {
         }
         if let Ok(ack) = &result {
             let cause = (!correlation_id.is_nil()).then_some(correlation_id);
-            st.inflight
-                .asked(asks_for(&before, &command, ack.duplicate), cause);
+            let ask = if ack.duplicate { Ask::default() } else { ask };
+            st.inflight.asked(ask, cause);
         }
         let fenced = matches!(result, Err(SendError::Fenced));
         // Answer first: the caller (a webhook waiting on its 2xx) needs only
@@ -515,13 +518,16 @@ impl ConnectionActor {
         command: &ConnectionCommand,
         correlation_id: Uuid,
     ) -> Result<Ack, SendError> {
-        let policy = self
-            .sync
-            .as_ref()
-            .map(|s| s.policy.sync.clone())
-            .unwrap_or_default();
+        let fallback;
+        let policy = match &self.sync {
+            Some(s) => &s.policy.sync,
+            None => {
+                fallback = Default::default();
+                &fallback
+            }
+        };
         let decision =
-            decide_with(&st.state, command, self.now(), &policy).map_err(SendError::Rejected)?;
+            decide_with(&st.state, command, self.now(), policy).map_err(SendError::Rejected)?;
         if decision.events.is_empty() {
             return Ok(Ack {
                 version: st.state.version,

@@ -253,7 +253,7 @@ proptest! {
                 _ => None,
             })
             .collect();
-        for (booking_id, track) in &h.state.bookings {
+        for (booking_id, track) in h.state.bookings.iter() {
             let n: u8 = booking_id.trim_start_matches("bk-").parse().unwrap();
             prop_assert_eq!(track.latest.version, newest[&n], "an older version won");
             let shown: Vec<&Shown> = h
@@ -393,7 +393,7 @@ proptest! {
             prop_assert!(per_booking.values().all(|n| *n <= 1), "step {}: {:?}", i, h.calendar.events);
         }
         h.settle();
-        for (id, track) in &h.state.bookings {
+        for (id, track) in h.state.bookings.iter() {
             let shown: Vec<&Shown> = h.calendar.events.values().filter(|e| &e.booking_id == id).collect();
             if track.latest.status == BookingStatus::Confirmed {
                 prop_assert_eq!(shown.len(), 1);

@@ -375,7 +375,7 @@ fn plan_writes(
     let mut bookings = Vec::new();
     let mut intents = Vec::new();
     let mut prompted = false;
-    for (booking_id, track) in &state.bookings {
+    for (booking_id, track) in state.bookings.iter() {
         let Some((op, new_intent)) = write_to_run(track, ctx.policy.sync.on_cancel) else {
             continue;
         };

@@ -11,6 +11,7 @@ use super::outbound::{BookingTrack, FailedWrite, WriteOutcome};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -107,8 +108,32 @@ pub struct ConnectionState {
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelState>,
     /// Bookings written (or to be written) to the destination calendar.
-    #[serde(default)]
-    pub bookings: BTreeMap<String, BookingTrack>,
+    /// Shared (copy on write): the actor folds every decision into a copy
+    /// of its state before the append commits, and most events (sync
+    /// rounds, channels) leave the bookings alone, so the copy shares them
+    /// instead of cloning every track. Serialised as the plain map.
+    #[serde(default, with = "shared_map")]
+    pub bookings: Arc<BTreeMap<String, BookingTrack>>,
+}
+
+/// Serde for an `Arc`-shared map as the plain map (serde's `rc` feature,
+/// for one field).
+mod shared_map {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &Arc<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        T::serialize(value, serializer)
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(deserializer).map(Arc::new)
+    }
 }
 
 /// A live push channel (Google) or subscription (Graph).
@@ -481,7 +506,8 @@ impl ConnectionState {
             }
             ConnectionEvent::BookingReceived { booking } => {
                 let key = booking.booking_id.to_string();
-                match self.bookings.get_mut(&key) {
+                let bookings = Arc::make_mut(&mut self.bookings);
+                match bookings.get_mut(&key) {
                     Some(track) => {
                         track.latest = booking.clone();
                         // A changed booking is worth another try.
@@ -490,8 +516,7 @@ impl ConnectionState {
                         track.retry_at = None;
                     }
                     None => {
-                        self.bookings
-                            .insert(key, BookingTrack::new(booking.clone()));
+                        bookings.insert(key, BookingTrack::new(booking.clone()));
                     }
                 }
             }
@@ -500,7 +525,7 @@ impl ConnectionState {
                 op,
                 version,
             } => {
-                if let Some(track) = self.bookings.get_mut(booking_id) {
+                if let Some(track) = self.booking_mut(booking_id) {
                     track.pending = Some(op.clone());
                     track.pending_version = Some(*version);
                 }
@@ -510,7 +535,7 @@ impl ConnectionState {
                 version,
                 outcome,
             } => {
-                if let Some(track) = self.bookings.get_mut(booking_id) {
+                if let Some(track) = self.booking_mut(booking_id) {
                     track.pending = None;
                     track.pending_version = None;
                     track.last_error = None;
@@ -562,7 +587,7 @@ impl ConnectionState {
                 at,
             } => {
                 let text = describe(kind, *status, message);
-                if let Some(track) = self.bookings.get_mut(booking_id) {
+                if let Some(track) = self.booking_mut(booking_id) {
                     track.last_error = Some(format!("{kind}: {message}"));
                     if let Some(n) = failures {
                         track.failures = *n;
@@ -582,7 +607,7 @@ impl ConnectionState {
                 }
             }
             ConnectionEvent::OutboundRetryRequested { booking_id, .. } => {
-                if let Some(track) = self.bookings.get_mut(booking_id) {
+                if let Some(track) = self.booking_mut(booking_id) {
                     track.failed = None;
                     track.failures = 0;
                     track.retry_at = None;
@@ -590,6 +615,15 @@ impl ConnectionState {
             }
         }
         self
+    }
+
+    /// A booking's track to change, copying the shared map first only if
+    /// the booking is there.
+    fn booking_mut(&mut self, booking_id: &str) -> Option<&mut BookingTrack> {
+        if !self.bookings.contains_key(booking_id) {
+            return None;
+        }
+        Arc::make_mut(&mut self.bookings).get_mut(booking_id)
     }
 
     /// Records the newest error of the connection.

@@ -22,7 +22,9 @@
 //! - replay of the whole log equals the live read models.
 
 use super::workload::World;
-use crate::core::busy::{google_busy, graph_busy, parse_booking_tag, BusyDecision, BusyPolicy};
+use crate::core::busy::{
+    google_busy, graph_busy, parse_booking_tag, BusyDecision, BusyPolicy, BOOKING_TAG_PREFIX,
+};
 use crate::core::events::ConnectionEvent;
 use crate::core::ids::{CalendarId, CalendarProvider, ConnectionId, StreamName};
 use crate::core::plan::CallBudget;
@@ -121,11 +123,19 @@ const SLACK_PER_ACCOUNT: usize = 4;
 /// changes and restarts in the hour.
 pub fn hourly(w: &mut World, since: DateTime<Utc>) {
     let mut upkeep: BTreeMap<String, usize> = BTreeMap::new();
-    for r in w.node.sim.requests_since(since) {
-        if let (Some(account), true) = (&r.account, UPKEEP.contains(&r.endpoint.as_str())) {
-            *upkeep.entry(account.to_lowercase()).or_default() += 1;
+    // The log is in order of completion and a record carries its arrival:
+    // reading back to an hour before `since` finds every call that arrived
+    // since, as no call of the simulation takes that long (injected
+    // latency is seconds), without walking the whole week each hour.
+    let horizon = since - Duration::hours(1);
+    w.node.sim.visit_requests_newest_first(|r| {
+        if r.at >= since {
+            if let (Some(account), true) = (&r.account, UPKEEP.contains(&r.endpoint.as_str())) {
+                *upkeep.entry(account.to_lowercase()).or_default() += 1;
+            }
         }
-    }
+        r.at >= horizon
+    });
     for a in &w.accounts {
         let n = upkeep.get(&a.email.to_lowercase()).copied().unwrap_or(0);
         let calendars = a.calendars.len() + usize::from(a.missing.is_some());
@@ -141,30 +151,35 @@ pub fn hourly(w: &mut World, since: DateTime<Utc>) {
 }
 
 /// Live events calsync wrote in `email`'s destination calendar: (booking
-/// id, external event id).
+/// id, external event id). Read in place (nothing rendered or copied but
+/// our own events): this runs for every account after every step.
 fn booking_events(w: &World, provider: CalendarProvider, email: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     match provider {
-        CalendarProvider::Google => w
-            .node
-            .sim
-            .google()
-            .live_event_ids(email, "primary")
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|id| parse_booking_tag(&id).map(|(b, _)| (b, id)))
-            .collect(),
-        CalendarProvider::Microsoft => w
-            .node
-            .sim
-            .graph()
-            .live_transaction_ids(email)
-            .into_iter()
-            .filter_map(|(id, tag)| {
-                let (b, _) = parse_booking_tag(tag.as_deref()?)?;
-                Some((b, id))
-            })
-            .collect(),
+        CalendarProvider::Google => {
+            let _ = w.node.sim.google().visit_live_event_ids_with_prefix(
+                email,
+                "primary",
+                BOOKING_TAG_PREFIX,
+                |id| {
+                    if let Some((b, _)) = parse_booking_tag(id) {
+                        out.push((b, id.to_string()));
+                    }
+                },
+            );
+        }
+        CalendarProvider::Microsoft => {
+            w.node
+                .sim
+                .graph()
+                .visit_live_transaction_ids(email, |id, tag| {
+                    if let Some((b, _)) = tag.and_then(parse_booking_tag) {
+                        out.push((b, id.to_string()));
+                    }
+                });
+        }
     }
+    out
 }
 
 /// The checks once the run is quiet. Returns the final log and request
@@ -438,8 +453,16 @@ fn calls_respect_gates_backoff_and_budget(
         // Backoff windows, from the log. New credentials end every window
         // (the core retries at once what the old grant could not reach),
         // so each window closes at the next credentials change.
+        // Only the kinds read below are decoded (most of a log is sync
+        // rounds).
         let decoded: Vec<ConnectionEvent> = log
             .iter()
+            .filter(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "sync_failed" | "calendar_sync_failed" | "credentials_changed"
+                )
+            })
             .filter_map(|e| {
                 ConnectionEvent::from_json(&e.event_type, e.schema_version, e.payload.as_bytes())
                     .ok()

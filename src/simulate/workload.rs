@@ -391,14 +391,14 @@ impl World {
         match a.provider {
             CalendarProvider::Google => {
                 let google = self.node.sim.google();
-                let existing: Vec<String> = google
-                    .stored_events(&a.email, &calendar)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter(|e| e["status"] != "cancelled")
-                    .filter_map(|e| e["id"].as_str().map(String::from))
-                    .filter(|id| crate::core::busy::parse_booking_tag(id).is_none())
-                    .collect();
+                // The user's own live events (ids only: rendering every
+                // stored event per edit was a tenth of a run).
+                let mut existing: Vec<String> = Vec::new();
+                let _ = google.visit_live_event_ids(&a.email, &calendar, |id| {
+                    if crate::core::busy::parse_booking_tag(id).is_none() {
+                        existing.push(id.to_string());
+                    }
+                });
                 if may_delete && kind < 2 && !existing.is_empty() {
                     let victim = &existing[self.rng.random_range(0..existing.len())];
                     let _ = google.delete_event(&a.email, &calendar, victim);
@@ -427,17 +427,12 @@ impl World {
             }
             CalendarProvider::Microsoft => {
                 let graph = self.node.sim.graph();
-                let existing: Vec<String> = graph
-                    .stored_events(&a.email)
-                    .iter()
-                    .filter(|e| {
-                        e["transactionId"]
-                            .as_str()
-                            .and_then(crate::core::busy::parse_booking_tag)
-                            .is_none()
-                    })
-                    .filter_map(|e| e["id"].as_str().map(String::from))
-                    .collect();
+                let mut existing: Vec<String> = Vec::new();
+                graph.visit_live_transaction_ids(&a.email, |id, tag| {
+                    if tag.and_then(crate::core::busy::parse_booking_tag).is_none() {
+                        existing.push(id.to_string());
+                    }
+                });
                 if may_delete && kind < 2 && !existing.is_empty() {
                     let victim = &existing[self.rng.random_range(0..existing.len())];
                     let _ = graph.delete_event(&a.email, victim);

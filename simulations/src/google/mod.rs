@@ -265,6 +265,51 @@ impl GoogleSim {
             .collect())
     }
 
+    /// Calls `f` with the id of each of the calendar's live (not
+    /// cancelled) events, in `live_event_ids`' order, copying nothing: the
+    /// simulation checks every calendar after every step.
+    pub fn visit_live_event_ids(
+        &self,
+        email: &str,
+        calendar_id: &str,
+        mut f: impl FnMut(&str),
+    ) -> ApiResult<()> {
+        let st = lock(&self.shared.google);
+        let cal = st.calendar(&st.calendar_id(email, calendar_id)?)?;
+        for e in cal
+            .events
+            .values()
+            .filter(|e| !e.deleted && e.body["status"] != "cancelled")
+        {
+            f(&e.id);
+        }
+        Ok(())
+    }
+
+    /// [`visit_live_event_ids`](Self::visit_live_event_ids) of the ids that
+    /// start with `prefix` only, found by range instead of by a scan.
+    pub fn visit_live_event_ids_with_prefix(
+        &self,
+        email: &str,
+        calendar_id: &str,
+        prefix: &str,
+        mut f: impl FnMut(&str),
+    ) -> ApiResult<()> {
+        use std::ops::Bound;
+        let st = lock(&self.shared.google);
+        let cal = st.calendar(&st.calendar_id(email, calendar_id)?)?;
+        for e in cal
+            .events
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .map(|(_, e)| e)
+            .take_while(|e| e.id.starts_with(prefix))
+            .filter(|e| !e.deleted && e.body["status"] != "cancelled")
+        {
+            f(&e.id);
+        }
+        Ok(())
+    }
+
     /// Every sync token of every calendar of the account now answers 410.
     pub fn invalidate_sync_tokens(&self, email: &str) {
         let mut st = lock(&self.shared.google);

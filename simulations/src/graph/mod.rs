@@ -427,6 +427,17 @@ impl GraphSim {
             .unwrap_or_default()
     }
 
+    /// Calls `f` with the id and `transactionId` of each live stored
+    /// event, in `live_transaction_ids`' order, copying nothing.
+    pub fn visit_live_transaction_ids(&self, upn: &str, mut f: impl FnMut(&str, Option<&str>)) {
+        let st = lock(&self.shared.graph);
+        if let Some(a) = st.accounts.get(&upn.to_lowercase()) {
+            for e in a.events.values().filter(|e| !e.deleted) {
+                f(&e.id, e.body.get("transactionId").and_then(|t| t.as_str()));
+            }
+        }
+    }
+
     /// Number of live (non-deleted) stored events: singles and masters.
     pub fn event_count(&self, upn: &str) -> usize {
         let st = lock(&self.shared.graph);
