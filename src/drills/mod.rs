@@ -6,6 +6,7 @@
 //! go/no-go report; `ops/drills/README.md` says what each proves.
 
 pub mod harness;
+pub mod nodes;
 pub mod report;
 
 mod actor_kill;

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_failure_isolation",
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_cluster",
+        sql: include_str!("../../schema/0007_cluster.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
