@@ -27,7 +27,7 @@ CREATE TABLE leases (
     slice      integer     PRIMARY KEY CHECK (slice >= 0 AND slice < 1024),
     owner      text,
     epoch      bigint      NOT NULL DEFAULT 0,
-    expires_at timestamptz NOT NULL DEFAULT '-infinity',
+    expires_at timestamptz NOT NULL DEFAULT '1970-01-01 00:00:00+00',
     claimed_at timestamptz
 );
 INSERT INTO leases (slice) SELECT generate_series(0, 1023);

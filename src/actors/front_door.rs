@@ -159,7 +159,11 @@ impl Connections {
 
     /// How many running actors `pred` selects.
     pub fn count_where(&self, pred: impl Fn(ConnectionId) -> bool) -> usize {
-        self.registry.ids().into_iter().filter(|id| pred(*id)).count()
+        self.registry
+            .ids()
+            .into_iter()
+            .filter(|id| pred(*id))
+            .count()
     }
 
     /// Stores a connection's OAuth credentials (sealed, never in the log),

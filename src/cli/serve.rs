@@ -228,8 +228,8 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 secret,
                 db.pool.clone(),
             )?;
-            let node = crate::cluster::ClusterNode::join(Arc::new(link), connections.clone())
-                .await?;
+            let node =
+                crate::cluster::ClusterNode::join(Arc::new(link), connections.clone()).await?;
             tracing::info!(node = %node_name, %address, "cluster mode");
             Some(node)
         }

@@ -112,8 +112,7 @@ async fn held(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Json(Held {
         node: link.node.clone(),
         active_actors: connections.count_where(|_| true),
-        actors_outside_held: connections
-            .count_where(|id| !set.contains(&slice_of(&id.as_uuid()))),
+        actors_outside_held: connections.count_where(|id| !set.contains(&slice_of(&id.as_uuid()))),
         slices,
     })
     .into_response()

@@ -131,6 +131,25 @@ pub async fn snapshot(pool: &Pool) -> Result<Snapshot, StoreError> {
     })
 }
 
+/// The live owner of `slice` and its address, as the table says now.
+pub async fn live_owner(pool: &Pool, slice: u16) -> Result<Option<super::link::Owner>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT l.owner, n.address FROM leases l JOIN nodes n ON n.name = l.owner \
+             WHERE l.slice = $1 AND l.expires_at > now()",
+            &[&i32::from(slice)],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(super::link::Owner {
+            node: r.try_get(0)?,
+            address: r.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
 /// Extends the leases `node` still holds among `slices`; returns those renewed.
 pub async fn renew(pool: &Pool, node: &str, slices: &[u16]) -> Result<Vec<u16>, StoreError> {
     if slices.is_empty() {

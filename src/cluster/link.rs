@@ -117,7 +117,11 @@ impl ClusterLink {
     pub fn owns_slice(&self, slice: u16) -> bool {
         let held = read(&self.held);
         held.until.is_some_and(|t| Instant::now() < t)
-            && held.slices.get(usize::from(slice)).copied().unwrap_or(false)
+            && held
+                .slices
+                .get(usize::from(slice))
+                .copied()
+                .unwrap_or(false)
     }
 
     pub fn owns(&self, id: ConnectionId) -> bool {
@@ -137,9 +141,7 @@ impl ClusterLink {
 
     /// Whether the belief ran out (no successful tick for [`BELIEF`]).
     pub fn belief_expired(&self) -> bool {
-        read(&self.held)
-            .until
-            .is_none_or(|t| Instant::now() >= t)
+        read(&self.held).until.is_none_or(|t| Instant::now() >= t)
     }
 
     /// After a tick that started at `started`: these are the slices held.
@@ -189,6 +191,9 @@ impl ClusterLink {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Sends an input to its owner: the one known from the last tick, and
+    /// if that fails (moved, not yet known, unreachable) the one the lease
+    /// table names right now.
     async fn post<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         id: ConnectionId,
@@ -196,10 +201,37 @@ impl ClusterLink {
         body: Option<&B>,
     ) -> Result<Outcome<T>, Miss> {
         let slice = slice_of(&id.as_uuid());
-        let owner = match self.owner_of(slice) {
-            Some(o) if o.node != self.node => o,
-            _ => return Err(Miss::NoOwner),
-        };
+        let mut miss = Miss::NoOwner;
+        let mut tried = None;
+        if let Some(owner) = self.owner_of(slice).filter(|o| o.node != self.node) {
+            match self.send(&owner, id, what, body).await {
+                Ok(Outcome::NotOwner) => {}
+                Ok(outcome) => return Ok(outcome),
+                Err(m) => miss = m,
+            }
+            tried = Some(owner.node);
+        }
+        let fresh = leases::live_owner(&self.pool, slice)
+            .await
+            .ok()
+            .flatten()
+            .filter(|o| o.node != self.node && Some(&o.node) != tried.as_ref());
+        match fresh {
+            Some(owner) => match self.send(&owner, id, what, body).await {
+                Ok(Outcome::NotOwner) => Err(Miss::NoOwner),
+                other => other,
+            },
+            None => Err(miss),
+        }
+    }
+
+    async fn send<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        owner: &Owner,
+        id: ConnectionId,
+        what: &str,
+        body: Option<&B>,
+    ) -> Result<Outcome<T>, Miss> {
         let url = format!("{}/internal/v1/connections/{id}/{what}", owner.address);
         let request = match body {
             Some(b) => self.http.post(url).json(b),
@@ -221,9 +253,11 @@ impl ClusterLink {
             .json()
             .await
             .map_err(|e| Miss::Unreachable(format!("{}: {e}", owner.node)))?;
-        self.forwarded.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(super::metric_names::FORWARDED, "node" => self.node.clone())
-            .increment(1);
+        if !matches!(outcome, Outcome::NotOwner) {
+            self.forwarded.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(super::metric_names::FORWARDED, "node" => self.node.clone())
+                .increment(1);
+        }
         Ok(outcome)
     }
 
@@ -299,18 +333,17 @@ impl ClusterLink {
     /// Commits a notification to the inbox. Answered `duplicate` when the
     /// same key already waits there; otherwise accepted (the owner's
     /// window drops it at drain time if it repeats one already committed).
-    pub async fn inbox(&self, id: ConnectionId, key: &str, channel_id: &str) -> Result<Ack, SendError> {
+    pub async fn inbox(
+        &self,
+        id: ConnectionId,
+        key: &str,
+        channel_id: &str,
+    ) -> Result<Ack, SendError> {
         let slice = slice_of(&id.as_uuid());
-        let inserted = leases::inbox_put(
-            &self.pool,
-            id.as_uuid(),
-            slice,
-            key,
-            channel_id,
-            &self.node,
-        )
-        .await
-        .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        let inserted =
+            leases::inbox_put(&self.pool, id.as_uuid(), slice, key, channel_id, &self.node)
+                .await
+                .map_err(|e| SendError::Unavailable(e.to_string()))?;
         if inserted {
             self.inboxed.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(super::metric_names::INBOXED, "node" => self.node.clone())

@@ -54,15 +54,25 @@ impl From<WireAck> for Ack {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome<T> {
-    Done { value: T },
+    Done {
+        value: T,
+    },
     /// The receiving node does not hold the connection's slice (it moved).
     NotOwner,
-    Busy { retry_after_ms: u64 },
+    Busy {
+        retry_after_ms: u64,
+    },
     Quarantined,
     Fenced,
-    Unavailable { message: String },
-    Rejected { rejection: Rejection },
-    BadData { message: String },
+    Unavailable {
+        message: String,
+    },
+    Rejected {
+        rejection: Rejection,
+    },
+    BadData {
+        message: String,
+    },
     Stopped,
 }
 

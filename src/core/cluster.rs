@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(counts(&table, t(1))["a"], 1024);
         // The next tick renews all and claims nothing.
         let p = plan("a", &["a".into()], &table, t(2));
-        assert_eq!((p.renew.len(), p.claim.len(), p.release.len()), (1024, 0, 0));
+        assert_eq!(
+            (p.renew.len(), p.claim.len(), p.release.len()),
+            (1024, 0, 0)
+        );
     }
 
     #[test]
@@ -265,7 +268,10 @@ mod tests {
         let p = plan("b", &live, &table, t(2));
         assert_eq!(p.claim.len(), 512);
         apply(&mut table, "b", &p, t(2));
-        assert_eq!(counts(&table, t(2)), BTreeMap::from([("a".into(), 512), ("b".into(), 512)]));
+        assert_eq!(
+            counts(&table, t(2)),
+            BTreeMap::from([("a".into(), 512), ("b".into(), 512)])
+        );
     }
 
     #[test]
@@ -284,7 +290,10 @@ mod tests {
             l.owner = Some("other".into());
             l.expires_at = t(30);
         }
-        assert_eq!(plan("a", &["a".into(), "other".into()], &table, t(20)).claim, vec![7]);
+        assert_eq!(
+            plan("a", &["a".into(), "other".into()], &table, t(20)).claim,
+            vec![7]
+        );
         assert_eq!(owner_of(&table, 7, t(20)), None);
         assert_eq!(owner_of(&table, 8, t(20)), Some("other"));
     }

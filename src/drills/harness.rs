@@ -37,6 +37,9 @@ pub struct Harness {
     pub serve_log: PathBuf,
     pub http: reqwest::Client,
     work_dir: PathBuf,
+    /// The binary serve runs from, when not this process's own (tests,
+    /// whose own binary is the test harness).
+    pub exe: Option<PathBuf>,
 }
 
 /// The calsync binary serve and replay run from: a private copy of this
@@ -128,6 +131,7 @@ impl Harness {
                 .pool_max_idle_per_host(64)
                 .build()?,
             work_dir,
+            exe: None,
         })
     }
 
@@ -156,7 +160,10 @@ impl Harness {
     /// `calsync serve` on `port`, pointed at this drill's database and
     /// simulators, logging to `log` (public URL: `self.base`).
     pub fn serve_command(&self, port: u16, log: &std::path::Path) -> anyhow::Result<Command> {
-        let exe = calsync_exe()?;
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => calsync_exe()?,
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -448,7 +455,10 @@ impl Harness {
     /// `calsync replay --verify --json` as a child process on the same
     /// database: (clean, differences, events read).
     pub async fn replay_verify(&self) -> anyhow::Result<(bool, u64, u64)> {
-        let exe = calsync_exe()?;
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => calsync_exe()?,
+        };
         let out = Command::new(exe)
             .args(["replay", "--verify", "--json", "--no-bar"])
             .current_dir(&self.work_dir)

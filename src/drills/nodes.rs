@@ -50,7 +50,14 @@ impl Nodes {
     /// A database, the simulators and `n` cluster nodes (`node-0` …), all
     /// ready, flags on.
     pub async fn start(name: &str, n: usize) -> anyhow::Result<Nodes> {
-        let h = Harness::prepare(name).await?;
+        Self::start_with(name, n, None).await
+    }
+
+    /// Like [`Nodes::start`], running serve from `exe` (tests pass
+    /// `CARGO_BIN_EXE_calsync`; `None`: this process's own binary).
+    pub async fn start_with(name: &str, n: usize, exe: Option<PathBuf>) -> anyhow::Result<Nodes> {
+        let mut h = Harness::prepare(name).await?;
+        h.exe = exe;
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let mut nodes = Nodes {
@@ -240,5 +247,9 @@ pub fn evenly_spread(sample: &[Option<Held>], live: usize) -> bool {
     let counts: Vec<usize> = sample.iter().flatten().map(|h| h.slices.len()).collect();
     counts.len() == live
         && counts.iter().sum::<usize>() == usize::from(crate::core::cluster::SLICES)
-        && counts.iter().max().zip(counts.iter().min()).is_some_and(|(a, b)| a - b <= 1)
+        && counts
+            .iter()
+            .max()
+            .zip(counts.iter().min())
+            .is_some_and(|(a, b)| a - b <= 1)
 }
