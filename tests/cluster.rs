@@ -285,6 +285,34 @@ async fn three_nodes_share_slices_forward_survive_a_pause_and_a_kill() {
         );
     }
 
+    // `calsync cluster status` sees the two survivors and every slice held.
+    {
+        let n = nodes.read().await;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+            .args(["cluster", "status", "--json"])
+            .env("DATABASE_URL", &n.h.db_url)
+            .env_remove("CALSYNC_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let live: Vec<&serde_json::Value> = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["live"] == true)
+            .collect();
+        assert_eq!(live.len(), 2, "{status:#}");
+        let held: i64 = live.iter().map(|n| n["slices"].as_i64().unwrap()).sum();
+        assert_eq!(held, 1024, "{status:#}");
+        assert_eq!(status["slices_unowned"], 0);
+        assert_eq!(status["inbox_waiting"], 0);
+    }
+
     let (samples, doubles) = sampler.finish().await;
     assert!(samples > 20, "only {samples} samples");
     assert!(
