@@ -27,17 +27,17 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/cluster/held", get(held))
 }
 
-/// The link, if the caller presented the cluster secret; else the answer.
-fn authorised(state: &AppState, headers: &HeaderMap) -> Result<Arc<ClusterLink>, Response> {
+/// The link, if the caller presented the cluster secret; else the status.
+fn authorised(state: &AppState, headers: &HeaderMap) -> Result<Arc<ClusterLink>, StatusCode> {
     let Some(link) = state.connections.cluster() else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Err(StatusCode::NOT_FOUND);
     };
     let presented = headers
         .get(SECRET_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !link.secret_matches(presented) {
-        return Err(StatusCode::UNAUTHORIZED.into_response());
+        return Err(StatusCode::UNAUTHORIZED);
     }
     Ok(link.clone())
 }
@@ -50,7 +50,7 @@ async fn command(
 ) -> Response {
     let link = match authorised(&state, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(status) => return status.into_response(),
     };
     let id = ConnectionId::from_uuid(id);
     if !link.owns(id) {
@@ -71,7 +71,7 @@ async fn notify(
 ) -> Response {
     let link = match authorised(&state, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(status) => return status.into_response(),
     };
     let id = ConnectionId::from_uuid(id);
     if !link.owns(id) {
@@ -91,7 +91,7 @@ async fn inspect(
 ) -> Response {
     let link = match authorised(&state, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(status) => return status.into_response(),
     };
     let id = ConnectionId::from_uuid(id);
     if !link.owns(id) {
@@ -104,7 +104,7 @@ async fn inspect(
 async fn held(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let link = match authorised(&state, &headers) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(status) => return status.into_response(),
     };
     let slices = link.held_slices();
     let set: BTreeSet<u16> = slices.iter().copied().collect();

@@ -131,7 +131,7 @@ impl ClusterLink {
     /// The slices held right now (empty once the belief ran out).
     pub fn held_slices(&self) -> Vec<u16> {
         let held = read(&self.held);
-        if !held.until.is_some_and(|t| Instant::now() < t) {
+        if held.until.is_none_or(|t| Instant::now() >= t) {
             return Vec::new();
         }
         (0..SLICES)

@@ -143,7 +143,7 @@ pub fn plan(me: &str, live: &[String], leases: &[Lease], now: DateTime<Utc>) -> 
 }
 
 /// Which node a request for `slice` goes to: the live owner, if any.
-pub fn owner_of<'a>(leases: &'a [Lease], slice: u16, now: DateTime<Utc>) -> Option<&'a str> {
+pub fn owner_of(leases: &[Lease], slice: u16, now: DateTime<Utc>) -> Option<&str> {
     leases
         .iter()
         .find(|l| l.slice == slice && l.is_live(now))
