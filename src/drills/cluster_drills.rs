@@ -266,7 +266,11 @@ async fn verify(
         )
         .await?;
     let logged: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let twice: Vec<&String> = logged.iter().filter(|(_, c)| **c > 1).map(|(k, _)| k).collect();
+    let twice: Vec<&String> = logged
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(k, _)| k)
+        .collect();
     let duplicates = twice.len();
     let missing = sent
         .acked
