@@ -327,3 +327,61 @@ async fn three_nodes_share_slices_forward_survive_a_pause_and_a_kill() {
     assert!(ok, "replay --verify found a difference");
     nodes.stop().await;
 }
+
+/// The internal routes answer only in cluster mode (404 on a lone node)
+/// and only to the cluster secret (401 without it or with another one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_routes_need_cluster_mode_and_the_secret() {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_calsync"));
+    let nodes = Nodes::start_with("cluster-auth", 1, Some(exe))
+        .await
+        .expect("one node");
+    let http = nodes.h.http.clone();
+    let held = format!("{}/internal/v1/cluster/held", nodes.nodes[0].base);
+    let status = |secret: Option<&str>| {
+        let mut req = http.get(&held);
+        if let Some(s) = secret {
+            req = req.header(calsync::cluster::wire::SECRET_HEADER, s);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401);
+    assert_eq!(status(Some("not-the-cluster-secret")).await, 401);
+    let wrong_length = format!("{}x", nodes.secret);
+    assert_eq!(status(Some(&wrong_length)).await, 401);
+    assert_eq!(status(Some(&nodes.secret)).await, 200);
+    // A lone node holds every slice at once.
+    let h = nodes.held(0).await.expect("held");
+    assert_eq!(h.slices.len(), 1024);
+    // A forwarded command with the wrong secret changes nothing.
+    let id = uuid::Uuid::new_v4();
+    let r = http
+        .post(format!(
+            "{}/internal/v1/connections/{id}/command",
+            nodes.nodes[0].base
+        ))
+        .header(calsync::cluster::wire::SECRET_HEADER, "wrong")
+        .json(&serde_json::json!({"correlation_id": id, "input": {"command": "request_sync"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    nodes.stop().await;
+
+    // A lone node (no cluster secret) has no internal routes.
+    let lone = calsync::drills::harness::Harness::prepare("cluster-lone")
+        .await
+        .unwrap();
+    let mut lone = lone;
+    lone.exe = Some(std::path::PathBuf::from(env!("CARGO_BIN_EXE_calsync")));
+    lone.start_serve().await.unwrap();
+    let r = lone
+        .http
+        .get(format!("{}/internal/v1/cluster/held", lone.base))
+        .header(calsync::cluster::wire::SECRET_HEADER, "anything-at-all-here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    lone.stop().await;
+}
