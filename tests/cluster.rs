@@ -378,7 +378,10 @@ async fn internal_routes_need_cluster_mode_and_the_secret() {
     let r = lone
         .http
         .get(format!("{}/internal/v1/cluster/held", lone.base))
-        .header(calsync::cluster::wire::SECRET_HEADER, "anything-at-all-here")
+        .header(
+            calsync::cluster::wire::SECRET_HEADER,
+            "anything-at-all-here",
+        )
         .send()
         .await
         .unwrap();
