@@ -20,6 +20,7 @@
 pub mod actors;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod database;

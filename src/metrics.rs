@@ -88,6 +88,13 @@ pub const ALL: &[&str] = &[
     CHANNEL_UPKEEP_FAILURES,
     CALENDARS_UNHEALTHY,
     BOOKINGS_FAILED,
+    // Cluster mode (docs/CLUSTER.md), each labelled `node`.
+    crate::cluster::metric_names::SLICES_HELD,
+    crate::cluster::metric_names::FORWARDED,
+    crate::cluster::metric_names::INBOXED,
+    crate::cluster::metric_names::INBOX_DRAINED,
+    crate::cluster::metric_names::SLICES_LOST,
+    crate::cluster::metric_names::LEASE_TICK_FAILURES,
 ];
 
 /// Histogram buckets (seconds): from a sub-millisecond append to a

@@ -58,7 +58,13 @@ pub struct Connections {
     in_flight: Arc<Mutex<HashMap<(ConnectionId, String), SharedAck>>>,
     /// Provider access (for storing credentials); `None` without sync.
     sync: Option<Arc<SyncRuntime>>,
+    /// Set in cluster mode: inputs for connections whose slice another
+    /// node holds are forwarded there (or to the inbox).
+    cluster: ClusterSlot,
 }
+
+/// The cluster link, once `serve` attaches one (shared with the supervisor).
+pub type ClusterSlot = Arc<std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>>;
 
 impl Connections {
     /// Starts the supervisor. Connections quarantined earlier (per the
@@ -83,12 +89,14 @@ impl Connections {
             Some(runtime) => runtime.clock.clone(),
             None => Arc::new(SystemClock),
         };
+        let cluster = ClusterSlot::default();
         let supervisor = Supervisor {
             store,
             settings: settings.clone(),
             registry: registry.clone(),
             sync: sync.clone(),
             clock,
+            cluster: cluster.clone(),
         };
         let (supervisor, _join) = Actor::spawn(None, supervisor, ()).await?;
         Ok(Connections {
@@ -97,7 +105,65 @@ impl Connections {
             settings,
             in_flight: Arc::default(),
             sync,
+            cluster,
         })
+    }
+
+    /// Cluster mode: from now on this node runs only the connections whose
+    /// slice it holds and forwards the rest. Attaching twice is refused.
+    pub fn attach_cluster(&self, link: Arc<crate::cluster::ClusterLink>) -> anyhow::Result<()> {
+        self.cluster
+            .set(link)
+            .map_err(|_| anyhow::anyhow!("a cluster link is already attached"))
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterLink>> {
+        self.cluster.get()
+    }
+
+    /// The cluster link when `id`'s slice is held by another node (or by
+    /// nobody); `None` when this node runs `id`.
+    fn elsewhere(&self, id: ConnectionId) -> Option<&Arc<crate::cluster::ClusterLink>> {
+        self.cluster.get().filter(|link| !link.owns(id))
+    }
+
+    /// Stops (reason `moved`) every running actor whose connection `gone`
+    /// says this node no longer runs; returns how many.
+    pub fn stop_where(&self, gone: impl Fn(ConnectionId) -> bool) -> usize {
+        let mut n = 0;
+        for id in self.registry.ids() {
+            if gone(id) {
+                if let Some(entry) = self.registry.get(id) {
+                    entry.actor.stop(Some("moved".into()));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Kills what [`Connections::stop_where`] could not stop in time.
+    pub fn kill_where(&self, gone: impl Fn(ConnectionId) -> bool) -> usize {
+        let mut n = 0;
+        for id in self.registry.ids() {
+            if gone(id) {
+                if let Some(entry) = self.registry.get(id) {
+                    self.registry.note_moving(entry.actor.get_id());
+                    entry.actor.kill();
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// How many running actors `pred` selects.
+    pub fn count_where(&self, pred: impl Fn(ConnectionId) -> bool) -> usize {
+        self.registry
+            .ids()
+            .into_iter()
+            .filter(|id| pred(*id))
+            .count()
     }
 
     /// Stores a connection's OAuth credentials (sealed, never in the log),
@@ -144,6 +210,20 @@ impl Connections {
         key: String,
         channel_id: String,
     ) -> Result<Ack, SendError> {
+        if let Some(link) = self.elsewhere(id) {
+            return link.forward_notify(id, key, channel_id).await;
+        }
+        self.notify_here(id, key, channel_id).await
+    }
+
+    /// [`Connections::notify`] on this node, whoever owns the slice (the
+    /// internal route and the inbox drain check ownership first).
+    pub async fn notify_here(
+        &self,
+        id: ConnectionId,
+        key: String,
+        channel_id: String,
+    ) -> Result<Ack, SendError> {
         use futures::FutureExt;
         let slot = (id, key.clone());
         let command = ConnectionCommand::AcceptNotification { key, channel_id };
@@ -159,7 +239,7 @@ impl Connections {
                     let key = slot.clone();
                     let command = command.clone();
                     let commit = tokio::spawn(async move {
-                        let result = this.command(id, command, Uuid::new_v4()).await;
+                        let result = this.command_here(id, command, Uuid::new_v4()).await;
                         this.in_flight
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -175,7 +255,7 @@ impl Connections {
             }
         };
         let Some((shared, leader)) = joined else {
-            return self.command(id, command, Uuid::new_v4()).await;
+            return self.command_here(id, command, Uuid::new_v4()).await;
         };
         let result = shared.await;
         if leader {
@@ -200,6 +280,19 @@ impl Connections {
     /// Sends a command to a connection's actor (activating it if needed)
     /// and waits for it to be committed or refused.
     pub async fn command(
+        &self,
+        id: ConnectionId,
+        command: ConnectionCommand,
+        correlation_id: Uuid,
+    ) -> Result<Ack, SendError> {
+        if let Some(link) = self.elsewhere(id) {
+            return link.forward_command(id, command, correlation_id).await;
+        }
+        self.command_here(id, command, correlation_id).await
+    }
+
+    /// [`Connections::command`] on this node, whoever owns the slice.
+    pub async fn command_here(
         &self,
         id: ConnectionId,
         command: ConnectionCommand,
@@ -281,6 +374,14 @@ impl Connections {
 
     /// The actor's current state.
     pub async fn inspect(&self, id: ConnectionId) -> Result<ConnectionState, SendError> {
+        if let Some(link) = self.elsewhere(id) {
+            return link.forward_inspect(id).await;
+        }
+        self.inspect_here(id).await
+    }
+
+    /// [`Connections::inspect`] on this node, whoever owns the slice.
+    pub async fn inspect_here(&self, id: ConnectionId) -> Result<ConnectionState, SendError> {
         let entry = self.activate(id).await?;
         match entry
             .actor

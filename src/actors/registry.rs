@@ -41,6 +41,8 @@ pub struct Registry {
     pub restarts: AtomicU64,
     /// Actor failures per connection since this node started (status).
     failures: Mutex<BTreeMap<ConnectionId, u64>>,
+    /// Actors killed because their slice moved: not failures.
+    moving: Mutex<BTreeSet<ActorId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,6 +148,16 @@ impl Registry {
     /// database need not wake it).
     pub fn is_parked(&self, id: ConnectionId) -> bool {
         lock(&self.parked).contains_key(&id)
+    }
+
+    /// Marks an actor about to be killed because its slice moved.
+    pub fn note_moving(&self, actor: ActorId) {
+        lock(&self.moving).insert(actor);
+    }
+
+    /// Whether `actor` was killed because its slice moved (forgets it).
+    pub fn take_moving(&self, actor: ActorId) -> bool {
+        lock(&self.moving).remove(&actor)
     }
 
     pub fn is_quarantined(&self, id: ConnectionId) -> bool {

@@ -50,6 +50,8 @@ pub struct Supervisor {
     pub registry: Arc<Registry>,
     pub sync: Option<Arc<SyncRuntime>>,
     pub clock: Arc<dyn Clock>,
+    /// Cluster mode: only connections of slices this node holds run here.
+    pub cluster: super::front_door::ClusterSlot,
 }
 
 pub struct SupervisorState {
@@ -178,7 +180,9 @@ impl Actor for Supervisor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = st.by_actor.remove(&cell.get_id()) {
                     self.registry.remove_if(id, cell.get_id());
-                    self.failed(&myself, st, id, err.to_string()).await;
+                    if !self.registry.take_moving(cell.get_id()) {
+                        self.failed(&myself, st, id, err.to_string()).await;
+                    }
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
@@ -186,7 +190,12 @@ impl Actor for Supervisor {
                     self.registry.remove_if(id, cell.get_id());
                     // Passivation and fencing are normal stops; a kill (drill
                     // or bug) is a failure and gets a restart.
-                    let normal = matches!(reason.as_deref(), Some("passivated" | "fenced"));
+                    // A connection whose slice moved to another node
+                    // (stopped, or killed past the stop bound) is not ours
+                    // to restart.
+                    let moved = self.registry.take_moving(cell.get_id());
+                    let normal = moved
+                        || matches!(reason.as_deref(), Some("passivated" | "fenced" | "moved"));
                     if !normal {
                         let why = reason.unwrap_or_else(|| "killed".into());
                         self.failed(&myself, st, id, why).await;
@@ -241,6 +250,9 @@ impl Supervisor {
         }
         if self.registry.is_quarantined(id) {
             return Err("quarantined".into());
+        }
+        if self.cluster.get().is_some_and(|link| !link.owns(id)) {
+            return Err("another node holds this connection's slice".into());
         }
         let incarnation = {
             let n = st.incarnations.entry(id).or_insert(0);

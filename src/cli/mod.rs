@@ -4,6 +4,7 @@
 mod allowlist;
 mod bench;
 mod bookings;
+mod cluster;
 mod connections;
 mod credentials;
 mod demo;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Provider and connection allowlists (enforced in production mode).
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
+    /// Several serve nodes on one database: who holds which slices.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Per-connection health: status, errors, backoff, last sync per
     /// calendar, channel expiry (`--json` for machines).
     Status(status::StatusArgs),
@@ -100,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
+        Command::Cluster(cmd) => cluster::run(cmd, &cli.global).await,
         Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,

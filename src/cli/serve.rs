@@ -102,6 +102,27 @@ pub struct ServeArgs {
     /// main listener) [default: none: everything on --listen].
     #[arg(long, env = "CALSYNC_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+
+    /// This node's name in the cluster and in every event it writes
+    /// [default: hostname:pid].
+    #[arg(long, env = "CALSYNC_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Cluster mode: the secret nodes present to each other (16+
+    /// characters). Unset: a lone node that runs every connection
+    /// (docs/CLUSTER.md).
+    #[arg(
+        long,
+        env = "CALSYNC_CLUSTER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// The URL peers forward to [default: http://<listen address>, the
+    /// hostname when listening on all interfaces].
+    #[arg(long, env = "CALSYNC_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -191,12 +212,29 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         future_days = runtime.policy.window.future_days,
         "sync window"
     );
-    let connections = Connections::start_with_sync(
-        db.store(),
-        ActorSettings::default(),
-        Some(Arc::new(runtime)),
-    )
-    .await?;
+    let mut actor_settings = ActorSettings::default();
+    if let Some(name) = args.node_name.clone().filter(|n| !n.trim().is_empty()) {
+        actor_settings.node = name;
+    }
+    let node_name = actor_settings.node.clone();
+    let connections =
+        Connections::start_with_sync(db.store(), actor_settings, Some(Arc::new(runtime))).await?;
+    let cluster = match args.cluster_secret.clone().filter(|s| !s.is_empty()) {
+        Some(secret) => {
+            let address = advertise_url(args.advertise_url.clone(), listener.local_addr()?);
+            let link = crate::cluster::ClusterLink::new(
+                node_name.clone(),
+                address.clone(),
+                secret,
+                db.pool.clone(),
+            )?;
+            let node =
+                crate::cluster::ClusterNode::join(Arc::new(link), connections.clone()).await?;
+            tracing::info!(node = %node_name, %address, "cluster mode");
+            Some(node)
+        }
+        None => None,
+    };
     let state = AppState {
         channels: Default::default(),
         store: db.store(),
@@ -214,7 +252,15 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?limits, "server limits");
-    http::serve_split(listener, operator, state, limits, shutdown_signal()).await?;
+    // On SIGTERM a cluster node hands its slices over while still
+    // answering (forwarding or inboxing), then the server drains.
+    let shutdown = async move {
+        shutdown_signal().await;
+        if let Some(node) = cluster {
+            node.leave().await;
+        }
+    };
+    http::serve_split(listener, operator, state, limits, shutdown).await?;
     tracing::info!("shutting down");
     connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
@@ -281,6 +327,22 @@ fn window_policy(
             .unwrap_or(defaults.future_days),
     )
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Where peers reach this node: the flag, else the listen address (the
+/// hostname in place of an unspecified IP).
+fn advertise_url(flag: Option<String>, listen: SocketAddr) -> String {
+    if let Some(url) = flag.filter(|u| !u.is_empty()) {
+        return url.trim_end_matches('/').to_string();
+    }
+    if listen.ip().is_unspecified() {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        return format!("http://{host}:{}", listen.port());
+    }
+    format!("http://{listen}")
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -6,6 +6,7 @@ pub mod availability;
 pub mod backoff;
 pub mod busy;
 pub mod channels;
+pub mod cluster;
 pub mod connect;
 pub mod decide;
 pub mod dedupe;

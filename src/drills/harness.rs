@@ -37,6 +37,9 @@ pub struct Harness {
     pub serve_log: PathBuf,
     pub http: reqwest::Client,
     work_dir: PathBuf,
+    /// The binary serve runs from, when not this process's own (tests,
+    /// whose own binary is the test harness).
+    pub exe: Option<PathBuf>,
 }
 
 /// The calsync binary serve and replay run from: a private copy of this
@@ -94,13 +97,24 @@ fn free_port() -> anyhow::Result<u16> {
 impl Harness {
     /// Starts the cluster, the simulators and serve; turns the flags on.
     pub async fn start(name: &str) -> anyhow::Result<Harness> {
+        let mut harness = Self::prepare(name).await?;
+        harness.start_serve().await?;
+        for flag in ["sync_enabled", "jobs_enabled", "webhooks_enabled"] {
+            harness.set_flag(flag, true).await?;
+        }
+        Ok(harness)
+    }
+
+    /// The cluster and the simulators, no serve yet (several-node drills
+    /// spawn their own with [`Harness::serve_command`]).
+    pub async fn prepare(name: &str) -> anyhow::Result<Harness> {
         let cluster = Cluster::start_temporary(Durability::Full)
             .map_err(|e| anyhow!("cannot start the drill's PostgreSQL: {e}"))?;
         let db_url = cluster.connection_string("postgres");
         let sim = Simulators::start(SimConfig::for_tests()).await?;
         let port = free_port()?;
         let work_dir = private_temp_dir(&format!("calsync-drill-{name}-"))?;
-        let mut harness = Harness {
+        Ok(Harness {
             cluster,
             db_url,
             sim,
@@ -117,27 +131,50 @@ impl Harness {
                 .pool_max_idle_per_host(64)
                 .build()?,
             work_dir,
-        };
-        harness.start_serve().await?;
-        for flag in ["sync_enabled", "jobs_enabled", "webhooks_enabled"] {
-            harness.set_flag(flag, true).await?;
-        }
-        Ok(harness)
+            exe: None,
+        })
     }
 
     /// Spawns `calsync serve` and waits for `/readyz`.
     pub async fn start_serve(&mut self) -> anyhow::Result<()> {
-        let exe = calsync_exe()?;
+        let child = self
+            .serve_command(self.port, &self.serve_log)?
+            .spawn()
+            .context("cannot spawn calsync serve")?;
+        self.serve = Some(child);
+        self.serve_starts += 1;
+        if !self.wait_ready(Duration::from_secs(30)).await {
+            bail!(
+                "calsync serve did not become ready within 30 s (log: {})",
+                self.serve_log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The directory the drill's files live in.
+    pub fn work_dir(&self) -> &std::path::Path {
+        &self.work_dir
+    }
+
+    /// `calsync serve` on `port`, pointed at this drill's database and
+    /// simulators, logging to `log` (public URL: `self.base`).
+    pub fn serve_command(&self, port: u16, log: &std::path::Path) -> anyhow::Result<Command> {
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => calsync_exe()?,
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.serve_log)?;
-        let child = Command::new(exe)
+            .open(log)?;
+        let mut command = Command::new(exe);
+        command
             .arg("serve")
             .current_dir(&self.work_dir)
             .env_remove("CALSYNC_CONFIG")
             .env("DATABASE_URL", &self.db_url)
-            .env("CALSYNC_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("CALSYNC_LISTEN", format!("127.0.0.1:{port}"))
             .env("CALSYNC_ADMIN_TOKEN", &self.admin_token)
             .env("CALSYNC_DRILLS_ENABLED", "true")
             .env("CALSYNC_PUBLIC_URL", &self.base)
@@ -153,18 +190,8 @@ impl Harness {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot spawn calsync serve")?;
-        self.serve = Some(child);
-        self.serve_starts += 1;
-        if !self.wait_ready(Duration::from_secs(30)).await {
-            bail!(
-                "calsync serve did not become ready within 30 s (log: {})",
-                self.serve_log.display()
-            );
-        }
-        Ok(())
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     /// serve's process id, for SIGKILL and /proc sampling.
@@ -428,7 +455,10 @@ impl Harness {
     /// `calsync replay --verify --json` as a child process on the same
     /// database: (clean, differences, events read).
     pub async fn replay_verify(&self) -> anyhow::Result<(bool, u64, u64)> {
-        let exe = calsync_exe()?;
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => calsync_exe()?,
+        };
         let out = Command::new(exe)
             .args(["replay", "--verify", "--json", "--no-bar"])
             .current_dir(&self.work_dir)

@@ -6,10 +6,12 @@
 //! go/no-go report; `ops/drills/README.md` says what each proves.
 
 pub mod harness;
+pub mod nodes;
 pub mod report;
 
 mod actor_kill;
 mod allowlist;
+mod cluster_drills;
 mod database_outage;
 mod degradation;
 mod gates;
@@ -26,7 +28,7 @@ use report::DrillReport;
 use std::time::Instant;
 
 /// Every drill, in the order `calsync validate` runs them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     "allowlist",
     "gates",
     "isolation",
@@ -39,6 +41,8 @@ pub const ALL: [&str; 12] = [
     "replay-storm",
     "graceful-degradation",
     "actor-kill",
+    "node-kill",
+    "rolling-restart",
 ];
 
 /// How big a drill runs: `--quick` for CI, the full sizes for a release.
@@ -72,6 +76,8 @@ pub fn configuration(sizes: Sizes) -> serde_json::Value {
         "actor_kills": sizes.pick(20, 1000),
         "actor_kill_connections": sizes.pick(5, 50),
         "serve_sigkills": 1,
+        "cluster_nodes": 3,
+        "cluster_connections": sizes.pick(3, 9),
         "postgres": "private cluster, fsync on (Durability::Full)",
         "simulators": "calsim in the drill process, SimConfig::for_tests",
         "serve": "calsync serve child process, production backoff policy",
@@ -80,6 +86,10 @@ pub fn configuration(sizes: Sizes) -> serde_json::Value {
 
 /// Runs one drill end to end; never panics, a harness failure is a FAIL.
 pub async fn run(name: &str, sizes: Sizes) -> DrillReport {
+    // Several-node drills bring their own world (three serve nodes).
+    if cluster_drills::NAMES.contains(&name) {
+        return cluster_drills::run(name, sizes).await;
+    }
     let mut report = DrillReport::new(name, sizes.quick);
     let started = Instant::now();
     eprintln!("[{name}] starting PostgreSQL, simulators and calsync serve");

@@ -30,14 +30,22 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping())
         .await
         .unwrap_or(false);
-    let status = if database {
+    // A cluster node handing its slices over takes no new traffic.
+    let draining = state
+        .connections
+        .cluster()
+        .is_some_and(|link| link.is_draining());
+    let status = if database && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "ready": database, "checks": { "database": database } })),
+        Json(json!({
+            "ready": database && !draining,
+            "checks": { "database": database, "draining": draining }
+        })),
     )
 }
 

@@ -61,6 +61,7 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(openapi::routes())
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
+        .merge(crate::cluster::http::routes().layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .with_state(state)
 }
 

@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
     Migration {
+        version: 7,
+        name: "0007_cluster",
+        sql: include_str!("../../schema/0007_cluster.sql"),
+    },
+    Migration {
         version: 9,
         name: "0009_api_tokens",
         sql: include_str!("../../schema/0009_api_tokens.sql"),
