@@ -9,6 +9,7 @@ pub mod channels;
 pub mod decide;
 pub mod dedupe;
 pub mod events;
+pub mod explain;
 pub mod fault;
 pub mod gate;
 pub mod group_availability;

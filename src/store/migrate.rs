@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_failure_isolation",
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_explanations",
+        sql: include_str!("../../schema/0010_explanations.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
