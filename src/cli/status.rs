@@ -235,6 +235,9 @@ mod tests {
         assert!(text.contains("5h ago: unavailable"), "{text}");
         healthy.last_error_at = None;
         let text = render(&[healthy], now);
-        assert!(text.contains("earlier, since recovered: unavailable"), "{text}");
+        assert!(
+            text.contains("earlier, since recovered: unavailable"),
+            "{text}"
+        );
     }
 }

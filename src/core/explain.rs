@@ -168,7 +168,10 @@ impl std::fmt::Display for IgnoreReason {
 /// What the rules made of one provider event, with its explanation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Busy { interval: Interval, rule: BusyRule },
+    Busy {
+        interval: Interval,
+        rule: BusyRule,
+    },
     /// Blocks nothing. `span`: the event's times when they can be read
     /// (a tombstone has none).
     Ignored {
@@ -359,7 +362,9 @@ mod tests {
                 "ignored:working_location",
             ),
             (
-                timed(serde_json::json!({"attendees": [{"email": "me@x", "self": true, "responseStatus": "declined"}]})),
+                timed(
+                    serde_json::json!({"attendees": [{"email": "me@x", "self": true, "responseStatus": "declined"}]}),
+                ),
                 "ignored:declined",
             ),
             (
@@ -367,12 +372,18 @@ mod tests {
                 "ignored:cancelled",
             ),
             (
-                timed(serde_json::json!({"extendedProperties": {"private": {"calsyncBookingId": "b1"}}})),
+                timed(
+                    serde_json::json!({"extendedProperties": {"private": {"calsyncBookingId": "b1"}}}),
+                ),
                 "ignored:own_booking",
             ),
         ];
         for (json, expected) in cases {
-            assert_eq!(rule(&verdict_google(google(json.clone()), utc, None)), expected, "{json}");
+            assert_eq!(
+                rule(&verdict_google(google(json.clone()), utc, None)),
+                expected,
+                "{json}"
+            );
         }
         let all_day = google(serde_json::json!({
             "id": "d", "start": {"date": "2026-12-08"}, "end": {"date": "2026-12-09"}
@@ -419,12 +430,18 @@ mod tests {
                 "ignored:cancelled",
             ),
             (
-                graph_timed(serde_json::json!({"transactionId": crate::core::busy::booking_tag("b1", 0)})),
+                graph_timed(
+                    serde_json::json!({"transactionId": crate::core::busy::booking_tag("b1", 0)}),
+                ),
                 "ignored:own_booking",
             ),
         ];
         for (json, expected) in cases {
-            assert_eq!(rule(&verdict_graph(graph(json.clone()), utc, None)), expected, "{json}");
+            assert_eq!(
+                rule(&verdict_graph(graph(json.clone()), utc, None)),
+                expected,
+                "{json}"
+            );
         }
         let all_day = graph(serde_json::json!({
             "id": "d", "isAllDay": true, "originalStartTimeZone": "W. Europe Standard Time",

@@ -6,6 +6,7 @@
 mod admin;
 pub mod channel_cache;
 pub mod errors;
+mod explain;
 mod health;
 pub mod metrics;
 mod platform;
@@ -58,6 +59,7 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(health::routes())
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
+        .merge(explain::routes(state.clone()))
         .with_state(state)
 }
 
