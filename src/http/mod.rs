@@ -12,6 +12,7 @@ pub mod metrics;
 mod platform;
 pub mod server;
 pub mod settings;
+pub mod ui;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
@@ -70,6 +71,7 @@ fn operator_routes(state: AppState, limits: &ServerLimits) -> Router {
         .merge(metrics::routes())
         .merge(admin::routes(state.clone()).layer(api))
         .merge(settings::routes(state.clone()).layer(api))
+        .merge(ui::routes().layer(api))
         .with_state(state)
 }
 
