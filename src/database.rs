@@ -107,7 +107,7 @@ impl Database {
         self.pool.close();
         let cluster = self.cluster.clone();
         drop(self);
-        if let Some(cluster) = cluster.and_then(|c| Arc::into_inner(c)) {
+        if let Some(cluster) = cluster.and_then(Arc::into_inner) {
             tokio::task::spawn_blocking(move || cluster.stop(crate::pg::StopMode::Fast)).await??;
         }
         Ok(())

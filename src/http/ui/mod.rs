@@ -106,8 +106,8 @@ fn signed_in(state: &AppState, headers: &HeaderMap) -> Option<String> {
 }
 
 /// The session, or the way to the sign-in page.
-fn require(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
-    signed_in(state, headers).ok_or_else(|| Redirect::to("/ui/login").into_response())
+fn require(state: &AppState, headers: &HeaderMap) -> Result<String, Redirect> {
+    signed_in(state, headers).ok_or_else(|| Redirect::to("/ui/login"))
 }
 
 /// The form's CSRF value matches the session's.
@@ -216,7 +216,7 @@ async fn connections(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     let now = Utc::now();
     let rows = crate::store::status::load(&state.store, None).await?;
@@ -318,7 +318,7 @@ async fn confirm(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     let id = parse_connection(&id)?;
     let (label, what) =
@@ -342,7 +342,7 @@ async fn act(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     check_csrf(&s, &form)?;
     let id = parse_connection(&id)?;
@@ -397,7 +397,7 @@ async fn confirm_retry(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     Ok(render(
         "confirm.html",
@@ -419,7 +419,7 @@ async fn retry(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     check_csrf(&s, &form)?;
     let retried = super::platform::retry_booking(&state, &id).await?;
@@ -442,7 +442,7 @@ async fn connection_log(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     let id = parse_connection(&id)?;
     let events = state.store.last_events(Some(&id.stream()), 100).await?;
@@ -489,7 +489,7 @@ async fn week_page(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let start = q.start.unwrap_or_else(|| {
@@ -575,7 +575,7 @@ async fn validate_page(
 ) -> Result<Response, ApiError> {
     let s = match require(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return Ok(r),
+        Err(r) => return Ok(r.into_response()),
     };
     let path = std::env::var("CALSYNC_VALIDATE_REPORT")
         .unwrap_or_else(|_| DEFAULT_VALIDATE_REPORT.to_string());
