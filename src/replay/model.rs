@@ -477,4 +477,61 @@ mod tests {
         m.apply(vec![RowChange::UpsertChannel(row)]).unwrap();
         assert_eq!(m.channels["ch1"].1, None);
     }
+
+    fn ignored(conn: ConnectionId, id: &str, cal: &str, generation: u64) -> RowChange {
+        RowChange::UpsertIgnored(IgnoredRow {
+            connection_id: conn,
+            calendar_id: cal.into(),
+            external_event_id: id.into(),
+            platform_provider_id: "pp".into(),
+            reason: "declined".into(),
+            span: None,
+            booking_id: None,
+            generation,
+        })
+    }
+
+    #[test]
+    fn ignored_rows_are_swept_and_deselected_like_busy_rows() {
+        let c = ConnectionId::new_random();
+        let mut m = Model::default();
+        m.track_changes();
+        m.apply(vec![
+            ignored(c, "old", "a", 1),
+            ignored(c, "new", "a", 2),
+            ignored(c, "other", "b", 1),
+            ignored(c, "gone", "a", 2),
+            RowChange::DeleteIgnored {
+                connection_id: c,
+                calendar_id: "a".into(),
+                external_event_id: "gone".into(),
+            },
+        ])
+        .unwrap();
+        assert!(
+            m.take_dirty().connections.contains(&c),
+            "swap rewrites them"
+        );
+        m.apply(vec![RowChange::SweepBusy {
+            connection_id: c,
+            calendar_id: "a".into(),
+            below_generation: 2,
+        }])
+        .unwrap();
+        let keys: Vec<_> = m.ignored[&c].keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                ("a".to_string(), "new".to_string()),
+                ("b".into(), "other".into())
+            ]
+        );
+        m.apply(vec![RowChange::KeepOnlyCalendars {
+            connection_id: c,
+            calendars: vec!["b".into()],
+        }])
+        .unwrap();
+        assert_eq!(m.ignored[&c].len(), 1);
+        assert!(m.ignored[&c].contains_key(&("b".to_string(), "other".to_string())));
+    }
 }
