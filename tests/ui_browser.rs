@@ -108,13 +108,20 @@ fn artifacts() -> std::path::PathBuf {
     dir
 }
 
+/// The page's text; a page being replaced by a navigation is read again.
 async fn text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let mut last = String::new();
+    for _ in 0..50 {
+        match c.find(Locator::Css("body")).await {
+            Ok(body) => match body.text().await {
+                Ok(t) => return t,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the page has no readable text: {last}");
 }
 
 /// The page's text once it contains `needle` (a click's navigation
