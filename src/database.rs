@@ -35,7 +35,8 @@ impl Database {
     pub async fn open(settings: &Settings) -> anyhow::Result<(Database, MigrationReport)> {
         let (connect, cluster, location) = match &settings.database {
             DatabaseSource::Url(url) => {
-                let connect = DbConnect::from_url(url)?;
+                let mut connect = DbConnect::from_url(url)?;
+                quiet_notices(&mut connect.config);
                 let location = format!("{} ({})", redact(&connect.config), connect.describe());
                 (connect, None, location)
             }
@@ -43,9 +44,10 @@ impl Database {
                 let options = ClusterOptions::new(dir);
                 let cluster =
                     tokio::task::spawn_blocking(move || Cluster::start(options)).await??;
-                let config = tokio_postgres::Config::from_str(
+                let mut config = tokio_postgres::Config::from_str(
                     &cluster.connection_string(defaults::DB_NAME),
                 )?;
+                quiet_notices(&mut config);
                 ensure_database(&cluster, defaults::DB_NAME).await?;
                 let location = format!(
                     "private cluster in {} (socket {})",
@@ -96,6 +98,46 @@ impl Database {
     pub fn store(&self) -> PgEventStore {
         self.store.clone()
     }
+
+    /// An orderly end: the pool's connections close first (their tasks are
+    /// aborted, so none of them reports the server going away as a
+    /// `deadpool.postgres` "Connection error" warning), then the private
+    /// cluster, if this was its last holder, stops with a checkpoint.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.pool.close();
+        let cluster = self.cluster.clone();
+        drop(self);
+        if let Some(cluster) = cluster.and_then(Arc::into_inner) {
+            tokio::task::spawn_blocking(move || cluster.stop(crate::pg::StopMode::Fast)).await??;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on this database, then shuts it down in order whatever
+    /// `work` returned: what one-shot operator commands do.
+    pub async fn run_then_shutdown<T, F>(self, work: F) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let result = work.await;
+        let closed = self.shutdown().await;
+        let value = result?;
+        closed?;
+        Ok(value)
+    }
+}
+
+/// Server messages below WARNING (e.g. `NOTICE: relation … already
+/// exists, skipping`) are not sent to calsync's sessions: the driver would
+/// log each one at INFO, and an operator command prints its answer only.
+pub fn quiet_notices(config: &mut tokio_postgres::Config) {
+    const QUIET: &str = "-c client_min_messages=warning";
+    let options = match config.get_options() {
+        Some(existing) if existing.contains("client_min_messages") => return,
+        Some(existing) if !existing.is_empty() => format!("{existing} {QUIET}"),
+        _ => QUIET.to_string(),
+    };
+    config.options(options);
 }
 
 /// A plain-text connection pool over `config` (the private cluster's

@@ -1034,6 +1034,8 @@ async fn generate_log(db: &TestDb, streams: usize, per_stream: usize) {
                         (_, 5) => ConnectionEvent::ExternalEventRemoved {
                             calendar: cal("primary"),
                             event_id: format!("e{}", v % 97),
+                            reason: None,
+                            span: None,
                         },
                         (_, 7) => ConnectionEvent::SyncRoundCompleted {
                             zone: None,
@@ -1049,6 +1051,9 @@ async fn generate_log(db: &TestDb, streams: usize, per_stream: usize) {
                                 Interval::new(start, start + TimeDelta::minutes(30)).unwrap(),
                             ),
                             ours: None,
+                            rule: None,
+                            ignored: None,
+                            span: None,
                         },
                     };
                     events.push((v as i64, event));

@@ -59,6 +59,10 @@ pub enum ConnectionsCommand {
 pub async fn run(cmd: ConnectionsCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     let (db, _) = Database::open(&global.settings()?).await?;
     let store = db.store();
+    db.run_then_shutdown(answer(cmd, store)).await
+}
+
+async fn answer(cmd: ConnectionsCommand, store: crate::store::PgEventStore) -> anyhow::Result<()> {
     let (id, command) = match cmd {
         ConnectionsCommand::List { json } => {
             let rows = crate::store::read_models::connections(&store, None).await?;

@@ -35,6 +35,10 @@ pub enum LogCommand {
 pub async fn run(cmd: LogCommand, global: &GlobalArgs) -> anyhow::Result<()> {
     let (db, _) = Database::open(&global.settings()?).await?;
     let store = db.store();
+    db.run_then_shutdown(answer(cmd, store)).await
+}
+
+async fn answer(cmd: LogCommand, store: crate::store::PgEventStore) -> anyhow::Result<()> {
     match cmd {
         LogCommand::Show { position, json } => match store.event_at(position).await? {
             Some(event) => {

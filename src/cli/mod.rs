@@ -151,17 +151,27 @@ async fn migrate(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         println!("applied {} on {}", report.applied.join(", "), db.location);
     }
-    Ok(())
+    db.shutdown().await
 }
 
 impl Command {
-    /// The log filter when `RUST_LOG` is not set: `info`, except for
+    /// The log filter when `RUST_LOG` is not set: `info` for the
+    /// long-running and reporting commands; `warn` for the operator
+    /// commands that print one answer (`status`, `log`, `connections`, …),
+    /// so their output is the answer and nothing else; `off` for
     /// `simulate`, whose injected faults would log thousands of warnings a
     /// virtual day; it prints its own report (`RUST_LOG=warn` shows them).
+    /// Library noise (the PostgreSQL driver's INFO notices, hyper) stays
+    /// below the default level everywhere.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Simulate(_) => "off",
-            _ => "info",
+            Command::Serve(_)
+            | Command::Demo(_)
+            | Command::Validate(_)
+            | Command::Bench(_)
+            | Command::Drill(_) => "info,tokio_postgres=warn",
+            _ => "warn",
         }
     }
 }

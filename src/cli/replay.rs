@@ -34,6 +34,10 @@ pub struct ReplayArgs {
 pub async fn run(args: ReplayArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let (db, _) = Database::open(&global.settings()?).await?;
     let store = db.store();
+    db.run_then_shutdown(answer(args, store)).await
+}
+
+async fn answer(args: ReplayArgs, store: crate::store::PgEventStore) -> anyhow::Result<()> {
     let options = ReplayOptions {
         connection: args
             .connection

@@ -22,7 +22,10 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let (db, _) = Database::open(&global.settings()?).await?;
-    let rows = status::load(&db.store(), args.connection).await?;
+    let store = db.store();
+    let rows = db
+        .run_then_shutdown(async move { Ok(status::load(&store, args.connection).await?) })
+        .await?;
     if args.json {
         let doc = serde_json::json!({ "generated_at": Utc::now(), "connections": rows });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -64,6 +67,9 @@ pub fn render(rows: &[ConnectionStatus], now: DateTime<Utc>) -> String {
             (Some(reason), _) => reason.to_string(),
             (None, Some(e)) => match r.last_error_at {
                 Some(at) => format!("{} ago: {e}", age(now - at)),
+                // Recorded before error times were kept: say it is over
+                // when the connection has recovered since.
+                None if r.error_count == 0 => format!("earlier, since recovered: {e}"),
                 None => e.to_string(),
             },
             (None, None) => "-".to_string(),
@@ -205,6 +211,7 @@ mod tests {
             pending_outbound_intents: None,
             failed_bookings: 1,
         };
+        let row_clone = row.clone();
         let text = render(&[row], now);
         assert!(text.contains("backoff"), "{text}");
         assert!(text.contains("3m ago: provider unavailable: 503"), "{text}");
@@ -216,5 +223,21 @@ mod tests {
         assert!(text.contains("synced 5m ago, cursor held"), "{text}");
         assert!(text.contains("1 connection(s) — backoff: 1"), "{text}");
         assert_eq!(truncate("ééé", 2), "éé…");
+
+        // An active connection with no errors now: an old error reads as old.
+        let mut healthy = row_clone;
+        healthy.status = "active".into();
+        healthy.error_count = 0;
+        healthy.backoff_until = None;
+        healthy.last_error = Some("unavailable".into());
+        healthy.last_error_at = Some(now - chrono::Duration::hours(5));
+        let text = render(std::slice::from_ref(&healthy), now);
+        assert!(text.contains("5h ago: unavailable"), "{text}");
+        healthy.last_error_at = None;
+        let text = render(&[healthy], now);
+        assert!(
+            text.contains("earlier, since recovered: unavailable"),
+            "{text}"
+        );
     }
 }

@@ -279,6 +279,19 @@ pub fn graph_all_day_zone(event: &GraphEvent, fallback_zone: Tz) -> Tz {
         .unwrap_or(fallback_zone)
 }
 
+/// A Google event's times as an interval, when they can be read (for the
+/// explanation of an event the rules ignored; a tombstone has none).
+pub fn google_span(event: &GoogleEvent, calendar_zone: Tz) -> Option<Interval> {
+    let (start, end) = google_interval(event, calendar_zone).ok()?;
+    Interval::new(start, end).ok()
+}
+
+/// A Graph event's times as an interval, when they can be read.
+pub fn graph_span(event: &GraphEvent, fallback_zone: Tz) -> Option<Interval> {
+    let (start, end) = graph_interval(event, fallback_zone).ok()?;
+    Interval::new(start, end).ok()
+}
+
 fn decide_interval(bounds: Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent>) -> BusyDecision {
     match bounds {
         Err(invalid) => BusyDecision::Invalid(invalid),

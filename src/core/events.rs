@@ -88,11 +88,28 @@ pub enum ConnectionEvent {
         blocks: Option<Interval>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ours: Option<String>,
+        /// The busy rule that made it block (with `blocks`; absent in
+        /// events recorded before explanations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<super::explain::BusyRule>,
+        /// Why the rules ignored it (without `blocks`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ignored: Option<super::explain::IgnoreReason>,
+        /// An ignored event's times, when they could be read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span: Option<Interval>,
     },
     /// The provider reported the event deleted.
     ExternalEventRemoved {
         calendar: CalendarId,
         event_id: String,
+        /// Why it blocks nothing now (`cancelled`; absent in events
+        /// recorded before explanations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<super::explain::IgnoreReason>,
+        /// Its times, when the provider still sent them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        span: Option<Interval>,
     },
     /// A sync round of `calendar` completed; `cursor` starts the next one.
     SyncRoundCompleted {

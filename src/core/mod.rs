@@ -11,6 +11,7 @@ pub mod connect;
 pub mod decide;
 pub mod dedupe;
 pub mod events;
+pub mod explain;
 pub mod fault;
 pub mod gate;
 pub mod group_availability;

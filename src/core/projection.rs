@@ -6,6 +6,7 @@
 //! One fold, two uses.
 
 use super::events::ConnectionEvent;
+use super::explain::IgnoreReason;
 use super::ids::{CalendarId, ConnectionId};
 use super::interval::Interval;
 use super::outbound::{ical_uid, owes_write, BookingStatus, BookingTrack};
@@ -120,6 +121,30 @@ pub struct BusyRow {
     pub calendar_id: String,
     pub interval: Interval,
     pub generation: u64,
+    /// The busy rule that made the event block (`opaque`,
+    /// `all_day_in_zone(Europe/Berlin)` …; `None`: recorded before
+    /// explanations).
+    pub rule: Option<String>,
+}
+
+/// One row of `ignored_events`: an event the busy rules saw and ignored,
+/// with the reason. Swept with the busy rows (same generations), so it
+/// holds what the provider currently has, not history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredRow {
+    pub connection_id: ConnectionId,
+    pub calendar_id: String,
+    pub external_event_id: String,
+    pub platform_provider_id: String,
+    /// `transparent`, `declined`, `own_booking`, `cancelled` … (see
+    /// [`crate::core::explain::IgnoreReason`]); `not_recorded` for events
+    /// logged before explanations.
+    pub reason: String,
+    /// The event's times, when they could be read.
+    pub span: Option<Interval>,
+    /// The booking, for calsync's own events.
+    pub booking_id: Option<String>,
+    pub generation: u64,
 }
 
 /// A change to a read model.
@@ -132,19 +157,30 @@ pub enum RowChange {
         rows: Vec<CalendarRow>,
     },
     UpsertBusy(BusyRow),
+    /// Record an ignored event (the event's busy row, if any, is deleted
+    /// by a `DeleteBusy` beside it).
+    UpsertIgnored(IgnoredRow),
+    /// Forget that an event was ignored (it blocks now).
+    DeleteIgnored {
+        connection_id: ConnectionId,
+        calendar_id: String,
+        external_event_id: String,
+    },
     /// Remove the busy row of an external event in one calendar.
     DeleteBusy {
         connection_id: ConnectionId,
         calendar_id: String,
         external_event_id: String,
     },
-    /// Remove busy rows of a calendar older than `below_generation`.
+    /// Remove busy (and ignored) rows of a calendar older than
+    /// `below_generation`.
     SweepBusy {
         connection_id: ConnectionId,
         calendar_id: String,
         below_generation: u64,
     },
-    /// Remove busy rows of calendars no longer selected (all when empty).
+    /// Remove busy (and ignored) rows of calendars no longer selected (all
+    /// when empty).
     KeepOnlyCalendars {
         connection_id: ConnectionId,
         calendars: Vec<String>,
@@ -268,21 +304,65 @@ pub fn connection_changes(
                 calendar,
                 event_id,
                 blocks,
-                ..
-            } => changes.push(match blocks {
-                Some(interval) => RowChange::UpsertBusy(BusyRow {
-                    platform_provider_id: row.platform_provider_id.clone(),
-                    provider: row.provider.clone(),
-                    external_event_id: event_id.clone(),
-                    connection_id: id,
-                    calendar_id: calendar.to_string(),
-                    interval: *interval,
-                    generation: generation_of(after, calendar),
-                }),
-                None => delete_busy(id, calendar, event_id),
-            }),
-            ConnectionEvent::ExternalEventRemoved { calendar, event_id } => {
+                ours,
+                rule,
+                ignored,
+                span,
+            } => match blocks {
+                Some(interval) => {
+                    changes.push(RowChange::UpsertBusy(BusyRow {
+                        platform_provider_id: row.platform_provider_id.clone(),
+                        provider: row.provider.clone(),
+                        external_event_id: event_id.clone(),
+                        connection_id: id,
+                        calendar_id: calendar.to_string(),
+                        interval: *interval,
+                        generation: generation_of(after, calendar),
+                        rule: rule.as_ref().map(|r| r.as_string()),
+                    }));
+                    changes.push(RowChange::DeleteIgnored {
+                        connection_id: id,
+                        calendar_id: calendar.to_string(),
+                        external_event_id: event_id.clone(),
+                    });
+                }
+                None => {
+                    changes.push(delete_busy(id, calendar, event_id));
+                    let reason = match (ignored, ours) {
+                        (Some(reason), _) => reason.as_str(),
+                        (None, Some(_)) => IgnoreReason::OwnBooking.as_str(),
+                        (None, None) => "not_recorded",
+                    };
+                    changes.push(ignore(
+                        id,
+                        &row,
+                        after,
+                        calendar,
+                        event_id,
+                        reason,
+                        *span,
+                        ours.clone(),
+                    ));
+                }
+            },
+            ConnectionEvent::ExternalEventRemoved {
+                calendar,
+                event_id,
+                reason,
+                span,
+            } => {
                 changes.push(delete_busy(id, calendar, event_id));
+                let reason = reason.unwrap_or(IgnoreReason::Cancelled);
+                changes.push(ignore(
+                    id,
+                    &row,
+                    after,
+                    calendar,
+                    event_id,
+                    reason.as_str(),
+                    *span,
+                    None,
+                ));
             }
             ConnectionEvent::SyncRoundCompleted {
                 calendar,
@@ -400,6 +480,29 @@ fn generation_of(state: &ConnectionState, calendar: &CalendarId) -> u64 {
         .get(calendar)
         .map(|c| c.generation)
         .unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ignore(
+    id: ConnectionId,
+    row: &ConnectionRow,
+    after: &ConnectionState,
+    calendar: &CalendarId,
+    event_id: &str,
+    reason: &str,
+    span: Option<Interval>,
+    booking_id: Option<String>,
+) -> RowChange {
+    RowChange::UpsertIgnored(IgnoredRow {
+        connection_id: id,
+        calendar_id: calendar.to_string(),
+        external_event_id: event_id.to_string(),
+        platform_provider_id: row.platform_provider_id.clone(),
+        reason: reason.to_string(),
+        span,
+        booking_id,
+        generation: generation_of(after, calendar),
+    })
 }
 
 fn delete_busy(id: ConnectionId, calendar: &CalendarId, event_id: &str) -> RowChange {

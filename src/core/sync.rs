@@ -11,6 +11,7 @@
 use super::backoff::BackoffPolicy;
 use super::busy::{google_busy, graph_busy, BusyDecision, BusyPolicy, FreeReason};
 use super::events::ConnectionEvent;
+use super::explain::{explain, BusyRule, Verdict};
 use super::fault::{sync_scope, Fault, SyncScope};
 use super::ids::CalendarId;
 use super::outbound::CancelMode;
@@ -107,6 +108,9 @@ pub fn page_events(
         .or(cal.zone.as_deref())
         .and_then(|z| resolve_zone(z).ok())
         .unwrap_or(chrono_tz::UTC);
+    // The window this page's events are judged against: the new round's,
+    // else the one the cursor was based on.
+    let window = page.window.or(cal.window);
     for change in &page.changes {
         let (event_id, decision) = match change {
             ProviderChange::Google(e) => (e.id.clone(), google_busy(e, zone, &policy.busy)),
@@ -116,31 +120,44 @@ pub fn page_events(
             continue;
         }
         let calendar = page.calendar.clone();
-        events.push(match decision {
-            BusyDecision::Blocks(interval) => ConnectionEvent::ExternalEventSeen {
-                calendar,
-                event_id,
-                blocks: Some(interval),
-                ours: None,
-            },
-            BusyDecision::Free(FreeReason::Cancelled | FreeReason::Removed) => {
-                ConnectionEvent::ExternalEventRemoved { calendar, event_id }
-            }
-            BusyDecision::Free(_) | BusyDecision::Invalid(_) => {
-                ConnectionEvent::ExternalEventSeen {
+        let removed = matches!(
+            decision,
+            BusyDecision::Free(FreeReason::Cancelled | FreeReason::Removed)
+        );
+        events.push(
+            match explain(change, decision, zone, &policy.busy, window.as_ref()) {
+                Verdict::Busy { interval, rule } => ConnectionEvent::ExternalEventSeen {
+                    calendar,
+                    event_id,
+                    blocks: Some(interval),
+                    ours: None,
+                    rule: Some(rule),
+                    ignored: None,
+                    span: None,
+                },
+                Verdict::Ignored { reason, span, .. } if removed => {
+                    ConnectionEvent::ExternalEventRemoved {
+                        calendar,
+                        event_id,
+                        reason: Some(reason),
+                        span,
+                    }
+                }
+                Verdict::Ignored {
+                    reason,
+                    span,
+                    booking_id,
+                } => ConnectionEvent::ExternalEventSeen {
                     calendar,
                     event_id,
                     blocks: None,
-                    ours: None,
-                }
-            }
-            BusyDecision::Ours { booking_id } => ConnectionEvent::ExternalEventSeen {
-                calendar,
-                event_id,
-                blocks: None,
-                ours: Some(booking_id),
+                    ours: booking_id,
+                    rule: None,
+                    ignored: Some(reason),
+                    span,
+                },
             },
-        });
+        );
     }
     if let Some(cursor) = &page.completed_with {
         events.push(ConnectionEvent::SyncRoundCompleted {
@@ -191,6 +208,9 @@ pub fn free_busy_events(
                 ),
                 blocks: Some(*interval),
                 ours: None,
+                rule: Some(BusyRule::FreeBusy),
+                ignored: None,
+                span: None,
             }),
     );
     events.push(ConnectionEvent::SyncRoundCompleted {

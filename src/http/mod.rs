@@ -7,12 +7,14 @@ mod admin;
 pub mod auth;
 pub mod channel_cache;
 pub mod errors;
+mod explain;
 mod health;
 pub mod metrics;
 pub mod openapi;
 mod platform;
 pub mod server;
 pub mod settings;
+pub mod ui;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
@@ -62,6 +64,7 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .merge(crate::cluster::http::routes().layer(DefaultBodyLimit::max(limits.api_body_limit)))
+        .merge(explain::routes(state.clone()))
         .with_state(state)
 }
 
@@ -72,6 +75,7 @@ fn operator_routes(state: AppState, limits: &ServerLimits) -> Router {
         .merge(metrics::routes())
         .merge(admin::routes(state.clone()).layer(api))
         .merge(settings::routes(state.clone()).layer(api))
+        .merge(ui::routes().layer(api))
         .with_state(state)
 }
 

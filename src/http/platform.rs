@@ -225,7 +225,7 @@ struct WindowQuery {
     to: DateTime<Utc>,
 }
 
-fn window(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Interval, ApiError> {
+pub(super) fn window(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Interval, ApiError> {
     let w = Interval::new(from, to).map_err(|e| ApiError::bad_request(format!("from/to: {e}")))?;
     if to - from > TimeDelta::days(MAX_WINDOW_DAYS) {
         return Err(ApiError::bad_request(format!(

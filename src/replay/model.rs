@@ -7,7 +7,7 @@
 use super::ReplayError;
 use crate::core::ids::ConnectionId;
 use crate::core::projection::{
-    BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow, RowChange,
+    BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow, IgnoredRow, RowChange,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -35,6 +35,8 @@ pub struct Model {
     free_busy: Vec<usize>,
     busy_index: hashbrown::HashTable<usize>,
     busy_hasher: foldhash::fast::RandomState,
+    /// `ignored_events` by connection, then (calendar, event id).
+    pub ignored: HashMap<ConnectionId, BTreeMap<(String, String), IgnoredRow>>,
     /// `booking_events` by connection, then booking id.
     pub bookings: HashMap<ConnectionId, BTreeMap<String, BookingRow>>,
     /// `channels` by channel id, with the row's `closed_at`.
@@ -106,6 +108,24 @@ impl Model {
                     self.calendars.insert(connection_id, rows);
                 }
                 RowChange::UpsertBusy(row) => self.upsert_busy(row),
+                RowChange::UpsertIgnored(row) => {
+                    self.touch_connection(row.connection_id);
+                    self.ignored.entry(row.connection_id).or_default().insert(
+                        (row.calendar_id.clone(), row.external_event_id.clone()),
+                        row,
+                    );
+                }
+                RowChange::DeleteIgnored {
+                    connection_id,
+                    calendar_id,
+                    external_event_id,
+                } => {
+                    if let Some(rows) = self.ignored.get_mut(&connection_id) {
+                        if rows.remove(&(calendar_id, external_event_id)).is_some() {
+                            self.touch_connection(connection_id);
+                        }
+                    }
+                }
                 RowChange::DeleteBusy {
                     connection_id,
                     calendar_id,
@@ -121,13 +141,23 @@ impl Model {
                     connection_id,
                     calendar_id,
                     below_generation,
-                } => self.remove_busy_where(connection_id, |r| {
-                    r.calendar_id == calendar_id && r.generation < below_generation
-                }),
+                } => {
+                    self.remove_ignored_where(connection_id, |r| {
+                        r.calendar_id == calendar_id && r.generation < below_generation
+                    });
+                    self.remove_busy_where(connection_id, |r| {
+                        r.calendar_id == calendar_id && r.generation < below_generation
+                    })
+                }
                 RowChange::KeepOnlyCalendars {
                     connection_id,
                     calendars,
-                } => self.remove_busy_where(connection_id, |r| !calendars.contains(&r.calendar_id)),
+                } => {
+                    self.remove_ignored_where(connection_id, |r| {
+                        !calendars.contains(&r.calendar_id)
+                    });
+                    self.remove_busy_where(connection_id, |r| !calendars.contains(&r.calendar_id))
+                }
                 RowChange::UpsertBooking(row) => {
                     self.touch_connection(row.connection_id);
                     self.bookings
@@ -164,6 +194,17 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    fn remove_ignored_where(&mut self, id: ConnectionId, doomed: impl Fn(&IgnoredRow) -> bool) {
+        let Some(rows) = self.ignored.get_mut(&id) else {
+            return;
+        };
+        let before = rows.len();
+        rows.retain(|_, r| !doomed(r));
+        if rows.len() != before {
+            self.touch_connection(id);
+        }
     }
 
     fn touch_connection(&mut self, id: ConnectionId) {
@@ -307,6 +348,7 @@ mod tests {
             calendar_id: cal.into(),
             interval: Interval::new(start, start + chrono::Duration::hours(1)).unwrap(),
             generation,
+            rule: Some("opaque".into()),
         })
     }
 
@@ -434,5 +476,62 @@ mod tests {
         // A new upsert reopens it, as the SQL's `closed_at = NULL` does.
         m.apply(vec![RowChange::UpsertChannel(row)]).unwrap();
         assert_eq!(m.channels["ch1"].1, None);
+    }
+
+    fn ignored(conn: ConnectionId, id: &str, cal: &str, generation: u64) -> RowChange {
+        RowChange::UpsertIgnored(IgnoredRow {
+            connection_id: conn,
+            calendar_id: cal.into(),
+            external_event_id: id.into(),
+            platform_provider_id: "pp".into(),
+            reason: "declined".into(),
+            span: None,
+            booking_id: None,
+            generation,
+        })
+    }
+
+    #[test]
+    fn ignored_rows_are_swept_and_deselected_like_busy_rows() {
+        let c = ConnectionId::new_random();
+        let mut m = Model::default();
+        m.track_changes();
+        m.apply(vec![
+            ignored(c, "old", "a", 1),
+            ignored(c, "new", "a", 2),
+            ignored(c, "other", "b", 1),
+            ignored(c, "gone", "a", 2),
+            RowChange::DeleteIgnored {
+                connection_id: c,
+                calendar_id: "a".into(),
+                external_event_id: "gone".into(),
+            },
+        ])
+        .unwrap();
+        assert!(
+            m.take_dirty().connections.contains(&c),
+            "swap rewrites them"
+        );
+        m.apply(vec![RowChange::SweepBusy {
+            connection_id: c,
+            calendar_id: "a".into(),
+            below_generation: 2,
+        }])
+        .unwrap();
+        let keys: Vec<_> = m.ignored[&c].keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                ("a".to_string(), "new".to_string()),
+                ("b".into(), "other".into())
+            ]
+        );
+        m.apply(vec![RowChange::KeepOnlyCalendars {
+            connection_id: c,
+            calendars: vec!["b".into()],
+        }])
+        .unwrap();
+        assert_eq!(m.ignored[&c].len(), 1);
+        assert!(m.ignored[&c].contains_key(&("b".to_string(), "other".to_string())));
     }
 }

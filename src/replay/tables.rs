@@ -29,6 +29,12 @@ pub const PROJECTION_TABLES: &[ProjectionTable] = &[
         wall_clock: &[],
     },
     ProjectionTable {
+        name: "ignored_events",
+        key: &["connection_id", "calendar_id", "external_event_id"],
+        connection_column: "connection_id",
+        wall_clock: &[],
+    },
+    ProjectionTable {
         name: "connection_calendars",
         key: &["connection_id", "calendar_id"],
         connection_column: "connection_id",

@@ -7,7 +7,9 @@ use super::tables::{ident, ProjectionTable};
 use super::ReplayError;
 use crate::actors::connection::SNAPSHOT_SCHEMA_VERSION;
 use crate::core::ids::ConnectionId;
-use crate::core::projection::{BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow};
+use crate::core::projection::{
+    BookingRow, BusyRow, CalendarRow, ChannelRow, ConnectionRow, IgnoredRow,
+};
 use chrono::{DateTime, Utc};
 use futures::pin_mut;
 use postgres_types::{Json, Type};
@@ -110,6 +112,17 @@ async fn copy_table(
             };
             copy_busy(client, table, &selected).await
         }
+        "ignored_events" => {
+            let selected: Vec<&IgnoredRow> = match rows {
+                Rows::All => model.ignored.values().flat_map(|r| r.values()).collect(),
+                Rows::Only(d) => connections(d)
+                    .iter()
+                    .filter_map(|id| model.ignored.get(id))
+                    .flat_map(|r| r.values())
+                    .collect(),
+            };
+            copy_ignored(client, table, &selected).await
+        }
         "connection_calendars" => {
             let selected: Vec<&CalendarRow> = match rows {
                 Rows::All => model.calendars.values().flatten().collect(),
@@ -182,6 +195,7 @@ async fn copy_busy(
         "starts_at",
         "ends_at",
         "generation",
+        "rule",
     ];
     let types = [
         Type::TEXT,
@@ -192,6 +206,7 @@ async fn copy_busy(
         Type::TIMESTAMPTZ,
         Type::TIMESTAMPTZ,
         Type::INT8,
+        Type::TEXT,
     ];
     let sink = client.copy_in(&copy_sql(table, &columns)).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
@@ -207,6 +222,56 @@ async fn copy_busy(
                 &r.calendar_id,
                 &r.interval.start(),
                 &r.interval.end(),
+                &(r.generation as i64),
+                &r.rule,
+            ])
+            .await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn copy_ignored(
+    client: &Client,
+    table: &ProjectionTable,
+    rows: &[&IgnoredRow],
+) -> Result<u64, ReplayError> {
+    let columns = [
+        "connection_id",
+        "calendar_id",
+        "external_event_id",
+        "platform_provider_id",
+        "reason",
+        "starts_at",
+        "ends_at",
+        "booking_id",
+        "generation",
+    ];
+    let types = [
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::INT8,
+    ];
+    let sink = client.copy_in(&copy_sql(table, &columns)).await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for r in rows {
+        writer
+            .as_mut()
+            .write(&[
+                &r.connection_id.as_uuid(),
+                &r.calendar_id,
+                &r.external_event_id,
+                &r.platform_provider_id,
+                &r.reason,
+                &r.span.map(|s| s.start()),
+                &r.span.map(|s| s.end()),
+                &r.booking_id,
                 &(r.generation as i64),
             ])
             .await?;

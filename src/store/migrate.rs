@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_api_tokens",
         sql: include_str!("../../schema/0009_api_tokens.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_explanations",
+        sql: include_str!("../../schema/0010_explanations.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

@@ -11,6 +11,7 @@
 pub mod availability;
 pub mod credentials;
 mod errors;
+pub mod explain;
 mod group_commit;
 pub mod memory;
 pub mod migrate;

@@ -3,7 +3,9 @@
 //! Every statement names its table through [`Tables`], so replay can write
 //! the same changes into shadow tables.
 
-use crate::core::projection::{BookingRow, BusyRow, ChannelRow, ConnectionRow, RowChange};
+use crate::core::projection::{
+    BookingRow, BusyRow, ChannelRow, ConnectionRow, IgnoredRow, RowChange,
+};
 use tokio_postgres::GenericClient;
 
 /// Which set of read-model tables to write.
@@ -110,6 +112,23 @@ pub async fn apply(
                 }
             }
             RowChange::UpsertBusy(row) => upsert_busy(client, tables, row).await?,
+            RowChange::UpsertIgnored(row) => upsert_ignored(client, tables, row).await?,
+            RowChange::DeleteIgnored {
+                connection_id,
+                calendar_id,
+                external_event_id,
+            } => {
+                client
+                    .execute(
+                        &format!(
+                            "DELETE FROM {} WHERE connection_id = $1 AND calendar_id = $2 \
+                             AND external_event_id = $3",
+                            tables.name("ignored_events")
+                        ),
+                        &[&connection_id.as_uuid(), calendar_id, external_event_id],
+                    )
+                    .await?;
+            }
             RowChange::DeleteBusy {
                 connection_id,
                 calendar_id,
@@ -131,35 +150,39 @@ pub async fn apply(
                 calendar_id,
                 below_generation,
             } => {
-                client
-                    .execute(
-                        &format!(
-                            "DELETE FROM {} WHERE connection_id = $1 AND calendar_id = $2 \
-                             AND generation < $3",
-                            tables.name("busy_intervals")
-                        ),
-                        &[
-                            &connection_id.as_uuid(),
-                            calendar_id,
-                            &(*below_generation as i64),
-                        ],
-                    )
-                    .await?;
+                for table in ["busy_intervals", "ignored_events"] {
+                    client
+                        .execute(
+                            &format!(
+                                "DELETE FROM {} WHERE connection_id = $1 AND calendar_id = $2 \
+                                 AND generation < $3",
+                                tables.name(table)
+                            ),
+                            &[
+                                &connection_id.as_uuid(),
+                                calendar_id,
+                                &(*below_generation as i64),
+                            ],
+                        )
+                        .await?;
+                }
             }
             RowChange::KeepOnlyCalendars {
                 connection_id,
                 calendars,
             } => {
-                client
-                    .execute(
-                        &format!(
-                            "DELETE FROM {} WHERE connection_id = $1 \
-                             AND NOT (calendar_id = ANY($2))",
-                            tables.name("busy_intervals")
-                        ),
-                        &[&connection_id.as_uuid(), calendars],
-                    )
-                    .await?;
+                for table in ["busy_intervals", "ignored_events"] {
+                    client
+                        .execute(
+                            &format!(
+                                "DELETE FROM {} WHERE connection_id = $1 \
+                                 AND NOT (calendar_id = ANY($2))",
+                                tables.name(table)
+                            ),
+                            &[&connection_id.as_uuid(), calendars],
+                        )
+                        .await?;
+                }
             }
             RowChange::UpsertChannel(row) => upsert_channel(client, tables, row).await?,
             RowChange::UpsertBooking(row) => upsert_booking(client, tables, row).await?,
@@ -394,11 +417,12 @@ async fn upsert_busy(
 ) -> Result<(), tokio_postgres::Error> {
     let sql = format!(
         "INSERT INTO {t} (platform_provider_id, provider, external_event_id, connection_id, \
-           calendar_id, starts_at, ends_at, generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+           calendar_id, starts_at, ends_at, generation, rule) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (connection_id, calendar_id, external_event_id) DO UPDATE SET \
            platform_provider_id = EXCLUDED.platform_provider_id, provider = EXCLUDED.provider, \
            starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, \
-           generation = EXCLUDED.generation",
+           generation = EXCLUDED.generation, rule = EXCLUDED.rule",
         t = tables.name("busy_intervals")
     );
     client
@@ -412,6 +436,41 @@ async fn upsert_busy(
                 &row.calendar_id,
                 &row.interval.start(),
                 &row.interval.end(),
+                &(row.generation as i64),
+                &row.rule,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn upsert_ignored(
+    client: &impl GenericClient,
+    tables: Tables,
+    row: &IgnoredRow,
+) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {t} (connection_id, calendar_id, external_event_id, platform_provider_id, \
+           reason, starts_at, ends_at, booking_id, generation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (connection_id, calendar_id, external_event_id) DO UPDATE SET \
+           platform_provider_id = EXCLUDED.platform_provider_id, reason = EXCLUDED.reason, \
+           starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at, \
+           booking_id = EXCLUDED.booking_id, generation = EXCLUDED.generation",
+        t = tables.name("ignored_events")
+    );
+    client
+        .execute(
+            &sql,
+            &[
+                &row.connection_id.as_uuid(),
+                &row.calendar_id,
+                &row.external_event_id,
+                &row.platform_provider_id,
+                &row.reason,
+                &row.span.map(|s| s.start()),
+                &row.span.map(|s| s.end()),
+                &row.booking_id,
                 &(row.generation as i64),
             ],
         )

@@ -264,6 +264,7 @@ fn print_urls(world: &World, example: Option<&Demoed>, running: bool) {
         world.admin_token
     );
     println!("  {b}/admin/connections  connections; also /admin/flags, /admin/actors");
+    println!("  {b}/ui                 the troubleshooter page (sign in with the admin token)");
     if let Some(d) = example {
         let from = chrono::Utc::now().date_naive();
         let to = from + chrono::Days::new(14);
