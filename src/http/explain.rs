@@ -14,6 +14,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(explain))]
+pub(super) struct ApiDoc;
+
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/providers/{id}/explain", get(explain))
@@ -23,12 +28,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WindowQuery {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/v1/providers/{id}/explain", tag = "platform", params(("id" = String, Path, description = "The platform provider id"), WindowQuery), security(("bearer" = [])), responses((status = 200, description = "Busy intervals with their source and rule, ignored events with the reason, and each calendar's freshness", body = Object), (status = 400, description = "`bad_request`: a bad or too long window", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn explain(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -80,6 +80,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::platform::ApiDoc::openapi(),
         super::admin::ApiDoc::openapi(),
         super::settings::ApiDoc::openapi(),
+        super::explain::ApiDoc::openapi(),
     ] {
         doc.merge(part);
     }
