@@ -4,6 +4,7 @@
 //! arguments, so tests run the real server on `127.0.0.1:0`.
 
 mod admin;
+pub mod changes;
 pub mod channel_cache;
 pub mod errors;
 mod health;
@@ -58,6 +59,7 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(health::routes())
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
+        .merge(changes::routes(state.clone()))
         .with_state(state)
 }
 
