@@ -228,8 +228,17 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?limits, "server limits");
+    // The platform feed's push deliveries: tasks of their own, so a slow
+    // receiver never holds ingest or sync.
+    let push_stop = tokio_util::sync::CancellationToken::new();
+    let _push = crate::feed::push::spawn(
+        db.store(),
+        crate::core::subscription::PushPolicy::default(),
+        push_stop.clone(),
+    );
     http::serve_split(listener, operator, state, limits, shutdown_signal()).await?;
     tracing::info!("shutting down");
+    push_stop.cancel();
     connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
         drop(db);

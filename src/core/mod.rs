@@ -23,6 +23,7 @@ pub mod platform_events;
 pub mod projection;
 pub mod settings;
 pub mod state;
+pub mod subscription;
 pub mod sync;
 pub mod tz;
 pub mod window;

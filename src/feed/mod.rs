@@ -8,9 +8,13 @@
 //! and how many of its platform events were already taken — so it is
 //! stable across restarts and across nodes: it depends on the log alone.
 //!
-//! - [`FeedReader::read`] — one page after a cursor (pull: `GET /v1/changes`).
+//! - [`FeedReader::read`] — one page after a cursor (pull: `GET /v1/changes`);
+//! - [`push`] — signed webhooks, one worker per subscription
+//!   ([`subscriptions`]), in order, at least once.
 
 pub mod cursor;
+pub mod push;
+pub mod subscriptions;
 
 pub use cursor::{CursorError, FeedCursor};
 

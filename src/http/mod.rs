@@ -12,6 +12,7 @@ pub mod metrics;
 mod platform;
 pub mod server;
 pub mod settings;
+pub mod subscriptions;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
@@ -60,6 +61,10 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(webhooks::routes().layer(DefaultBodyLimit::max(state.webhooks.body_limit)))
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .merge(changes::routes(state.clone()))
+        .merge(
+            subscriptions::routes(state.clone())
+                .layer(DefaultBodyLimit::max(limits.api_body_limit)),
+        )
         .with_state(state)
 }
 

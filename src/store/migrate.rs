@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_failure_isolation",
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_platform_feed",
+        sql: include_str!("../../schema/0008_platform_feed.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
