@@ -14,6 +14,7 @@ mod replay;
 mod serve;
 mod simulate;
 mod status;
+mod subscriptions;
 mod validate;
 
 use crate::config::{GlobalArgs, LogFormat};
@@ -63,6 +64,9 @@ pub enum Command {
     /// Provider and connection allowlists (enforced in production mode).
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
+    /// The platform feed's push subscriptions (docs/PLATFORM_EVENTS.md).
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
     /// Per-connection health: status, errors, backoff, last sync per
     /// calendar, channel expiry (`--json` for machines).
     Status(status::StatusArgs),
@@ -90,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drill(cmd) => drill::run(cmd).await,
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
+        Command::Subscriptions(cmd) => subscriptions::run(cmd, &cli.global).await,
         Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,

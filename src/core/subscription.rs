@@ -248,18 +248,31 @@ pub fn next_delivery(state: &SubscriptionState, now: DateTime<Utc>) -> NextDeliv
     }
 }
 
+/// One failed delivery attempt, as the shell saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAttempt {
+    pub delivery_id: String,
+    pub event_ids: Vec<String>,
+    /// The receiver's status, when it answered.
+    pub status: Option<u16>,
+    pub error: String,
+}
+
 /// The events recording a failed delivery: retried after the backoff, or
 /// dead-lettered once failures have lasted `max_retry_age`.
 pub fn delivery_failed(
     state: &SubscriptionState,
-    delivery_id: String,
-    event_ids: Vec<String>,
-    status: Option<u16>,
-    error: String,
+    failed: FailedAttempt,
     now: DateTime<Utc>,
     unit_random: f64,
     policy: &PushPolicy,
 ) -> Vec<SubscriptionEvent> {
+    let FailedAttempt {
+        delivery_id,
+        event_ids,
+        status,
+        error,
+    } = failed;
     let attempt = state.attempts.saturating_add(1);
     let delay = policy.backoff.next_delay(attempt, None, unit_random);
     let retry_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1));
@@ -352,10 +365,12 @@ mod tests {
     ) -> (SubscriptionState, Vec<SubscriptionEvent>) {
         let events = delivery_failed(
             &s,
-            "d1".into(),
-            vec!["e1".into()],
-            Some(500),
-            "500".into(),
+            FailedAttempt {
+                delivery_id: "d1".into(),
+                event_ids: vec!["e1".into()],
+                status: Some(500),
+                error: "500".into(),
+            },
             now,
             0.5,
             &PushPolicy::default(),

@@ -13,7 +13,8 @@ use super::subscriptions::{self, signature};
 use super::{FeedCursor, FeedReader};
 use crate::core::platform_events::PlatformEvent;
 use crate::core::subscription::{
-    delivery_failed, next_delivery, NextDelivery, PushPolicy, SubscriptionEvent, SubscriptionState,
+    delivery_failed, next_delivery, FailedAttempt, NextDelivery, PushPolicy, SubscriptionEvent,
+    SubscriptionState,
 };
 use crate::store::{ExpectedVersion, PgEventStore};
 use chrono::Utc;
@@ -229,10 +230,12 @@ impl Worker {
         let unit: f64 = rand::rng().random();
         delivery_failed(
             state,
-            delivery_id,
-            event_ids,
-            status,
-            error,
+            FailedAttempt {
+                delivery_id,
+                event_ids,
+                status,
+                error,
+            },
             Utc::now(),
             unit,
             &self.policy,
