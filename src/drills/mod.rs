@@ -18,6 +18,7 @@ mod inbound;
 mod isolation;
 mod malformed;
 mod outbound;
+mod platform_feed;
 mod provider_outage;
 mod replay_storm;
 
@@ -26,7 +27,7 @@ use report::DrillReport;
 use std::time::Instant;
 
 /// Every drill, in the order `calsync validate` runs them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     "allowlist",
     "gates",
     "isolation",
@@ -39,6 +40,7 @@ pub const ALL: [&str; 12] = [
     "replay-storm",
     "graceful-degradation",
     "actor-kill",
+    "platform-feed",
 ];
 
 /// How big a drill runs: `--quick` for CI, the full sizes for a release.
@@ -72,6 +74,8 @@ pub fn configuration(sizes: Sizes) -> serde_json::Value {
         "actor_kills": sizes.pick(20, 1000),
         "actor_kill_connections": sizes.pick(5, 50),
         "serve_sigkills": 1,
+        "platform_feed_external_changes": sizes.pick(100, 1000),
+        "platform_feed_bookings": sizes.pick(4, 20),
         "postgres": "private cluster, fsync on (Durability::Full)",
         "simulators": "calsim in the drill process, SimConfig::for_tests",
         "serve": "calsync serve child process, production backoff policy",
@@ -148,6 +152,7 @@ async fn dispatch(
         "replay-storm" => replay_storm::run(h, r, sizes).await,
         "graceful-degradation" => degradation::run(h, r, sizes).await,
         "actor-kill" => actor_kill::run(h, r, sizes).await,
+        "platform-feed" => platform_feed::run(h, r, sizes).await,
         other => anyhow::bail!("no drill {other:?}; drills: {}", ALL.join(", ")),
     }
 }
