@@ -138,6 +138,10 @@ pub struct FileOutbound {
     /// delete it).
     #[serde(default)]
     pub on_cancel: Option<crate::core::outbound::CancelMode>,
+    /// What a booking's event changed in the calendar by someone else
+    /// leads to (default: notify).
+    #[serde(default)]
+    pub on_external_change: Option<crate::core::external_change::ExternalChangePolicy>,
 }
 
 /// Provider API locations (defaults: the real services).
@@ -307,6 +311,10 @@ mod tests {
         assert_eq!(
             file.outbound.on_cancel,
             Some(crate::core::outbound::CancelMode::default())
+        );
+        assert_eq!(
+            file.outbound.on_external_change,
+            Some(crate::core::external_change::ExternalChangePolicy::default())
         );
         assert_eq!(
             file.sync

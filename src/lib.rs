@@ -25,6 +25,7 @@ pub mod config;
 pub mod core;
 pub mod database;
 pub mod drills;
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod pg;

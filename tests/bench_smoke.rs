@@ -118,3 +118,31 @@ async fn replay_reports_the_rebuild_rate_against_copy() {
     );
     assert!(report.comparisons[0].ratio > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_reports_delivery_latency_and_the_ingest_ratio() {
+    let report = calsync::bench::feed::run(&calsync::bench::feed::FeedOptions {
+        rate: 100,
+        seconds: 1,
+        connections: 4,
+        ingest_appends: 200,
+        writers: 4,
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &[
+            "delivery latency p99 (commit → receiver 2xx)",
+            "events delivered in the latency run",
+            "ingest without a subscriber",
+            "ingest with a subscriber",
+        ],
+    );
+    assert_eq!(
+        report.median_of("events delivered in the latency run"),
+        report.median_of("events appended in the latency run"),
+        "every event of the latency run was delivered"
+    );
+    assert!(report.comparisons[0].ratio > 0.0);
+}

@@ -6,12 +6,15 @@
 //! - [`actors`]: memory per idle actor, activation and passivation;
 //! - [`recovery`]: kill → next input handled, with and without snapshots;
 //! - [`latency`]: simulator change → busy interval visible;
-//! - [`replay`]: projection rebuild vs a bare `COPY` read of the log.
+//! - [`replay`]: projection rebuild vs a bare `COPY` read of the log;
+//! - [`feed`]: platform feed delivery latency, and ingest with a subscriber
+//!   vs without.
 //!
 //! Benchmarks are not timed tests: `tests/bench_smoke.rs` runs each at a
 //! tiny size and checks only that figures come out.
 
 pub mod actors;
+pub mod feed;
 pub mod ingest;
 pub mod latency;
 pub mod load;

@@ -73,6 +73,16 @@ pub enum Which {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// Platform feed: webhook delivery latency p50/p99 at a steady rate,
+    /// and ingest with a push subscriber vs without.
+    Feed {
+        /// Busy changes per second [500].
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds of changes [20].
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -142,6 +152,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             o.rate = rate.unwrap_or(o.rate).max(1);
             o.seconds = seconds.unwrap_or(o.seconds).max(1);
             bench::latency::run(&o).await?
+        }
+        Which::Feed { rate, seconds } => {
+            let mut o = pick(
+                quick,
+                bench::feed::FeedOptions::full(),
+                bench::feed::FeedOptions::quick(),
+            );
+            o.rate = rate.unwrap_or(o.rate).max(1);
+            o.seconds = seconds.unwrap_or(o.seconds).max(1);
+            bench::feed::run(&o).await?
         }
     };
     print!("{}", report.to_text());

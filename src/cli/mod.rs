@@ -16,6 +16,7 @@ mod serve;
 mod simulate;
 mod status;
 mod tokens;
+mod subscriptions;
 mod validate;
 
 use crate::config::{GlobalArgs, LogFormat};
@@ -68,6 +69,9 @@ pub enum Command {
     /// Several serve nodes on one database: who holds which slices.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The platform feed's push subscriptions (docs/PLATFORM_EVENTS.md).
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
     /// Per-connection health: status, errors, backoff, last sync per
     /// calendar, channel expiry (`--json` for machines).
     Status(status::StatusArgs),
@@ -105,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flags(cmd) => flags::run(cmd, &cli.global).await,
         Command::Allowlist(cmd) => allowlist::run(cmd, &cli.global).await,
         Command::Cluster(cmd) => cluster::run(cmd, &cli.global).await,
+        Command::Subscriptions(cmd) => subscriptions::run(cmd, &cli.global).await,
         Command::Replay(args) => replay::run(args, &cli.global).await,
         Command::Status(args) => status::run(args, &cli.global).await,
         Command::Bench(args) => bench::run(args).await,

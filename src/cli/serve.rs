@@ -55,6 +55,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CALSYNC_OUTBOUND_ON_CANCEL", value_name = "MODE")]
     pub on_cancel: Option<CancelMode>,
 
+    /// What a booking's event moved or deleted in the calendar by someone
+    /// else leads to: `notify` (report it, stop writing the booking until
+    /// a newer version) or `restore` (write it back) [default: notify].
+    #[arg(
+        long,
+        env = "CALSYNC_OUTBOUND_ON_EXTERNAL_CHANGE",
+        value_name = "POLICY"
+    )]
+    pub on_external_change: Option<crate::core::external_change::ExternalChangePolicy>,
+
     /// Least milliseconds between the starts of two syncs of one
     /// connection [default: 100].
     #[arg(long, env = "CALSYNC_SYNC_MIN_INTERVAL_MS", value_name = "MS")]
@@ -203,6 +213,10 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .or(file.outbound.on_cancel)
         .unwrap_or_default();
     tracing::info!(on_cancel = ?runtime.policy.sync.on_cancel, "outbound cancellations");
+    runtime.policy.sync.on_external_change = args
+        .on_external_change
+        .or(file.outbound.on_external_change)
+        .unwrap_or_default();
     if let Some(ms) = args.sync_min_interval_ms.or(file.sync.min_interval_ms) {
         runtime.policy.min_sync_interval = chrono::Duration::milliseconds(ms as i64);
     }
@@ -252,6 +266,14 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?limits, "server limits");
+    // The platform feed's push deliveries: tasks of their own, so a slow
+    // receiver never holds ingest or sync.
+    let push_stop = tokio_util::sync::CancellationToken::new();
+    let _push = crate::feed::push::spawn(
+        db.store(),
+        crate::core::subscription::PushPolicy::default(),
+        push_stop.clone(),
+    );
     // On SIGTERM a cluster node hands its slices over while still
     // answering (forwarding or inboxing), then the server drains.
     let shutdown = async move {
@@ -262,6 +284,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     http::serve_split(listener, operator, state, limits, shutdown).await?;
     tracing::info!("shutting down");
+    push_stop.cancel();
     connections.shutdown();
     if let Some(cluster) = db.cluster.clone() {
         drop(db);

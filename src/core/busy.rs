@@ -317,7 +317,7 @@ fn zone_named(name: &str) -> Result<Tz, InvalidEvent> {
     resolve_zone(name).map_err(|e| InvalidEvent::UnknownZone(e.0))
 }
 
-fn google_interval(
+pub(crate) fn google_interval(
     event: &GoogleEvent,
     calendar_zone: Tz,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent> {
@@ -362,7 +362,7 @@ fn google_instant(when: GoogleWhen, calendar_zone: Tz) -> Result<DateTime<Utc>, 
     }
 }
 
-fn graph_interval(
+pub(crate) fn graph_interval(
     event: &GraphEvent,
     fallback_zone: Tz,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidEvent> {

@@ -242,6 +242,18 @@ pub enum ConnectionEvent {
         booking_id: String,
         at: DateTime<Utc>,
     },
+    /// Someone changed the booking's own event in the external calendar
+    /// (moved, deleted, declined). `policy` is what calsync does about it,
+    /// decided when it was seen: `notify` stops writing the booking until
+    /// a newer version arrives; `restore` writes it back. Declines are
+    /// only reported.
+    BookingExternallyChanged {
+        booking_id: String,
+        version: u64,
+        change: super::external_change::ExternalChange,
+        policy: super::external_change::ExternalChangePolicy,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ConnectionEvent {
@@ -276,6 +288,7 @@ impl ConnectionEvent {
             ConnectionEvent::OutboundWriteSucceeded { .. } => "outbound_write_succeeded",
             ConnectionEvent::OutboundWriteFailed { .. } => "outbound_write_failed",
             ConnectionEvent::OutboundRetryRequested { .. } => "outbound_retry_requested",
+            ConnectionEvent::BookingExternallyChanged { .. } => "booking_externally_changed",
         }
     }
 

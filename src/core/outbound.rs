@@ -101,6 +101,20 @@ pub struct BookingTrack {
     /// or an operator retries it.
     #[serde(default)]
     pub failed: Option<FailedWrite>,
+    /// Set when the booking's event was changed externally under the
+    /// `notify` policy: no write for this version; a newer one lifts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_version: Option<u64>,
+    /// The last external change recorded (until a newer version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_change: Option<super::external_change::ExternalChange>,
+    /// Etags of our own recent writes: a page showing one of them shows
+    /// our write, not someone else's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub our_etags: Vec<String>,
+    /// Attendees already reported as having declined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declined: Vec<String>,
 }
 
 /// A write the provider refused for good.
@@ -127,6 +141,10 @@ impl BookingTrack {
             failures: 0,
             retry_at: None,
             failed: None,
+            held_version: None,
+            external_change: None,
+            our_etags: Vec::new(),
+            declined: Vec::new(),
         }
     }
 }
@@ -230,6 +248,11 @@ pub fn owes_write(track: &BookingTrack) -> bool {
 /// The write owed, with a cancellation written as a delete.
 fn owed_write(track: &BookingTrack) -> Option<OutboundOp> {
     let latest = &track.latest;
+    // Changed in the calendar under `notify`: the host's edit stands until
+    // the platform sends a newer version.
+    if track.held_version == Some(latest.version) && track.pending.is_none() {
+        return None;
+    }
     match (latest.status, &track.external_event_id) {
         (BookingStatus::Confirmed, None) => Some(OutboundOp::Create {
             generation: track.generation,

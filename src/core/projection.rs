@@ -234,6 +234,10 @@ impl BookingRow {
             "pending"
         } else if owes_write(track) {
             "waiting"
+        } else if track.held_version == Some(track.latest.version) {
+            // Moved or deleted in the calendar under `notify`: the host's
+            // edit stands until the platform sends a newer version.
+            "external_changed"
         } else if track.external_event_id.is_none() {
             "removed"
         } else if track.latest.status == BookingStatus::Cancelled {
@@ -445,7 +449,8 @@ pub fn connection_changes(
             ConnectionEvent::OutboundIntentRecorded { booking_id, .. }
             | ConnectionEvent::OutboundWriteSucceeded { booking_id, .. }
             | ConnectionEvent::OutboundWriteFailed { booking_id, .. }
-            | ConnectionEvent::OutboundRetryRequested { booking_id, .. } => {
+            | ConnectionEvent::OutboundRetryRequested { booking_id, .. }
+            | ConnectionEvent::BookingExternallyChanged { booking_id, .. } => {
                 touched_bookings.push(booking_id.clone());
             }
             _ => {}

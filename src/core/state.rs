@@ -510,6 +510,7 @@ impl ConnectionState {
                 match bookings.get_mut(&key) {
                     Some(track) => {
                         track.latest = booking.clone();
+                        super::external_change::on_new_version(track);
                         // A changed booking is worth another try.
                         track.failed = None;
                         track.failures = 0;
@@ -556,10 +557,12 @@ impl ConnectionState {
                             track.external_event_id = Some(external_event_id.clone());
                             track.etag = etag.clone();
                             track.written_version = Some(*version);
+                            super::external_change::remember_etag(track, etag.as_ref());
                         }
                         WriteOutcome::Updated { etag } => {
                             track.etag = etag.clone();
                             track.written_version = Some(*version);
+                            super::external_change::remember_etag(track, etag.as_ref());
                         }
                         WriteOutcome::Deleted => {
                             track.external_event_id = None;
@@ -611,6 +614,16 @@ impl ConnectionState {
                     track.failed = None;
                     track.failures = 0;
                     track.retry_at = None;
+                }
+            }
+            ConnectionEvent::BookingExternallyChanged {
+                booking_id,
+                change,
+                policy,
+                ..
+            } => {
+                if let Some(track) = self.bookings.get_mut(booking_id) {
+                    super::external_change::fold(track, change, *policy);
                 }
             }
         }

@@ -54,6 +54,9 @@ pub struct SyncPolicy {
     /// How long an unavailable calendar (404, 403 …) waits before it is
     /// probed again. Default 1 h.
     pub unavailable_retry: chrono::Duration,
+    /// What a booking's event moved or deleted in the calendar by someone
+    /// else leads to (`[outbound] on_external_change`).
+    pub on_external_change: super::external_change::ExternalChangePolicy,
 }
 
 impl Default for SyncPolicy {
@@ -63,6 +66,7 @@ impl Default for SyncPolicy {
             backoff: BackoffPolicy::default(),
             on_cancel: CancelMode::default(),
             unavailable_retry: chrono::Duration::hours(1),
+            on_external_change: Default::default(),
         }
     }
 }
@@ -159,6 +163,14 @@ pub fn page_events(
             },
         );
     }
+    events.extend(super::external_change::external_changes(
+        state,
+        page,
+        zone,
+        &policy.busy,
+        policy.on_external_change,
+        now,
+    ));
     if let Some(cursor) = &page.completed_with {
         events.push(ConnectionEvent::SyncRoundCompleted {
             calendar: page.calendar.clone(),

@@ -20,6 +20,7 @@ mod inbound;
 mod isolation;
 mod malformed;
 mod outbound;
+mod platform_feed;
 mod provider_outage;
 mod replay_storm;
 
@@ -28,7 +29,7 @@ use report::DrillReport;
 use std::time::Instant;
 
 /// Every drill, in the order `calsync validate` runs them.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     "allowlist",
     "gates",
     "isolation",
@@ -43,6 +44,7 @@ pub const ALL: [&str; 14] = [
     "actor-kill",
     "node-kill",
     "rolling-restart",
+    "platform-feed",
 ];
 
 /// How big a drill runs: `--quick` for CI, the full sizes for a release.
@@ -78,6 +80,8 @@ pub fn configuration(sizes: Sizes) -> serde_json::Value {
         "serve_sigkills": 1,
         "cluster_nodes": 3,
         "cluster_connections": sizes.pick(3, 9),
+        "platform_feed_external_changes": sizes.pick(100, 1000),
+        "platform_feed_bookings": sizes.pick(4, 20),
         "postgres": "private cluster, fsync on (Durability::Full)",
         "simulators": "calsim in the drill process, SimConfig::for_tests",
         "serve": "calsync serve child process, production backoff policy",
@@ -158,6 +162,7 @@ async fn dispatch(
         "replay-storm" => replay_storm::run(h, r, sizes).await,
         "graceful-degradation" => degradation::run(h, r, sizes).await,
         "actor-kill" => actor_kill::run(h, r, sizes).await,
+        "platform-feed" => platform_feed::run(h, r, sizes).await,
         other => anyhow::bail!("no drill {other:?}; drills: {}", ALL.join(", ")),
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod auth;
+pub mod changes;
 pub mod channel_cache;
 pub mod errors;
 mod explain;
@@ -15,6 +16,7 @@ mod platform;
 pub mod server;
 pub mod settings;
 pub mod ui;
+pub mod subscriptions;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
@@ -65,6 +67,11 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
         .merge(platform::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .merge(crate::cluster::http::routes().layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .merge(explain::routes(state.clone()))
+        .merge(changes::routes(state.clone()))
+        .merge(
+            subscriptions::routes(state.clone())
+                .layer(DefaultBodyLimit::max(limits.api_body_limit)),
+        )
         .with_state(state)
 }
 

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0007_cluster.sql"),
     },
     Migration {
+        version: 8,
+        name: "0008_platform_feed",
+        sql: include_str!("../../schema/0008_platform_feed.sql"),
+    },
+    Migration {
         version: 9,
         name: "0009_api_tokens",
         sql: include_str!("../../schema/0009_api_tokens.sql"),

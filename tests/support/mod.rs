@@ -57,6 +57,9 @@ pub struct Options {
     pub poll_every: Option<chrono::Duration>,
     /// What cancelled bookings do to their events (default: delete).
     pub on_cancel: CancelMode,
+    /// What bookings' events changed in the calendar lead to (default:
+    /// notify).
+    pub on_external_change: calsync::core::external_change::ExternalChangePolicy,
     /// calsync's clock moves with the simulator's ([`World::advance`]), so
     /// tests can run hours of provider time in seconds.
     pub virtual_clock: bool,
@@ -156,6 +159,7 @@ impl World {
             ..BackoffPolicy::default()
         });
         runtime.policy.sync.on_cancel = options.on_cancel;
+        runtime.policy.sync.on_external_change = options.on_external_change;
         let clock = options.virtual_clock.then(calsync::ports::OffsetClock::new);
         if let Some(clock) = &clock {
             runtime.set_clock(clock.clone());
