@@ -172,6 +172,9 @@ async fn busy(store: &PgEventStore, id: ConnectionId, from: usize, n: usize) {
                 event_id: format!("ev{k}"),
                 blocks: Some(Interval::new(start, start + TimeDelta::minutes(20)).unwrap()),
                 ours: None,
+                rule: None,
+                ignored: None,
+                span: None,
             }],
         )
         .await;

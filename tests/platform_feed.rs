@@ -120,6 +120,9 @@ fn seen(n: usize) -> ConnectionEvent {
             Interval::new(hour(n as i64), hour(n as i64) + TimeDelta::minutes(30)).unwrap(),
         ),
         ours: None,
+        rule: None,
+        ignored: None,
+        span: None,
     }
 }
 

@@ -106,6 +106,9 @@ fn change(n: u64) -> (ConnectionEvent, String) {
         event_id: format!("b{n}"),
         blocks: Interval::new(start, start + chrono::TimeDelta::seconds(30)).ok(),
         ours: None,
+        rule: None,
+        ignored: None,
+        span: None,
     };
     (
         event,

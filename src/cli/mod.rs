@@ -15,8 +15,8 @@ mod replay;
 mod serve;
 mod simulate;
 mod status;
-mod tokens;
 mod subscriptions;
+mod tokens;
 mod validate;
 
 use crate::config::{GlobalArgs, LogFormat};

@@ -228,7 +228,9 @@ impl FeedConnection {
                     .then(|| hull(old.iter().chain(blocks.iter())))
                     .flatten()
             }
-            ConnectionEvent::ExternalEventRemoved { calendar, event_id } => self
+            ConnectionEvent::ExternalEventRemoved {
+                calendar, event_id, ..
+            } => self
                 .busy
                 .remove(&(calendar.clone(), event_id.clone()))
                 .map(|(i, _)| i),
@@ -434,6 +436,9 @@ mod tests {
             event_id: e.into(),
             blocks: Some(Interval::new(t(from), t(to)).unwrap()),
             ours: None,
+            rule: None,
+            ignored: None,
+            span: None,
         };
         vec![
             ConnectionEvent::ConnectionCreated {
@@ -465,11 +470,15 @@ mod tests {
             ConnectionEvent::ExternalEventRemoved {
                 calendar: cal("primary"),
                 event_id: "a".into(),
+                reason: None,
+                span: None,
             },
             // A removal of something that never blocked changes nothing.
             ConnectionEvent::ExternalEventRemoved {
                 calendar: cal("primary"),
                 event_id: "zzz".into(),
+                reason: None,
+                span: None,
             },
             ConnectionEvent::SyncFailed {
                 kind: "throttled".into(),
@@ -603,6 +612,9 @@ mod tests {
             event_id: "a".into(),
             blocks: Some(Interval::new(t(9), t(10)).unwrap()),
             ours: None,
+            rule: None,
+            ignored: None,
+            span: None,
         });
         events.push(ConnectionEvent::SyncRoundCompleted {
             calendar: cal("primary"),

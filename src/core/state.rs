@@ -622,7 +622,7 @@ impl ConnectionState {
                 policy,
                 ..
             } => {
-                if let Some(track) = self.bookings.get_mut(booking_id) {
+                if let Some(track) = self.booking_mut(booking_id) {
                     super::external_change::fold(track, change, *policy);
                 }
             }

@@ -15,8 +15,8 @@ pub mod openapi;
 mod platform;
 pub mod server;
 pub mod settings;
-pub mod ui;
 pub mod subscriptions;
+pub mod ui;
 pub mod webhooks;
 
 pub use admin::CreateConnection;
