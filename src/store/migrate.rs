@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_failure_isolation",
         sql: include_str!("../../schema/0006_failure_isolation.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_busy_long_intervals",
+        sql: include_str!("../../schema/0011_busy_long_intervals.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
