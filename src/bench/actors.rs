@@ -199,8 +199,8 @@ pub async fn run(options: &ActorsOptions) -> anyhow::Result<Report> {
          (and stays active) so process start-up costs are not counted per actor; the fresh set may reuse what the windowed set \
          freed on passivation (at most its RSS delta), so its figure is a slight \
          underestimate at small sizes. RSS released after passivation is what the \
-         allocator handed back to the system within 1 s (the calsync binary allocates with \
-         mimalloc, which returns freed pages; a library test runs on the system allocator)."
+         allocator handed back to the system within 1 s of passivating (the calsync binary \
+         allocates with mimalloc, a library test with the system allocator)."
             .into(),
     );
     report.seconds = started.elapsed().as_secs_f64();

@@ -84,8 +84,10 @@ impl LoadGen {
 
     pub fn describe(&self) -> &'static str {
         match self {
-            LoadGen::Process(_) => "separate process (calsync bench load-gen, reqwest)",
-            LoadGen::InProcess => "in the server's process (reqwest)",
+            LoadGen::Process(_) => {
+                "separate process (calsync bench load-gen: a minimal keep-alive HTTP/1.1 client)"
+            }
+            LoadGen::InProcess => "in the server's process (the same minimal HTTP/1.1 client)",
         }
     }
 
