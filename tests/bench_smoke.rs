@@ -101,7 +101,12 @@ async fn latency_reports_change_to_busy_interval_percentiles() {
     .unwrap();
     positive(
         &report,
-        &["busy intervals seen", "latency p50", "latency p99"],
+        &[
+            "busy intervals seen",
+            "latency p50",
+            "latency p99",
+            "events.list calls per change",
+        ],
     );
 }
 
