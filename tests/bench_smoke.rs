@@ -2,7 +2,8 @@
 //! positive figures, so the benchmark code cannot silently rot. These are
 //! not timed tests: nothing here asserts a speed.
 
-use calsync::bench::{actors, ingest, latency, recovery, replay, Report};
+use calsync::bench::loadgen::LoadGen;
+use calsync::bench::{actors, availability, ingest, latency, recovery, replay, Report};
 
 fn positive(report: &Report, names: &[&str]) {
     for name in names {
@@ -32,6 +33,7 @@ async fn ingest_reports_its_rate_and_the_pgbench_ratio() {
         concurrency: 4,
         seconds: 1,
         runs: 1,
+        load_gen: LoadGen::Process(env!("CARGO_BIN_EXE_calsync").into()),
     })
     .await
     .unwrap();
@@ -99,7 +101,12 @@ async fn latency_reports_change_to_busy_interval_percentiles() {
     .unwrap();
     positive(
         &report,
-        &["busy intervals seen", "latency p50", "latency p99"],
+        &[
+            "busy intervals seen",
+            "latency p50",
+            "latency p99",
+            "events.list calls per change",
+        ],
     );
 }
 
@@ -145,4 +152,41 @@ async fn feed_reports_delivery_latency_and_the_ingest_ratio() {
         "every event of the latency run was delivered"
     );
     assert!(report.comparisons[0].ratio > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_reports_rates_percentiles_and_the_pgbench_ratio() {
+    // The load generator runs as the real binary's hidden subcommand, in
+    // its own process, as `calsync bench availability` runs it.
+    let report = availability::run(&availability::AvailabilityOptions {
+        providers: 2,
+        connections: 2,
+        calendars: 2,
+        busy_rows: 300,
+        days: 30,
+        window_days: 14,
+        concurrency: 4,
+        group_concurrency: 2,
+        seconds: 1,
+        runs: 1,
+        load_gen: LoadGen::Process(env!("CARGO_BIN_EXE_calsync").into()),
+    })
+    .await
+    .unwrap();
+    positive(
+        &report,
+        &[
+            "single: queries/s",
+            "single: latency p99",
+            "single at half that rate: latency p99",
+            "pgbench busy-range query",
+            "group: queries/s",
+            "group: latency p99",
+            "busy rows considered per single query",
+            "busy rows considered per group query",
+        ],
+    );
+    assert_eq!(report.median_of("non-2xx or failed requests"), Some(0.0));
+    assert!(report.comparisons[0].ratio > 0.0);
+    assert_eq!(report.targets.len(), 3, "{}", report.to_text());
 }

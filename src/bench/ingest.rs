@@ -4,6 +4,7 @@
 //! inserting one event-shaped row per transaction at the same concurrency
 //! on the same server, alternating in the same run.
 
+use super::loadgen::{LoadGen, LoadSpec, RequestTemplate};
 use super::report::{percentile, Comparison, Figure, Machine, Report};
 use super::setup::{self, BenchDb, Served};
 use crate::actors::channel_task::secret_digest;
@@ -13,7 +14,7 @@ use crate::core::events::ConnectionEvent;
 use crate::core::ids::{CalendarId, ConnectionId};
 use crate::store::EventMetadata;
 use anyhow::Context;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -28,6 +29,10 @@ pub struct IngestOptions {
     pub seconds: u64,
     /// Runs of each side (alternating calsync, pgbench).
     pub runs: usize,
+    /// Where the HTTP load generator runs: a separate process, as pgbench
+    /// is, unless asked otherwise (the figures before issue 22 had it in
+    /// the server's process).
+    pub load_gen: LoadGen,
 }
 
 impl IngestOptions {
@@ -37,6 +42,7 @@ impl IngestOptions {
             concurrency: 32,
             seconds: 10,
             runs: 3,
+            load_gen: LoadGen::InProcess,
         }
     }
 
@@ -46,6 +52,7 @@ impl IngestOptions {
             concurrency: 32,
             seconds: 3,
             runs: 1,
+            load_gen: LoadGen::InProcess,
         }
     }
 }
@@ -78,6 +85,7 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
     report.config("concurrency", options.concurrency);
     report.config("seconds_per_run", options.seconds);
     report.config("runs", options.runs);
+    report.config("load_generator", options.load_gen.describe());
     report.config(
         "durability",
         "fsync on (PostgreSQL defaults), same server for both",
@@ -98,22 +106,19 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
         ),
     );
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let counter = Arc::new(AtomicU64::new(1));
+    let requests = notifications(&base, &channels);
+    let mut counter = 1;
     let (mut rates, mut p50s, mut p99s, mut errors) = (vec![], vec![], vec![], vec![]);
     let (mut pg_rates, mut pg_latency) = (vec![], vec![]);
     let (mut flooded_rates, mut scrape_rates) = (vec![], vec![]);
     for _ in 0..options.runs {
-        let run = load(&client, &base, &channels, options, counter.clone()).await?;
+        let run = load(&requests, options, &mut counter).await?;
         rates.push(run.accepted as f64 / run.seconds);
         // The same load while /metrics is scraped as fast as it answers:
         // scrapes render memory, so ingest must keep its rate.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flood = tokio::spawn(scrape_flood(base.clone(), stop.clone()));
-        let flooded = load(&client, &base, &channels, options, counter.clone()).await?;
+        let flooded = load(&requests, options, &mut counter).await?;
         stop.store(true, Ordering::Relaxed);
         let scrapes = flood.await?;
         flooded_rates.push(flooded.accepted as f64 / flooded.seconds);
@@ -178,8 +183,8 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
     report.notes.push(
         "notifications for different connections that arrive together are committed in one \
          transaction (group commit, src/store/group_commit.rs; see calsync_append_batch_size); \
-         the load generator, calsync and PostgreSQL share the machine's CPUs, pgbench is a \
-         separate C process"
+         the load generator, calsync and PostgreSQL share the machine's CPUs; the load \
+         generator runs where load_generator says (a separate process, like pgbench, by default)"
             .into(),
     );
     served.stop();
@@ -190,7 +195,7 @@ pub async fn run(options: &IngestOptions) -> anyhow::Result<Report> {
 /// Creates `n` connections through their actors and records one open push
 /// channel on each, exactly as the channel task would after `events.watch`
 /// (same command, same stored digest), so the token is known here.
-async fn open_channels(served: &Served, n: usize) -> anyhow::Result<Arc<Vec<Channel>>> {
+async fn open_channels(served: &Served, n: usize) -> anyhow::Result<Vec<Channel>> {
     let made = setup::create_connections(&served.connections, "ingest", n).await?;
     let channels: Vec<(ConnectionId, Channel)> = made
         .iter()
@@ -222,7 +227,7 @@ async fn open_channels(served: &Served, n: usize) -> anyhow::Result<Arc<Vec<Chan
         Ok(())
     })
     .await?;
-    Ok(Arc::new(channels.into_iter().map(|(_, c)| c).collect()))
+    Ok(channels.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Clients of the /metrics flood, and the pause each takes between two
@@ -267,69 +272,50 @@ struct LoadRun {
     latencies_ms: Vec<f64>,
 }
 
-/// `concurrency` workers, each sending its next notification as soon as
-/// the previous one is answered, for `seconds`. Message numbers come from
-/// one counter, so every notification is distinct.
+/// What Google would send: one request per channel, headers only, the
+/// message number `{n}` distinct over the whole benchmark.
+fn notifications(base: &str, channels: &[Channel]) -> Vec<RequestTemplate> {
+    channels
+        .iter()
+        .map(|ch| RequestTemplate {
+            url: format!("{base}/webhooks/google"),
+            headers: vec![
+                ("X-Goog-Channel-ID".into(), ch.id.clone()),
+                ("X-Goog-Channel-Token".into(), ch.token.clone()),
+                ("X-Goog-Resource-ID".into(), ch.resource.clone()),
+                ("X-Goog-Resource-State".into(), "exists".into()),
+                ("X-Goog-Message-Number".into(), "{n}".into()),
+            ],
+            body: None,
+        })
+        .collect()
+}
+
+/// `concurrency` clients of the load generator, each sending its next
+/// notification as soon as the previous one is answered, for `seconds`,
+/// round-robin over the channels.
 async fn load(
-    client: &reqwest::Client,
-    base: &str,
-    channels: &Arc<Vec<Channel>>,
+    requests: &[RequestTemplate],
     options: &IngestOptions,
-    counter: Arc<AtomicU64>,
+    counter: &mut u64,
 ) -> anyhow::Result<LoadRun> {
-    let url = format!("{base}/webhooks/google");
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(options.seconds);
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency {
-        let (client, url, channels, counter) = (
-            client.clone(),
-            url.clone(),
-            channels.clone(),
-            counter.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let (mut accepted, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let ch = &channels[(n as usize) % channels.len()];
-                let sent = Instant::now();
-                let result = client
-                    .post(&url)
-                    .header("X-Goog-Channel-ID", &ch.id)
-                    .header("X-Goog-Channel-Token", &ch.token)
-                    .header("X-Goog-Resource-ID", &ch.resource)
-                    .header("X-Goog-Resource-State", "exists")
-                    .header("X-Goog-Message-Number", n.to_string())
-                    .send()
-                    .await;
-                match result {
-                    Ok(r) if r.status().is_success() => {
-                        // Drain the body so the connection is reused.
-                        let _ = r.bytes().await;
-                        accepted += 1;
-                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (accepted, errors, latencies)
-        }));
-    }
-    let mut run = LoadRun {
-        accepted: 0,
-        errors: 0,
-        seconds: 0.0,
-        latencies_ms: Vec::new(),
-    };
-    for w in workers {
-        let (a, e, l) = w.await?;
-        run.accepted += a;
-        run.errors += e;
-        run.latencies_ms.extend(l);
-    }
-    run.seconds = start.elapsed().as_secs_f64();
-    Ok(run)
+    let result = options
+        .load_gen
+        .run(&LoadSpec {
+            requests: requests.to_vec(),
+            concurrency: options.concurrency,
+            seconds: options.seconds as f64,
+            counter_start: *counter,
+            rate: None,
+        })
+        .await?;
+    *counter = result.counter_end;
+    Ok(LoadRun {
+        accepted: result.ok,
+        errors: result.errors,
+        seconds: result.seconds,
+        latencies_ms: result.latencies_ms,
+    })
 }
 
 async fn create_baseline_table(db: &BenchDb) -> anyhow::Result<()> {

@@ -133,6 +133,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         .and_utc()
         + chrono::Duration::days(1);
     let gen_started = Instant::now();
+    let changes_from = chrono::Utc::now();
     for n in 0..total {
         ticker.tick().await;
         let account = &accounts[(n as usize) % accounts.len()];
@@ -187,6 +188,22 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
             n as f64,
         ));
     }
+    // What the changes cost the provider: every API request the simulator
+    // logged from the first change on (the changes themselves are made
+    // through the simulator's own API, not logged). The floor is one
+    // incremental list per burst of changes on a connection.
+    let calls = sim.requests_since(changes_from);
+    let lists = calls.iter().filter(|r| r.endpoint == "events.list").count();
+    report.figure(Figure::single(
+        "provider calls per change",
+        "calls",
+        calls.len() as f64 / total.max(1) as f64,
+    ));
+    report.figure(Figure::single(
+        "events.list calls per change",
+        "calls",
+        lists as f64 / total.max(1) as f64,
+    ));
     report.figure(Figure::single("changes made", "changes", total as f64));
     report.figure(Figure::single(
         "achieved change rate",

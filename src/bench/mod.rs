@@ -9,15 +9,21 @@
 //! - [`replay`]: projection rebuild vs a bare `COPY` read of the log;
 //! - [`feed`]: platform feed delivery latency, and ingest with a subscriber
 //!   vs without.
+//! - [`availability`]: the booking page's availability query vs the bare
+//!   busy-range query in pgbench.
+//!
+//! [`loadgen`] is the HTTP load generator, run as a separate process.
 //!
 //! Benchmarks are not timed tests: `tests/bench_smoke.rs` runs each at a
 //! tiny size and checks only that figures come out.
 
 pub mod actors;
+pub mod availability;
 pub mod feed;
 pub mod ingest;
 pub mod latency;
 pub mod load;
+pub mod loadgen;
 pub mod recovery;
 pub mod replay;
 pub mod report;

@@ -107,6 +107,17 @@ impl BenchDb {
         clients: usize,
         seconds: u64,
     ) -> anyhow::Result<PgBench> {
+        self.pgbench_with(script, clients, seconds, &[]).await
+    }
+
+    /// [`BenchDb::pgbench`] with extra pgbench options (e.g. `-M prepared`).
+    pub async fn pgbench_with(
+        &self,
+        script: &str,
+        clients: usize,
+        seconds: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<PgBench> {
         let dir = tempdir()?;
         let path = dir.join("script.sql");
         std::fs::write(&path, script)?;
@@ -122,6 +133,7 @@ impl BenchDb {
                 "-n",
             ])
             .args(["-c", &clients.to_string(), "-j", &threads.to_string()])
+            .args(extra)
             .args(["-T", &seconds.to_string(), "-f"])
             .arg(&path)
             .arg(DB_NAME);

@@ -33,6 +33,10 @@ pub enum Which {
         /// Runs of each side, alternating [3].
         #[arg(long)]
         runs: Option<usize>,
+        /// Run the HTTP load generator inside the server's process instead
+        /// of a separate one (how the figures before issue 22 were taken).
+        #[arg(long)]
+        in_process_client: bool,
     },
     /// Rebuild of every projection vs a bare COPY of the log.
     Replay {
@@ -83,22 +87,84 @@ pub enum Which {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// The booking page's availability query (single provider and a
+    /// group) vs the bare busy-range query in pgbench.
+    Availability {
+        /// Platform providers; all of them form the group [10].
+        #[arg(long)]
+        providers: Option<usize>,
+        /// Busy rows per provider [20000].
+        #[arg(long)]
+        busy_rows: Option<usize>,
+        /// Concurrent clients of the single query, and pgbench -c [32].
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Concurrent clients of the group query [4].
+        #[arg(long)]
+        group_concurrency: Option<usize>,
+        /// Seconds per measured run [10].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Runs of each side, alternating [3].
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Run the HTTP load generator inside this process instead of a
+        /// separate one (for comparison with older figures).
+        #[arg(long)]
+        in_process_client: bool,
+    },
+    /// The HTTP load generator (a spec as JSON on stdin, the result as
+    /// JSON on stdout); the benchmarks spawn it as a separate process.
+    #[command(hide = true)]
+    LoadGen,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let quick = args.quick;
     let report: Report = match args.which {
+        Which::LoadGen => return bench::loadgen::serve_stdio().await,
+        Which::Availability {
+            providers,
+            busy_rows,
+            concurrency,
+            group_concurrency,
+            seconds,
+            runs,
+            in_process_client,
+        } => {
+            let load_gen = if in_process_client {
+                bench::loadgen::LoadGen::InProcess
+            } else {
+                bench::loadgen::LoadGen::this_binary()?
+            };
+            let mut o = pick(
+                quick,
+                bench::availability::AvailabilityOptions::full(load_gen.clone()),
+                bench::availability::AvailabilityOptions::quick(load_gen),
+            );
+            o.providers = providers.unwrap_or(o.providers).max(1);
+            o.busy_rows = busy_rows.unwrap_or(o.busy_rows).max(1);
+            o.concurrency = concurrency.unwrap_or(o.concurrency).max(1);
+            o.group_concurrency = group_concurrency.unwrap_or(o.group_concurrency).max(1);
+            o.seconds = seconds.unwrap_or(o.seconds).max(1);
+            o.runs = runs.unwrap_or(o.runs).max(1);
+            bench::availability::run(&o).await?
+        }
         Which::Ingest {
             connections,
             concurrency,
             seconds,
             runs,
+            in_process_client,
         } => {
             let mut o = pick(
                 quick,
                 bench::ingest::IngestOptions::full(),
                 bench::ingest::IngestOptions::quick(),
             );
+            if !in_process_client {
+                o.load_gen = bench::loadgen::LoadGen::this_binary()?;
+            }
             o.connections = connections.unwrap_or(o.connections).max(1);
             o.concurrency = concurrency.unwrap_or(o.concurrency).max(1);
             o.seconds = seconds.unwrap_or(o.seconds).max(1);

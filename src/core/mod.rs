@@ -5,6 +5,7 @@
 pub mod availability;
 pub mod backoff;
 pub mod busy;
+pub mod busy_reach;
 pub mod channels;
 pub mod cluster;
 pub mod connect;

@@ -14,14 +14,17 @@
 
 use super::errors::ApiError;
 use super::AppState;
-use crate::core::availability::{free_slots, weekly_free_slots, SlotSpec, WeeklyRule};
+use crate::core::availability::{
+    expand_weekly, free_slots, weekly_free_slots, SlotSpec, WeeklyRule,
+};
+use crate::core::busy_reach::busy_reach;
 use crate::core::decide::ConnectionCommand;
 use crate::core::group_availability::{group_slots, GroupMode};
 use crate::core::ids::BookingId;
 use crate::core::interval::Interval;
 use crate::core::outbound::{validate, Booking, BookingStatus};
 use crate::core::tz::resolve_zone;
-use crate::store::availability::{busy_in, freshness, Freshness};
+use crate::store::availability::{availability_inputs, busy_in, freshness, Freshness};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -318,12 +321,14 @@ fn minutes(name: &str, m: i64, min: i64) -> Result<TimeDelta, ApiError> {
 }
 
 /// A parsed availability request: the query range, how slots are cut, the
-/// busy window to read (the range widened by the buffers) and where the
-/// availability comes from. Shared by the single and the group endpoint.
+/// spans whose busy time can block a slot (the availability windows in the
+/// range widened by the buffers: nights and weekends outside weekly hours
+/// are not read) and where the availability comes from. Shared by the
+/// single and the group endpoint.
 struct SlotPlan {
     range: Interval,
     spec: SlotSpec,
-    busy_window: Interval,
+    reach: Vec<Interval>,
     source: SlotSource,
 }
 
@@ -345,10 +350,6 @@ impl SlotPlan {
             minutes("buffer_before_minutes", req.buffer_before_minutes, 0)?,
             minutes("buffer_after_minutes", req.buffer_after_minutes, 0)?,
         );
-        // Busy time just outside the range still matters through the buffers.
-        let reach = spec.buffer_before.max(spec.buffer_after);
-        let busy_window = Interval::new(range.start() - reach, range.end() + reach)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let source = match (req.windows, req.weekly) {
             (Some(windows), None) => {
                 let windows = windows
@@ -386,21 +387,19 @@ impl SlotPlan {
                 ))
             }
         };
+        // Busy time just outside a window still matters through the buffers.
+        let reach = match &source {
+            SlotSource::Windows(windows) => busy_reach(windows, &spec),
+            SlotSource::Weekly(rules, zone) => {
+                busy_reach(&expand_weekly(rules, *zone, range), &spec)
+            }
+        };
         Ok(SlotPlan {
             range,
             spec,
-            busy_window,
+            reach,
             source,
         })
-    }
-
-    /// One provider's busy intervals in the busy window.
-    async fn busy(&self, state: &AppState, id: &str) -> Result<Vec<Interval>, ApiError> {
-        Ok(busy_in(&state.store, id, self.busy_window)
-            .await?
-            .iter()
-            .filter_map(|b| Interval::new(b.start, b.end).ok())
-            .collect())
     }
 
     /// The free slots left by `busy`.
@@ -423,14 +422,20 @@ async fn availability(
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body.map_err(ApiError::from)?;
     let plan = SlotPlan::parse(req)?;
-    let busy = plan.busy(&state, &id).await?;
-    let slots = plan.slots(&busy)?;
-    let fresh = freshness(&state.store, &id).await?;
+    let ids = [id];
+    // One input per id, so `next` is this provider's.
+    let input = availability_inputs(&state.store, &ids, &plan.reach)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let [id] = ids;
+    let slots = plan.slots(&input.busy)?;
     Ok(Json(json!({
         "platform_provider_id": id,
         "slots": slots,
-        "busy_considered": busy.len(),
-        "freshness": fresh_json(&fresh),
+        "busy_considered": input.busy.len(),
+        "freshness": fresh_json(&input.freshness),
     })))
 }
 
@@ -512,20 +517,20 @@ async fn group_availability(
     let mut per_provider = Vec::with_capacity(ids.len());
     let mut providers = Vec::with_capacity(ids.len());
     let mut degraded = false;
-    for (i, id) in ids.iter().enumerate() {
-        let fresh = freshness(&state.store, id).await?;
-        if fresh.is_empty() {
+    // Every provider's rows in one pipelined batch on one connection.
+    let inputs = availability_inputs(&state.store, &ids, &plan.reach).await?;
+    for (i, (id, input)) in ids.iter().zip(&inputs).enumerate() {
+        if input.freshness.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "platform_provider_ids[{i}]: unknown provider {id:?} (no live connection)"
             )));
         }
-        let busy = plan.busy(&state, id).await?;
-        per_provider.push(plan.slots(&busy)?);
-        let fresh = fresh_json(&fresh);
+        per_provider.push(plan.slots(&input.busy)?);
+        let fresh = fresh_json(&input.freshness);
         degraded |= fresh["degraded"] == json!(true);
         providers.push(json!({
             "platform_provider_id": id,
-            "busy_considered": busy.len(),
+            "busy_considered": input.busy.len(),
             "freshness": fresh,
         }));
     }

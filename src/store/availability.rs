@@ -5,6 +5,7 @@ use super::{PgEventStore, StoreError};
 use crate::core::interval::Interval;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 
 /// One busy interval as the platform sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +35,13 @@ pub struct CalendarFreshness {
     pub last_successful_sync: Option<DateTime<Utc>>,
 }
 
+/// The busy-range query: a provider's busy intervals overlapping
+/// [`$2`, `$3`), oldest first (`bench availability` runs it bare in pgbench).
+pub const BUSY_IN_SQL: &str =
+    "SELECT starts_at, ends_at, provider, external_event_id, connection_id, calendar_id \
+     FROM busy_intervals WHERE platform_provider_id = $1 \
+       AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at, ends_at";
+
 /// Busy intervals overlapping `window`, oldest first.
 pub async fn busy_in(
     store: &PgEventStore,
@@ -43,9 +51,7 @@ pub async fn busy_in(
     let client = store.pool().get().await?;
     let rows = client
         .query(
-            "SELECT starts_at, ends_at, provider, external_event_id, connection_id, calendar_id \
-             FROM busy_intervals WHERE platform_provider_id = $1 \
-               AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at, ends_at",
+            BUSY_IN_SQL,
             &[&platform_provider_id, &window.start(), &window.end()],
         )
         .await?;
@@ -63,24 +69,114 @@ pub async fn busy_in(
         .collect()
 }
 
+/// Freshness of every live connection of a platform provider, one row
+/// per (connection, calendar).
+const FRESHNESS_SQL: &str = "SELECT c.connection_id, c.provider, c.status, c.backoff_until, \
+            c.needs_reauthorization IS NOT NULL, k.calendar_id, k.last_success_at \
+     FROM connections c LEFT JOIN connection_calendars k USING (connection_id) \
+     WHERE c.platform_provider_id = $1 AND c.status <> 'removed' \
+     ORDER BY c.connection_id, k.calendar_id";
+
+/// The busy spans an availability answer needs: start and end of each of
+/// a provider's busy intervals overlapping one of the reach spans (sorted,
+/// apart: [`crate::core::busy_reach`]) given as arrays of starts (`$2`),
+/// ends (`$3`) and the previous span's end (`$4`, NULL for the first);
+/// each interval once (at the first span it overlaps), unordered (the core
+/// sorts and merges). Per span, two disjoint halves, so that neither scans
+/// the provider's whole past: intervals starting at most a day before the
+/// span (a bounded range of the `(platform_provider_id, starts_at)` index),
+/// and longer ones that started earlier (longer than a day, so the partial
+/// index `busy_intervals_long_by_provider_end` of migration 0011 has them).
+/// `bench availability` runs exactly this in pgbench.
+pub const BUSY_SPANS_SQL: &str = "\
+    SELECT b.starts_at, b.ends_at \
+      FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(ws, we, pe), \
+      LATERAL ( \
+        SELECT starts_at, ends_at FROM busy_intervals \
+         WHERE platform_provider_id = $1 AND starts_at < w.we AND ends_at > w.ws \
+           AND starts_at >= greatest(w.ws - interval '1 day', w.pe) \
+        UNION ALL \
+        SELECT starts_at, ends_at FROM busy_intervals \
+         WHERE platform_provider_id = $1 AND ends_at > w.ws \
+           AND starts_at < w.ws - interval '1 day' \
+           AND (w.pe IS NULL OR starts_at >= w.pe) \
+           AND ends_at - starts_at > interval '1 day') AS b";
+
+/// The FROM item of [`BUSY_SPANS_SQL`] that takes the reach spans.
+pub const BUSY_SPANS_REACH: &str =
+    "unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[])";
+
+/// What an availability answer needs of one provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AvailabilityInputs {
+    /// Busy spans overlapping the window, unordered.
+    pub busy: Vec<Interval>,
+    pub freshness: Vec<Freshness>,
+}
+
+/// Busy spans overlapping `reach` (sorted, apart: see
+/// [`crate::core::busy_reach`]) and freshness of every provider in `ids`,
+/// in their order: on one pooled connection, with prepared statements,
+/// every query sent at once (tokio-postgres pipelines them), so a group of
+/// N costs one round trip's wait instead of 2·N.
+pub async fn availability_inputs(
+    store: &PgEventStore,
+    ids: &[String],
+    reach: &[Interval],
+) -> Result<Vec<AvailabilityInputs>, StoreError> {
+    let client = store.pool().get().await?;
+    let (spans, fresh) = futures::try_join!(
+        client.prepare_cached(BUSY_SPANS_SQL),
+        client.prepare_cached(FRESHNESS_SQL)
+    )?;
+    let starts: Vec<DateTime<Utc>> = reach.iter().map(|r| r.start()).collect();
+    let ends: Vec<DateTime<Utc>> = reach.iter().map(|r| r.end()).collect();
+    let previous: Vec<Option<DateTime<Utc>>> = std::iter::once(None)
+        .chain(reach.iter().map(|r| Some(r.end())))
+        .take(reach.len())
+        .collect();
+    let (starts, ends, previous) = (&starts, &ends, &previous);
+    let per_provider = ids.iter().map(|id| {
+        let (spans, fresh, client) = (&spans, &fresh, &client);
+        async move {
+            let busy_params: [&(dyn ToSql + Sync); 4] = [id, starts, ends, previous];
+            let fresh_params: [&(dyn ToSql + Sync); 1] = [id];
+            let (busy, fresh) = futures::try_join!(
+                client.query(spans, &busy_params),
+                client.query(fresh, &fresh_params)
+            )?;
+            let busy = busy
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, tokio_postgres::Error>>()?
+                .into_iter()
+                // The table's CHECK keeps ends after starts.
+                .filter_map(|(s, e)| Interval::new(s, e).ok())
+                .collect();
+            Ok::<_, StoreError>(AvailabilityInputs {
+                busy,
+                freshness: freshness_rows(&fresh)?,
+            })
+        }
+    });
+    futures::future::try_join_all(per_provider).await
+}
+
 /// Freshness of every live connection of a platform provider.
 pub async fn freshness(
     store: &PgEventStore,
     platform_provider_id: &str,
 ) -> Result<Vec<Freshness>, StoreError> {
     let client = store.pool().get().await?;
-    let rows = client
-        .query(
-            "SELECT c.connection_id, c.provider, c.status, c.backoff_until, \
-                    c.needs_reauthorization IS NOT NULL, k.calendar_id, k.last_success_at \
-             FROM connections c LEFT JOIN connection_calendars k USING (connection_id) \
-             WHERE c.platform_provider_id = $1 AND c.status <> 'removed' \
-             ORDER BY c.connection_id, k.calendar_id",
-            &[&platform_provider_id],
-        )
-        .await?;
+    let statement = client.prepare_cached(FRESHNESS_SQL).await?;
+    let rows = client.query(&statement, &[&platform_provider_id]).await?;
+    freshness_rows(&rows)
+}
+
+/// Folds [`FRESHNESS_SQL`]'s rows into one [`Freshness`] per connection.
+fn freshness_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Freshness>, StoreError> {
     let mut out: Vec<Freshness> = Vec::new();
-    for r in &rows {
+    for r in rows {
         let id: uuid::Uuid = r.try_get(0)?;
         if out.last().map(|f| f.connection_id) != Some(id) {
             out.push(Freshness {

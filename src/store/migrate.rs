@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_explanations",
         sql: include_str!("../../schema/0010_explanations.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_busy_long_intervals",
+        sql: include_str!("../../schema/0011_busy_long_intervals.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
