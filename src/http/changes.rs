@@ -24,7 +24,8 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ChangesQuery {
     after: Option<String>,
@@ -53,6 +54,12 @@ pub fn parse_wait(text: &str) -> Result<Duration, String> {
     Ok(wait)
 }
 
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(changes))]
+pub(super) struct ApiDoc;
+
+#[utoipa::path(get, path = "/v1/changes", tag = "platform", params(ChangesQuery), security(("bearer" = [])), responses((status = 200, description = "Platform events after the cursor, in the log's order, with the next cursor (docs/PLATFORM_EVENTS.md)", body = Object), (status = 400, description = "`bad_request`: a bad cursor, limit, type or wait", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn changes(
     State(state): State<AppState>,
     Extension(reader): Extension<Arc<FeedReader<PgEventStore>>>,

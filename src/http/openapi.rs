@@ -81,6 +81,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::admin::ApiDoc::openapi(),
         super::settings::ApiDoc::openapi(),
         super::explain::ApiDoc::openapi(),
+        super::changes::ApiDoc::openapi(),
+        super::subscriptions::ApiDoc::openapi(),
     ] {
         doc.merge(part);
     }

@@ -36,7 +36,7 @@ impl From<SubscriptionError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     url: String,
@@ -46,7 +46,7 @@ struct CreateBody {
     after: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayBody {
     cursor: String,
@@ -76,6 +76,7 @@ async fn cursor_of(state: &AppState, text: Option<&str>) -> Result<FeedCursor, A
     }
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "platform", request_body = CreateBody, security(("bearer" = [])), responses((status = 201, description = "The subscription, with its signing secret (shown only here)", body = Object), (status = 400, description = "`bad_request`: a bad URL (https outside loopback), type or cursor", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn create(
     State(state): State<AppState>,
     body: Result<Json<CreateBody>, axum::extract::rejection::JsonRejection>,
@@ -94,6 +95,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "platform", security(("bearer" = [])), responses((status = 200, description = "Every live subscription and its delivery state", body = Object), crate::http::openapi::AuthErrors))]
 async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut out = Vec::new();
     for id in subscriptions::ids(&state.store).await? {
@@ -110,6 +112,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found(format!("no subscription {id}")))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "platform", params(("id" = String, Path, description = "The subscription id")), security(("bearer" = [])), responses((status = 200, description = "The subscription and its delivery state", body = Object), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -119,6 +122,7 @@ async fn show(
     Ok(Json(view(id, &s)))
 }
 
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "platform", params(("id" = String, Path, description = "The subscription id")), security(("bearer" = [])), responses((status = 204, description = "Deleted: no further deliveries"), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -127,6 +131,7 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "platform", params(("id" = String, Path, description = "The subscription id")), request_body = ReplayBody, security(("bearer" = [])), responses((status = 200, description = "Deliveries restart from the cursor (also lifts a dead letter)", body = Object), (status = 400, description = "`bad_request`: a bad cursor", body = crate::http::openapi::ErrorBody), (status = 404, description = "`not_found`", body = crate::http::openapi::ErrorBody), crate::http::openapi::AuthErrors))]
 async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -138,6 +143,14 @@ async fn replay(
     let s = subscriptions::replay(&state.store, id, cursor).await?;
     Ok(Json(view(id, &s)))
 }
+
+/// This module's part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(create, list, show, delete, replay),
+    components(schemas(CreateBody, ReplayBody))
+)]
+pub(super) struct ApiDoc;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
