@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_api_tokens",
         sql: include_str!("../../schema/0009_api_tokens.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_oauth_connect",
+        sql: include_str!("../../schema/0012_oauth_connect.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
