@@ -340,8 +340,9 @@ async fn the_platform_picks_which_calendars_block_and_which_receives_bookings() 
         assert_eq!(again, picker);
         // The newly blocking calendar is read from the provider.
         wait_for_request(&w.sim, "a read of the picked calendar", head, |r| {
-            // (calsim does not classify Graph's per-calendar delta,
-            // `/me/calendars/{id}/calendarView/delta`: matched by path.)
+            // (calsim does not route Graph's per-calendar delta,
+            // `/me/calendars/{id}/calendarView/delta`: matched by path;
+            // docs/CONNECT.md.)
             r.provider == p.sim()
                 && r.method == "GET"
                 && r.path.contains(&second)
@@ -400,4 +401,55 @@ async fn the_platform_picks_which_calendars_block_and_which_receives_bookings() 
             .await;
         assert_eq!(status, 400, "{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_connects_from_the_terminal() {
+    let w = world().await;
+    account(&w, P::Google);
+    let run = |token: &str| {
+        let base = w.base.clone().unwrap();
+        let token = token.to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_calsync"))
+                .args(["connections", "connect", "--provider", "google"])
+                .args(["--platform-provider-id", "stylist-9", "--visit"])
+                .args(["--timeout-secs", "60", "--server", &base, "--token", &token])
+                .env_remove("CALSYNC_TOKEN")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run("admin").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("/google/authorize?"), "{stdout}");
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("connected: "))
+        .expect("a connection id");
+    let (status, row) = w
+        .api("GET", &format!("/admin/connections/{}", id.trim()), None)
+        .await;
+    assert_eq!(status, 200, "{row}");
+    assert!(row.to_string().contains("stylist-9"), "{row}");
+
+    // Denied consent: a failure with the reason, nothing created.
+    consent(&w, P::Google, Consent::Deny);
+    let out = run("admin").await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("access_denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong token: refused before any URL is printed.
+    let out = run("wrong").await.unwrap();
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("authorize"));
+    assert_eq!(footprint(&w).await.0, 1);
 }

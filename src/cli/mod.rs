@@ -4,6 +4,7 @@
 mod allowlist;
 mod bench;
 mod bookings;
+mod connect;
 mod connections;
 mod credentials;
 mod demo;
