@@ -9,6 +9,8 @@ CREATE TABLE oauth_states (
     provider             text        NOT NULL,
     platform_provider_id text        NOT NULL,
     return_url           text        NOT NULL,
+    -- The account the platform expects (login_hint); another one is refused.
+    expected_account     text,
     pkce_verifier        text        NOT NULL,
     created_by           text        NOT NULL,
     created_at           timestamptz NOT NULL DEFAULT now(),

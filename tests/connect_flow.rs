@@ -279,6 +279,23 @@ async fn the_whole_flow(p: P) {
     );
     w.sim.clear_faults();
 
+    // Another account than the one the platform asked for.
+    let (status, body) = w
+        .api(
+            "POST",
+            &format!("/v1/connect/{}", p.name()),
+            Some(
+                &json!({"platform_provider_id": "stylist-7", "return_url": RETURN,
+                         "account": "someone-else@example.com"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let authorize = body["authorize_url"].as_str().unwrap();
+    assert_eq!(query(authorize)["login_hint"], "someone-else@example.com");
+    let back_wrong = consent_screen(authorize).await;
+    assert_eq!(error_of(&callback(&back_wrong).await), "wrong_account");
+
     // None of the failures left a grant, an offered calendar or an event
     // of a new connection behind.
     let after = footprint(&w).await;

@@ -88,6 +88,8 @@ pub enum ConnectError {
     AccountUnreadable(String),
     #[error("the connection could not be created: {0}")]
     CreateFailed(String),
+    #[error("{actual:?} consented, but the platform asked for {expected:?}")]
+    WrongAccount { expected: String, actual: String },
 }
 
 impl ConnectError {
@@ -104,6 +106,7 @@ impl ConnectError {
             ConnectError::TokenExchangeFailed(_) => "token_exchange_failed",
             ConnectError::AccountUnreadable(_) => "account_unreadable",
             ConnectError::CreateFailed(_) => "create_failed",
+            ConnectError::WrongAccount { .. } => "wrong_account",
         }
     }
 }
@@ -130,6 +133,19 @@ pub fn authorize_url(
     state: &str,
     pkce: &Pkce,
 ) -> Result<url::Url, ConnectError> {
+    authorize_url_for(provider, app, redirect_uri, state, pkce, None)
+}
+
+/// [`authorize_url`] with the account the platform expects as
+/// `login_hint` (both providers document it).
+pub fn authorize_url_for(
+    provider: ConnectProvider,
+    app: &ProviderApp,
+    redirect_uri: &str,
+    state: &str,
+    pkce: &Pkce,
+    login_hint: Option<&str>,
+) -> Result<url::Url, ConnectError> {
     let mut url = url::Url::parse(&app.authorize_endpoint)
         .map_err(|_| ConnectError::BadReturnUrl(app.authorize_endpoint.clone()))?;
     {
@@ -140,6 +156,9 @@ pub fn authorize_url(
             .append_pair("state", state)
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = login_hint {
+            q.append_pair("login_hint", hint);
+        }
         match provider {
             ConnectProvider::Google => {
                 // Offline access and a forced consent: a refresh token
@@ -214,6 +233,18 @@ pub fn finish_url(return_url: &url::Url, outcome: Result<&str, &ConnectError>) -
         }
     }
     url
+}
+
+/// The consenting account must be the one the platform asked for, if it
+/// asked (addresses compare without case).
+pub fn check_account(expected: Option<&str>, actual: &str) -> Result<(), ConnectError> {
+    match expected {
+        Some(e) if !e.eq_ignore_ascii_case(actual) => Err(ConnectError::WrongAccount {
+            expected: e.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A calendar the connected account offers.
@@ -596,6 +627,29 @@ mod tests {
             Err(PickError::Duplicate("side".into()))
         );
         assert_eq!(pick_calendars(&cals, &[]), Ok((vec![], None)));
+    }
+
+    #[test]
+    fn only_the_expected_account_may_consent() {
+        assert_eq!(check_account(None, "a@x.example"), Ok(()));
+        assert_eq!(check_account(Some("A@X.example"), "a@x.example"), Ok(()));
+        assert_eq!(
+            check_account(Some("a@x.example"), "b@x.example").map_err(|e| e.code()),
+            Err("wrong_account")
+        );
+        let pkce = Pkce::from_random([3; 32]);
+        let url = authorize_url_for(
+            ConnectProvider::Google,
+            &app("https://accounts.google.com/o/oauth2/v2/auth", &["s"]),
+            "https://c.example/cb",
+            "st",
+            &pkce,
+            Some("a@x.example"),
+        )
+        .unwrap();
+        assert!(url
+            .query_pairs()
+            .any(|(k, v)| k == "login_hint" && v == "a@x.example"));
     }
 
     proptest! {

@@ -193,6 +193,10 @@ struct StartConnect {
     /// Where the user lands afterwards, with `connection_id=…` or
     /// `error=…&error_description=…` appended.
     return_url: String,
+    /// The account the user must consent with (sent as `login_hint`);
+    /// another account ends in `error=wrong_account`, nothing created.
+    #[serde(default)]
+    account: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -227,7 +231,7 @@ async fn start(
     let return_url = connect::validate_return_url(&body.return_url).map_err(connect_error)?;
     let pkce = Pkce::from_random(rand::random());
     let state_value = connect::state_from(rand::random());
-    let url = connect::authorize_url(
+    let url = connect::authorize_url_for(
         provider,
         &ProviderApp {
             client_id: app.client_id.clone(),
@@ -237,6 +241,7 @@ async fn start(
         &setup.redirect_uri(provider),
         &state_value,
         &pkce,
+        body.account.as_deref(),
     )
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let expires_at = Utc::now() + setup.state_ttl;
@@ -245,7 +250,8 @@ async fn start(
     client
         .execute(
             "INSERT INTO oauth_states (state_hash, provider, platform_provider_id, return_url, \
-             pkce_verifier, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             pkce_verifier, created_by, expires_at, expected_account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &crate::core::tokens::hash(&state_value),
                 &name(provider),
@@ -254,6 +260,7 @@ async fn start(
                 &pkce.verifier,
                 &created_by,
                 &expires_at,
+                &body.account,
             ],
         )
         .await
@@ -274,11 +281,12 @@ struct StateRow {
     platform_provider_id: String,
     return_url: String,
     verifier: String,
+    expected_account: Option<String>,
     stored: StoredState,
 }
 
 /// The provider sends the user back here.
-#[utoipa::path(get, path = "/oauth/{provider}/callback", tag = "connect", params(("provider" = String, Path, description = "google or microsoft"), ("state" = Option<String>, Query, description = "The state calsync issued"), ("code" = Option<String>, Query, description = "The authorization code"), ("error" = Option<String>, Query, description = "The provider's error, e.g. access_denied")), responses((status = 302, description = "To the return URL with `connection_id` or `error` (`access_denied`, `replayed_state`, `expired_state`, `missing_code`, `token_exchange_failed`, `account_unreadable`, `create_failed`)"), (status = 400, description = "`bad_state`: unknown state, no return URL to go back to", body = crate::http::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/oauth/{provider}/callback", tag = "connect", params(("provider" = String, Path, description = "google or microsoft"), ("state" = Option<String>, Query, description = "The state calsync issued"), ("code" = Option<String>, Query, description = "The authorization code"), ("error" = Option<String>, Query, description = "The provider's error, e.g. access_denied")), responses((status = 302, description = "To the return URL with `connection_id` or `error` (`access_denied`, `replayed_state`, `expired_state`, `missing_code`, `token_exchange_failed`, `account_unreadable`, `wrong_account`, `create_failed`)"), (status = 400, description = "`bad_state`: unknown state, no return URL to go back to", body = crate::http::openapi::ErrorBody)))]
 async fn callback(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -335,7 +343,7 @@ async fn consume_state(
     let found = tx
         .query_opt(
             "SELECT provider, platform_provider_id, return_url, pkce_verifier, expires_at, \
-             used_at IS NOT NULL FROM oauth_states WHERE state_hash = $1 FOR UPDATE",
+             used_at IS NOT NULL, expected_account FROM oauth_states WHERE state_hash = $1 FOR UPDATE",
             &[&hash],
         )
         .await
@@ -346,6 +354,7 @@ async fn consume_state(
             platform_provider_id: r.get(1),
             return_url: r.get(2),
             verifier: r.get(3),
+            expected_account: r.get(6),
             stored: StoredState {
                 expires_at: r.get(4),
                 used: r.get(5),
@@ -409,6 +418,7 @@ async fn finish(
     };
     let expires_in = grant["expires_in"].as_i64().unwrap_or(0);
     let (account, offered) = read_account(setup, provider, app, access).await?;
+    connect::check_account(row.expected_account.as_deref(), &account)?;
 
     let id = ConnectionId::new_random();
     let session = AuthSession {
@@ -443,9 +453,15 @@ async fn read_account(
                 .await
                 .map_err(|e| ConnectError::AccountUnreadable(e.without_url().to_string()))?;
             if !response.status().is_success() {
+                let status = response.status().as_u16();
+                // The provider's error code, for the description (never a token).
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let code = body["error"]["code"]
+                    .as_str()
+                    .or_else(|| body["error"]["status"].as_str())
+                    .unwrap_or("");
                 return Err(ConnectError::AccountUnreadable(format!(
-                    "{path}: HTTP {}",
-                    response.status().as_u16()
+                    "{path}: HTTP {status} {code}"
                 )));
             }
             response
