@@ -470,3 +470,48 @@ async fn an_operator_connects_from_the_terminal() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("authorize"));
     assert_eq!(footprint(&w).await.0, 1);
 }
+
+/// A connection the log refuses to create (a trigger stands in for a
+/// database failure at that moment): the user lands on
+/// `error=create_failed` and the sealed grant and offered calendars are
+/// gone again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_leaves_nothing_behind() {
+    let w = world().await;
+    account(&w, P::Google);
+    w.db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_connect() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF NEW.payload::text LIKE '%stylist-refused%' THEN \
+                 RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_connect BEFORE INSERT ON events \
+               FOR EACH ROW EXECUTE FUNCTION refuse_connect();",
+        )
+        .await
+        .unwrap();
+    let before = footprint(&w).await;
+    let (status, body) = w
+        .api(
+            "POST",
+            "/v1/connect/google",
+            Some(&json!({"platform_provider_id": "stylist-refused", "return_url": RETURN})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let back = consent_screen(body["authorize_url"].as_str().unwrap()).await;
+    assert_eq!(error_of(&callback(&back).await), "create_failed");
+    assert_eq!(footprint(&w).await, before);
+
+    // The same account connects once the log takes it again.
+    let (_, body) = w
+        .api(
+            "POST",
+            "/v1/connect/google",
+            Some(&json!({"platform_provider_id": "stylist-7", "return_url": RETURN})),
+        )
+        .await;
+    let back = consent_screen(body["authorize_url"].as_str().unwrap()).await;
+    assert!(query(&callback(&back).await).contains_key("connection_id"));
+    assert_eq!(footprint(&w).await.0, 1);
+}
