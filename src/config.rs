@@ -94,6 +94,38 @@ pub struct FileConfig {
     pub sync: FileSync,
     #[serde(default)]
     pub server: FileServer,
+    /// Provider apps for the OAuth connect flow (docs/CONNECT.md).
+    #[serde(default)]
+    pub connect: FileConnect,
+}
+
+/// `[connect.google]` / `[connect.microsoft]`: the provider apps users
+/// consent to; the redirect URI is `{public_url}/oauth/{provider}/callback`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnect {
+    #[serde(default)]
+    pub google: Option<FileConnectApp>,
+    #[serde(default)]
+    pub microsoft: Option<FileConnectApp>,
+}
+
+/// One provider app (`scopes`, `authorize_url`, `token_url` and `tenant`
+/// default to the provider's documented values; see docs/CONNECT.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnectApp {
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Microsoft only: `common`, `organizations` or a tenant id.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// The HTTP server's limits (defaults: `http::server::defaults`).

@@ -24,6 +24,7 @@ async fn spawn_app(db: &TestDb, admin_token: Option<&str>, drills: bool) -> App 
     .await
     .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections: connections.clone(),

@@ -58,6 +58,7 @@ async fn node(db: &TestDb, shared: Option<&str>) -> Node {
         .await
         .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections,

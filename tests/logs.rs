@@ -164,6 +164,7 @@ async fn secrets_never_reach_the_logs_and_connection_lines_carry_their_ids() {
     .await
     .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections: connections.clone(),

@@ -64,6 +64,7 @@ impl World {
         .await
         .unwrap();
         let state = AppState {
+            connect: None,
             channels: Default::default(),
             store: db.store(),
             connections: connections.clone(),

@@ -195,6 +195,7 @@ async fn the_server_serves_every_documented_operation_and_takes_the_examples() {
         .await
         .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections,

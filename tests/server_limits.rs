@@ -29,6 +29,7 @@ async fn spawn_app(limits: ServerLimits) -> App {
         .await
         .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections,

@@ -325,6 +325,7 @@ async fn spawn_app(db: &TestDb, settings: SettingsHandle) -> App {
         .await
         .unwrap();
     let state = AppState {
+        connect: None,
         channels: Default::default(),
         store: db.store(),
         connections,

@@ -34,6 +34,17 @@ struct Args {
     /// Keep mutating the scenario at this many changes per second.
     #[arg(long)]
     mutations_per_second: Option<f64>,
+    /// OAuth app for the authorization-code flow, `CLIENT_ID:SECRET`,
+    /// registered with both providers (repeatable).
+    #[arg(long = "oauth-app", value_name = "CLIENT_ID:SECRET")]
+    oauth_apps: Vec<String>,
+    /// The Google account (created if new) that consents on the
+    /// simulated consent screen.
+    #[arg(long, value_name = "EMAIL")]
+    google_consent: Option<String>,
+    /// The Graph mailbox (created if new) that consents.
+    #[arg(long, value_name = "UPN")]
+    graph_consent: Option<String>,
 }
 
 #[tokio::main]
@@ -50,6 +61,25 @@ async fn main() -> anyhow::Result<()> {
     config.port = args.port;
     config.seed = args.seed;
     let handle = Simulators::start(config).await?;
+    for app in &args.oauth_apps {
+        let (id, secret) = app
+            .split_once(':')
+            .with_context(|| format!("--oauth-app {app:?}: expected CLIENT_ID:SECRET"))?;
+        handle.google().register_app(id, secret);
+        handle.graph().register_app(id, secret);
+    }
+    if let Some(email) = &args.google_consent {
+        handle.google().create_account(email);
+        handle
+            .google()
+            .set_consent(calsim::code_flow::Consent::Grant(email.clone()));
+    }
+    if let Some(upn) = &args.graph_consent {
+        handle.graph().create_account(upn);
+        handle
+            .graph()
+            .set_consent(calsim::code_flow::Consent::Grant(upn.clone()));
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "calsim listening on {}", handle.origin())?;
     writeln!(out, "google_base_url  {}", handle.google_base_url())?;
@@ -60,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
         "graph_token_url  {}",
         handle.graph_token_url("{tenant}")
     )?;
+    writeln!(out, "google_authorize {}", handle.google_authorize_url())?;
     writeln!(out, "control_url      {}", handle.control_url())?;
     out.flush()?;
     drop(out);

@@ -160,6 +160,19 @@ async fn the_whole_flow(p: P, account: &str) {
         .and_then(Value::as_array)
         .unwrap();
     assert!(!items.is_empty(), "{list}");
+    // Graph: `/me` names the account the grant belongs to.
+    if let P::Graph = p {
+        let me: Value = common::client()
+            .get(format!("{}/me", h.graph_base_url()))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["userPrincipalName"], account, "{me}");
+    }
     // … and refreshes with the app's credentials.
     let (id, secret) = app(p);
     let r = common::client()

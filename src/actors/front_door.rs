@@ -166,6 +166,12 @@ impl Connections {
             .count()
     }
 
+    /// The sync runtime's credential vault (the connect flow seals a new
+    /// connection's grant with it before creating the connection).
+    pub fn credential_vault(&self) -> Option<&crate::store::credentials::CredentialVault> {
+        self.sync.as_ref().map(|s| &s.vault)
+    }
+
     /// Stores a connection's OAuth credentials (sealed, never in the log),
     /// records that they changed, and lifts a needs-re-authorisation state:
     /// what the platform calls when a user completes (re-)consent.

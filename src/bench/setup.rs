@@ -233,6 +233,7 @@ impl Served {
         if let Some(listener) = listener {
             base = Some(format!("http://{}", listener.local_addr()?));
             let state = AppState {
+                connect: None,
                 channels: Default::default(),
                 store: db.store.clone(),
                 connections: connections.clone(),

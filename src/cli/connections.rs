@@ -32,6 +32,9 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         destination: Option<String>,
     },
+    /// Connect an account through the provider's consent screen (OAuth
+    /// code flow via a running server): prints the URL, waits for the return.
+    Connect(super::connect::ConnectArgs),
     /// List connections with their status.
     List {
         #[arg(long)]
@@ -57,6 +60,9 @@ pub enum ConnectionsCommand {
 }
 
 pub async fn run(cmd: ConnectionsCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+    if let ConnectionsCommand::Connect(args) = cmd {
+        return super::connect::run(args).await;
+    }
     let (db, _) = Database::open(&global.settings()?).await?;
     let store = db.store();
     db.run_then_shutdown(answer(cmd, store)).await
@@ -64,6 +70,8 @@ pub async fn run(cmd: ConnectionsCommand, global: &GlobalArgs) -> anyhow::Result
 
 async fn answer(cmd: ConnectionsCommand, store: crate::store::PgEventStore) -> anyhow::Result<()> {
     let (id, command) = match cmd {
+        // (Handled above, before a database is opened.)
+        ConnectionsCommand::Connect(args) => return super::connect::run(args).await,
         ConnectionsCommand::List { json } => {
             let rows = crate::store::read_models::connections(&store, None).await?;
             if json {

@@ -5,6 +5,7 @@ mod allowlist;
 mod bench;
 mod bookings;
 mod cluster;
+mod connect;
 mod connections;
 mod credentials;
 mod demo;

@@ -208,6 +208,12 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         .clone()
         .or(file.public_url.clone())
         .map(|u| u.trim_end_matches('/').to_string());
+    let connect = crate::http::connect::ConnectSetup::from_config(
+        &file.connect,
+        runtime.webhook_base.as_deref(),
+        &args.endpoints(&file.providers),
+    )?
+    .map(Arc::new);
     runtime.policy.sync.on_cancel = args
         .on_cancel
         .or(file.outbound.on_cancel)
@@ -250,6 +256,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let state = AppState {
+        connect,
         channels: Default::default(),
         store: db.store(),
         connections: connections.clone(),

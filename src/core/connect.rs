@@ -2,8 +2,7 @@
 //! for Google and Microsoft, pure: the verifier and challenge, the
 //! authorize URL with each provider's documented parameters
 //! (`/work/shared/PROVIDERS.md`), the return-URL check, and what a
-//! callback means given the stored state. The shell (HTTP handlers, the
-//! state table, the token exchange) is a follow-up; see docs/CONNECT.md.
+//! callback means given the stored state. The shell is `crate::http::connect`; see docs/CONNECT.md.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -83,6 +82,14 @@ pub enum ConnectError {
     ExpiredState,
     #[error("the callback carries neither a code nor an error")]
     MissingCode,
+    #[error("the provider refused the code exchange: {0}")]
+    TokenExchangeFailed(String),
+    #[error("the account or its calendars could not be read: {0}")]
+    AccountUnreadable(String),
+    #[error("the connection could not be created: {0}")]
+    CreateFailed(String),
+    #[error("{actual:?} consented, but the platform asked for {expected:?}")]
+    WrongAccount { expected: String, actual: String },
 }
 
 impl ConnectError {
@@ -96,6 +103,10 @@ impl ConnectError {
             ConnectError::ReplayedState => "replayed_state",
             ConnectError::ExpiredState => "expired_state",
             ConnectError::MissingCode => "missing_code",
+            ConnectError::TokenExchangeFailed(_) => "token_exchange_failed",
+            ConnectError::AccountUnreadable(_) => "account_unreadable",
+            ConnectError::CreateFailed(_) => "create_failed",
+            ConnectError::WrongAccount { .. } => "wrong_account",
         }
     }
 }
@@ -122,6 +133,19 @@ pub fn authorize_url(
     state: &str,
     pkce: &Pkce,
 ) -> Result<url::Url, ConnectError> {
+    authorize_url_for(provider, app, redirect_uri, state, pkce, None)
+}
+
+/// [`authorize_url`] with the account the platform expects as
+/// `login_hint` (both providers document it).
+pub fn authorize_url_for(
+    provider: ConnectProvider,
+    app: &ProviderApp,
+    redirect_uri: &str,
+    state: &str,
+    pkce: &Pkce,
+    login_hint: Option<&str>,
+) -> Result<url::Url, ConnectError> {
     let mut url = url::Url::parse(&app.authorize_endpoint)
         .map_err(|_| ConnectError::BadReturnUrl(app.authorize_endpoint.clone()))?;
     {
@@ -132,6 +156,9 @@ pub fn authorize_url(
             .append_pair("state", state)
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = login_hint {
+            q.append_pair("login_hint", hint);
+        }
         match provider {
             ConnectProvider::Google => {
                 // Offline access and a forced consent: a refresh token
@@ -206,6 +233,167 @@ pub fn finish_url(return_url: &url::Url, outcome: Result<&str, &ConnectError>) -
         }
     }
     url
+}
+
+/// The consenting account must be the one the platform asked for, if it
+/// asked (addresses compare without case).
+pub fn check_account(expected: Option<&str>, actual: &str) -> Result<(), ConnectError> {
+    match expected {
+        Some(e) if !e.eq_ignore_ascii_case(actual) => Err(ConnectError::WrongAccount {
+            expected: e.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A calendar the connected account offers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OfferedCalendar {
+    /// The id calsync uses: the provider's, except that the account's
+    /// primary (Google) or default (Graph) calendar is `primary`, the alias
+    /// both adapters read and write.
+    pub calendar_id: String,
+    pub name: String,
+    pub primary: bool,
+    pub can_write: bool,
+}
+
+/// The calendars of a Google `calendarList` answer and the account (the
+/// primary calendar's id is the account's address).
+pub fn google_calendars(
+    list: &serde_json::Value,
+) -> Result<(String, Vec<OfferedCalendar>), ConnectError> {
+    let bad = |what: &str| ConnectError::AccountUnreadable(what.to_string());
+    let items = list["items"]
+        .as_array()
+        .ok_or_else(|| bad("calendarList has no items"))?;
+    let mut account = None;
+    let mut out = Vec::new();
+    for item in items {
+        let id = item["id"]
+            .as_str()
+            .ok_or_else(|| bad("a calendar without id"))?;
+        let primary = item["primary"].as_bool().unwrap_or(false);
+        if primary {
+            account = Some(id.to_string());
+        }
+        out.push(OfferedCalendar {
+            calendar_id: if primary { "primary".into() } else { id.into() },
+            name: item["summary"].as_str().unwrap_or(id).to_string(),
+            primary,
+            can_write: matches!(item["accessRole"].as_str(), Some("owner" | "writer")),
+        });
+    }
+    let account = account.ok_or_else(|| bad("no primary calendar"))?;
+    Ok((account, sort_offered(out)))
+}
+
+/// The calendars of a Graph `/me/calendars` answer and the account from
+/// `/me` (its `userPrincipalName`, else `mail`).
+pub fn graph_calendars(
+    me: &serde_json::Value,
+    list: &serde_json::Value,
+) -> Result<(String, Vec<OfferedCalendar>), ConnectError> {
+    let bad = |what: &str| ConnectError::AccountUnreadable(what.to_string());
+    let account = me["userPrincipalName"]
+        .as_str()
+        .or_else(|| me["mail"].as_str())
+        .ok_or_else(|| bad("/me has no userPrincipalName"))?
+        .to_string();
+    let items = list["value"]
+        .as_array()
+        .ok_or_else(|| bad("/me/calendars has no value"))?;
+    let mut out = Vec::new();
+    for item in items {
+        let id = item["id"]
+            .as_str()
+            .ok_or_else(|| bad("a calendar without id"))?;
+        let primary = item["isDefaultCalendar"].as_bool().unwrap_or(false);
+        out.push(OfferedCalendar {
+            calendar_id: if primary { "primary".into() } else { id.into() },
+            name: item["name"].as_str().unwrap_or(id).to_string(),
+            primary,
+            can_write: item["canEdit"].as_bool().unwrap_or(false),
+        });
+    }
+    if !out.iter().any(|c| c.primary) {
+        return Err(bad("no default calendar"));
+    }
+    Ok((account, sort_offered(out)))
+}
+
+/// Primary first, then by id: a stable order for the picker.
+fn sort_offered(mut calendars: Vec<OfferedCalendar>) -> Vec<OfferedCalendar> {
+    calendars.sort_by(|a, b| {
+        b.primary
+            .cmp(&a.primary)
+            .then(a.calendar_id.cmp(&b.calendar_id))
+    });
+    calendars.dedup_by(|a, b| a.calendar_id == b.calendar_id);
+    calendars
+}
+
+/// What a new connection starts with: its primary calendar blocks time
+/// and receives bookings.
+pub fn initial_selection(offered: &[OfferedCalendar]) -> (Vec<String>, Option<String>) {
+    match offered.iter().find(|c| c.primary) {
+        Some(p) => (vec![p.calendar_id.clone()], Some(p.calendar_id.clone())),
+        None => (Vec::new(), None),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    #[error("calendar {0:?} is not offered by this account")]
+    NotOffered(String),
+    #[error("calendar {0:?} cannot receive bookings: the account may not write to it")]
+    ReadOnlyTarget(String),
+    #[error("at most one calendar receives bookings")]
+    SeveralTargets,
+    #[error("calendar {0:?} is listed twice")]
+    Duplicate(String),
+}
+
+/// One calendar's flags in a picker request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    pub calendar_id: String,
+    pub blocking: bool,
+    pub booking_target: bool,
+}
+
+/// The selection a picker request means: the blocking calendars and the
+/// booking target, each offered, the target writable, at most one target.
+/// Calendars not mentioned are neither.
+pub fn pick_calendars(
+    offered: &[OfferedCalendar],
+    picks: &[Pick],
+) -> Result<(Vec<String>, Option<String>), PickError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut blocking = Vec::new();
+    let mut target = None;
+    for pick in picks {
+        if !seen.insert(pick.calendar_id.as_str()) {
+            return Err(PickError::Duplicate(pick.calendar_id.clone()));
+        }
+        let cal = offered
+            .iter()
+            .find(|c| c.calendar_id == pick.calendar_id)
+            .ok_or_else(|| PickError::NotOffered(pick.calendar_id.clone()))?;
+        if pick.blocking {
+            blocking.push(cal.calendar_id.clone());
+        }
+        if pick.booking_target {
+            if !cal.can_write {
+                return Err(PickError::ReadOnlyTarget(cal.calendar_id.clone()));
+            }
+            if target.replace(cal.calendar_id.clone()).is_some() {
+                return Err(PickError::SeveralTargets);
+            }
+        }
+    }
+    Ok((blocking, target))
 }
 
 #[cfg(test)]
@@ -342,6 +530,126 @@ mod tests {
         let q: std::collections::HashMap<_, _> = err.query_pairs().into_owned().collect();
         assert_eq!(q["error"], "replayed_state");
         assert_eq!(q["tenant"], "7");
+    }
+
+    fn offered(id: &str, primary: bool, can_write: bool) -> OfferedCalendar {
+        OfferedCalendar {
+            calendar_id: id.into(),
+            name: id.into(),
+            primary,
+            can_write,
+        }
+    }
+
+    #[test]
+    fn provider_calendar_lists_become_offered_calendars_with_primary_as_alias() {
+        let list = serde_json::json!({"items": [
+            {"id": "team@group.calendar.google.com", "summary": "Team", "accessRole": "reader"},
+            {"id": "ana@example.com", "summary": "Ana", "accessRole": "owner", "primary": true}
+        ]});
+        let (account, cals) = google_calendars(&list).unwrap();
+        assert_eq!(account, "ana@example.com");
+        assert_eq!(
+            cals[0],
+            OfferedCalendar {
+                calendar_id: "primary".into(),
+                name: "Ana".into(),
+                primary: true,
+                can_write: true
+            }
+        );
+        assert!(!cals[1].can_write);
+        assert!(google_calendars(&serde_json::json!({"items": []})).is_err());
+
+        let me = serde_json::json!({"userPrincipalName": "bo@contoso.example"});
+        let list = serde_json::json!({"value": [
+            {"id": "AAMk-2", "name": "Holidays", "isDefaultCalendar": false, "canEdit": false},
+            {"id": "AAMk-1", "name": "Calendar", "isDefaultCalendar": true, "canEdit": true}
+        ]});
+        let (account, cals) = graph_calendars(&me, &list).unwrap();
+        assert_eq!(account, "bo@contoso.example");
+        assert_eq!(
+            cals.iter()
+                .map(|c| c.calendar_id.as_str())
+                .collect::<Vec<_>>(),
+            ["primary", "AAMk-2"]
+        );
+        assert_eq!(
+            initial_selection(&cals),
+            (vec!["primary".to_string()], Some("primary".to_string()))
+        );
+        assert!(graph_calendars(&serde_json::json!({}), &list).is_err());
+    }
+
+    #[test]
+    fn picks_must_be_offered_and_the_target_writable_and_single() {
+        let cals = [
+            offered("primary", true, true),
+            offered("team", false, false),
+            offered("side", false, true),
+        ];
+        let pick = |id: &str, blocking, booking_target| Pick {
+            calendar_id: id.into(),
+            blocking,
+            booking_target,
+        };
+        assert_eq!(
+            pick_calendars(
+                &cals,
+                &[
+                    pick("primary", true, false),
+                    pick("team", true, false),
+                    pick("side", false, true)
+                ]
+            ),
+            Ok((vec!["primary".into(), "team".into()], Some("side".into())))
+        );
+        assert_eq!(
+            pick_calendars(&cals, &[pick("nope", true, false)]),
+            Err(PickError::NotOffered("nope".into()))
+        );
+        assert_eq!(
+            pick_calendars(&cals, &[pick("team", true, true)]),
+            Err(PickError::ReadOnlyTarget("team".into()))
+        );
+        assert_eq!(
+            pick_calendars(
+                &cals,
+                &[pick("primary", false, true), pick("side", false, true)]
+            ),
+            Err(PickError::SeveralTargets)
+        );
+        assert_eq!(
+            pick_calendars(
+                &cals,
+                &[pick("side", true, false), pick("side", false, false)]
+            ),
+            Err(PickError::Duplicate("side".into()))
+        );
+        assert_eq!(pick_calendars(&cals, &[]), Ok((vec![], None)));
+    }
+
+    #[test]
+    fn only_the_expected_account_may_consent() {
+        assert_eq!(check_account(None, "a@x.example"), Ok(()));
+        assert_eq!(check_account(Some("A@X.example"), "a@x.example"), Ok(()));
+        assert_eq!(
+            check_account(Some("a@x.example"), "b@x.example").map_err(|e| e.code()),
+            Err("wrong_account")
+        );
+        let pkce = Pkce::from_random([3; 32]);
+        let url = authorize_url_for(
+            ConnectProvider::Google,
+            &app("https://accounts.google.com/o/oauth2/v2/auth", &["s"]),
+            "https://c.example/cb",
+            "st",
+            &pkce,
+            Some("a@x.example"),
+        )
+        .unwrap();
+        assert!(url
+            .query_pairs()
+            .any(|(k, v)| k == "login_hint" && v == "a@x.example"));
     }
 
     proptest! {

@@ -7,6 +7,7 @@ mod admin;
 pub mod auth;
 pub mod changes;
 pub mod channel_cache;
+pub mod connect;
 pub mod errors;
 mod explain;
 mod health;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub webhooks: webhooks::WebhookConfig,
     /// Recent channel lookups of the webhook endpoints (shared by clones).
     pub channels: channel_cache::ChannelCache,
+    /// The OAuth connect flow's apps; `None` answers its routes 404.
+    pub connect: Option<std::sync::Arc<connect::ConnectSetup>>,
 }
 
 /// The whole surface with the default limits.
@@ -72,6 +75,7 @@ fn public_router(state: AppState, limits: &ServerLimits) -> Router {
             subscriptions::routes(state.clone())
                 .layer(DefaultBodyLimit::max(limits.api_body_limit)),
         )
+        .merge(connect::routes(state.clone()).layer(DefaultBodyLimit::max(limits.api_body_limit)))
         .with_state(state)
 }
 

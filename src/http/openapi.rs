@@ -78,6 +78,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::metrics::ApiDoc::openapi(),
         super::webhooks::ApiDoc::openapi(),
         super::platform::ApiDoc::openapi(),
+        super::connect::ApiDoc::openapi(),
         super::admin::ApiDoc::openapi(),
         super::settings::ApiDoc::openapi(),
         super::explain::ApiDoc::openapi(),

@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_busy_long_intervals",
         sql: include_str!("../../schema/0011_busy_long_intervals.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_oauth_connect",
+        sql: include_str!("../../schema/0012_oauth_connect.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.

@@ -181,6 +181,7 @@ impl World {
                 .unwrap();
         let shutdown = listener.map(|listener| {
             let state = AppState {
+                connect: Some(Arc::new(connect_setup(&sim, base.as_deref().unwrap_or("")))),
                 channels: Default::default(),
                 store: store.clone(),
                 connections: connections.clone(),
@@ -530,6 +531,37 @@ fn session(client_id: String, client_secret: String, refresh_token: String) -> A
 }
 
 /// Polls `check` until it holds or `within` passes.
+/// The OAuth connect flow's apps, registered in the simulators: Google
+/// `connect-g` / `connect-g-secret`, Microsoft `connect-m` /
+/// `connect-m-secret` (tenant `common`); the redirect URIs on `base`.
+pub fn connect_setup(sim: &SimHandle, base: &str) -> http::connect::ConnectSetup {
+    sim.google().register_app("connect-g", "connect-g-secret");
+    sim.graph().register_app("connect-m", "connect-m-secret");
+    let app = |id: &str, authorize: String, token: String, api: String| http::connect::ConnectApp {
+        client_id: id.into(),
+        client_secret: format!("{id}-secret"),
+        scopes: vec!["calendar".into()],
+        authorize_url: authorize,
+        token_url: token,
+        api_base: api,
+    };
+    http::connect::ConnectSetup::new(
+        base,
+        Some(app(
+            "connect-g",
+            sim.google_authorize_url(),
+            sim.google_token_url(),
+            sim.google_base_url(),
+        )),
+        Some(app(
+            "connect-m",
+            sim.graph_authorize_url("common"),
+            sim.graph_token_url("common"),
+            sim.graph_base_url(),
+        )),
+    )
+}
+
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,

@@ -480,6 +480,24 @@ pub async fn delete_h(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `GET /me` (or `/users/{upn}`), minimal: who the token belongs to
+/// (what a client reads after the code flow).
+pub async fn user_h(
+    State(sh): State<Arc<Shared>>,
+    Extension(a): Extension<Authed>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Json<Value>, MErr> {
+    let upn = mailbox(&a, &p)?;
+    let st = lock(&sh.graph);
+    account(&st, &upn)?;
+    Ok(Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+        "id": format!("user-{}", upn.to_lowercase()),
+        "userPrincipalName": upn,
+        "mail": upn,
+    })))
+}
+
 pub async fn calendars_h(
     State(sh): State<Arc<Shared>>,
     Extension(a): Extension<Authed>,

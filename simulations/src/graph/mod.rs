@@ -142,6 +142,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
                     .patch(events::patch_h)
                     .delete(events::delete_h),
             )
+            .route(who, get(events::user_h))
             .route(&format!("{who}/calendars"), get(events::calendars_h))
             .route(
                 &format!("{who}/calendars/{{cal}}/events"),

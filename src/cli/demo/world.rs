@@ -96,6 +96,7 @@ impl World {
         .await?;
         let admin_token = hex::encode(rand::random::<[u8; 16]>());
         let state = AppState {
+            connect: None,
             channels: Default::default(),
             store,
             connections: connections.clone(),
