@@ -30,6 +30,7 @@ async fn start_server(w: &World) -> (String, tokio::sync::oneshot::Sender<()>) {
         drills_enabled: false,
         settings: w.settings.clone(),
         webhooks: Default::default(),
+        connect: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(http::serve(listener, state, async {
