@@ -397,6 +397,65 @@ fn invalid(e: impl std::fmt::Display) -> std::io::Error {
 mod tests {
     use super::*;
 
+    /// A server answering every request 200 with an empty body; how many
+    /// requests it answered.
+    async fn counting_server() -> (String, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let answered = Arc::new(AtomicU64::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        while let Some(i) = find(&buffer, b"\r\n\r\n") {
+                            buffer.drain(..i + 4);
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                            if stream.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, answered)
+    }
+
+    #[tokio::test]
+    async fn requests_for_several_addresses_reach_each_of_them() {
+        let (a, at_a) = counting_server().await;
+        let (b, at_b) = counting_server().await;
+        let template = |address: &str| RequestTemplate {
+            url: format!("http://{address}/webhooks/google"),
+            headers: vec![],
+            body: None,
+        };
+        let result = generate(&LoadSpec {
+            requests: vec![template(&a), template(&b)],
+            concurrency: 1,
+            seconds: 0.3,
+            counter_start: 0,
+            rate: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(result.errors, 0);
+        let (at_a, at_b) = (at_a.load(Ordering::Relaxed), at_b.load(Ordering::Relaxed));
+        assert!(at_a > 0 && at_b > 0, "a {at_a}, b {at_b}");
+        // Round-robin by sequence number: the two differ by at most one.
+        assert!(at_a.abs_diff(at_b) <= 1, "a {at_a}, b {at_b}");
+        assert_eq!(at_a + at_b, result.ok);
+    }
+
     #[test]
     fn templates_render_their_sequence_number_and_body_length() {
         let p = Prepared::new(&RequestTemplate {
