@@ -3,7 +3,7 @@
 //! not timed tests: nothing here asserts a speed.
 
 use calsync::bench::loadgen::LoadGen;
-use calsync::bench::{actors, availability, ingest, latency, recovery, replay, Report};
+use calsync::bench::{actors, availability, ingest, latency, recovery, replay, scale, Report};
 
 fn positive(report: &Report, names: &[&str]) {
     for name in names {
@@ -189,4 +189,44 @@ async fn availability_reports_rates_percentiles_and_the_pgbench_ratio() {
     assert_eq!(report.median_of("non-2xx or failed requests"), Some(0.0));
     assert!(report.comparisons[0].ratio > 0.0);
     assert_eq!(report.targets.len(), 3, "{}", report.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_reports_each_node_count_and_the_efficiency() {
+    let exe: std::path::PathBuf = env!("CARGO_BIN_EXE_calsync").into();
+    let mut options = scale::ScaleOptions::quick(LoadGen::Process(exe.clone()));
+    options.exe = Some(exe);
+    options.connections = 4;
+    options.concurrency = 4;
+    options.seconds = 1;
+    options.rate = 10;
+    options.latency_seconds = 1;
+    let report = scale::run(&options).await.unwrap();
+    positive(
+        &report,
+        &[
+            "1 node(s): accepted/s",
+            "2 node(s): accepted/s",
+            "1 node(s): webhook -> busy p50",
+            "2 node(s): webhook -> busy p99",
+        ],
+    );
+    for what in [
+        "ingest: per-node efficiency with 2 nodes",
+        "ingest: 2 nodes vs 1 node",
+        "webhook -> busy p99: 2 nodes vs 1 node",
+    ] {
+        let c = report
+            .comparisons
+            .iter()
+            .find(|c| c.what == what)
+            .unwrap_or_else(|| panic!("no comparison {what:?}\n{}", report.to_text()));
+        assert!(c.ratio > 0.0, "{what}: {}\n{}", c.ratio, report.to_text());
+    }
+    assert_eq!(
+        report.median_of("2 node(s): never visible within 20 s"),
+        Some(0.0),
+        "{}",
+        report.to_text()
+    );
 }

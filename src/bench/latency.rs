@@ -44,7 +44,7 @@ impl LatencyOptions {
 }
 
 /// How often the visibility poller looks (its resolution).
-const POLL: Duration = Duration::from_millis(2);
+pub(super) const POLL: Duration = Duration::from_millis(2);
 
 pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -242,7 +242,10 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
 }
 
 /// Every connection has an open push channel and a finished first sync.
-async fn wait_until_ready(client: &tokio_postgres::Client, n: usize) -> anyhow::Result<()> {
+pub(super) async fn wait_until_ready(
+    client: &tokio_postgres::Client,
+    n: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let row = client
@@ -267,7 +270,7 @@ async fn wait_until_ready(client: &tokio_postgres::Client, n: usize) -> anyhow::
 
 /// Looks for the pending events' busy rows every [`POLL`] and records
 /// when each became visible.
-async fn poll_visible(
+pub(super) async fn poll_visible(
     client: tokio_postgres::Client,
     pending: Arc<Mutex<HashMap<String, Instant>>>,
     latencies: Arc<Mutex<Vec<f64>>>,

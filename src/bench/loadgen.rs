@@ -151,12 +151,19 @@ pub async fn serve_stdio() -> anyhow::Result<()> {
 pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     anyhow::ensure!(!spec.requests.is_empty(), "load-gen: no requests");
     let concurrency = spec.concurrency.max(1);
-    let requests: Arc<Vec<Prepared>> = Arc::new(
-        spec.requests
-            .iter()
-            .map(Prepared::new)
-            .collect::<anyhow::Result<_>>()?,
-    );
+    let mut prepared: Vec<Prepared> = spec
+        .requests
+        .iter()
+        .map(Prepared::new)
+        .collect::<anyhow::Result<_>>()?;
+    // Each distinct address gets a slot for its connection.
+    let mut slots: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for p in &mut prepared {
+        let next = slots.len();
+        p.slot = *slots.entry(p.address.clone()).or_insert(next);
+    }
+    let addresses = slots.len();
+    let requests: Arc<Vec<Prepared>> = Arc::new(prepared);
     let counter = Arc::new(AtomicU64::new(spec.counter_start));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(spec.seconds.max(0.001));
@@ -171,7 +178,7 @@ pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
         let offset = interval.map(|i| i.mul_f64(w as f64 / concurrency as f64));
         workers.push(tokio::spawn(async move {
             let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
-            let mut connection: Option<Connection> = None;
+            let mut connections: Vec<Option<Connection>> = (0..addresses).map(|_| None).collect();
             let mut k = 0u32;
             loop {
                 let scheduled = match (interval, offset) {
@@ -195,6 +202,9 @@ pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = &requests[(n as usize) % requests.len()];
                 let bytes = request.render(n);
+                // One keep-alive connection per address: templates may
+                // point at several servers (bench scale's nodes).
+                let connection = &mut connections[request.slot];
                 let answer = match connection.as_mut() {
                     Some(c) => c.exchange(&bytes).await,
                     None => match Connection::open(&request.address).await {
@@ -203,7 +213,7 @@ pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
                     },
                 };
                 if let Ok((_, false)) = answer {
-                    connection = None;
+                    *connection = None;
                 }
                 match answer {
                     Ok((status, _)) if (200..300).contains(&status) => {
@@ -214,7 +224,7 @@ pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
                     Err(_) => {
                         errors += 1;
                         // The connection's state is unknown: start afresh.
-                        connection = None;
+                        *connection = None;
                     }
                 }
             }
@@ -236,6 +246,8 @@ pub async fn generate(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
 /// A template split around its `{n}` placeholders, ready to render.
 struct Prepared {
     address: String,
+    /// Index of `address` among the spec's distinct addresses.
+    slot: usize,
     /// The request's bytes between placeholders (head and body rendered
     /// separately: the body's length goes into the head).
     head: Vec<String>,
@@ -258,6 +270,7 @@ impl Prepared {
         }
         Ok(Prepared {
             address: address.to_string(),
+            slot: 0,
             head: head.split("{n}").map(str::to_string).collect(),
             body: t
                 .body
@@ -383,6 +396,65 @@ fn invalid(e: impl std::fmt::Display) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server answering every request 200 with an empty body; how many
+    /// requests it answered.
+    async fn counting_server() -> (String, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let answered = Arc::new(AtomicU64::new(0));
+        let count = answered.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        while let Some(i) = find(&buffer, b"\r\n\r\n") {
+                            buffer.drain(..i + 4);
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                            if stream.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, answered)
+    }
+
+    #[tokio::test]
+    async fn requests_for_several_addresses_reach_each_of_them() {
+        let (a, at_a) = counting_server().await;
+        let (b, at_b) = counting_server().await;
+        let template = |address: &str| RequestTemplate {
+            url: format!("http://{address}/webhooks/google"),
+            headers: vec![],
+            body: None,
+        };
+        let result = generate(&LoadSpec {
+            requests: vec![template(&a), template(&b)],
+            concurrency: 1,
+            seconds: 0.3,
+            counter_start: 0,
+            rate: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(result.errors, 0);
+        let (at_a, at_b) = (at_a.load(Ordering::Relaxed), at_b.load(Ordering::Relaxed));
+        assert!(at_a > 0 && at_b > 0, "a {at_a}, b {at_b}");
+        // Round-robin by sequence number: the two differ by at most one.
+        assert!(at_a.abs_diff(at_b) <= 1, "a {at_a}, b {at_b}");
+        assert_eq!(at_a + at_b, result.ok);
+    }
 
     #[test]
     fn templates_render_their_sequence_number_and_body_length() {

@@ -9,6 +9,8 @@
 //! - [`replay`]: projection rebuild vs a bare `COPY` read of the log;
 //! - [`feed`]: platform feed delivery latency, and ingest with a subscriber
 //!   vs without.
+//! - [`scale`]: ingest and webhook -> busy latency with 1, 2 and 3 serve
+//!   nodes on one PostgreSQL, and the per-node efficiency.
 //! - [`availability`]: the booking page's availability query vs the bare
 //!   busy-range query in pgbench.
 //!
@@ -27,6 +29,7 @@ pub mod loadgen;
 pub mod recovery;
 pub mod replay;
 pub mod report;
+pub mod scale;
 pub mod setup;
 
 pub use report::Report;

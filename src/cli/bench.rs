@@ -113,6 +113,25 @@ pub enum Which {
         #[arg(long)]
         in_process_client: bool,
     },
+    /// Ingest and webhook -> busy latency with 1, 2 and 3 serve nodes on
+    /// one PostgreSQL, and the per-node efficiency (`--quick`: 1 and 2).
+    Scale {
+        /// Google connections [60].
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Concurrent load generator clients of the ingest run [32].
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Seconds of the ingest run per node count [10].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Changes per second of the latency run [50].
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds of the latency run per node count [10].
+        #[arg(long)]
+        latency_seconds: Option<u64>,
+    },
     /// The HTTP load generator (a spec as JSON on stdin, the result as
     /// JSON on stdout); the benchmarks spawn it as a separate process.
     #[command(hide = true)]
@@ -218,6 +237,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             o.rate = rate.unwrap_or(o.rate).max(1);
             o.seconds = seconds.unwrap_or(o.seconds).max(1);
             bench::latency::run(&o).await?
+        }
+        Which::Scale {
+            connections,
+            concurrency,
+            seconds,
+            rate,
+            latency_seconds,
+        } => {
+            let load_gen = bench::loadgen::LoadGen::this_binary()?;
+            let mut o = pick(
+                quick,
+                bench::scale::ScaleOptions::full(load_gen.clone()),
+                bench::scale::ScaleOptions::quick(load_gen),
+            );
+            o.connections = connections.unwrap_or(o.connections).max(1);
+            o.concurrency = concurrency.unwrap_or(o.concurrency).max(1);
+            o.seconds = seconds.unwrap_or(o.seconds).max(1);
+            o.rate = rate.unwrap_or(o.rate).max(1);
+            o.latency_seconds = latency_seconds.unwrap_or(o.latency_seconds).max(1);
+            bench::scale::run(&o).await?
         }
         Which::Feed { rate, seconds } => {
             let mut o = pick(
