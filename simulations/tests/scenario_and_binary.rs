@@ -77,7 +77,7 @@ fn calsim_binary_prints_base_urls() {
     let stdout = child.stdout.take().expect("stdout");
     let lines: Vec<String> = BufReader::new(stdout)
         .lines()
-        .take(7)
+        .take(8)
         .map_while(Result::ok)
         .collect();
     let _ = child.kill();
@@ -89,6 +89,7 @@ fn calsim_binary_prints_base_urls() {
     assert!(lines[1].contains("/google/calendar/v3"));
     assert!(lines[3].contains("/graph/v1.0"));
     assert!(lines[4].contains("/graph/{tenant}/oauth2/v2.0/token"));
-    assert!(lines[5].ends_with("/control"));
-    assert!(lines[6].starts_with("scenario {"));
+    assert!(lines[5].contains("/google/authorize"), "{lines:?}");
+    assert!(lines[6].ends_with("/control"), "{lines:?}");
+    assert!(lines[7].starts_with("scenario {"), "{lines:?}");
 }
