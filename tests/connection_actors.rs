@@ -169,6 +169,7 @@ async fn a_stale_second_writer_is_fenced_and_the_stream_stays_gap_free() {
             store: store.clone().into(),
             settings: settings.clone(),
             sync: None,
+            cluster: Default::default(),
         };
         let args = ConnectionArgs {
             id,

@@ -78,6 +78,12 @@ pub struct ConnectionActor {
     /// Provider access; `None` runs the actor without syncing (tests of the
     /// actor machinery alone).
     pub sync: Option<Arc<SyncRuntime>>,
+    /// Cluster mode: this node's belief about the slices it holds. Checked
+    /// right before every append, so a node resumed after a pause (or cut
+    /// off from the database) writes nothing once its belief has run out —
+    /// even to a stream the new owner has not written yet, where the
+    /// expected version alone would not fence it (docs/CLUSTER.md).
+    pub cluster: super::front_door::ClusterSlot,
 }
 
 pub struct ConnectionArgs {
@@ -551,6 +557,9 @@ impl ConnectionActor {
             .collect::<Result<Vec<_>, _>>()?;
         let changes = connection_changes(st.id, &next, &decision.events);
         let expected = ExpectedVersion::from_version(st.state.version);
+        if self.cluster.get().is_some_and(|link| !link.owns(st.id)) {
+            return Err(SendError::Fenced);
+        }
         match self
             .store
             .append_with(&st.stream, expected, events, changes)

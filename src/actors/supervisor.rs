@@ -265,6 +265,7 @@ impl Supervisor {
             store: self.store.clone(),
             settings: self.settings.clone(),
             sync: self.sync.clone(),
+            cluster: self.cluster.clone(),
         };
         let args = ConnectionArgs {
             id,
