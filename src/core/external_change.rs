@@ -25,7 +25,7 @@
 use super::busy::{google_interval, graph_all_day_zone, graph_interval};
 use super::events::ConnectionEvent;
 use super::outbound::{BookingStatus, BookingTrack};
-use super::state::ConnectionState;
+use super::state::{ConnectionState, WindowBase};
 use super::sync::FetchedPage;
 use super::wire::{GoogleEventStatus, GoogleResponseStatus, ProviderChange};
 use chrono::{DateTime, Utc};
@@ -37,7 +37,15 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ExternalChange {
     /// The event was deleted (or cancelled) in the calendar.
-    Deleted { external_event_id: String },
+    Deleted {
+        external_event_id: String,
+        /// Graph's delta said `@removed`, which it also says of an event
+        /// moved out of the sync window: the event may still exist, so its
+        /// id is kept and the next write (a PATCH or DELETE) finds out — a
+        /// 404 there re-creates it, anything else leaves one event.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unconfirmed: bool,
+    },
     /// The event now runs from `start` to `end`.
     Moved {
         external_event_id: String,
@@ -94,8 +102,9 @@ const OUR_ETAGS: usize = 4;
 /// One of our events as a page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Observation {
-    /// A tombstone or a cancelled event with this id.
-    Gone { event_id: String },
+    /// A tombstone or a cancelled event with this id. `confirmed` is false
+    /// for Graph's `@removed`, which also means "moved out of the window".
+    Gone { event_id: String, confirmed: bool },
     Seen {
         event_id: String,
         booking_id: String,
@@ -111,6 +120,7 @@ fn observe(change: &ProviderChange, zone: Tz, ours: Option<&str>) -> Option<Obse
             if e.status() == GoogleEventStatus::Cancelled {
                 return Some(Observation::Gone {
                     event_id: e.id.clone(),
+                    confirmed: true,
                 });
             }
             let booking_id = ours?.to_string();
@@ -132,6 +142,7 @@ fn observe(change: &ProviderChange, zone: Tz, ours: Option<&str>) -> Option<Obse
             if e.removed.is_some() || e.is_cancelled {
                 return Some(Observation::Gone {
                     event_id: e.id.clone(),
+                    confirmed: e.removed.is_none(),
                 });
             }
             let booking_id = ours?.to_string();
@@ -164,9 +175,22 @@ fn settled<'a>(track: &'a BookingTrack, event_id: &str) -> Option<&'a BookingTra
 /// The external changes one observation shows, given what we know.
 fn judge(track: &BookingTrack, observation: &Observation) -> Vec<ExternalChange> {
     match observation {
-        Observation::Gone { event_id } => vec![ExternalChange::Deleted {
-            external_event_id: event_id.clone(),
-        }],
+        Observation::Gone {
+            event_id,
+            confirmed,
+        } => {
+            let already = matches!(
+                &track.external_change,
+                Some(ExternalChange::Deleted { external_event_id, .. }) if external_event_id == event_id
+            );
+            if already {
+                return Vec::new();
+            }
+            vec![ExternalChange::Deleted {
+                external_event_id: event_id.clone(),
+                unconfirmed: !confirmed,
+            }]
+        }
         Observation::Seen {
             event_id,
             times,
@@ -208,12 +232,23 @@ fn judge(track: &BookingTrack, observation: &Observation) -> Vec<ExternalChange>
     }
 }
 
+/// Whether a removal of `track`'s event can be judged against `window`, the
+/// window of the round the page belongs to. Graph reports `@removed` for
+/// every change to an event outside its round's window, our own writes
+/// included, so a removal says something only about a booking inside it;
+/// with no window known nothing can be told.
+fn removal_in_view(track: &BookingTrack, window: Option<&WindowBase>) -> bool {
+    window.is_some_and(|w| track.latest.start < w.end && w.start < track.latest.end)
+}
+
 /// The `booking_externally_changed` events one fetched page shows, each
-/// with the policy in force. `zone` is the page's calendar zone.
+/// with the policy in force. `zone` is the page's calendar zone; `window`
+/// the window of the round the page belongs to.
 pub fn external_changes(
     state: &ConnectionState,
     page: &FetchedPage,
     zone: Tz,
+    window: Option<&WindowBase>,
     busy: &super::busy::BusyPolicy,
     policy: ExternalChangePolicy,
     now: DateTime<Utc>,
@@ -241,9 +276,14 @@ pub fn external_changes(
             continue;
         };
         let track = match &observation {
-            Observation::Gone { event_id } => {
-                state.bookings.values().find_map(|t| settled(t, event_id))
-            }
+            Observation::Gone {
+                event_id,
+                confirmed,
+            } => state
+                .bookings
+                .values()
+                .find_map(|t| settled(t, event_id))
+                .filter(|t| *confirmed || removal_in_view(t, window)),
             Observation::Seen {
                 event_id,
                 booking_id,
@@ -277,6 +317,17 @@ pub fn external_changes(
 pub fn fold(track: &mut BookingTrack, change: &ExternalChange, policy: ExternalChangePolicy) {
     let hold = policy == ExternalChangePolicy::Notify;
     match change {
+        ExternalChange::Deleted {
+            unconfirmed: true, ..
+        } => {
+            // Perhaps only moved out of Graph's window: keep the id, so the
+            // next write addresses the event and its outcome tells.
+            if hold {
+                track.held_version = Some(track.latest.version);
+            } else {
+                track.written_version = None;
+            }
+        }
         ExternalChange::Deleted { .. } => {
             // The event is gone: a later write creates a new one (with a new
             // id: Google keeps deleted ids reserved).
@@ -619,6 +670,121 @@ mod tests {
             Default::default()
         ))
         .is_empty());
+    }
+
+    /// A Graph connection with bk-1 v1 (10:00–11:00 on 2 December) written
+    /// as "ev1", its calendar's round based on `window` (if any).
+    fn written_on_graph(window: Option<(u32, u32)>) -> ConnectionState {
+        let primary = CalendarId::parse("primary").unwrap();
+        let mut events = vec![ConnectionEvent::ConnectionCreated {
+            platform_provider_id: PlatformProviderId::parse("prov-1").unwrap(),
+            provider: CalendarProvider::Microsoft,
+            account: ExternalAccount::parse("host@contoso.com").unwrap(),
+            calendars: vec![primary.clone()],
+            destination_calendar: Some(primary.clone()),
+        }];
+        if let Some((from_day, to_day)) = window {
+            events.push(ConnectionEvent::FullSyncStarted {
+                calendar: primary,
+                generation: 1,
+                reason: "first sync".into(),
+                window: Some(WindowBase {
+                    based_at: now(),
+                    start: Utc.with_ymd_and_hms(2026, 12, from_day, 0, 0, 0).unwrap(),
+                    end: Utc.with_ymd_and_hms(2026, 12, to_day, 0, 0, 0).unwrap(),
+                }),
+            });
+        }
+        events.extend(bk1_written_as_ev1());
+        run(ConnectionState::default(), &events)
+    }
+
+    /// bk-1 v1 received and written as "ev1".
+    fn bk1_written_as_ev1() -> Vec<ConnectionEvent> {
+        vec![
+            ConnectionEvent::BookingReceived {
+                booking: booking(1, 10),
+            },
+            ConnectionEvent::OutboundIntentRecorded {
+                booking_id: "bk-1".into(),
+                version: 1,
+                op: OutboundOp::Create { generation: 0 },
+            },
+            ConnectionEvent::OutboundWriteSucceeded {
+                booking_id: "bk-1".into(),
+                version: 1,
+                outcome: WriteOutcome::Created {
+                    external_event_id: "ev1".into(),
+                    etag: Some("W/\"e1\"".into()),
+                },
+            },
+        ]
+    }
+
+    fn graph_removal() -> FetchedPage {
+        FetchedPage {
+            changes: vec![ProviderChange::Graph(
+                serde_json::from_value(serde_json::json!({
+                    "@odata.type": "#microsoft.graph.event",
+                    "id": "ev1",
+                    "@removed": {"reason": "deleted"}
+                }))
+                .unwrap(),
+            )],
+            ..page(vec![])
+        }
+    }
+
+    #[test]
+    fn a_graph_removal_of_a_booking_outside_the_window_or_with_none_known_is_not_a_deletion() {
+        // Graph reports `@removed` for every change to an event outside the
+        // round's window — our own writes included. Taking that for a
+        // deletion re-created the event: two events for one booking.
+        for window in [Some((3, 10)), None] {
+            let s = written_on_graph(window);
+            for policy in [ExternalChangePolicy::Notify, ExternalChangePolicy::Restore] {
+                assert!(
+                    changes(&record(&s, graph_removal(), policy)).is_empty(),
+                    "window {window:?}, {policy:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_graph_removal_inside_the_window_keeps_the_event_id_so_no_second_event_is_made() {
+        let s = written_on_graph(Some((1, 8)));
+        for policy in [ExternalChangePolicy::Notify, ExternalChangePolicy::Restore] {
+            let events = record(&s, graph_removal(), policy);
+            assert_eq!(changes(&events), vec![("deleted".into(), policy)]);
+            let after = run(s.clone(), &events);
+            let track = &after.bookings["bk-1"];
+            assert_eq!(track.external_event_id.as_deref(), Some("ev1"));
+            // Reported once, however often Graph repeats it.
+            assert!(changes(&record(&after, graph_removal(), policy)).is_empty());
+            // The write that follows (at once under restore, at the next
+            // version under notify) addresses the old event: a PATCH finds
+            // it if it was only moved, a 404 re-creates it.
+            let after = match policy {
+                ExternalChangePolicy::Restore => after,
+                ExternalChangePolicy::Notify => {
+                    assert_eq!(next_outbound(track, CancelMode::Delete), None, "held");
+                    run(
+                        after,
+                        &[ConnectionEvent::BookingReceived {
+                            booking: booking(2, 11),
+                        }],
+                    )
+                }
+            };
+            assert_eq!(
+                next_outbound(&after.bookings["bk-1"], CancelMode::Delete),
+                Some(OutboundOp::Update {
+                    external_event_id: "ev1".into()
+                }),
+                "{policy:?}"
+            );
+        }
     }
 
     #[test]

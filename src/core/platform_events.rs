@@ -513,6 +513,7 @@ mod tests {
                 version: 1,
                 change: ExternalChange::Deleted {
                     external_event_id: "ev1".into(),
+                    unconfirmed: false,
                 },
                 policy: ExternalChangePolicy::Notify,
                 at: t(3),

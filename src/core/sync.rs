@@ -167,6 +167,7 @@ pub fn page_events(
         state,
         page,
         zone,
+        window.as_ref(),
         &policy.busy,
         policy.on_external_change,
         now,
