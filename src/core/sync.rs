@@ -260,11 +260,17 @@ pub fn connection_backoff_event(
     policy: &SyncPolicy,
 ) -> ConnectionEvent {
     let failures = state.consecutive_failures.saturating_add(1);
+    // A further failure never shortens a backoff in force: with jitter the
+    // eleventh delay can come out shorter than the tenth, and two failures
+    // in the same instant (a write and a channel renewal) must not let the
+    // second one's earlier end win.
+    let until = backoff_until(policy, failures, fault.retry_after_ms, unit_random, now)
+        .max(state.backoff_until.unwrap_or(now));
     ConnectionEvent::SyncFailed {
         kind: fault.label.clone(),
         message: truncate(&fault.message),
         consecutive_failures: failures,
-        backoff_until: backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+        backoff_until: until,
         at: Some(now),
     }
 }
@@ -636,6 +642,33 @@ mod tests {
         assert_eq!(s.consecutive_failures, 0);
         assert_eq!(s.backoff_until, None);
         assert_eq!(s.status(), ConnectionStatus::Active);
+    }
+
+    #[test]
+    fn a_further_failure_never_shortens_the_backoff_in_force() {
+        // Seen in the simulation (seed 38): two failures in one instant, the
+        // second's jittered delay shorter than the first's; the connection
+        // then listed inside the first's backoff.
+        let mut s = created();
+        s.consecutive_failures = 10;
+        s.backoff_until = Some(now() + chrono::Duration::hours(1));
+        let fault = Fault::new(FaultKind::RateLimited, "f", "m");
+        for unit in [0.0, 0.5, 1.0] {
+            match connection_backoff_event(&s, &fault, now(), unit, &SyncPolicy::default()) {
+                ConnectionEvent::SyncFailed { backoff_until, .. } => {
+                    assert!(backoff_until >= now() + chrono::Duration::hours(1))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A backoff already over does not count.
+        s.backoff_until = Some(now() - chrono::Duration::hours(1));
+        match connection_backoff_event(&s, &fault, now(), 0.0, &SyncPolicy::default()) {
+            ConnectionEvent::SyncFailed { backoff_until, .. } => {
+                assert!(backoff_until < now() + chrono::Duration::hours(1))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
