@@ -279,7 +279,12 @@ async fn deliveries_survive_failures_timeouts_and_redirects_in_order_and_signed(
     assert!(shown.get("secret").is_none(), "the secret is shown once");
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let _push = calsync::feed::push::spawn(store.clone(), fast_policy(), stop.clone());
+    let _push = calsync::feed::push::spawn(
+        store.clone(),
+        fast_policy(),
+        calsync::feed::push::alone(),
+        stop.clone(),
+    );
     let a = connection(&store, "prov-a").await;
     let b = connection(&store, "prov-b").await;
 
@@ -347,6 +352,96 @@ async fn deliveries_survive_failures_timeouts_and_redirects_in_order_and_signed(
     assert_eq!(shown["status"], "active");
 }
 
+/// The delivery ids of every request, in arrival order.
+fn delivery_ids(r: &Receiver) -> Vec<String> {
+    r.got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let body: Value = serde_json::from_slice(&g.body).unwrap();
+            body["delivery_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_a_subscription_from_one_node_only_and_hand_it_over_in_order() {
+    // Two nodes' push workers on one store (a cluster without the leases:
+    // who holds the subscription's slice is a switch here). Before, every
+    // node delivered every subscription: each batch was POSTed twice, and a
+    // slow node's duplicate could arrive after the next batch.
+    let w = World::start(Options::default()).await;
+    let store = w.db.store();
+    let (url, receiver) = start_receiver().await;
+    let sub = calsync::feed::subscriptions::create(
+        &store,
+        &url,
+        Vec::new(),
+        calsync::feed::FeedCursor::START,
+    )
+    .await
+    .unwrap();
+    let holder = Arc::new(AtomicU8::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    for node in 0..2u8 {
+        let holder = holder.clone();
+        let owns: calsync::feed::push::Ownership =
+            Arc::new(move |_| holder.load(Ordering::SeqCst) == node);
+        calsync::feed::push::spawn(store.clone(), fast_policy(), owns, stop.clone());
+    }
+    let a = connection(&store, "prov-a").await;
+    let b = connection(&store, "prov-b").await;
+    busy(&store, a, 0, 10).await;
+    busy(&store, b, 0, 10).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            first_occurrences(&accepted(&receiver)).len() == 20
+        })
+        .await
+    );
+    // The slice moves to node 1 (node 0 lets go first, as a lease does).
+    holder.store(9, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.store(1, Ordering::SeqCst);
+    busy(&store, a, 10, 10).await;
+    busy(&store, b, 10, 10).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            first_occurrences(&accepted(&receiver)).len() == 40
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+
+    let ids = delivery_ids(&receiver);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a batch POSTed twice: {ids:?}");
+    let expected: Vec<String> = calsync::feed::FeedReader::new(store.clone())
+        .read(calsync::feed::FeedCursor::START, 1000, &[])
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.id.clone())
+        .collect();
+    let got: Vec<String> = accepted(&receiver)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, expected, "every event once, in the feed's order");
+    assert_eq!(
+        subscription_events(&w, &sub.id.to_string(), "delivery_succeeded")
+            .await
+            .len(),
+        ids.len(),
+        "each POST recorded once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_past_the_retry_age_is_parked_until_an_operator_replays() {
     let w = World::start(Options {
@@ -372,7 +467,12 @@ async fn a_receiver_down_past_the_retry_age_is_parked_until_an_operator_replays(
         max_retry_age: chrono::Duration::milliseconds(300),
         ..fast_policy()
     };
-    let _push = calsync::feed::push::spawn(store.clone(), policy, stop.clone());
+    let _push = calsync::feed::push::spawn(
+        store.clone(),
+        policy,
+        calsync::feed::push::alone(),
+        stop.clone(),
+    );
     let a = connection(&store, "prov-a").await;
     busy(&store, a, 0, 3).await;
     assert!(

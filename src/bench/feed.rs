@@ -208,7 +208,12 @@ pub async fn run(options: &FeedOptions) -> anyhow::Result<Report> {
     let head = crate::feed::head(&store).await?;
     crate::feed::subscriptions::create(&store, &url, Vec::new(), head).await?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let _push = crate::feed::push::spawn(store.clone(), PushPolicy::default(), stop.clone());
+    let _push = crate::feed::push::spawn(
+        store.clone(),
+        PushPolicy::default(),
+        crate::feed::push::alone(),
+        stop.clone(),
+    );
 
     let first = options.ingest_appends as u64;
     let with = ingest(&store, &ids, first, options.ingest_appends, options.writers).await?;

@@ -255,6 +255,10 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let push_owns = match &cluster {
+        Some(node) => crate::feed::push::in_cluster(node.link().clone()),
+        None => crate::feed::push::alone(),
+    };
     let state = AppState {
         connect,
         channels: Default::default(),
@@ -279,6 +283,7 @@ pub async fn run(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let _push = crate::feed::push::spawn(
         db.store(),
         crate::core::subscription::PushPolicy::default(),
+        push_owns,
         push_stop.clone(),
     );
     // On SIGTERM a cluster node hands its slices over while still

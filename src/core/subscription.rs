@@ -235,6 +235,14 @@ pub enum NextDelivery {
     Stop,
 }
 
+/// The cluster slice a subscription belongs to. Only the node holding that
+/// slice's lease delivers it — one worker cluster-wide, so deliveries stay
+/// in order and a batch is not POSTed once per node. The same hash as a
+/// connection's slice, so the cluster's leases and hand-overs cover it.
+pub fn delivery_slice(id: &uuid::Uuid) -> u16 {
+    super::cluster::slice_of(id)
+}
+
 pub fn next_delivery(state: &SubscriptionState, now: DateTime<Utc>) -> NextDelivery {
     if !state.created || state.deleted {
         return NextDelivery::Stop;

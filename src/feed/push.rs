@@ -3,9 +3,10 @@
 //! Each worker folds its subscription's stream, asks the core what next
 //! ([`next_delivery`]), reads the feed after the subscription's cursor and
 //! POSTs one batch at a time — so a subscription's events arrive in order —
-//! signed (`Calsync-Signature`). The outcome is appended to the
-//! subscription's stream at the version the worker folded (a second node's
-//! worker for the same subscription loses the race and re-folds). A slow or
+//! signed (`Calsync-Signature`). In a cluster only the node holding the
+//! subscription's slice delivers it ([`delivery_slice`]); the outcome is
+//! appended at the version the worker folded, so a node that lost the slice
+//! mid-delivery loses the race and re-folds. A slow or
 //! dead receiver only ever holds its own worker: ingest and sync never wait
 //! for a delivery, and other subscriptions keep going.
 
@@ -13,8 +14,8 @@ use super::subscriptions::{self, signature};
 use super::{FeedCursor, FeedReader};
 use crate::core::platform_events::PlatformEvent;
 use crate::core::subscription::{
-    delivery_failed, next_delivery, FailedAttempt, NextDelivery, PushPolicy, SubscriptionEvent,
-    SubscriptionState,
+    delivery_failed, delivery_slice, next_delivery, FailedAttempt, NextDelivery, PushPolicy,
+    SubscriptionEvent, SubscriptionState,
 };
 use crate::store::{ExpectedVersion, PgEventStore};
 use chrono::Utc;
@@ -31,11 +32,25 @@ pub const SIGNATURE_HEADER: &str = "Calsync-Signature";
 /// worker reads the feed again.
 const IDLE: Duration = Duration::from_millis(200);
 
-/// Starts the delivery of every subscription (existing and future) until
-/// `stop` is cancelled.
+/// Whether this node delivers a subscription now.
+pub type Ownership = Arc<dyn Fn(Uuid) -> bool + Send + Sync>;
+
+/// A lone node delivers every subscription.
+pub fn alone() -> Ownership {
+    Arc::new(|_| true)
+}
+
+/// A cluster node delivers the subscriptions whose slice it holds.
+pub fn in_cluster(link: Arc<crate::cluster::ClusterLink>) -> Ownership {
+    Arc::new(move |id| link.owns_slice(delivery_slice(&id)))
+}
+
+/// Starts the delivery of every subscription (existing and future) that
+/// `owns` says is this node's, until `stop` is cancelled.
 pub fn spawn(
     store: PgEventStore,
     policy: PushPolicy,
+    owns: Ownership,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -64,6 +79,7 @@ pub fn spawn(
                                 reader: reader.clone(),
                                 client: client.clone(),
                                 policy: policy.clone(),
+                                owns: owns.clone(),
                             };
                             tokio::spawn(worker.run(stop.clone()));
                         }
@@ -85,6 +101,7 @@ struct Worker {
     reader: Arc<FeedReader<PgEventStore>>,
     client: reqwest::Client,
     policy: Arc<PushPolicy>,
+    owns: Ownership,
 }
 
 impl Worker {
@@ -116,6 +133,11 @@ impl Worker {
         &self,
         scanned: &mut Option<(String, FeedCursor)>,
     ) -> Result<Option<Duration>, String> {
+        if !(self.owns)(self.id) {
+            // Another node delivers it; what it scanned is its own.
+            *scanned = None;
+            return Ok(Some(IDLE));
+        }
         let state = subscriptions::load(&self.store, self.id)
             .await
             .map_err(|e| e.to_string())?;
