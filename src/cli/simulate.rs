@@ -50,12 +50,14 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.passed()).collect();
     for o in &outcomes {
         println!(
-            "seed {:>6}  {}  {} events, {} provider calls, {} edits, {} bookings, {} kills, {} crashes  digest {}",
+            "seed {:>6}  {}  {} events, {} provider calls, {} edits ({} of ours, {} noticed), {} bookings, {} kills, {} crashes  digest {}",
             o.seed,
             if o.passed() { "PASS" } else { "FAIL" },
             o.stats.events,
             o.stats.provider_calls,
             o.stats.edits,
+            o.stats.host_edits,
+            o.stats.host_edits_noticed,
             o.stats.bookings,
             o.stats.kills,
             o.stats.crashes,

@@ -47,6 +47,10 @@ pub struct Stats {
     pub events: usize,
     pub provider_calls: usize,
     pub edits: usize,
+    /// Edits of calsync's own events by the host (moves and deletions).
+    pub host_edits: usize,
+    /// `booking_externally_changed` events in the final log.
+    pub host_edits_noticed: usize,
     pub bookings: usize,
     pub notifications_acked: usize,
     pub kills: usize,

@@ -7,6 +7,7 @@ use super::wiring::{InProcessSimulator, PushTarget, Pushes};
 use crate::actors::runtime::{Gates, SyncRuntime};
 use crate::actors::{ActorSettings, Connections};
 use crate::core::backoff::BackoffPolicy;
+use crate::core::external_change::ExternalChangePolicy;
 use crate::ports::{Clock, SeededEntropy, TokioClock};
 use crate::providers::transport::HttpPort;
 use crate::providers::ProviderEndpoints;
@@ -38,6 +39,8 @@ pub struct Node {
     /// Trips when the node spins (provider calls and appends per virtual
     /// minute far beyond any real load).
     pub watch: Arc<StallWatch>,
+    /// `[outbound] on_external_change` (the seed picks it).
+    pub external_change: ExternalChangePolicy,
 }
 
 impl Node {
@@ -82,6 +85,7 @@ impl Node {
             starts: 0,
             actor_settings,
             watch,
+            external_change: ExternalChangePolicy::default(),
         })
     }
 
@@ -107,6 +111,7 @@ impl Node {
         runtime.set_clock(self.clock.clone());
         runtime.entropy = self.entropy.clone();
         runtime.policy.sync.backoff = BackoffPolicy::default();
+        runtime.policy.sync.on_external_change = self.external_change;
         runtime.webhook_base = Some(PUBLIC_URL.into());
         runtime
     }

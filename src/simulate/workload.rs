@@ -7,6 +7,7 @@ use super::node::Node;
 use super::{Outcome, Scale, Stats};
 use crate::actors::{ActorSettings, SendError};
 use crate::core::decide::ConnectionCommand;
+use crate::core::external_change::ExternalChangePolicy;
 use crate::core::ids::{
     BookingId, CalendarId, CalendarProvider, ConnectionId, ExternalAccount, PlatformProviderId,
 };
@@ -44,6 +45,14 @@ pub struct Planned {
     pub start: DateTime<Utc>,
 }
 
+/// The host moved or deleted a booking's own event in one calendar, at
+/// this version of the booking.
+#[derive(Debug, Clone)]
+pub struct HostChange {
+    pub version: u64,
+    pub deleted: bool,
+}
+
 /// A fault episode to undo later.
 enum Undo {
     Fault(u64),
@@ -66,6 +75,9 @@ pub struct World {
     next_event: u64,
     /// Bookings the node could not take yet, by (connection, booking).
     redeliver: BTreeMap<(ConnectionId, String), Booking>,
+    /// The host's last edit of a booking's own event, by (booking, account
+    /// email); forgotten when the platform sends a newer version.
+    pub host_changed: BTreeMap<(String, String), HostChange>,
 }
 
 pub(crate) fn epoch() -> DateTime<Utc> {
@@ -118,6 +130,12 @@ pub async fn run(seed: u64, scale: Scale) -> anyhow::Result<Outcome> {
         undo: Vec::new(),
         next_event: 0,
         redeliver: BTreeMap::new(),
+        host_changed: BTreeMap::new(),
+    };
+    w.node.external_change = if w.rng.random_bool(0.5) {
+        ExternalChangePolicy::Restore
+    } else {
+        ExternalChangePolicy::Notify
     };
     w.set_flags(true).await?;
     w.node.start().await?;
@@ -186,6 +204,10 @@ pub async fn run(seed: u64, scale: Scale) -> anyhow::Result<Outcome> {
         super::dump(std::path::Path::new(&dir), seed, &events, &requests)?;
     }
     w.stats.events = events.len();
+    w.stats.host_edits_noticed = events
+        .iter()
+        .filter(|e| e.event_type == "booking_externally_changed")
+        .count();
     w.stats.provider_calls = requests.len();
     w.stats.notifications_acked = w
         .node
@@ -468,6 +490,78 @@ impl World {
         self.stats.edits += 1;
     }
 
+    /// The host moves (by one to three hours) or deletes one of calsync's
+    /// own events in their calendar — the two-way case of
+    /// `[outbound] on_external_change`.
+    fn host_edits_a_booking(&mut self) {
+        let a = self.accounts[self.rng.random_range(0..self.accounts.len())].clone();
+        let ours = invariants::booking_events(self, a.provider, &a.email);
+        if ours.is_empty() {
+            return;
+        }
+        let (booking, event_id) = ours[self.rng.random_range(0..ours.len())].clone();
+        let Some(planned) = self.bookings.get(&booking).cloned() else {
+            return;
+        };
+        // Hosts edit upcoming bookings; what lies behind the sync window's
+        // start is not watched (docs/PLATFORM_EVENTS.md).
+        if planned.start < self.node.now() + Duration::hours(2) {
+            return;
+        }
+        let deleted = self.rng.random_bool(0.5);
+        let start = planned.start + Duration::hours(self.rng.random_range(1..4));
+        let end = start + Duration::minutes(45);
+        let done = match (a.provider, deleted) {
+            (CalendarProvider::Google, true) => self
+                .node
+                .sim
+                .google()
+                .delete_event(&a.email, "primary", &event_id)
+                .is_ok(),
+            (CalendarProvider::Google, false) => self
+                .node
+                .sim
+                .google()
+                .patch_event(
+                    &a.email,
+                    "primary",
+                    &event_id,
+                    json!({"start": {"dateTime": start.to_rfc3339()},
+                           "end": {"dateTime": end.to_rfc3339()}}),
+                )
+                .is_ok(),
+            (CalendarProvider::Microsoft, true) => self
+                .node
+                .sim
+                .graph()
+                .delete_event(&a.email, &event_id)
+                .is_ok(),
+            (CalendarProvider::Microsoft, false) => {
+                let fmt = "%Y-%m-%dT%H:%M:%S";
+                self.node
+                    .sim
+                    .graph()
+                    .update_event(
+                        &a.email,
+                        &event_id,
+                        json!({"start": {"dateTime": start.format(fmt).to_string(), "timeZone": "UTC"},
+                               "end": {"dateTime": end.format(fmt).to_string(), "timeZone": "UTC"}}),
+                    )
+                    .is_ok()
+            }
+        };
+        if done {
+            self.host_changed.insert(
+                (booking, a.email.clone()),
+                HostChange {
+                    version: planned.version,
+                    deleted,
+                },
+            );
+            self.stats.host_edits += 1;
+        }
+    }
+
     /// One booking change for a random platform provider.
     async fn book(&mut self) {
         let a = self.accounts[self.rng.random_range(0..self.accounts.len())].clone();
@@ -526,6 +620,7 @@ impl World {
         for target in targets {
             self.deliver(target, booking.clone()).await;
         }
+        self.host_changed.retain(|(b, _), _| *b != id);
         self.bookings.insert(id, planned);
         self.stats.bookings += 1;
     }
@@ -552,6 +647,9 @@ impl World {
         }
         for _ in 0..self.rng.random_range(0..3) {
             self.book().await;
+        }
+        if self.rng.random_bool(0.05) {
+            self.host_edits_a_booking();
         }
         if self.rng.random_bool(0.06) {
             self.episode().await;
