@@ -363,19 +363,31 @@ impl Harness {
         destination: Option<&str>,
         (client_id, client_secret, refresh_token): (String, String, String),
     ) -> anyhow::Result<String> {
-        let (status, body) = self
-            .admin(
-                reqwest::Method::POST,
-                "/admin/connections",
-                Some(json!({
-                    "platform_provider_id": pp,
-                    "provider": provider,
-                    "account": account,
-                    "calendars": calendars,
-                    "destination_calendar": destination,
-                })),
-            )
-            .await?;
+        let request = json!({
+            "platform_provider_id": pp,
+            "provider": provider,
+            "account": account,
+            "calendars": calendars,
+            "destination_calendar": destination,
+        });
+        // A 503 means nothing was written (in a cluster that has just
+        // formed, the new connection's slice may still be moving between
+        // nodes): a client retries it, and so does the drill.
+        let mut attempt = 0;
+        let (status, body) = loop {
+            let (status, body) = self
+                .admin(
+                    reqwest::Method::POST,
+                    "/admin/connections",
+                    Some(request.clone()),
+                )
+                .await?;
+            attempt += 1;
+            if status != 503 || attempt == 20 {
+                break (status, body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        };
         if status != 201 {
             bail!("creating the connection for {account} answered {status}: {body}");
         }
