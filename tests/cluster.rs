@@ -393,3 +393,82 @@ async fn internal_routes_need_cluster_mode_and_the_secret() {
     assert_eq!(r.status(), 404);
     lone.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_is_lifted_through_any_node() {
+    // The quarantine lives in the owner's supervisor. Lifted through
+    // another node, it used to be recorded there while the owner went on
+    // refusing the connection (and the lift answered 503).
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_calsync"));
+    let mut nodes = Nodes::start_with("cluster-quarantine", 2, Some(exe))
+        .await
+        .expect("two nodes");
+    assert!(
+        poll(Duration::from_secs(30), || async {
+            evenly_spread(&nodes.sample().await, 2)
+        })
+        .await
+    );
+    let (id, channel) = nodes
+        .h
+        .google_ready("storm@example.com", "pp-storm")
+        .await
+        .expect("connection ready");
+    let owner = nodes.owner_of(&id).await.unwrap().unwrap();
+    let o = nodes.index_of(&owner).unwrap();
+    let other = 1 - o;
+    let quarantined = format!(
+        "SELECT count(*) FROM connections WHERE connection_id = '{id}' AND status = 'quarantined'"
+    );
+    // A restart storm on the owner: wake the actor, crash it, again.
+    nodes.use_node(o);
+    for number in 0..40 {
+        if nodes.h.count(&quarantined).await.unwrap() == 1 {
+            break;
+        }
+        let _ = google_request(&nodes.h.http, &nodes.nodes[o].base, &channel, 500 + number)
+            .send()
+            .await;
+        let _ = nodes
+            .h
+            .admin(
+                reqwest::Method::POST,
+                "/admin/drill/kill",
+                Some(serde_json::json!({"connection": id, "mode": "panic"})),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        nodes.h.count(&quarantined).await.unwrap(),
+        1,
+        "no quarantine"
+    );
+
+    // Lifted through the other node: forwarded to the owner.
+    nodes.use_node(other);
+    let (status, body) = nodes
+        .h
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/connections/{id}/unquarantine"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(nodes.h.count(&quarantined).await.unwrap(), 0);
+    // The owner runs the connection again: a command through it succeeds.
+    nodes.use_node(o);
+    let (status, body) = nodes
+        .h
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/connections/{id}/pause"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the owner still refuses: {body}");
+    nodes.stop().await;
+}

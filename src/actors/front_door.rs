@@ -437,8 +437,21 @@ impl Connections {
         }
     }
 
-    /// Lifts a quarantine (recorded on the stream) and syncs at once.
+    /// Lifts a quarantine (recorded on the stream) and syncs at once. In a
+    /// cluster the quarantine lives in the owner's supervisor, so the lift
+    /// is forwarded there.
     pub async fn lift_quarantine(&self, id: ConnectionId) -> Result<(), String> {
+        if let Some(link) = self.elsewhere(id) {
+            return link
+                .forward_lift_quarantine(id)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        self.lift_quarantine_here(id).await
+    }
+
+    /// [`Self::lift_quarantine`] on this node (the owner, or a lone node).
+    pub async fn lift_quarantine_here(&self, id: ConnectionId) -> Result<(), String> {
         match self
             .supervisor
             .call(

@@ -24,6 +24,10 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/connections/{id}/command", post(command))
         .route("/internal/v1/connections/{id}/notify", post(notify))
         .route("/internal/v1/connections/{id}/state", get(inspect))
+        .route(
+            "/internal/v1/connections/{id}/unquarantine",
+            post(unquarantine),
+        )
         .route("/internal/v1/cluster/held", get(held))
 }
 
@@ -99,6 +103,28 @@ async fn inspect(
     }
     let result = state.connections.inspect_here(id).await;
     Json(Outcome::<ConnectionState>::from_result(result)).into_response()
+}
+
+async fn unquarantine(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let link = match authorised(&state, &headers) {
+        Ok(l) => l,
+        Err(status) => return status.into_response(),
+    };
+    let id = ConnectionId::from_uuid(id);
+    if !link.owns(id) {
+        return Json(Outcome::<bool>::NotOwner).into_response();
+    }
+    let result = state
+        .connections
+        .lift_quarantine_here(id)
+        .await
+        .map(|()| true)
+        .map_err(crate::actors::SendError::Unavailable);
+    Json(Outcome::<bool>::from_result(result)).into_response()
 }
 
 async fn held(State(state): State<AppState>, headers: HeaderMap) -> Response {

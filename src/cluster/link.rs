@@ -292,6 +292,18 @@ impl ClusterLink {
         }
     }
 
+    /// Lifts the quarantine of a connection owned elsewhere (the owner's
+    /// supervisor holds it).
+    pub async fn forward_lift_quarantine(&self, id: ConnectionId) -> Result<(), SendError> {
+        match self.post::<_, bool>(id, "unquarantine", Some(&())).await {
+            Ok(outcome) => outcome
+                .into_result::<bool>()
+                .unwrap_or_else(|| Err(Self::unavailable(id, Miss::NoOwner)))
+                .map(|_| ()),
+            Err(miss) => Err(Self::unavailable(id, miss)),
+        }
+    }
+
     /// The state of a connection owned elsewhere.
     pub async fn forward_inspect(&self, id: ConnectionId) -> Result<ConnectionState, SendError> {
         match self.post::<(), ConnectionState>(id, "state", None).await {
