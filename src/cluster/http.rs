@@ -46,20 +46,32 @@ fn authorised(state: &AppState, headers: &HeaderMap) -> Result<Arc<ClusterLink>,
     Ok(link.clone())
 }
 
+/// The connection, if the caller presented the cluster secret and this
+/// node holds its slice; else the answer to give (the status, or
+/// `not_owner` so the sender tries elsewhere).
+fn held_here<T: serde::Serialize>(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: Uuid,
+) -> Result<ConnectionId, Box<Response>> {
+    let link = authorised(state, headers).map_err(|s| Box::new(s.into_response()))?;
+    let id = ConnectionId::from_uuid(id);
+    if !link.owns(id) {
+        return Err(Box::new(Json(Outcome::<T>::NotOwner).into_response()));
+    }
+    Ok(id)
+}
+
 async fn command(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<Uuid>,
     Json(body): Json<CommandRequest>,
 ) -> Response {
-    let link = match authorised(&state, &headers) {
-        Ok(l) => l,
-        Err(status) => return status.into_response(),
+    let id = match held_here::<WireAck>(&state, &headers, id) {
+        Ok(id) => id,
+        Err(refusal) => return *refusal,
     };
-    let id = ConnectionId::from_uuid(id);
-    if !link.owns(id) {
-        return Json(Outcome::<WireAck>::NotOwner).into_response();
-    }
     let result = state
         .connections
         .command_here(id, body.input, body.correlation_id)
@@ -73,14 +85,10 @@ async fn notify(
     Path(id): Path<Uuid>,
     Json(body): Json<NotifyRequest>,
 ) -> Response {
-    let link = match authorised(&state, &headers) {
-        Ok(l) => l,
-        Err(status) => return status.into_response(),
+    let id = match held_here::<WireAck>(&state, &headers, id) {
+        Ok(id) => id,
+        Err(refusal) => return *refusal,
     };
-    let id = ConnectionId::from_uuid(id);
-    if !link.owns(id) {
-        return Json(Outcome::<WireAck>::NotOwner).into_response();
-    }
     let result = state
         .connections
         .notify_here(id, body.key, body.channel_id)
@@ -93,14 +101,10 @@ async fn inspect(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let link = match authorised(&state, &headers) {
-        Ok(l) => l,
-        Err(status) => return status.into_response(),
+    let id = match held_here::<ConnectionState>(&state, &headers, id) {
+        Ok(id) => id,
+        Err(refusal) => return *refusal,
     };
-    let id = ConnectionId::from_uuid(id);
-    if !link.owns(id) {
-        return Json(Outcome::<ConnectionState>::NotOwner).into_response();
-    }
     let result = state.connections.inspect_here(id).await;
     Json(Outcome::<ConnectionState>::from_result(result)).into_response()
 }
@@ -110,14 +114,10 @@ async fn unquarantine(
     headers: HeaderMap,
     Path(id): Path<Uuid>,
 ) -> Response {
-    let link = match authorised(&state, &headers) {
-        Ok(l) => l,
-        Err(status) => return status.into_response(),
+    let id = match held_here::<bool>(&state, &headers, id) {
+        Ok(id) => id,
+        Err(refusal) => return *refusal,
     };
-    let id = ConnectionId::from_uuid(id);
-    if !link.owns(id) {
-        return Json(Outcome::<bool>::NotOwner).into_response();
-    }
     let result = state
         .connections
         .lift_quarantine_here(id)

@@ -413,34 +413,15 @@ mod tests {
     /// A Google connection with bk-1 v1 written as event "ev1" (etag "e1").
     fn written() -> ConnectionState {
         let primary = CalendarId::parse("primary").unwrap();
-        run(
-            ConnectionState::default(),
-            &[
-                ConnectionEvent::ConnectionCreated {
-                    platform_provider_id: PlatformProviderId::parse("prov-1").unwrap(),
-                    provider: CalendarProvider::Google,
-                    account: ExternalAccount::parse("host@example.com").unwrap(),
-                    calendars: vec![primary.clone()],
-                    destination_calendar: Some(primary),
-                },
-                ConnectionEvent::BookingReceived {
-                    booking: booking(1, 10),
-                },
-                ConnectionEvent::OutboundIntentRecorded {
-                    booking_id: "bk-1".into(),
-                    version: 1,
-                    op: OutboundOp::Create { generation: 0 },
-                },
-                ConnectionEvent::OutboundWriteSucceeded {
-                    booking_id: "bk-1".into(),
-                    version: 1,
-                    outcome: WriteOutcome::Created {
-                        external_event_id: "ev1".into(),
-                        etag: Some("\"e1\"".into()),
-                    },
-                },
-            ],
-        )
+        let mut events = vec![ConnectionEvent::ConnectionCreated {
+            platform_provider_id: PlatformProviderId::parse("prov-1").unwrap(),
+            provider: CalendarProvider::Google,
+            account: ExternalAccount::parse("host@example.com").unwrap(),
+            calendars: vec![primary.clone()],
+            destination_calendar: Some(primary),
+        }];
+        events.extend(bk1_written_as_ev1("\"e1\""));
+        run(ConnectionState::default(), &events)
     }
 
     fn page(changes: Vec<serde_json::Value>) -> FetchedPage {
@@ -695,12 +676,12 @@ mod tests {
                 }),
             });
         }
-        events.extend(bk1_written_as_ev1());
+        events.extend(bk1_written_as_ev1("W/\"e1\""));
         run(ConnectionState::default(), &events)
     }
 
-    /// bk-1 v1 received and written as "ev1".
-    fn bk1_written_as_ev1() -> Vec<ConnectionEvent> {
+    /// bk-1 v1 received and written as "ev1" with `etag`.
+    fn bk1_written_as_ev1(etag: &str) -> Vec<ConnectionEvent> {
         vec![
             ConnectionEvent::BookingReceived {
                 booking: booking(1, 10),
@@ -715,7 +696,7 @@ mod tests {
                 version: 1,
                 outcome: WriteOutcome::Created {
                     external_event_id: "ev1".into(),
-                    etag: Some("W/\"e1\"".into()),
+                    etag: Some(etag.into()),
                 },
             },
         ]
