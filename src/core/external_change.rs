@@ -372,6 +372,14 @@ pub fn remember_etag(track: &mut BookingTrack, etag: Option<&String>) {
     }
 }
 
+/// One of our writes landed: the calendar shows the booking again, so a
+/// later edit is a new change even when it repeats an earlier one (a host
+/// moving the event back to where they had it before `restore` put it
+/// back — the simulation's seed 60).
+pub fn on_written(track: &mut BookingTrack) {
+    track.external_change = None;
+}
+
 /// A newer version of the booking arrived: any hold ends.
 pub fn on_new_version(track: &mut BookingTrack) {
     track.held_version = None;
@@ -575,13 +583,39 @@ mod tests {
             1
         );
 
-        let events = record(&s, moved, ExternalChangePolicy::Restore);
+        let events = record(&s, moved.clone(), ExternalChangePolicy::Restore);
         let restored = run(s, &events);
         assert_eq!(
             next_outbound(&restored.bookings["bk-1"], CancelMode::Delete),
             Some(OutboundOp::Update {
                 external_event_id: "ev1".into()
             })
+        );
+        // Written back; then the host moves it to the same place again:
+        // a new change, restored again.
+        let restored = run(
+            restored,
+            &[
+                ConnectionEvent::OutboundIntentRecorded {
+                    booking_id: "bk-1".into(),
+                    version: 1,
+                    op: OutboundOp::Update {
+                        external_event_id: "ev1".into(),
+                    },
+                },
+                ConnectionEvent::OutboundWriteSucceeded {
+                    booking_id: "bk-1".into(),
+                    version: 1,
+                    outcome: WriteOutcome::Updated {
+                        etag: Some("\"e3\"".into()),
+                    },
+                },
+            ],
+        );
+        let again = page(vec![our_event("\"e4\"", 15, &[])]);
+        assert_eq!(
+            changes(&record(&restored, again, ExternalChangePolicy::Restore)),
+            vec![("moved".into(), ExternalChangePolicy::Restore)]
         );
     }
 

@@ -558,11 +558,13 @@ impl ConnectionState {
                             track.etag = etag.clone();
                             track.written_version = Some(*version);
                             super::external_change::remember_etag(track, etag.as_ref());
+                            super::external_change::on_written(track);
                         }
                         WriteOutcome::Updated { etag } => {
                             track.etag = etag.clone();
                             track.written_version = Some(*version);
                             super::external_change::remember_etag(track, etag.as_ref());
+                            super::external_change::on_written(track);
                         }
                         WriteOutcome::Deleted => {
                             track.external_event_id = None;
