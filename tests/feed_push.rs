@@ -365,6 +365,21 @@ fn delivery_ids(r: &Receiver) -> Vec<String> {
         .collect()
 }
 
+/// Waits until every POST the receiver answered has its outcome in the
+/// subscription's stream (the receiver answers 2xx throughout).
+async fn every_post_recorded(w: &World, sub: &str, r: &Receiver) {
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            subscription_events(w, sub, "delivery_succeeded")
+                .await
+                .len()
+                == delivery_ids(r).len()
+        })
+        .await,
+        "a delivery's outcome never reached the log"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_a_subscription_from_one_node_only_and_hand_it_over_in_order() {
     // Two nodes' push workers on one store (a cluster without the leases:
@@ -400,9 +415,10 @@ async fn two_nodes_deliver_a_subscription_from_one_node_only_and_hand_it_over_in
         })
         .await
     );
-    // The slice moves to node 1 (node 0 lets go first, as a lease does).
+    // The slice moves to node 1 (node 0 lets go first, as a lease does:
+    // its last POST's outcome is in the log before node 1 folds it).
     holder.store(9, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    every_post_recorded(&w, &sub.id.to_string(), &receiver).await;
     holder.store(1, Ordering::SeqCst);
     busy(&store, a, 10, 10).await;
     busy(&store, b, 10, 10).await;
@@ -412,7 +428,7 @@ async fn two_nodes_deliver_a_subscription_from_one_node_only_and_hand_it_over_in
         })
         .await
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    every_post_recorded(&w, &sub.id.to_string(), &receiver).await;
     stop.cancel();
 
     let ids = delivery_ids(&receiver);
