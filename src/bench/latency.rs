@@ -6,13 +6,15 @@
 
 use super::report::{percentile, Figure, Machine, Report, Target};
 use super::setup::{self, BenchDb, Served};
+use super::stages::{self, Change};
+use super::visible::{self, VisibilityProbe, POLL};
 use crate::actors::runtime::SyncRuntime;
 use crate::providers::{AuthSession, ProviderEndpoints};
 use crate::store::credentials::CredentialVault;
 use anyhow::Context;
 use calsim::{SimConfig, Simulators};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -42,9 +44,6 @@ impl LatencyOptions {
         }
     }
 }
-
-/// How often the visibility poller looks (its resolution).
-pub(super) const POLL: Duration = Duration::from_millis(2);
 
 pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -81,6 +80,10 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     report.config("seconds", options.seconds);
     report.config("poll_resolution_ms", POLL.as_millis() as u64);
     report.config(
+        "visibility",
+        "each pending busy row looked up by primary key every poll_resolution_ms",
+    );
+    report.config(
         "path",
         "simulator upsert_event -> Google push (HTTP) -> /webhooks/google -> actor commits \
          notification -> sync task: events.list with sync token -> RecordPage -> \
@@ -114,14 +117,29 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     let client = db.client().await?;
     wait_until_ready(&client, made.len()).await?;
 
+    // Where each change will show: its connection's calendar and channel.
+    let calendar_of = visible::calendar_of_connections(&client).await?;
+    let channel_of: HashMap<String, String> = client
+        .query(
+            "SELECT connection_id::text, channel_id FROM channels WHERE closed_at IS NULL",
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let places: Vec<(String, String, String)> = made
+        .iter()
+        .map(|id| {
+            let id = id.to_string();
+            let calendar = calendar_of.get(&id).cloned().unwrap_or_default();
+            let channel = channel_of.get(&id).cloned().unwrap_or_default();
+            (id, calendar, channel)
+        })
+        .collect();
+
     // Steady changes: event `lat<n>` for tomorrow on connection n mod N.
-    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let poller = tokio::spawn(poll_visible(
-        db.client().await?,
-        pending.clone(),
-        latencies.clone(),
-    ));
+    let probe = VisibilityProbe::start(db.client().await?).await?;
     let period = Duration::from_secs_f64(1.0 / options.rate.max(1) as f64);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -134,9 +152,11 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
         + chrono::Duration::days(1);
     let gen_started = Instant::now();
     let changes_from = chrono::Utc::now();
+    let mut changes = Vec::with_capacity(total as usize);
     for n in 0..total {
         ticker.tick().await;
-        let account = &accounts[(n as usize) % accounts.len()];
+        let i = (n as usize) % accounts.len();
+        let (connection, calendar, channel) = &places[i];
         let start = tomorrow + chrono::Duration::minutes((n % 600) as i64);
         // Google ids are base32hex (a-v, 0-9), at least 5 characters.
         let id = format!("lat{n:07}");
@@ -146,24 +166,21 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
             "start": {"dateTime": start.to_rfc3339()},
             "end": {"dateTime": (start + chrono::Duration::minutes(30)).to_rfc3339()},
         });
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Instant::now());
+        probe.expect(id.clone(), connection, calendar);
+        changes.push(Change {
+            event_id: id,
+            account: accounts[i].clone(),
+            connection: connection.clone(),
+            channel: channel.clone(),
+            made: chrono::Utc::now(),
+        });
         sim.google()
-            .upsert_event(account, "primary", event)
+            .upsert_event(&accounts[i], "primary", event)
             .map_err(|e| anyhow::anyhow!("simulator refused a change: {e:?}"))?;
     }
     let gen_seconds = gen_started.elapsed().as_secs_f64();
-    // Let the tail arrive, then stop the poller.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    poller.abort();
-    let missing = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
-    let ms = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (seen, missing) = probe.finish(Duration::from_secs(20)).await?;
+    let ms: Vec<f64> = seen.iter().map(|s| s.ms).collect();
     let notifications: i64 = client
         .query_one(
             "SELECT count(*) FROM events WHERE event_type = 'notification_accepted'",
@@ -193,6 +210,15 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
     // through the simulator's own API, not logged). The floor is one
     // incremental list per burst of changes on a connection.
     let calls = sim.requests_since(changes_from);
+    let log = stages::log_times(&client, changes_from).await?;
+    stages::report_stages(
+        &mut report,
+        &changes,
+        &log,
+        &sim.deliveries(),
+        &calls,
+        &seen,
+    );
     let lists = calls.iter().filter(|r| r.endpoint == "events.list").count();
     report.figure(Figure::single(
         "provider calls per change",
@@ -265,38 +291,5 @@ pub(super) async fn wait_until_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Looks for the pending events' busy rows every [`POLL`] and records
-/// when each became visible.
-pub(super) async fn poll_visible(
-    client: tokio_postgres::Client,
-    pending: Arc<Mutex<HashMap<String, Instant>>>,
-    latencies: Arc<Mutex<Vec<f64>>>,
-) -> anyhow::Result<()> {
-    let statement = client
-        .prepare("SELECT external_event_id FROM busy_intervals WHERE external_event_id = ANY($1)")
-        .await?;
-    loop {
-        let ids: Vec<String> = pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        if !ids.is_empty() {
-            let rows = client.query(&statement, &[&ids]).await?;
-            let now = Instant::now();
-            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-            let mut latencies = latencies.lock().unwrap_or_else(|e| e.into_inner());
-            for row in rows {
-                let id: String = row.get(0);
-                if let Some(at) = pending.remove(&id) {
-                    latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
-                }
-            }
-        }
-        tokio::time::sleep(POLL).await;
     }
 }

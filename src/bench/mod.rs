@@ -31,5 +31,7 @@ pub mod replay;
 pub mod report;
 pub mod scale;
 pub mod setup;
+mod stages;
+mod visible;
 
 pub use report::Report;

@@ -17,15 +17,15 @@
 //! the simulators and the load generator share one machine, so on a small
 //! machine the figure says how CPU is shared, not how far the design scales.
 
-use super::latency::{poll_visible, wait_until_ready, POLL};
+use super::latency::wait_until_ready;
 use super::loadgen::{LoadGen, LoadSpec, RequestTemplate};
 use super::report::{percentile, Comparison, Figure, Machine, Report};
+use super::visible::{self, VisibilityProbe, POLL};
 use crate::drills::nodes::{evenly_spread, Nodes};
 use anyhow::{anyhow, Context};
 use calsim::{NotificationFaults, Provider};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -278,7 +278,13 @@ async fn measure(nodes: &Nodes, n: usize, options: &ScaleOptions) -> anyhow::Res
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let (latency_p50, latency_p99, missing) = latency(nodes, &accounts, &channels, options).await?;
+    let calendar_of = visible::calendar_of_connections(&client).await?;
+    let places: Vec<(String, String)> = ids
+        .iter()
+        .map(|id| (id.clone(), calendar_of.get(id).cloned().unwrap_or_default()))
+        .collect();
+    let (latency_p50, latency_p99, missing) =
+        latency(nodes, &accounts, &places, &channels, options).await?;
 
     // Ingest only: no syncs behind the notifications.
     h.set_flag("sync_enabled", false).await?;
@@ -324,20 +330,16 @@ async fn measure(nodes: &Nodes, n: usize, options: &ScaleOptions) -> anyhow::Res
 
 /// Steady changes, each followed by its webhook to the next node:
 /// (p50 ms, p99 ms, changes never visible).
+/// `places[i]` is account i's connection id and calendar.
 async fn latency(
     nodes: &Nodes,
     accounts: &[String],
+    places: &[(String, String)],
     channels: &[(String, String, String)],
     options: &ScaleOptions,
 ) -> anyhow::Result<(f64, f64, usize)> {
     let h = &nodes.h;
-    let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let poller = tokio::spawn(poll_visible(
-        h.db().await?,
-        pending.clone(),
-        latencies.clone(),
-    ));
+    let probe = VisibilityProbe::start(h.db().await?).await?;
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate.max(1) as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -361,14 +363,11 @@ async fn latency(
             "start": {"dateTime": start.to_rfc3339()},
             "end": {"dateTime": (start + chrono::Duration::minutes(30)).to_rfc3339()},
         });
+        probe.expect(id, &places[i].0, &places[i].1);
         h.sim
             .google()
             .upsert_event(&accounts[i], "primary", event)
             .map_err(|e| anyhow!("simulator refused a change: {e:?}"))?;
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Instant::now());
         let base = nodes.nodes[(k as usize) % nodes.nodes.len()].base.clone();
         let (http, channel) = (h.http.clone(), channels[i].clone());
         sends.spawn(async move {
@@ -380,13 +379,7 @@ async fn latency(
         });
     }
     while sends.join_next().await.is_some() {}
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    poller.abort();
-    let missing = pending.lock().unwrap_or_else(|e| e.into_inner()).len();
-    let ms = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (seen, missing) = probe.finish(Duration::from_secs(20)).await?;
+    let ms: Vec<f64> = seen.iter().map(|s| s.ms).collect();
     Ok((percentile(&ms, 50.0), percentile(&ms, 99.0), missing))
 }
