@@ -50,7 +50,9 @@ impl BenchDb {
         let cluster =
             tokio::task::spawn_blocking(|| Cluster::start_temporary(Durability::Full)).await??;
         crate::database::ensure_database(&cluster, DB_NAME).await?;
-        let config = tokio_postgres::Config::from_str(&cluster.connection_string(DB_NAME))?;
+        let mut config = tokio_postgres::Config::from_str(&cluster.connection_string(DB_NAME))?;
+        // The sessions `calsync serve` opens (pgbench keeps the server's).
+        crate::database::quiet_notices(&mut config);
         let db = BenchDb {
             cluster: Arc::new(cluster),
             store: PgEventStore::new(crate::database::pool(config.clone(), pool_size)?),
