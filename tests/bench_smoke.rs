@@ -106,7 +106,17 @@ async fn latency_reports_change_to_busy_interval_percentiles() {
             "latency p50",
             "latency p99",
             "events.list calls per change",
+            "stage 2 notification commit (received -> answered) p50",
+            "stage 5 page commit (page txn began -> visible) p99",
         ],
+    );
+    // Every change is followed through the simulator's logs and the event
+    // log; one that cannot be matched would leave its stages unreported.
+    assert_eq!(
+        report.median_of("changes traced through every stage"),
+        report.median_of("changes made"),
+        "{}",
+        report.to_text()
     );
 }
 
