@@ -27,6 +27,7 @@ pub mod database;
 pub mod drills;
 pub mod feed;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod pg;
 pub mod ports;

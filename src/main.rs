@@ -8,8 +8,29 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // A worker going idle after a passivation sweep hands back what
+        // the stopped actors freed in its heap (`calsync::memory`).
+        .on_thread_park(|| {
+            calsync::memory::on_park(|| {
+                // SAFETY: `mi_collect` only walks the calling thread's own
+                // heap and the abandoned pages; it takes no pointers.
+                unsafe { libmimalloc_sys::mi_collect(true) }
+            })
+        })
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = calsync::cli::Cli::parse();
     let format = cli.global.log_format.unwrap_or_default();
     calsync::cli::init_tracing(format, cli.command.default_log_filter());
