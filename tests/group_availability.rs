@@ -66,7 +66,12 @@ async fn a_group_answers_all_any_and_at_least_and_refuses_bad_input_by_field() {
                 )
                 .unwrap();
         }
+        let head = w.log_head().await;
         w.notify(id, "k1").await;
+        // A round that completes after the notification: for cyd, with no
+        // busy time, "no busy rows" holds before any sync has run, and the
+        // freshness checked below would still be empty.
+        w.wait_for_round(id, head).await;
         let expected = usize::from(busy_from.is_some());
         assert!(
             eventually(Duration::from_secs(10), || async {
