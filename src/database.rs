@@ -36,7 +36,7 @@ impl Database {
         let (connect, cluster, location) = match &settings.database {
             DatabaseSource::Url(url) => {
                 let mut connect = DbConnect::from_url(url)?;
-                quiet_notices(&mut connect.config);
+                session_settings(&mut connect.config);
                 let location = format!("{} ({})", redact(&connect.config), connect.describe());
                 (connect, None, location)
             }
@@ -47,7 +47,7 @@ impl Database {
                 let mut config = tokio_postgres::Config::from_str(
                     &cluster.connection_string(defaults::DB_NAME),
                 )?;
-                quiet_notices(&mut config);
+                session_settings(&mut config);
                 ensure_database(&cluster, defaults::DB_NAME).await?;
                 let location = format!(
                     "private cluster in {} (socket {})",
@@ -139,7 +139,7 @@ impl Database {
 ///   about 35 spans (seven weeks of weekdays) it passes `jit_above_cost`:
 ///   measured on 200,000 busy rows, 30 spans ran in 1.6 ms and 36 spans in
 ///   10.5–51 ms, 8–10 ms of it compiling, on every execution.
-pub fn quiet_notices(config: &mut tokio_postgres::Config) {
+pub fn session_settings(config: &mut tokio_postgres::Config) {
     let mut options = config.get_options().unwrap_or_default().to_string();
     for (name, setting) in [
         ("client_min_messages", "-c client_min_messages=warning"),
@@ -227,19 +227,19 @@ pub struct Privileges {
 
 #[cfg(test)]
 mod tests {
-    use super::quiet_notices;
+    use super::session_settings;
 
     fn options_after(existing: Option<&str>) -> String {
         let mut config = tokio_postgres::Config::new();
         if let Some(existing) = existing {
             config.options(existing);
         }
-        quiet_notices(&mut config);
+        session_settings(&mut config);
         config.get_options().unwrap_or_default().to_string()
     }
 
     #[test]
-    fn sessions_get_quiet_notices_and_no_jit_unless_configured_otherwise() {
+    fn sessions_get_session_settings_and_no_jit_unless_configured_otherwise() {
         assert_eq!(
             options_after(None),
             "-c client_min_messages=warning -c jit=off"

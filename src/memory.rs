@@ -13,8 +13,8 @@
 //! [`EVERY`] ([`on_park`], wired in `main.rs` through tokio's
 //! `on_thread_park`). A window, not a single collection, because the
 //! actors stop asynchronously: a worker may park before the frees it
-//! should hand back have happened. Outside a window a park costs one
-//! atomic load.
+//! should hand back have happened. Outside a window a park costs an
+//! atomic load (and a clock read once any window has been opened).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,7 +13,6 @@ use crate::providers::{AuthSession, ProviderEndpoints};
 use crate::store::credentials::CredentialVault;
 use anyhow::Context;
 use calsim::{SimConfig, Simulators};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,15 +118,7 @@ pub async fn run(options: &LatencyOptions) -> anyhow::Result<Report> {
 
     // Where each change will show: its connection's calendar and channel.
     let calendar_of = visible::calendar_of_connections(&client).await?;
-    let channel_of: HashMap<String, String> = client
-        .query(
-            "SELECT connection_id::text, channel_id FROM channels WHERE closed_at IS NULL",
-            &[],
-        )
-        .await?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let channel_of = visible::channel_of_connections(&client).await?;
     let places: Vec<(String, String, String)> = made
         .iter()
         .map(|id| {

@@ -244,16 +244,7 @@ async fn measure(nodes: &Nodes, n: usize, options: &ScaleOptions) -> anyhow::Res
     let client = h.db().await?;
     wait_until_ready(&client, ids.len()).await?;
     // Each account's live channel, as the simulator holds it.
-    let mut channel_of_connection: HashMap<String, String> = HashMap::new();
-    for row in client
-        .query(
-            "SELECT connection_id::text, channel_id FROM channels WHERE closed_at IS NULL",
-            &[],
-        )
-        .await?
-    {
-        channel_of_connection.insert(row.get(0), row.get(1));
-    }
+    let channel_of_connection = visible::channel_of_connections(&client).await?;
     let sim_channels: HashMap<String, (String, String, String)> = h
         .sim
         .google()

@@ -52,7 +52,7 @@ impl BenchDb {
         crate::database::ensure_database(&cluster, DB_NAME).await?;
         let mut config = tokio_postgres::Config::from_str(&cluster.connection_string(DB_NAME))?;
         // The sessions `calsync serve` opens (pgbench keeps the server's).
-        crate::database::quiet_notices(&mut config);
+        crate::database::session_settings(&mut config);
         let db = BenchDb {
             cluster: Arc::new(cluster),
             store: PgEventStore::new(crate::database::pool(config.clone(), pool_size)?),

@@ -145,11 +145,31 @@ impl VisibilityProbe {
 pub(super) async fn calendar_of_connections(
     client: &tokio_postgres::Client,
 ) -> anyhow::Result<HashMap<String, String>> {
+    per_connection(
+        client,
+        "SELECT connection_id::text, calendar_id FROM connection_calendars",
+    )
+    .await
+}
+
+/// Each connection's live push channel id.
+pub(super) async fn channel_of_connections(
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<HashMap<String, String>> {
+    per_connection(
+        client,
+        "SELECT connection_id::text, channel_id FROM channels WHERE closed_at IS NULL",
+    )
+    .await
+}
+
+/// `sql`'s rows of (connection id, text) as a map.
+async fn per_connection(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> anyhow::Result<HashMap<String, String>> {
     Ok(client
-        .query(
-            "SELECT connection_id::text, calendar_id FROM connection_calendars",
-            &[],
-        )
+        .query(sql, &[])
         .await?
         .into_iter()
         .map(|row| (row.get(0), row.get(1)))

@@ -249,6 +249,16 @@ impl CalendarSync {
     }
 }
 
+/// A create or update of the booking's event landed with `etag`: the
+/// calendar shows `version`, and any external change recorded before is
+/// over (a later edit is a new one, even when it repeats it).
+fn landed(track: &mut BookingTrack, version: u64, etag: &Option<String>) {
+    track.etag = etag.clone();
+    track.written_version = Some(version);
+    super::external_change::remember_etag(track, etag.as_ref());
+    super::external_change::on_written(track);
+}
+
 /// `kind (status): message`, the one way errors read in status.
 pub fn describe(kind: &str, status: Option<u16>, message: &str) -> String {
     match status {
@@ -555,17 +565,9 @@ impl ConnectionState {
                             etag,
                         } => {
                             track.external_event_id = Some(external_event_id.clone());
-                            track.etag = etag.clone();
-                            track.written_version = Some(*version);
-                            super::external_change::remember_etag(track, etag.as_ref());
-                            super::external_change::on_written(track);
+                            landed(track, *version, etag);
                         }
-                        WriteOutcome::Updated { etag } => {
-                            track.etag = etag.clone();
-                            track.written_version = Some(*version);
-                            super::external_change::remember_etag(track, etag.as_ref());
-                            super::external_change::on_written(track);
-                        }
+                        WriteOutcome::Updated { etag } => landed(track, *version, etag),
                         WriteOutcome::Deleted => {
                             track.external_event_id = None;
                             track.etag = None;
