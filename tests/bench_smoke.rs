@@ -192,13 +192,14 @@ async fn availability_reports_rates_percentiles_and_the_pgbench_ratio() {
             "pgbench busy-range query",
             "group: queries/s",
             "group: latency p99",
-            "busy rows considered per single query",
-            "busy rows considered per group query",
+            "group at half that rate: latency p99",
+            "merged busy spans considered per single query",
+            "merged busy spans considered per group query",
         ],
     );
     assert_eq!(report.median_of("non-2xx or failed requests"), Some(0.0));
     assert!(report.comparisons[0].ratio > 0.0);
-    assert_eq!(report.targets.len(), 3, "{}", report.to_text());
+    assert_eq!(report.targets.len(), 4, "{}", report.to_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

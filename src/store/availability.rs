@@ -77,18 +77,10 @@ const FRESHNESS_SQL: &str = "SELECT c.connection_id, c.provider, c.status, c.bac
      WHERE c.platform_provider_id = $1 AND c.status <> 'removed' \
      ORDER BY c.connection_id, k.calendar_id";
 
-/// The busy spans an availability answer needs: start and end of each of
-/// a provider's busy intervals overlapping one of the reach spans (sorted,
-/// apart: [`crate::core::busy_reach`]) given as arrays of starts (`$2`),
-/// ends (`$3`) and the previous span's end (`$4`, NULL for the first);
-/// each interval once (at the first span it overlaps), unordered (the core
-/// sorts and merges). Per span, two disjoint halves, so that neither scans
-/// the provider's whole past: intervals starting at most a day before the
-/// span (a bounded range of the `(platform_provider_id, starts_at)` index),
-/// and longer ones that started earlier (longer than a day, so the partial
-/// index `busy_intervals_long_by_provider_end` of migration 0011 has them).
-/// `bench availability` runs exactly this in pgbench.
-pub const BUSY_SPANS_SQL: &str = "\
+/// The text of [`BUSY_SPANS_SQL`], for [`BUSY_MERGED_SQL`] to wrap.
+macro_rules! busy_spans_sql {
+    () => {
+        "\
     SELECT b.starts_at, b.ends_at \
       FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(ws, we, pe), \
       LATERAL ( \
@@ -100,7 +92,54 @@ pub const BUSY_SPANS_SQL: &str = "\
          WHERE platform_provider_id = $1 AND ends_at > w.ws \
            AND starts_at < w.ws - interval '1 day' \
            AND (w.pe IS NULL OR starts_at >= w.pe) \
-           AND ends_at - starts_at > interval '1 day') AS b";
+           AND ends_at - starts_at > interval '1 day') AS b"
+    };
+}
+
+/// The busy spans an availability answer needs: start and end of each of
+/// a provider's busy intervals overlapping one of the reach spans (sorted,
+/// apart: [`crate::core::busy_reach`]) given as arrays of starts (`$2`),
+/// ends (`$3`) and the previous span's end (`$4`, NULL for the first);
+/// each interval once (at the first span it overlaps), unordered (the core
+/// sorts and merges). Per span, two disjoint halves, so that neither scans
+/// the provider's whole past: intervals starting at most a day before the
+/// span (a bounded range of the `(platform_provider_id, starts_at)` index),
+/// and longer ones that started earlier (longer than a day, so the partial
+/// index of migrations 0011 and 0013 has them). Both halves are index-only
+/// scans: the indexes carry the other bound (migration 0013).
+/// The handler reads it merged: [`BUSY_MERGED_SQL`].
+pub const BUSY_SPANS_SQL: &str = busy_spans_sql!();
+
+/// What [`BUSY_MERGED_SQL`] puts around the spans query.
+macro_rules! merged_head {
+    () => {
+        "SELECT coalesce(array_agg(lower(m)), '{}'), coalesce(array_agg(upper(m)), '{}') \
+           FROM unnest((SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) FROM ("
+    };
+}
+macro_rules! merged_tail {
+    () => {
+        ") AS s)) AS m"
+    };
+}
+
+/// [`BUSY_SPANS_SQL`]'s intervals merged where they overlap or touch, as
+/// one row of two arrays (starts, ends; ascending, apart). This is what the
+/// handler reads. An availability answer depends only on the union of busy
+/// time: a slot overlaps a buffered merged interval exactly when it
+/// overlaps one of the buffered intervals merged into it (widening by the
+/// buffers distributes over the union of touching intervals). A provider
+/// with 50 calendars has hundreds of overlapping rows in a working week
+/// and a few dozen merged spans, and decoding rows was a third of the
+/// handler's CPU (BENCHMARKS.md, "availability").
+/// `bench availability` runs exactly this in pgbench.
+pub const BUSY_MERGED_SQL: &str = concat!(merged_head!(), busy_spans_sql!(), merged_tail!());
+
+/// A spans query (as [`BUSY_SPANS_SQL`], perhaps rewritten to read its
+/// spans from a table) wrapped as [`BUSY_MERGED_SQL`] wraps it.
+pub fn merged(spans_sql: &str) -> String {
+    format!("{}{spans_sql}{}", merged_head!(), merged_tail!())
+}
 
 /// The FROM item of [`BUSY_SPANS_SQL`] that takes the reach spans.
 pub const BUSY_SPANS_REACH: &str =
@@ -109,7 +148,7 @@ pub const BUSY_SPANS_REACH: &str =
 /// What an availability answer needs of one provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AvailabilityInputs {
-    /// Busy spans overlapping the window, unordered.
+    /// Busy time overlapping the window: merged spans, ascending and apart.
     pub busy: Vec<Interval>,
     pub freshness: Vec<Freshness>,
 }
@@ -126,7 +165,7 @@ pub async fn availability_inputs(
 ) -> Result<Vec<AvailabilityInputs>, StoreError> {
     let client = store.pool().get().await?;
     let (spans, fresh) = futures::try_join!(
-        client.prepare_cached(BUSY_SPANS_SQL),
+        client.prepare_cached(BUSY_MERGED_SQL),
         client.prepare_cached(FRESHNESS_SQL)
     )?;
     let starts: Vec<DateTime<Utc>> = reach.iter().map(|r| r.start()).collect();
@@ -141,18 +180,23 @@ pub async fn availability_inputs(
         async move {
             let busy_params: [&(dyn ToSql + Sync); 4] = [id, starts, ends, previous];
             let fresh_params: [&(dyn ToSql + Sync); 1] = [id];
-            let (busy, fresh) = futures::try_join!(
+            let (rows, fresh) = futures::try_join!(
                 client.query(spans, &busy_params),
                 client.query(fresh, &fresh_params)
             )?;
-            let busy = busy
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect::<Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, tokio_postgres::Error>>()?
-                .into_iter()
-                // The table's CHECK keeps ends after starts.
-                .filter_map(|(s, e)| Interval::new(s, e).ok())
-                .collect();
+            // One row (an aggregate without GROUP BY always answers one).
+            let mut busy = Vec::new();
+            if let Some(row) = rows.first() {
+                let starts: Vec<DateTime<Utc>> = row.try_get(0)?;
+                let ends: Vec<DateTime<Utc>> = row.try_get(1)?;
+                // The table's CHECK keeps ends after starts, and merging
+                // keeps it.
+                busy = starts
+                    .into_iter()
+                    .zip(ends)
+                    .filter_map(|(s, e)| Interval::new(s, e).ok())
+                    .collect();
+            }
             Ok::<_, StoreError>(AvailabilityInputs {
                 busy,
                 freshness: freshness_rows(&fresh)?,

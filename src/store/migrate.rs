@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_oauth_connect",
         sql: include_str!("../../schema/0012_oauth_connect.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_busy_index_only",
+        sql: include_str!("../../schema/0013_busy_index_only.sql"),
+    },
 ];
 
 /// An arbitrary constant naming calsync's migration lock.
