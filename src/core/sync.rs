@@ -12,7 +12,7 @@ use super::backoff::BackoffPolicy;
 use super::busy::{google_busy, graph_busy, BusyDecision, BusyPolicy, FreeReason};
 use super::events::ConnectionEvent;
 use super::explain::{explain, BusyRule, Verdict};
-use super::fault::{sync_scope, Fault, SyncScope};
+use super::fault::{channel_scope, sync_scope, ChannelScope, Fault, SyncScope};
 use super::ids::CalendarId;
 use super::outbound::CancelMode;
 use super::state::{ConnectionState, WindowBase};
@@ -329,9 +329,6 @@ pub fn sync_failure_events(
             calendar_transient(calendar, sync, fault, now, unit_random, policy)
         }
         (SyncScope::CalendarUnavailable, Some((calendar, sync))) => {
-            // ±10 % so a fleet's broken calendars are not probed together.
-            let spread = policy.unavailable_retry.num_milliseconds() as f64
-                * (0.9 + 0.2 * unit_random.clamp(0.0, 1.0));
             vec![ConnectionEvent::CalendarSyncFailed {
                 calendar: calendar.clone(),
                 kind: fault.label.clone(),
@@ -339,11 +336,24 @@ pub fn sync_failure_events(
                 status: fault.status,
                 unavailable: true,
                 failures: sync.failures.saturating_add(1),
-                retry_at: now + chrono::Duration::milliseconds(spread as i64),
+                retry_at: unavailable_probe_at(policy, unit_random, now),
                 at: now,
             }]
         }
     }
+}
+
+/// When an unavailable calendar is probed again: `unavailable_retry` from
+/// `now`, spread ±10 % so a fleet's broken calendars are not probed
+/// together.
+fn unavailable_probe_at(
+    policy: &SyncPolicy,
+    unit_random: f64,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let spread = policy.unavailable_retry.num_milliseconds() as f64
+        * (0.9 + 0.2 * unit_random.clamp(0.0, 1.0));
+    now + chrono::Duration::milliseconds(spread as i64)
 }
 
 fn calendar_transient(
@@ -381,13 +391,23 @@ pub fn channel_failure_events(
         return Vec::new();
     };
     let failures = sync.channel_failures.saturating_add(1);
+    let retry_at = match channel_scope(fault) {
+        // The provider does not know the calendar (a 404 or 410 to opening
+        // a channel; renewals of a lost channel are closed instead, see
+        // `decide`). Retrying in seconds cannot help, and raced the first
+        // sync's own 404 into a third call (the `isolation` drill): wait
+        // as long as an unavailable calendar's probe. If the calendar does
+        // exist, its polls keep it in sync meanwhile.
+        ChannelScope::Gone => unavailable_probe_at(policy, unit_random, now),
+        _ => backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+    };
     vec![ConnectionEvent::ChannelUpkeepFailed {
         calendar: calendar.clone(),
         op: op.to_string(),
         kind: fault.label.clone(),
         message: truncate(&fault.message),
         failures,
-        retry_at: backoff_until(policy, failures, fault.retry_after_ms, unit_random, now),
+        retry_at,
         at: now,
     }]
 }
@@ -491,6 +511,36 @@ mod tests {
 
     fn types(events: &[ConnectionEvent]) -> Vec<&'static str> {
         events.iter().map(|e| e.event_type()).collect()
+    }
+
+    /// The channel retry after opening a channel failed with `kind`.
+    fn channel_retry_after_open_fails(kind: FaultKind) -> chrono::Duration {
+        let s = apply(
+            created(),
+            ConnectionCommand::RecordChannelFailure {
+                calendar: cal(),
+                op: "open".into(),
+                channel_id: None,
+                fault: Fault::new(kind, "f", "m"),
+                unit_random: 0.5,
+                attempt_started: None,
+            },
+        );
+        s.calendars[&cal()].channel_retry_at.unwrap() - now()
+    }
+
+    #[test]
+    fn a_calendar_the_provider_does_not_know_waits_an_hour_for_its_next_channel_open() {
+        // A 404 to events.watch will be a 404 again in a second: waiting as
+        // long as an unavailable calendar's probe keeps a missing calendar
+        // at one watch and one list per hour.
+        for kind in [FaultKind::NotFound, FaultKind::Gone] {
+            let wait = channel_retry_after_open_fails(kind);
+            assert_eq!(wait, SyncPolicy::default().unavailable_retry, "{kind:?}");
+        }
+        // A transient refusal backs off as before: seconds, not an hour.
+        let wait = channel_retry_after_open_fails(FaultKind::Unavailable);
+        assert!(wait < chrono::Duration::minutes(5), "{wait}");
     }
 
     #[test]

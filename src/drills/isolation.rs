@@ -148,12 +148,21 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
     );
 
     // The missing calendar: probed once, then left alone for about an hour.
-    let missing = h
+    let calls: Vec<String> = h
         .sim
         .requests_for(Provider::Google, Some(EMAIL))
         .iter()
         .filter(|r| r.at >= started && r.path.contains("aaa-missing"))
-        .count();
+        .map(|r| {
+            format!(
+                "{} {} at {}",
+                r.endpoint,
+                r.status,
+                r.at.format("%H:%M:%S%.3f")
+            )
+        })
+        .collect();
+    let missing = calls.len();
     let (_, status) = h
         .admin(Method::GET, &format!("/admin/connections/{id}"), None)
         .await?;
@@ -161,7 +170,8 @@ pub async fn run(h: &mut Harness, r: &mut DrillReport, sizes: Sizes) -> anyhow::
         "the missing calendar is called at most twice during the drill; the connection shows degraded",
         missing <= 2 && status["status"] == "degraded",
         format!(
-            "{missing} calls to aaa-missing; connection status {}",
+            "{missing} calls to aaa-missing ({}); connection status {}",
+            calls.join(", "),
             status["status"]
         ),
     );
