@@ -239,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn sessions_get_session_settings_and_no_jit_unless_configured_otherwise() {
+    fn sessions_get_quiet_notices_and_no_jit_unless_configured_otherwise() {
         assert_eq!(
             options_after(None),
             "-c client_min_messages=warning -c jit=off"

@@ -203,30 +203,16 @@ pub async fn run(options: &AvailabilityOptions) -> anyhow::Result<Report> {
     load_reach(&db, t0, &offsets, options).await?;
     let script = pgbench_script();
 
-    let (mut rates, mut p50s, mut p99s, mut errors) = (vec![], vec![], vec![], vec![]);
-    let (mut paced_rates, mut paced_p50s, mut paced_p99s) = (vec![], vec![], vec![]);
+    let (mut single_closed, mut single_paced) = (Series::default(), Series::default());
+    let (mut group_closed, mut group_paced) = (Series::default(), Series::default());
     let (mut pg_rates, mut pg_latency) = (vec![], vec![]);
-    let (mut g_rates, mut g_p50s, mut g_p99s) = (vec![], vec![], vec![]);
-    let (mut gp_rates, mut gp_p50s, mut gp_p99s) = (vec![], vec![], vec![]);
+    let mut errors = vec![];
     let mut counter = 0;
     for _ in 0..options.runs {
-        let run = measure(options, &single, options.concurrency, &mut counter).await?;
-        rates.push(run.per_second());
-        p50s.push(percentile(&run.latencies_ms, 50.0));
-        p99s.push(percentile(&run.latencies_ms, 99.0));
-        // The same clients at half the rate they just saturated: the
-        // latency a booking page sees when the server is not a queue.
-        let paced = measure_at(
-            options,
-            &single,
-            options.concurrency,
-            Some(run.per_second() / 2.0),
-            &mut counter,
-        )
-        .await?;
-        paced_rates.push(paced.per_second());
-        paced_p50s.push(percentile(&paced.latencies_ms, 50.0));
-        paced_p99s.push(percentile(&paced.latencies_ms, 99.0));
+        let (run, paced) =
+            closed_then_paced(options, &single, options.concurrency, &mut counter).await?;
+        single_closed.push(&run);
+        single_paced.push(&paced);
         let pg = db
             .pgbench_with(
                 &script,
@@ -237,22 +223,10 @@ pub async fn run(options: &AvailabilityOptions) -> anyhow::Result<Report> {
             .await?;
         pg_rates.push(pg.tps);
         pg_latency.push(pg.latency_avg_ms);
-        let g = measure(options, &group, options.group_concurrency, &mut counter).await?;
-        g_rates.push(g.per_second());
-        g_p50s.push(percentile(&g.latencies_ms, 50.0));
-        g_p99s.push(percentile(&g.latencies_ms, 99.0));
-        // And the group clients at half their saturated rate, as above.
-        let gp = measure_at(
-            options,
-            &group,
-            options.group_concurrency,
-            Some(g.per_second() / 2.0),
-            &mut counter,
-        )
-        .await?;
-        gp_rates.push(gp.per_second());
-        gp_p50s.push(percentile(&gp.latencies_ms, 50.0));
-        gp_p99s.push(percentile(&gp.latencies_ms, 99.0));
+        let (g, gp) =
+            closed_then_paced(options, &group, options.group_concurrency, &mut counter).await?;
+        group_closed.push(&g);
+        group_paced.push(&gp);
         errors.push((run.errors + paced.errors + g.errors + gp.errors) as f64);
     }
     report.figure(Figure::single("load: seconds", "s", load_seconds));
@@ -266,44 +240,12 @@ pub async fn run(options: &AvailabilityOptions) -> anyhow::Result<Report> {
         "spans",
         considered.1 as f64,
     ));
-    report.figure(Figure::new("single: queries/s", "req/s", rates));
-    report.figure(Figure::new("single: latency p50", "ms", p50s));
-    report.figure(Figure::new("single: latency p99", "ms", p99s));
-    report.figure(Figure::new(
-        "single at half that rate: queries/s",
-        "req/s",
-        paced_rates,
-    ));
-    report.figure(Figure::new(
-        "single at half that rate: latency p50",
-        "ms",
-        paced_p50s,
-    ));
-    report.figure(Figure::new(
-        "single at half that rate: latency p99",
-        "ms",
-        paced_p99s,
-    ));
+    single_closed.report(&mut report, "single");
+    single_paced.report(&mut report, "single at half that rate");
     report.figure(Figure::new("pgbench busy-range query", "tps", pg_rates));
     report.figure(Figure::new("pgbench latency average", "ms", pg_latency));
-    report.figure(Figure::new("group: queries/s", "req/s", g_rates));
-    report.figure(Figure::new("group: latency p50", "ms", g_p50s));
-    report.figure(Figure::new("group: latency p99", "ms", g_p99s));
-    report.figure(Figure::new(
-        "group at half that rate: queries/s",
-        "req/s",
-        gp_rates,
-    ));
-    report.figure(Figure::new(
-        "group at half that rate: latency p50",
-        "ms",
-        gp_p50s,
-    ));
-    report.figure(Figure::new(
-        "group at half that rate: latency p99",
-        "ms",
-        gp_p99s,
-    ));
+    group_closed.report(&mut report, "group");
+    group_paced.report(&mut report, "group at half that rate");
     report.figure(Figure::new("non-2xx or failed requests", "count", errors));
     report.comparisons.push(Comparison::new(
         "availability queries/s vs pgbench busy-range query tps",
@@ -373,6 +315,56 @@ async fn measure(
     counter: &mut u64,
 ) -> anyhow::Result<LoadResult> {
     measure_at(options, requests, concurrency, None, counter).await
+}
+
+/// Closed loop, then the same clients at half the rate they just
+/// saturated: the latency a booking page sees when the server is not a
+/// queue.
+async fn closed_then_paced(
+    options: &AvailabilityOptions,
+    requests: &[RequestTemplate],
+    concurrency: usize,
+    counter: &mut u64,
+) -> anyhow::Result<(LoadResult, LoadResult)> {
+    let closed = measure(options, requests, concurrency, counter).await?;
+    let rate = closed.per_second() / 2.0;
+    let paced = measure_at(options, requests, concurrency, Some(rate), counter).await?;
+    Ok((closed, paced))
+}
+
+/// Queries/s and latency percentiles of one kind of run, over the runs.
+#[derive(Default)]
+struct Series {
+    rates: Vec<f64>,
+    p50s: Vec<f64>,
+    p99s: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, run: &LoadResult) {
+        self.rates.push(run.per_second());
+        self.p50s.push(percentile(&run.latencies_ms, 50.0));
+        self.p99s.push(percentile(&run.latencies_ms, 99.0));
+    }
+
+    /// As `{name}: queries/s`, `{name}: latency p50` and `… p99`.
+    fn report(self, report: &mut Report, name: &str) {
+        report.figure(Figure::new(
+            &format!("{name}: queries/s"),
+            "req/s",
+            self.rates,
+        ));
+        report.figure(Figure::new(
+            &format!("{name}: latency p50"),
+            "ms",
+            self.p50s,
+        ));
+        report.figure(Figure::new(
+            &format!("{name}: latency p99"),
+            "ms",
+            self.p99s,
+        ));
+    }
 }
 
 /// [`measure`] closed-loop (`rate` None) or open-loop at `rate` req/s.

@@ -5,6 +5,7 @@ use super::{PgEventStore, StoreError};
 use crate::core::interval::Interval;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::sync::LazyLock;
 use tokio_postgres::types::ToSql;
 
 /// One busy interval as the platform sees it.
@@ -77,25 +78,6 @@ const FRESHNESS_SQL: &str = "SELECT c.connection_id, c.provider, c.status, c.bac
      WHERE c.platform_provider_id = $1 AND c.status <> 'removed' \
      ORDER BY c.connection_id, k.calendar_id";
 
-/// The text of [`BUSY_SPANS_SQL`], for [`BUSY_MERGED_SQL`] to wrap.
-macro_rules! busy_spans_sql {
-    () => {
-        "\
-    SELECT b.starts_at, b.ends_at \
-      FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(ws, we, pe), \
-      LATERAL ( \
-        SELECT starts_at, ends_at FROM busy_intervals \
-         WHERE platform_provider_id = $1 AND starts_at < w.we AND ends_at > w.ws \
-           AND starts_at >= greatest(w.ws - interval '1 day', w.pe) \
-        UNION ALL \
-        SELECT starts_at, ends_at FROM busy_intervals \
-         WHERE platform_provider_id = $1 AND ends_at > w.ws \
-           AND starts_at < w.ws - interval '1 day' \
-           AND (w.pe IS NULL OR starts_at >= w.pe) \
-           AND ends_at - starts_at > interval '1 day') AS b"
-    };
-}
-
 /// The busy spans an availability answer needs: start and end of each of
 /// a provider's busy intervals overlapping one of the reach spans (sorted,
 /// apart: [`crate::core::busy_reach`]) given as arrays of starts (`$2`),
@@ -108,20 +90,19 @@ macro_rules! busy_spans_sql {
 /// index of migrations 0011 and 0013 has them). Both halves are index-only
 /// scans: the indexes carry the other bound (migration 0013).
 /// The handler reads it merged: [`BUSY_MERGED_SQL`].
-pub const BUSY_SPANS_SQL: &str = busy_spans_sql!();
-
-/// What [`BUSY_MERGED_SQL`] puts around the spans query.
-macro_rules! merged_head {
-    () => {
-        "SELECT coalesce(array_agg(lower(m)), '{}'), coalesce(array_agg(upper(m)), '{}') \
-           FROM unnest((SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) FROM ("
-    };
-}
-macro_rules! merged_tail {
-    () => {
-        ") AS s)) AS m"
-    };
-}
+pub const BUSY_SPANS_SQL: &str = "\
+    SELECT b.starts_at, b.ends_at \
+      FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(ws, we, pe), \
+      LATERAL ( \
+        SELECT starts_at, ends_at FROM busy_intervals \
+         WHERE platform_provider_id = $1 AND starts_at < w.we AND ends_at > w.ws \
+           AND starts_at >= greatest(w.ws - interval '1 day', w.pe) \
+        UNION ALL \
+        SELECT starts_at, ends_at FROM busy_intervals \
+         WHERE platform_provider_id = $1 AND ends_at > w.ws \
+           AND starts_at < w.ws - interval '1 day' \
+           AND (w.pe IS NULL OR starts_at >= w.pe) \
+           AND ends_at - starts_at > interval '1 day') AS b";
 
 /// [`BUSY_SPANS_SQL`]'s intervals merged where they overlap or touch, as
 /// one row of two arrays (starts, ends; ascending, apart). This is what the
@@ -133,12 +114,16 @@ macro_rules! merged_tail {
 /// and a few dozen merged spans, and decoding rows was a third of the
 /// handler's CPU (BENCHMARKS.md, "availability").
 /// `bench availability` runs exactly this in pgbench.
-pub const BUSY_MERGED_SQL: &str = concat!(merged_head!(), busy_spans_sql!(), merged_tail!());
+pub static BUSY_MERGED_SQL: LazyLock<String> = LazyLock::new(|| merged(BUSY_SPANS_SQL));
 
 /// A spans query (as [`BUSY_SPANS_SQL`], perhaps rewritten to read its
 /// spans from a table) wrapped as [`BUSY_MERGED_SQL`] wraps it.
 pub fn merged(spans_sql: &str) -> String {
-    format!("{}{spans_sql}{}", merged_head!(), merged_tail!())
+    format!(
+        "SELECT coalesce(array_agg(lower(m)), '{{}}'), coalesce(array_agg(upper(m)), '{{}}') \
+           FROM unnest((SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) \
+                          FROM ({spans_sql}) AS s)) AS m"
+    )
 }
 
 /// The FROM item of [`BUSY_SPANS_SQL`] that takes the reach spans.
@@ -165,7 +150,7 @@ pub async fn availability_inputs(
 ) -> Result<Vec<AvailabilityInputs>, StoreError> {
     let client = store.pool().get().await?;
     let (spans, fresh) = futures::try_join!(
-        client.prepare_cached(BUSY_MERGED_SQL),
+        client.prepare_cached(&BUSY_MERGED_SQL),
         client.prepare_cached(FRESHNESS_SQL)
     )?;
     let starts: Vec<DateTime<Utc>> = reach.iter().map(|r| r.start()).collect();
@@ -180,23 +165,19 @@ pub async fn availability_inputs(
         async move {
             let busy_params: [&(dyn ToSql + Sync); 4] = [id, starts, ends, previous];
             let fresh_params: [&(dyn ToSql + Sync); 1] = [id];
-            let (rows, fresh) = futures::try_join!(
-                client.query(spans, &busy_params),
+            // One row: an aggregate without GROUP BY always answers one.
+            let (row, fresh) = futures::try_join!(
+                client.query_one(spans, &busy_params),
                 client.query(fresh, &fresh_params)
             )?;
-            // One row (an aggregate without GROUP BY always answers one).
-            let mut busy = Vec::new();
-            if let Some(row) = rows.first() {
-                let starts: Vec<DateTime<Utc>> = row.try_get(0)?;
-                let ends: Vec<DateTime<Utc>> = row.try_get(1)?;
-                // The table's CHECK keeps ends after starts, and merging
-                // keeps it.
-                busy = starts
-                    .into_iter()
-                    .zip(ends)
-                    .filter_map(|(s, e)| Interval::new(s, e).ok())
-                    .collect();
-            }
+            let starts: Vec<DateTime<Utc>> = row.try_get(0)?;
+            let ends: Vec<DateTime<Utc>> = row.try_get(1)?;
+            // The table's CHECK keeps ends after starts, and merging keeps it.
+            let busy = starts
+                .into_iter()
+                .zip(ends)
+                .filter_map(|(s, e)| Interval::new(s, e).ok())
+                .collect();
             Ok::<_, StoreError>(AvailabilityInputs {
                 busy,
                 freshness: freshness_rows(&fresh)?,
