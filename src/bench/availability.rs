@@ -156,7 +156,7 @@ pub async fn run(options: &AvailabilityOptions) -> anyhow::Result<Report> {
     report.config(
         "pgbench",
         format!(
-            "pgbench -n -M prepared -c {} -j 2 -T {}: the handler's busy query (BUSY_MERGED_SQL) \
+            "pgbench -n -M prepared -c {} -j 2 -T {}: the handler's busy query (BUSY_ARRAYS_SQL) \
              for the same provider and the same requests' spans, read from a {BODIES}-row table \
              bench_reach by a random id (rows fetched, no slots, no freshness)",
             options.concurrency, options.seconds
@@ -524,7 +524,7 @@ async fn load_busy(
 }
 
 /// What the handler reads for each single request: the spans of its
-/// weekly hours widened by the buffers, as the arrays `BUSY_MERGED_SQL`
+/// weekly hours widened by the buffers, as the arrays `BUSY_ARRAYS_SQL`
 /// takes, in a table pgbench picks from.
 async fn load_reach(
     db: &BenchDb,
@@ -580,10 +580,10 @@ async fn load_reach(
 /// The handler's busy query for provider 0, the spans of one of the
 /// single requests picked at random, as pgbench runs it.
 fn pgbench_script() -> String {
-    use crate::store::availability::{merged, BUSY_SPANS_REACH, BUSY_SPANS_SQL};
+    use crate::store::availability::{as_arrays, BUSY_SPANS_REACH, BUSY_SPANS_SQL};
     let spans = BUSY_SPANS_SQL
         .replace(BUSY_SPANS_REACH, "bench_reach q, unnest(q.ws, q.we, q.pe)")
         .replace("$1", &format!("'{}'", provider_id(0)));
-    let sql = merged(&format!("{spans} WHERE q.id = :i"));
+    let sql = as_arrays(&format!("{spans} WHERE q.id = :i"));
     format!("\\set i random(0, {})\n{sql};\n", BODIES - 1)
 }

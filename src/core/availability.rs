@@ -19,7 +19,7 @@
 use chrono::{DateTime, Datelike, Days, NaiveTime, TimeDelta, Utc, Weekday};
 use chrono_tz::Tz;
 
-use crate::core::interval::Interval;
+use crate::core::interval::{merge, Interval};
 use crate::core::tz::local_to_utc;
 
 /// One weekly availability rule: on `weekday`, from `start` to `end` local
@@ -87,26 +87,6 @@ pub enum AvailabilityError {
     NonPositiveStep,
     #[error("buffers must not be negative")]
     NegativeBuffer,
-}
-
-/// Sorts intervals and merges those that overlap or touch.
-fn merge(mut intervals: Vec<Interval>) -> Vec<Interval> {
-    intervals.sort();
-    let mut merged: Vec<Interval> = Vec::with_capacity(intervals.len());
-    for next in intervals {
-        match merged.last_mut() {
-            Some(last) if next.start() <= last.end() => {
-                if next.end() > last.end() {
-                    // Both ends come from real intervals and start < end.
-                    if let Ok(joined) = Interval::new(last.start(), next.end()) {
-                        *last = joined;
-                    }
-                }
-            }
-            _ => merged.push(next),
-        }
-    }
-    merged
 }
 
 /// The UTC windows of weekly `rules` in `zone` that overlap `range`, merged,

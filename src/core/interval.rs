@@ -77,6 +77,27 @@ impl Interval {
     }
 }
 
+/// Sorts intervals and merges those that overlap or touch: their union as
+/// ascending intervals, no two of which touch.
+pub fn merge(mut intervals: Vec<Interval>) -> Vec<Interval> {
+    intervals.sort();
+    let mut merged: Vec<Interval> = Vec::with_capacity(intervals.len());
+    for next in intervals {
+        match merged.last_mut() {
+            Some(last) if next.start() <= last.end() => {
+                if next.end() > last.end() {
+                    // Both ends come from real intervals and start < end.
+                    if let Ok(joined) = Interval::new(last.start(), next.end()) {
+                        *last = joined;
+                    }
+                }
+            }
+            _ => merged.push(next),
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +125,31 @@ mod tests {
     fn deserialising_an_inverted_interval_fails() {
         let json = r#"{"start":"2026-10-01T03:00:00Z","end":"2026-10-01T02:00:00Z"}"#;
         assert!(serde_json::from_str::<Interval>(json).is_err());
+    }
+
+    proptest::proptest! {
+        /// The merge keeps exactly the input's instants, ascending and
+        /// apart: minutes on a grid are covered by the output exactly when
+        /// some input covers them, and no two outputs touch.
+        #[test]
+        fn merging_keeps_the_union_ascending_and_apart(
+            spans in proptest::collection::vec((0i64..200, 1i64..30), 0..40)
+        ) {
+            let at = |m: i64| t(0) + chrono::Duration::minutes(m);
+            let input: Vec<Interval> = spans
+                .iter()
+                .map(|(s, len)| Interval::new(at(*s), at(s + len)).unwrap())
+                .collect();
+            let merged = merge(input.clone());
+            proptest::prop_assert!(merged.windows(2).all(|p| p[0].end() < p[1].start()));
+            for m in 0..240 {
+                let minute = Interval::new(at(m), at(m + 1)).unwrap();
+                proptest::prop_assert_eq!(
+                    input.iter().any(|i| i.contains(&minute)),
+                    merged.iter().any(|i| i.contains(&minute)),
+                    "minute {}", m
+                );
+            }
+        }
     }
 }

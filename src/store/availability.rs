@@ -2,7 +2,7 @@
 //! a window, and how fresh they are.
 
 use super::{PgEventStore, StoreError};
-use crate::core::interval::Interval;
+use crate::core::interval::{merge, Interval};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::LazyLock;
@@ -89,7 +89,7 @@ const FRESHNESS_SQL: &str = "SELECT c.connection_id, c.provider, c.status, c.bac
 /// and longer ones that started earlier (longer than a day, so the partial
 /// index of migrations 0011 and 0013 has them). Both halves are index-only
 /// scans: the indexes carry the other bound (migration 0013).
-/// The handler reads it merged: [`BUSY_MERGED_SQL`].
+/// The handler reads it as two arrays: [`BUSY_ARRAYS_SQL`].
 pub const BUSY_SPANS_SQL: &str = "\
     SELECT b.starts_at, b.ends_at \
       FROM unnest($2::timestamptz[], $3::timestamptz[], $4::timestamptz[]) AS w(ws, we, pe), \
@@ -104,25 +104,26 @@ pub const BUSY_SPANS_SQL: &str = "\
            AND (w.pe IS NULL OR starts_at >= w.pe) \
            AND ends_at - starts_at > interval '1 day') AS b";
 
-/// [`BUSY_SPANS_SQL`]'s intervals merged where they overlap or touch, as
-/// one row of two arrays (starts, ends; ascending, apart). This is what the
-/// handler reads. An availability answer depends only on the union of busy
-/// time: a slot overlaps a buffered merged interval exactly when it
-/// overlaps one of the buffered intervals merged into it (widening by the
-/// buffers distributes over the union of touching intervals). A provider
-/// with 50 calendars has hundreds of overlapping rows in a working week
-/// and a few dozen merged spans, and decoding rows was a third of the
-/// handler's CPU (BENCHMARKS.md, "availability").
+/// [`BUSY_SPANS_SQL`]'s intervals as one row of two arrays (starts, ends;
+/// unordered): this is what the handler reads, and merges
+/// ([`crate::core::interval::merge`]). An availability answer depends only
+/// on the union of busy time: a slot overlaps a buffered merged interval
+/// exactly when it overlaps one of the buffered intervals merged into it
+/// (widening by the buffers distributes over the union of touching
+/// intervals). A provider with 50 calendars has hundreds of overlapping
+/// rows in a working week: decoding them row by row was a third of the
+/// handler's CPU, and merging them in PostgreSQL (`range_agg`, which
+/// sorts range values) was a fifth of the server's (BENCHMARKS.md,
+/// "availability"); two arrays of timestamps cost neither.
 /// `bench availability` runs exactly this in pgbench.
-pub static BUSY_MERGED_SQL: LazyLock<String> = LazyLock::new(|| merged(BUSY_SPANS_SQL));
+pub static BUSY_ARRAYS_SQL: LazyLock<String> = LazyLock::new(|| as_arrays(BUSY_SPANS_SQL));
 
 /// A spans query (as [`BUSY_SPANS_SQL`], perhaps rewritten to read its
-/// spans from a table) wrapped as [`BUSY_MERGED_SQL`] wraps it.
-pub fn merged(spans_sql: &str) -> String {
+/// spans from a table) wrapped as [`BUSY_ARRAYS_SQL`] wraps it.
+pub fn as_arrays(spans_sql: &str) -> String {
     format!(
-        "SELECT coalesce(array_agg(lower(m)), '{{}}'), coalesce(array_agg(upper(m)), '{{}}') \
-           FROM unnest((SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) \
-                          FROM ({spans_sql}) AS s)) AS m"
+        "SELECT coalesce(array_agg(s.starts_at), '{{}}'), coalesce(array_agg(s.ends_at), '{{}}') \
+           FROM ({spans_sql}) AS s"
     )
 }
 
@@ -150,7 +151,7 @@ pub async fn availability_inputs(
 ) -> Result<Vec<AvailabilityInputs>, StoreError> {
     let client = store.pool().get().await?;
     let (spans, fresh) = futures::try_join!(
-        client.prepare_cached(&BUSY_MERGED_SQL),
+        client.prepare_cached(&BUSY_ARRAYS_SQL),
         client.prepare_cached(FRESHNESS_SQL)
     )?;
     let starts: Vec<DateTime<Utc>> = reach.iter().map(|r| r.start()).collect();
@@ -172,12 +173,14 @@ pub async fn availability_inputs(
             )?;
             let starts: Vec<DateTime<Utc>> = row.try_get(0)?;
             let ends: Vec<DateTime<Utc>> = row.try_get(1)?;
-            // The table's CHECK keeps ends after starts, and merging keeps it.
-            let busy = starts
-                .into_iter()
-                .zip(ends)
-                .filter_map(|(s, e)| Interval::new(s, e).ok())
-                .collect();
+            // The table's CHECK keeps ends after starts.
+            let busy = merge(
+                starts
+                    .into_iter()
+                    .zip(ends)
+                    .filter_map(|(s, e)| Interval::new(s, e).ok())
+                    .collect(),
+            );
             Ok::<_, StoreError>(AvailabilityInputs {
                 busy,
                 freshness: freshness_rows(&fresh)?,
