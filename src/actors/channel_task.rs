@@ -14,7 +14,7 @@ use crate::core::state::ChannelState;
 use crate::providers::{CalendarApi, Channel, ChannelRequest};
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use litemap::LiteMap;
 use std::sync::Arc;
 
 /// The SHA-256 (hex) the log and the `channels` table keep of a secret.
@@ -33,7 +33,7 @@ pub async fn run(
     runtime: Arc<SyncRuntime>,
     id: ConnectionId,
     provider: CalendarProvider,
-    channels: BTreeMap<String, ChannelState>,
+    channels: LiteMap<String, ChannelState>,
     steps: Vec<ChannelStep>,
 ) {
     let mut calls = 0;
@@ -52,7 +52,7 @@ async fn upkeep(
     runtime: &SyncRuntime,
     id: ConnectionId,
     provider: CalendarProvider,
-    channels: &BTreeMap<String, ChannelState>,
+    channels: &LiteMap<String, ChannelState>,
     steps: Vec<ChannelStep>,
     calls: &mut u32,
 ) -> Result<(), String> {

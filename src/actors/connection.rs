@@ -154,7 +154,9 @@ impl Actor for ConnectionActor {
         args: ConnectionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let stream = args.id.stream();
-        let (state, folded) = recover(&self.store, &stream).await?;
+        // Boxed, as `handle`'s work is: ractor's task future embeds this
+        // one, and every idle actor would keep room for it.
+        let (state, folded) = Box::pin(recover(&self.store, &stream)).await?;
         args.mailbox.touch(self.now());
         tracing::debug!(
             connection_id = %args.id,
@@ -203,7 +205,8 @@ impl Actor for ConnectionActor {
         // activation reads one snapshot instead of refolding up to
         // `snapshot_every` events each time a quiet connection polls.
         if st.events_since_snapshot > 0 {
-            self.snapshot(st).await;
+            // Boxed, as `pre_start`'s recovery is.
+            Box::pin(self.snapshot(st)).await;
         }
         Ok(())
     }
@@ -673,5 +676,8 @@ pub async fn recover(
             folded += 1;
         }
     }
+    // An idle actor keeps this state for hours: no room to spare.
+    state.shrink_to_fit();
     Ok((state, folded))
 }
+
