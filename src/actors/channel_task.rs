@@ -13,8 +13,8 @@ use crate::core::inflight::Task;
 use crate::core::state::ChannelState;
 use crate::providers::{CalendarApi, Channel, ChannelRequest};
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use litemap::LiteMap;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// The SHA-256 (hex) the log and the `channels` table keep of a secret.

@@ -680,4 +680,3 @@ pub async fn recover(
     state.shrink_to_fit();
     Ok((state, folded))
 }
-

@@ -9,8 +9,8 @@ use super::events::ConnectionEvent;
 use super::ids::{CalendarId, CalendarProvider, ExternalAccount, PlatformProviderId};
 use super::outbound::{BookingTrack, FailedWrite, WriteOutcome};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use litemap::LiteMap;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -506,7 +506,11 @@ fn calls_respect_gates_backoff_and_budget(
         log_of.entry(&e.stream).or_default().push(e);
     }
     for a in w.accounts.clone() {
-        let calls = calls_of.remove(&a.email.to_lowercase()).unwrap_or_default();
+        let mut calls = calls_of.remove(&a.email.to_lowercase()).unwrap_or_default();
+        // The trace is in order of completion; by arrival, each window
+        // below is one slice found by binary search, not a scan of the
+        // week's calls for every failure in the log.
+        calls.sort_by_key(|r| r.at);
         let stream = a.id.stream();
         let log = log_of.get(&stream).cloned().unwrap_or_default();
         // Gates.
@@ -515,7 +519,7 @@ fn calls_respect_gates_backoff_and_budget(
                 continue;
             }
             let to = g.to.unwrap_or(DateTime::<Utc>::MAX_UTC);
-            if let Some(c) = calls.iter().find(|r| r.at > g.from + GRACE && r.at < to) {
+            if let Some(c) = arrived_between(&calls, g.from + GRACE, to).first() {
                 w.violations.push(format!(
                     "{} called {} at {} while gated ({}, {} – {})",
                     a.email, c.endpoint, c.at, g.why, g.from, to
@@ -562,10 +566,7 @@ fn calls_respect_gates_backoff_and_budget(
                     ..
                 } => {
                     let backoff_until = until(at, backoff_until);
-                    if let Some(c) = calls
-                        .iter()
-                        .find(|r| r.at > at + GRACE && r.at < backoff_until)
-                    {
+                    if let Some(c) = arrived_between(&calls, at + GRACE, backoff_until).first() {
                         w.violations.push(format!(
                             "{} called {} at {} inside its backoff {at} – {backoff_until}",
                             a.email, c.endpoint, c.at
@@ -578,18 +579,18 @@ fn calls_respect_gates_backoff_and_budget(
                     at,
                     ..
                 } => {
+                    let path = format!("/calendars/{calendar}/");
                     let lists_it = |r: &&&calsim::RequestRecord| match a.provider {
                         CalendarProvider::Google => {
-                            r.endpoint == "events.list"
-                                && r.path.contains(&format!("/calendars/{calendar}/"))
+                            r.endpoint == "events.list" && r.path.contains(&path)
                         }
                         CalendarProvider::Microsoft => r.endpoint == "delta",
                     };
                     let retry_at = until(at, retry_at);
-                    if let Some(c) = calls
-                        .iter()
-                        .filter(lists_it)
-                        .find(|r| r.at > at + Duration::milliseconds(1) && r.at < retry_at)
+                    if let Some(c) =
+                        arrived_between(&calls, at + Duration::milliseconds(1), retry_at)
+                            .iter()
+                            .find(lists_it)
                     {
                         w.violations.push(format!(
                             "{} listed {calendar} at {} inside its backoff {at} – {retry_at}",
@@ -621,8 +622,12 @@ fn calls_respect_gates_backoff_and_budget(
         for c in &calls {
             *per_hour.entry(hour(c.at)).or_default() += 1;
         }
+        let mut asked_in: BTreeMap<i64, usize> = BTreeMap::new();
+        for t in &inputs {
+            *asked_in.entry(hour(*t)).or_default() += 1;
+        }
         for (h, n) in per_hour {
-            let asked = inputs.iter().filter(|t| hour(**t) == h).count();
+            let asked = asked_in.get(&h).copied().unwrap_or(0);
             if n > allowed + 30 * asked + 20 {
                 w.violations.push(format!(
                     "{} made {n} provider calls in hour {h} ({asked} inputs; budget {allowed})",
@@ -630,5 +635,67 @@ fn calls_respect_gates_backoff_and_budget(
                 ));
             }
         }
+    }
+}
+
+/// The calls (sorted by arrival) that arrived strictly after `after` and
+/// strictly before `before`.
+fn arrived_between<'a, 'r>(
+    calls: &'a [&'r calsim::RequestRecord],
+    after: DateTime<Utc>,
+    before: DateTime<Utc>,
+) -> &'a [&'r calsim::RequestRecord] {
+    let from = calls.partition_point(|r| r.at <= after);
+    let to = calls.partition_point(|r| r.at < before).max(from);
+    &calls[from..to]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(seq: u64, minute: i64) -> calsim::RequestRecord {
+        calsim::RequestRecord {
+            seq,
+            at: super::super::workload::epoch() + Duration::minutes(minute),
+            provider: calsim::Provider::Google,
+            account: Some("a@example.com".into()),
+            endpoint: "events.list".into(),
+            method: "GET".into(),
+            path: "/calendar/v3/calendars/primary/events".into(),
+            query: None,
+            headers: Vec::new(),
+            body: None,
+            status: 200,
+            fault: None,
+        }
+    }
+
+    /// A backoff or gate window is open at both ends: a call at the
+    /// instant the window starts or ends is not inside it, and one a
+    /// minute in is, wherever it sits in the trace.
+    #[test]
+    fn a_window_finds_exactly_the_calls_that_arrived_inside_it() {
+        let records: Vec<calsim::RequestRecord> = [0, 10, 10, 20, 30, 40]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| call(i as u64, *m))
+            .collect();
+        let calls: Vec<&calsim::RequestRecord> = records.iter().collect();
+        let at = |m: i64| super::super::workload::epoch() + Duration::minutes(m);
+        let seqs = |from: i64, to: i64| -> Vec<u64> {
+            arrived_between(&calls, at(from), at(to))
+                .iter()
+                .map(|r| r.seq)
+                .collect()
+        };
+        assert_eq!(seqs(10, 30), vec![3]);
+        assert_eq!(seqs(9, 31), vec![1, 2, 3, 4]);
+        assert_eq!(seqs(-5, 0), Vec::<u64>::new());
+        assert_eq!(seqs(40, 50), Vec::<u64>::new());
+        assert_eq!(seqs(39, 100), vec![5]);
+        // An empty or inverted window holds nothing.
+        assert_eq!(seqs(20, 20), Vec::<u64>::new());
+        assert_eq!(seqs(30, 10), Vec::<u64>::new());
     }
 }
