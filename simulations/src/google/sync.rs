@@ -367,8 +367,9 @@ pub fn list(shared: &Shared, st: &GoogleState, cal_id: &str, p: &ListParams) -> 
         "timeZone": zone_name,
         "accessRole": "owner",
         "defaultReminders": [],
-        "items": items,
     });
+    // Moved in: `json!` would serialise the page's items into a copy.
+    out["items"] = Value::Array(items);
     if more {
         // An empty short page keeps the previous position.
         let last = rows

@@ -108,7 +108,9 @@ pub async fn calendar_view_h(
         .take(top)
         .map(|ev| ev.render(&upn, &out))
         .collect();
-    let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/calendarView", sh.graph_base()), "value": value });
+    let mut resp = json!({ "@odata.context": format!("{}/$metadata#users('{upn}')/calendarView", sh.graph_base()) });
+    // Moved in: `json!` would serialise the page's events into a copy.
+    resp["value"] = Value::Array(value);
     if skip + top < items.len() {
         let mut next: Vec<(String, String)> = q
             .iter()
@@ -299,7 +301,8 @@ pub async fn delta_h(
         .into_response());
     }
     let (value, more_after) = delta_page(&sh, acct, &state, &out, size);
-    let mut resp = json!({ "@odata.context": context, "value": value });
+    let mut resp = json!({ "@odata.context": context });
+    resp["value"] = Value::Array(value);
     if let Some(after) = more_after {
         let next = DeltaState {
             after: Some(after),
