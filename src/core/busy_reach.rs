@@ -11,13 +11,13 @@
 //! range (property-tested below).
 
 use crate::core::availability::SlotSpec;
-use crate::core::interval::Interval;
+use crate::core::interval::{merge, Interval};
 
 /// The spans whose busy intervals can block a slot inside `windows` (the
 /// availability windows, already within the query range): each window
 /// widened by the buffers, merged, sorted, with a gap between any two.
 pub fn busy_reach(windows: &[Interval], spec: &SlotSpec) -> Vec<Interval> {
-    let mut widened: Vec<Interval> = windows
+    let widened: Vec<Interval> = windows
         .iter()
         .filter_map(|w| {
             let start = w.start().checked_sub_signed(spec.buffer_after)?;
@@ -25,22 +25,7 @@ pub fn busy_reach(windows: &[Interval], spec: &SlotSpec) -> Vec<Interval> {
             Interval::new(start, end).ok()
         })
         .collect();
-    widened.sort();
-    let mut merged: Vec<Interval> = Vec::with_capacity(widened.len());
-    for next in widened {
-        match merged.last_mut() {
-            Some(last) if next.start() <= last.end() => {
-                if next.end() > last.end() {
-                    // Both ends come from real intervals and start < end.
-                    if let Ok(joined) = Interval::new(last.start(), next.end()) {
-                        *last = joined;
-                    }
-                }
-            }
-            _ => merged.push(next),
-        }
-    }
-    merged
+    merge(widened)
 }
 
 #[cfg(test)]

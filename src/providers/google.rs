@@ -292,25 +292,6 @@ pub(crate) fn chunks(window: SyncWindow, days: i64) -> Vec<(DateTime<Utc>, DateT
     out
 }
 
-/// Sorts and merges overlapping or touching intervals.
-pub(crate) fn merge_intervals(mut spans: Vec<Interval>) -> Vec<Interval> {
-    spans.sort();
-    let mut merged: Vec<Interval> = Vec::with_capacity(spans.len());
-    for span in spans {
-        match merged.last_mut() {
-            Some(last) if span.start() <= last.end() => {
-                if span.end() > last.end() {
-                    if let Ok(joined) = Interval::new(last.start(), span.end()) {
-                        *last = joined;
-                    }
-                }
-            }
-            _ => merged.push(span),
-        }
-    }
-    merged
-}
-
 /// Per-calendar outcome of a chunked free/busy query: calendars with any
 /// error are left out (their busy time is unknown, not free); if every
 /// calendar failed, the first error is returned.
@@ -329,7 +310,7 @@ pub(crate) fn assemble_free_busy(
             continue;
         }
         let spans = busy.remove(calendar).unwrap_or_default();
-        out.push((calendar.clone(), merge_intervals(spans)));
+        out.push((calendar.clone(), crate::core::interval::merge(spans)));
     }
     if out.is_empty() {
         if let Some((_, error)) = failed.into_iter().next() {
