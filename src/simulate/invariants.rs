@@ -618,14 +618,8 @@ fn calls_respect_gates_backoff_and_budget(
         let calendars = a.calendars.len() + usize::from(a.missing.is_some());
         let allowed = budget.for_calendars(calendars) as usize;
         let hour = |t: DateTime<Utc>| (t - start).num_hours();
-        let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
-        for c in &calls {
-            *per_hour.entry(hour(c.at)).or_default() += 1;
-        }
-        let mut asked_in: BTreeMap<i64, usize> = BTreeMap::new();
-        for t in &inputs {
-            *asked_in.entry(hour(*t)).or_default() += 1;
-        }
+        let per_hour = count_by(calls.iter().map(|c| hour(c.at)));
+        let asked_in = count_by(inputs.iter().map(|t| hour(*t)));
         for (h, n) in per_hour {
             let asked = asked_in.get(&h).copied().unwrap_or(0);
             if n > allowed + 30 * asked + 20 {
@@ -636,6 +630,15 @@ fn calls_respect_gates_backoff_and_budget(
             }
         }
     }
+}
+
+/// How many times each key occurs.
+fn count_by<K: Ord>(keys: impl Iterator<Item = K>) -> BTreeMap<K, usize> {
+    let mut counts = BTreeMap::new();
+    for k in keys {
+        *counts.entry(k).or_default() += 1;
+    }
+    counts
 }
 
 /// The calls (sorted by arrival) that arrived strictly after `after` and
