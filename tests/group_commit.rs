@@ -139,14 +139,18 @@ async fn a_conflict_or_bad_data_in_a_batch_fails_only_its_own_append() {
             )
         }));
     }
-    for s in stale.clone() {
+    // Each stale append carries its connection row, as an actor's does: a
+    // refused append must not write it.
+    let stale_ids: Vec<ConnectionId> = stale.iter().map(|_| ConnectionId::new_random()).collect();
+    for (s, id) in stale.clone().into_iter().zip(stale_ids.clone()) {
         let (store, start) = (store.clone(), start.clone());
         tasks.push(tokio::spawn(async move {
             start.wait().await;
+            let changes = vec![RowChange::UpsertConnection(connection_row(id, 2))];
             (
                 "stale",
                 store
-                    .append(&s, ExpectedVersion::Exact(1), vec![event(9)])
+                    .append_with(&s, ExpectedVersion::Exact(1), vec![event(9)], changes)
                     .await,
             )
         }));
@@ -187,4 +191,18 @@ async fn a_conflict_or_bad_data_in_a_batch_fails_only_its_own_append() {
     }
     let bad = stream("bad-payload".into());
     assert_eq!(store.stream_version(&bad).await.unwrap(), 0);
+    let client = db.client().await;
+    let ids: Vec<uuid::Uuid> = stale_ids.iter().map(|id| id.as_uuid()).collect();
+    let written = client
+        .query_one(
+            "SELECT count(*) FROM connections WHERE connection_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written.get::<_, i64>(0),
+        0,
+        "a refused append wrote its row"
+    );
 }

@@ -1,5 +1,7 @@
 //! Group commit: appends to different streams that wait at the same moment
-//! share one transaction, one multi-row `INSERT` and one `COMMIT`.
+//! share one transaction, one multi-row `INSERT` and one `COMMIT` — and
+//! when their read-model changes are connection rows only (notifications),
+//! one statement in all (see [`super::batch_statement`]).
 //!
 //! Why: an append is a handful of statements and a commit; at ingest's
 //! concurrency PostgreSQL spends its CPU parsing, planning and committing
@@ -14,6 +16,7 @@
 //! replays its requests one by one on the direct path, so one bad request
 //! never fails its neighbours.
 
+use super::batch_statement;
 use super::postgres::{row_to_event, stored_version, EventColumns, PgEventStore};
 use super::projections::{self, Tables};
 use super::{ExpectedVersion, NewEvent, RecordedEvent, StoreError};
@@ -140,7 +143,8 @@ fn drain(queue: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>) {
 
 /// Commits `batch`, answering every request.
 async fn commit(store: &PgEventStore, batch: Vec<Request>) {
-    if batch.len() == 1 {
+    let one_statement = batch_statement::fits(&batch);
+    if batch.len() == 1 && !one_statement {
         // Nothing to merge: the direct path is the same transaction.
         for r in batch {
             let outcome = store
@@ -150,8 +154,15 @@ async fn commit(store: &PgEventStore, batch: Vec<Request>) {
         }
         return;
     }
-    crate::metrics::append_batch(batch.len());
-    match try_batch(store, &batch).await {
+    if batch.len() > 1 {
+        crate::metrics::append_batch(batch.len());
+    }
+    let outcomes = if one_statement {
+        batch_statement::append(store, &batch).await
+    } else {
+        try_batch(store, &batch).await
+    };
+    match outcomes {
         Ok(outcomes) => {
             for (r, outcome) in batch.into_iter().zip(outcomes) {
                 match &outcome {
@@ -192,7 +203,7 @@ fn finish(reply: Reply, outcome: Result<Vec<RecordedEvent>, StoreError>) {
     let _ = reply.send(outcome);
 }
 
-const VERSIONS_SQL: &str =
+pub(super) const VERSIONS_SQL: &str =
     "SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s) \
      FROM unnest($1::text[]) AS u(s)";
 

@@ -9,6 +9,7 @@
 //! [`StoreError::BadData`] — never retry, it will fail the same way again.
 
 pub mod availability;
+mod batch_statement;
 pub mod credentials;
 mod errors;
 pub mod explain;

@@ -15,7 +15,8 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 
 /// The columns every event query selects, in the order [`row_to_event`] reads.
-const EVENT_COLUMNS: &str = "position, txid::text::bigint, stream, version, event_type, \
+pub(super) const EVENT_COLUMNS: &str =
+    "position, txid::text::bigint, stream, version, event_type, \
      schema_version, payload::text, metadata::text, committed_at";
 
 /// The PostgreSQL event store. Cheap to clone: clones share the pool and
@@ -362,7 +363,7 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-fn metadata_json(metadata: &EventMetadata) -> String {
+pub(super) fn metadata_json(metadata: &EventMetadata) -> String {
     // Serialising a struct of strings, numbers and uuids cannot fail.
     serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_string())
 }

@@ -306,38 +306,60 @@ async fn upsert_connections(
 ) -> Result<(), tokio_postgres::Error> {
     let mut c = ConnectionColumns::default();
     for row in rows {
-        c.ids.push(row.connection_id.as_uuid());
-        c.platform_provider_ids.push(&row.platform_provider_id);
-        c.providers.push(&row.provider);
-        c.accounts.push(&row.account);
-        // A list of strings always serialises.
-        c.calendars
-            .push(serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into()));
-        c.destinations.push(row.destination_calendar.as_deref());
-        c.statuses.push(&row.status);
-        c.pause_reasons.push(row.pause_reason.as_deref());
-        c.quarantine_reasons.push(row.quarantine_reason.as_deref());
-        c.quarantined_at.push(row.quarantined_at);
-        c.stream_versions.push(row.stream_version as i64);
-        c.error_counts.push(row.error_count as i32);
-        c.last_errors.push(row.last_error.as_deref());
-        c.last_error_at.push(row.last_error_at);
-        c.backoff_until.push(row.backoff_until);
-        c.needs_reauthorization
-            .push(row.needs_reauthorization.as_deref());
-        c.notifications_accepted
-            .push(row.notifications_accepted as i64);
+        c.push(row);
     }
-    let sql = format!(
-        "INSERT INTO {t} (connection_id, platform_provider_id, provider, account, \
+    let (arrays, names) = connection_unnest(1);
+    let source = format!("unnest({arrays}) AS u({names})");
+    let sql = connection_upsert_sql(&tables.name("connections"), &source);
+    client.execute(&sql, &c.params()).await?;
+    Ok(())
+}
+
+/// The source columns of a connection upsert: each one's alias in the
+/// `SELECT` and its array type as a parameter.
+const CONNECTION_SOURCE: [(&str, &str); 17] = [
+    ("i", "uuid"),
+    ("pp", "text"),
+    ("pr", "text"),
+    ("a", "text"),
+    ("cal", "text"),
+    ("d", "text"),
+    ("st", "text"),
+    ("pr2", "text"),
+    ("qr", "text"),
+    ("qa", "timestamptz"),
+    ("sv", "bigint"),
+    ("ec", "int"),
+    ("le", "text"),
+    ("bu", "timestamptz"),
+    ("nr", "text"),
+    ("na", "bigint"),
+    ("lea", "timestamptz"),
+];
+
+/// `$first::uuid[], ...` for [`ConnectionColumns::params`] numbered from
+/// `first`, and the matching column aliases (`i, pp, ...`).
+pub(super) fn connection_unnest(first: usize) -> (String, String) {
+    let arrays: Vec<String> = CONNECTION_SOURCE
+        .iter()
+        .enumerate()
+        .map(|(n, (_, ty))| format!("${}::{ty}[]", first + n))
+        .collect();
+    let names: Vec<&str> = CONNECTION_SOURCE.iter().map(|(name, _)| *name).collect();
+    (arrays.join(", "), names.join(", "))
+}
+
+/// The upsert of `table` from `source`, a `FROM` item whose columns carry
+/// the aliases of [`connection_unnest`] (at most one row per connection:
+/// `ON CONFLICT DO UPDATE` may not touch a row twice).
+pub(super) fn connection_upsert_sql(table: &str, source: &str) -> String {
+    format!(
+        "INSERT INTO {table} (connection_id, platform_provider_id, provider, account, \
            calendars, destination_calendar, status, pause_reason, quarantine_reason, \
            quarantined_at, stream_version, error_count, last_error, backoff_until, \
            needs_reauthorization, notifications_accepted, last_error_at, updated_at) \
          SELECT i, pp, pr, a, cal::json, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, lea, now() \
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-           $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[], $12::int[], \
-           $13::text[], $14::timestamptz[], $15::text[], $16::bigint[], $17::timestamptz[]) \
-           AS u(i, pp, pr, a, cal, d, st, pr2, qr, qa, sv, ec, le, bu, nr, na, lea) \
+         FROM {source} \
          ON CONFLICT (connection_id) DO UPDATE SET \
            platform_provider_id = EXCLUDED.platform_provider_id, \
            provider = EXCLUDED.provider, account = EXCLUDED.account, \
@@ -350,39 +372,14 @@ async fn upsert_connections(
            last_error = EXCLUDED.last_error, backoff_until = EXCLUDED.backoff_until, \
            needs_reauthorization = EXCLUDED.needs_reauthorization, \
            notifications_accepted = EXCLUDED.notifications_accepted, \
-           last_error_at = EXCLUDED.last_error_at, updated_at = now()",
-        t = tables.name("connections")
-    );
-    client
-        .execute(
-            &sql,
-            &[
-                &c.ids,
-                &c.platform_provider_ids,
-                &c.providers,
-                &c.accounts,
-                &c.calendars,
-                &c.destinations,
-                &c.statuses,
-                &c.pause_reasons,
-                &c.quarantine_reasons,
-                &c.quarantined_at,
-                &c.stream_versions,
-                &c.error_counts,
-                &c.last_errors,
-                &c.backoff_until,
-                &c.needs_reauthorization,
-                &c.notifications_accepted,
-                &c.last_error_at,
-            ],
-        )
-        .await?;
-    Ok(())
+           last_error_at = EXCLUDED.last_error_at, updated_at = now()"
+    )
 }
 
-/// The columns of [`upsert_connections`], one entry per row.
+/// Connection rows as parameter arrays, one entry per row, in the order of
+/// [`CONNECTION_SOURCE`].
 #[derive(Default)]
-struct ConnectionColumns<'a> {
+pub(super) struct ConnectionColumns<'a> {
     ids: Vec<uuid::Uuid>,
     platform_provider_ids: Vec<&'a str>,
     providers: Vec<&'a str>,
@@ -400,6 +397,56 @@ struct ConnectionColumns<'a> {
     needs_reauthorization: Vec<Option<&'a str>>,
     notifications_accepted: Vec<i64>,
     last_error_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+impl<'a> ConnectionColumns<'a> {
+    pub fn push(&mut self, row: &'a ConnectionRow) {
+        self.ids.push(row.connection_id.as_uuid());
+        self.platform_provider_ids.push(&row.platform_provider_id);
+        self.providers.push(&row.provider);
+        self.accounts.push(&row.account);
+        // A list of strings always serialises.
+        self.calendars
+            .push(serde_json::to_string(&row.calendars).unwrap_or_else(|_| "[]".into()));
+        self.destinations.push(row.destination_calendar.as_deref());
+        self.statuses.push(&row.status);
+        self.pause_reasons.push(row.pause_reason.as_deref());
+        self.quarantine_reasons
+            .push(row.quarantine_reason.as_deref());
+        self.quarantined_at.push(row.quarantined_at);
+        self.stream_versions.push(row.stream_version as i64);
+        self.error_counts.push(row.error_count as i32);
+        self.last_errors.push(row.last_error.as_deref());
+        self.last_error_at.push(row.last_error_at);
+        self.backoff_until.push(row.backoff_until);
+        self.needs_reauthorization
+            .push(row.needs_reauthorization.as_deref());
+        self.notifications_accepted
+            .push(row.notifications_accepted as i64);
+    }
+
+    /// The arrays in the order of [`CONNECTION_SOURCE`].
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 17] {
+        [
+            &self.ids,
+            &self.platform_provider_ids,
+            &self.providers,
+            &self.accounts,
+            &self.calendars,
+            &self.destinations,
+            &self.statuses,
+            &self.pause_reasons,
+            &self.quarantine_reasons,
+            &self.quarantined_at,
+            &self.stream_versions,
+            &self.error_counts,
+            &self.last_errors,
+            &self.backoff_until,
+            &self.needs_reauthorization,
+            &self.notifications_accepted,
+            &self.last_error_at,
+        ]
+    }
 }
 
 async fn upsert_connection(
