@@ -7,14 +7,16 @@
 //! actors`: 0 of 78.5 MB came back by itself, 7.5 MB after a collection on
 //! one thread (BENCHMARKS.md, "actors").
 //!
-//! So a sweep that stopped actors opens a release window
-//! ([`want_release`]): for [`WINDOW`] afterwards, each worker thread that
-//! parks with nothing to do collects its own heap, at most once per
-//! [`EVERY`] ([`on_park`], wired in `main.rs` through tokio's
-//! `on_thread_park`). A window, not a single collection, because the
-//! actors stop asynchronously: a worker may park before the frees it
-//! should hand back have happened. Outside a window a park costs an
-//! atomic load (and a clock read once any window has been opened).
+//! So every connection actor that ends opens (or extends) a release
+//! window ([`want_release`], called as its state is dropped): for
+//! [`WINDOW`] afterwards, each worker thread that parks with nothing to do
+//! collects its own heap, at most once per [`EVERY`] ([`on_park`], wired
+//! in `main.rs` through tokio's `on_thread_park`). Opened by each end, not
+//! by the sweep, because passivated actors end seconds after the sweep
+//! (each writes its snapshot first: 8 s for 100,000), and a window opened
+//! at the sweep closed before most of the memory was freed (BENCHMARKS.md,
+//! "actors": 1.00 of the RSS kept, then 0.06). Outside a window a park
+//! costs an atomic load (and a clock read once any window has been opened).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,12 @@ fn now_ms() -> u64 {
 /// the next [`WINDOW`].
 pub fn want_release() {
     UNTIL_MS.fetch_max(now_ms() + WINDOW.as_millis() as u64, Ordering::Relaxed);
+}
+
+/// True while a release window is open.
+pub fn release_window_open() -> bool {
+    let until = UNTIL_MS.load(Ordering::Relaxed);
+    until != 0 && now_ms() <= until
 }
 
 /// Called by a worker thread about to park: runs `collect` if a release

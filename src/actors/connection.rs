@@ -86,6 +86,39 @@ pub struct ConnectionActor {
     pub cluster: super::front_door::ClusterSlot,
 }
 
+/// Connection actors alive in this process (all nodes of it): started and
+/// their state not yet dropped. A passivated actor leaves the registry at
+/// once but ends later, after its snapshot.
+static RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// See [`RUNNING`].
+pub fn running_in_process() -> usize {
+    RUNNING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts an actor in [`RUNNING`] for as long as its state lives: dropped
+/// with it however the actor ends (stopped, failed, or killed, which skips
+/// `post_stop`).
+struct Running;
+
+impl Running {
+    fn start() -> Self {
+        RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // The actor's memory is being freed now: keep the release window
+        // open past the last actor of a sweep to end (they trail the sweep
+        // by their snapshots: seconds at 100,000 actors), whichever path
+        // stopped it.
+        crate::memory::want_release();
+    }
+}
+
 pub struct ConnectionArgs {
     pub id: ConnectionId,
     pub incarnation: u64,
@@ -111,6 +144,7 @@ pub struct ConnectionActorState {
     notified_at: Option<std::time::Instant>,
     over_budget: bool,
     timer: Option<(DateTime<Utc>, tokio::task::JoinHandle<()>)>,
+    _running: Running,
 }
 
 /// How tasks report to this actor (they never see its message type).
@@ -178,6 +212,7 @@ impl Actor for ConnectionActor {
             notified_at: None,
             over_budget: false,
             timer: None,
+            _running: Running::start(),
         })
     }
 

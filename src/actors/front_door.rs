@@ -519,9 +519,6 @@ impl Connections {
         for (_, actor) in &stopped {
             actor.stop(Some("passivated".into()));
         }
-        if !stopped.is_empty() {
-            crate::memory::want_release();
-        }
         stopped.len()
     }
 
