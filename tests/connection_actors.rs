@@ -182,7 +182,7 @@ async fn a_stale_second_writer_is_fenced_and_the_stream_stays_gap_free() {
         match actor
             .call(
                 |reply| ConnectionMsg::Command {
-                    command,
+                    command: Box::new(command),
                     correlation_id: Uuid::new_v4(),
                     reply,
                 },

@@ -44,15 +44,18 @@ use uuid::Uuid;
 pub const SNAPSHOT_SCHEMA_VERSION: i32 = 2;
 
 pub enum ConnectionMsg {
+    /// Commands are boxed: ractor keeps every idle actor's next-message
+    /// future allocated, sized for the largest message it could receive,
+    /// and a command (a booking, a fetched page) is hundreds of bytes.
     Command {
-        command: ConnectionCommand,
+        command: Box<ConnectionCommand>,
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     },
     /// A command from inside the actor system (a task's result): bypasses
     /// admission control, which bounds outside callers only.
     Internal {
-        command: ConnectionCommand,
+        command: Box<ConnectionCommand>,
         correlation_id: Uuid,
         reply: RpcReplyPort<Result<Ack, SendError>>,
     },
@@ -157,7 +160,7 @@ impl Recorder for ActorRecorder {
                 .0
                 .call(
                     |reply| ConnectionMsg::Internal {
-                        command,
+                        command: Box::new(command),
                         correlation_id: Uuid::nil(),
                         reply,
                     },
@@ -294,7 +297,7 @@ impl ConnectionActor {
                 st.mailbox.queued.fetch_sub(1, Ordering::AcqRel);
                 st.mailbox.touch(now);
                 if !self
-                    .handle_input(&myself, st, command, correlation_id, reply)
+                    .handle_input(&myself, st, *command, correlation_id, reply)
                     .await
                 {
                     return Ok(());
@@ -307,7 +310,7 @@ impl ConnectionActor {
             } => {
                 st.mailbox.touch(now);
                 if !self
-                    .handle_input(&myself, st, command, correlation_id, reply)
+                    .handle_input(&myself, st, *command, correlation_id, reply)
                     .await
                 {
                     return Ok(());
@@ -714,4 +717,21 @@ pub async fn recover(
     // An idle actor keeps this state for hours: no room to spare.
     state.shrink_to_fit();
     Ok((state, folded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle actor keeps room for its largest possible message (see
+    /// [`ConnectionMsg`]): a new inline variant of a few hundred bytes
+    /// would add that much to each of 100,000 actors.
+    #[test]
+    fn connection_messages_stay_small() {
+        assert!(
+            std::mem::size_of::<ConnectionMsg>() <= 64,
+            "ConnectionMsg is {} bytes: box the large variant",
+            std::mem::size_of::<ConnectionMsg>()
+        );
+    }
 }

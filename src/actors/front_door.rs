@@ -321,7 +321,7 @@ impl Connections {
         let entry = self.admitted(id).await?;
         let sent = entry.actor.call(
             |reply| ConnectionMsg::Command {
-                command,
+                command: Box::new(command),
                 correlation_id,
                 reply,
             },
