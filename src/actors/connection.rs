@@ -99,6 +99,12 @@ pub fn running_in_process() -> usize {
     RUNNING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Snapshots written by stopping actors at once in this process: a
+/// quarter of the default pool (16), the rest left to live work.
+const STOP_SNAPSHOTS_AT_ONCE: usize = 4;
+static STOP_SNAPSHOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(STOP_SNAPSHOTS_AT_ONCE);
+
 /// Counts an actor in [`RUNNING`] for as long as its state lives: dropped
 /// with it however the actor ends (stopped, failed, or killed, which skips
 /// `post_stop`).
@@ -243,8 +249,17 @@ impl Actor for ConnectionActor {
         // activation reads one snapshot instead of refolding up to
         // `snapshot_every` events each time a quiet connection polls.
         if st.events_since_snapshot > 0 {
-            // Boxed, as `pre_start`'s recovery is.
-            Box::pin(self.snapshot(st)).await;
+            // Boxed, as `pre_start`'s recovery is. A sweep stops actors by
+            // the thousand: each waits for one of a few permits, holding no
+            // pool connection meanwhile, so the snapshots never starve the
+            // appends that keep arriving (100,000 at once timed out the
+            // pool's 5 s wait for half of them, and any append waiting
+            // with them).
+            Box::pin(async {
+                let _permit = STOP_SNAPSHOTS.acquire().await;
+                self.snapshot(st).await;
+            })
+            .await;
         }
         Ok(())
     }
