@@ -170,6 +170,7 @@ async fn a_stale_second_writer_is_fenced_and_the_stream_stays_gap_free() {
             settings: settings.clone(),
             sync: None,
             cluster: Default::default(),
+            stop_snapshots: Default::default(),
         };
         let args = ConnectionArgs {
             id,

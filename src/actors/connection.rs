@@ -87,6 +87,8 @@ pub struct ConnectionActor {
     /// even to a stream the new owner has not written yet, where the
     /// expected version alone would not fence it (docs/CLUSTER.md).
     pub cluster: super::front_door::ClusterSlot,
+    /// Bounds the snapshots of stopping actors (see [`StopSnapshots`]).
+    pub stop_snapshots: StopSnapshots,
 }
 
 /// Connection actors alive in this process (all nodes of it): started and
@@ -99,11 +101,23 @@ pub fn running_in_process() -> usize {
     RUNNING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Snapshots written by stopping actors at once in this process: a
-/// quarter of the default pool (16), the rest left to live work.
+/// Snapshots one node's stopping actors write at once: a quarter of the
+/// default pool (16), the rest left to live work.
 const STOP_SNAPSHOTS_AT_ONCE: usize = 4;
-static STOP_SNAPSHOTS: tokio::sync::Semaphore =
-    tokio::sync::Semaphore::const_new(STOP_SNAPSHOTS_AT_ONCE);
+
+/// The permits of [`STOP_SNAPSHOTS_AT_ONCE`], one set per node (shared by
+/// its actors; per node, not per process, so nodes in one process — the
+/// simulation runs seeds side by side — never wait for each other).
+#[derive(Clone)]
+pub struct StopSnapshots(Arc<tokio::sync::Semaphore>);
+
+impl Default for StopSnapshots {
+    fn default() -> Self {
+        StopSnapshots(Arc::new(tokio::sync::Semaphore::new(
+            STOP_SNAPSHOTS_AT_ONCE,
+        )))
+    }
+}
 
 /// Counts an actor in [`RUNNING`] for as long as its state lives: dropped
 /// with it however the actor ends (stopped, failed, or killed, which skips
@@ -256,7 +270,7 @@ impl Actor for ConnectionActor {
             // pool's 5 s wait for half of them, and any append waiting
             // with them).
             Box::pin(async {
-                let _permit = STOP_SNAPSHOTS.acquire().await;
+                let _permit = self.stop_snapshots.0.acquire().await;
                 self.snapshot(st).await;
             })
             .await;

@@ -97,6 +97,7 @@ impl Connections {
             sync: sync.clone(),
             clock,
             cluster: cluster.clone(),
+            stop_snapshots: Default::default(),
         };
         let (supervisor, _join) = Actor::spawn(None, supervisor, ()).await?;
         Ok(Connections {

@@ -52,6 +52,8 @@ pub struct Supervisor {
     pub clock: Arc<dyn Clock>,
     /// Cluster mode: only connections of slices this node holds run here.
     pub cluster: super::front_door::ClusterSlot,
+    /// Shared by this node's actors: their stop snapshots, a few at a time.
+    pub stop_snapshots: super::connection::StopSnapshots,
 }
 
 pub struct SupervisorState {
@@ -266,6 +268,7 @@ impl Supervisor {
             settings: self.settings.clone(),
             sync: self.sync.clone(),
             cluster: self.cluster.clone(),
+            stop_snapshots: self.stop_snapshots.clone(),
         };
         let args = ConnectionArgs {
             id,
