@@ -17,8 +17,8 @@
 //! connection rows only (notifications: the bulk of ingest); batches with
 //! busy rows, calendars or bookings keep the transaction path.
 
-use super::group_commit::Request;
-use super::postgres::{metadata_json, row_to_event, stored_version, PgEventStore, EVENT_COLUMNS};
+use super::group_commit::{current_versions, Request};
+use super::postgres::{row_to_event, EventBodies, PgEventStore, EVENT_COLUMNS};
 use super::projections::{connection_unnest, connection_upsert_sql, ConnectionColumns};
 use super::{ExpectedVersion, RecordedEvent, StoreError};
 use crate::core::projection::RowChange;
@@ -59,10 +59,7 @@ pub(super) async fn append(
         for (k, event) in r.events.iter().enumerate() {
             events.requests.push(ordinal);
             events.offsets.push(k as i64 + 1);
-            events.types.push(event.event_type.as_str());
-            events.schema_versions.push(event.schema_version);
-            events.payloads.push(event.payload.as_str());
-            events.metadata.push(metadata_json(&event.metadata));
+            events.bodies.push(event);
         }
         for change in &r.changes {
             if let RowChange::UpsertConnection(row) = change {
@@ -76,10 +73,10 @@ pub(super) async fn append(
         &requests.expected,
         &events.requests,
         &events.offsets,
-        &events.types,
-        &events.schema_versions,
-        &events.payloads,
-        &events.metadata,
+        &events.bodies.types,
+        &events.bodies.schema_versions,
+        &events.bodies.payloads,
+        &events.bodies.metadata,
         &row_requests,
     ];
     params.extend(rows.params());
@@ -155,6 +152,9 @@ pub(super) async fn append(
 
 /// The expected version as the statement takes it: -1 for any, 0 for no
 /// stream (a stream at version 0 has no events), else the exact version.
+/// The statement's `ok` test is then `first_version`'s rule (group
+/// commit's), written in SQL so the check and the insert are one round
+/// trip.
 fn expected_param(expected: ExpectedVersion) -> i64 {
     match expected {
         ExpectedVersion::Any => -1,
@@ -164,27 +164,13 @@ fn expected_param(expected: ExpectedVersion) -> i64 {
     }
 }
 
-async fn current_versions(
-    client: &deadpool_postgres::Client,
-    streams: &[&str],
-) -> Result<HashMap<String, u64>, StoreError> {
-    let statement = client
-        .prepare_cached(super::group_commit::VERSIONS_SQL)
-        .await?;
-    let mut current = HashMap::with_capacity(streams.len());
-    for row in client.query(&statement, &[&streams]).await? {
-        let stream: String = row.try_get(0)?;
-        current.insert(stream, stored_version(row.try_get(1)?)?);
-    }
-    Ok(current)
-}
-
 #[derive(Default)]
 struct RequestColumns<'a> {
     streams: Vec<&'a str>,
     expected: Vec<i64>,
 }
 
+/// The events of a batch, each tied to its request.
 #[derive(Default)]
 struct EventRows<'a> {
     /// Which request (its ordinal) each event belongs to.
@@ -192,10 +178,7 @@ struct EventRows<'a> {
     /// The event's place in its request, from 1: its version is the
     /// stream's current version plus this.
     offsets: Vec<i64>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<&'a str>,
-    metadata: Vec<String>,
+    bodies: EventBodies<'a>,
 }
 
 /// The statement: `req` reads each stream's version, `ok` keeps the

@@ -203,9 +203,23 @@ fn finish(reply: Reply, outcome: Result<Vec<RecordedEvent>, StoreError>) {
     let _ = reply.send(outcome);
 }
 
-pub(super) const VERSIONS_SQL: &str =
+const VERSIONS_SQL: &str =
     "SELECT s, (SELECT coalesce(max(version), 0) FROM events WHERE stream = s) \
      FROM unnest($1::text[]) AS u(s)";
+
+/// The last version of each of `streams` (0 for a stream with no events).
+pub(super) async fn current_versions(
+    client: &impl deadpool_postgres::GenericClient,
+    streams: &[&str],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let statement = client.prepare_cached(VERSIONS_SQL).await?;
+    let mut current = HashMap::with_capacity(streams.len());
+    for row in client.query(&statement, &[&streams]).await? {
+        let stream: String = row.try_get(0)?;
+        current.insert(stream, stored_version(row.try_get(1)?)?);
+    }
+    Ok(current)
+}
 
 /// The batch in one transaction: per-request outcomes, or the error that
 /// rolled the whole batch back.
@@ -216,12 +230,7 @@ async fn try_batch(
     let mut client = store.pool().get().await?;
     let tx = client.transaction().await?;
     let streams: Vec<&str> = batch.iter().map(|r| r.stream.as_str()).collect();
-    let statement = tx.prepare_cached(VERSIONS_SQL).await?;
-    let mut current = HashMap::with_capacity(batch.len());
-    for row in tx.query(&statement, &[&streams]).await? {
-        let stream: String = row.try_get(0)?;
-        current.insert(stream, stored_version(row.try_get(1)?)?);
-    }
+    let current = current_versions(&tx, &streams).await?;
     // Each request's first version, or its conflict.
     let firsts: Vec<Result<u64, StoreError>> = batch
         .iter()

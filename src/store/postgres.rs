@@ -304,10 +304,26 @@ async fn current_version(
 pub(super) struct EventColumns<'a> {
     streams: Vec<&'a str>,
     versions: Vec<i64>,
-    types: Vec<&'a str>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<&'a str>,
-    metadata: Vec<String>,
+    bodies: EventBodies<'a>,
+}
+
+/// What every stored event carries besides its place (stream, version),
+/// as parameter arrays: one entry per event.
+#[derive(Default)]
+pub(super) struct EventBodies<'a> {
+    pub types: Vec<&'a str>,
+    pub schema_versions: Vec<i32>,
+    pub payloads: Vec<&'a str>,
+    pub metadata: Vec<String>,
+}
+
+impl<'a> EventBodies<'a> {
+    pub fn push(&mut self, event: &'a NewEvent) {
+        self.types.push(event.event_type.as_str());
+        self.schema_versions.push(event.schema_version);
+        self.payloads.push(event.payload.as_str());
+        self.metadata.push(metadata_json(&event.metadata));
+    }
 }
 
 impl<'a> EventColumns<'a> {
@@ -317,10 +333,7 @@ impl<'a> EventColumns<'a> {
             self.streams.push(stream);
             // Versions fit in i64: a stream would need 2^63 events to overflow.
             self.versions.push((first + i as u64) as i64);
-            self.types.push(event.event_type.as_str());
-            self.schema_versions.push(event.schema_version);
-            self.payloads.push(event.payload.as_str());
-            self.metadata.push(metadata_json(&event.metadata));
+            self.bodies.push(event);
         }
     }
 
@@ -349,10 +362,10 @@ impl<'a> EventColumns<'a> {
                 &[
                     &self.streams,
                     &self.versions,
-                    &self.types,
-                    &self.schema_versions,
-                    &self.payloads,
-                    &self.metadata,
+                    &self.bodies.types,
+                    &self.bodies.schema_versions,
+                    &self.bodies.payloads,
+                    &self.bodies.metadata,
                 ],
             )
             .await?;
@@ -363,7 +376,7 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-pub(super) fn metadata_json(metadata: &EventMetadata) -> String {
+fn metadata_json(metadata: &EventMetadata) -> String {
     // Serialising a struct of strings, numbers and uuids cannot fail.
     serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_string())
 }
